@@ -1,0 +1,3 @@
+//! Views over snapshots: Prometheus exposition (and, with its issue, OTLP push).
+
+pub mod prometheus;

@@ -1,0 +1,18 @@
+//! kepler-rs: a Kepler-compatible node energy exporter.
+//!
+//! Layering (dependencies point one way only):
+//! [`power`] (meters, zones, counters) and [`workload`] (processes, cgroups, containers)
+//! -> [`attribution`] and [`monitor`] (interval loop, immutable [`snapshot::Snapshot`]s)
+//! -> [`export`] and [`server`] (views that only read snapshots).
+//! [`config`] is the one typed configuration tree; [`host`] reads host-wide facts.
+
+pub mod attribution;
+pub mod config;
+pub mod export;
+pub mod host;
+pub mod monitor;
+pub mod power;
+pub mod selfmetrics;
+pub mod server;
+pub mod snapshot;
+pub mod workload;

@@ -1,0 +1,95 @@
+//! The exporter's own health counters: runtime errors by component and reason.
+//!
+//! Repeated errors from the host (a vanished `/proc/<pid>`, a half-written sysfs file) are
+//! counted here and rendered as `kepler_exporter_errors_total{component,reason}`; the log line
+//! for them is rate limited by [`SelfMetrics::record`], which says when to log.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Shared error counters; cheap to clone behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct SelfMetrics {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    errors: BTreeMap<(&'static str, &'static str), u64>,
+    last_logged: BTreeMap<(&'static str, &'static str), Instant>,
+}
+
+/// How often one (component, reason) pair may log.
+pub const LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl SelfMetrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one error and returns whether it should be logged now (the first time, then at
+    /// most once per [`LOG_EVERY`] for the same component and reason).
+    pub fn record(&self, component: &'static str, reason: &'static str) -> bool {
+        self.record_n(component, reason, 1)
+    }
+
+    /// Counts `n` errors of one kind at once.
+    pub fn record_n(&self, component: &'static str, reason: &'static str, n: u64) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        *inner.errors.entry((component, reason)).or_insert(0) += n;
+        let now = Instant::now();
+        match inner.last_logged.get(&(component, reason)) {
+            Some(t) if now.duration_since(*t) < LOG_EVERY => false,
+            _ => {
+                inner.last_logged.insert((component, reason), now);
+                true
+            }
+        }
+    }
+
+    /// All counters, sorted by component then reason.
+    pub fn errors(&self) -> Vec<(&'static str, &'static str, u64)> {
+        match self.inner.lock() {
+            Ok(inner) => inner
+                .errors
+                .iter()
+                .map(|((c, r), n)| (*c, *r, *n))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Records an error and logs it with `tracing::warn!` when the rate limit allows.
+#[macro_export]
+macro_rules! report_error {
+    ($metrics:expr, $component:expr, $reason:expr, $($arg:tt)+) => {
+        if $metrics.record($component, $reason) {
+            tracing::warn!(component = $component, reason = $reason, $($arg)+);
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_rate_limits() {
+        let m = SelfMetrics::new();
+        assert!(m.record("rapl", "garbage"));
+        assert!(!m.record("rapl", "garbage"));
+        assert!(m.record("procfs", "vanished"));
+        assert!(!m.record_n("rapl", "garbage", 0));
+        assert_eq!(
+            m.errors(),
+            vec![("procfs", "vanished", 1), ("rapl", "garbage", 2)]
+        );
+    }
+}

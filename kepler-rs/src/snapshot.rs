@@ -1,0 +1,159 @@
+//! The immutable result of one measurement: what every view (Prometheus, OTLP, `top`) reads.
+//!
+//! The monitor builds a new [`Snapshot`] each interval and publishes it; a scrape only renders
+//! the latest one, so the number of scrapers never changes what is measured. All energy values
+//! are cumulative since the exporter started and never go backwards.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::power::units::{CpuNanos, Microjoules, Watts};
+use crate::power::{ZoneId, ZoneKind};
+use crate::workload::{ContainerIdentity, WorkloadKey};
+
+/// Energy split into Kepler's two modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModeSplit {
+    pub dynamic: Microjoules,
+    pub idle: Microjoules,
+}
+
+impl ModeSplit {
+    pub fn total(&self) -> Microjoules {
+        self.dynamic + self.idle
+    }
+}
+
+impl std::ops::AddAssign for ModeSplit {
+    fn add_assign(&mut self, rhs: Self) {
+        self.dynamic += rhs.dynamic;
+        self.idle += rhs.idle;
+    }
+}
+
+/// Cumulative energy per zone kind (summed over sockets) plus Kepler's derived `other`
+/// (platform minus package and dram, accumulated per interval, never negative).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnergyByKind {
+    pub zones: BTreeMap<ZoneKind, ModeSplit>,
+    pub other: ModeSplit,
+}
+
+impl EnergyByKind {
+    /// Kepler's `*_joules_total`: package + dram + other (core and uncore are inside package).
+    pub fn total(&self) -> ModeSplit {
+        let mut sum = self.other;
+        for kind in [ZoneKind::Package, ZoneKind::Dram] {
+            if let Some(split) = self.zones.get(&kind) {
+                sum += *split;
+            }
+        }
+        sum
+    }
+}
+
+/// One node zone (one socket's package, dram, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeZone {
+    pub path: String,
+    /// Cumulative energy, wrap-corrected: monotonic, unlike the raw RAPL counter.
+    pub energy: ModeSplit,
+    /// Average power over the last interval.
+    pub watts: Watts,
+    /// Idle power the estimator currently believes in.
+    pub idle_watts: Watts,
+}
+
+/// A lifecycle state, Kepler's modern `state` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    /// Gone since this time; kept visible for the terminated-workload window.
+    Terminated(SystemTime),
+}
+
+/// A container or pseudo container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadEnergy {
+    pub key: WorkloadKey,
+    pub identity: Option<ContainerIdentity>,
+    /// Names from the orchestrator when known (empty when not).
+    pub pod_name: String,
+    pub container_name: String,
+    pub namespace: String,
+    pub energy: EnergyByKind,
+    /// Power over the last interval (dynamic + idle, package + dram + other).
+    pub watts: Watts,
+    pub cpu_time: CpuNanos,
+    pub state: State,
+}
+
+/// A process (only when process metrics are enabled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessEnergy {
+    pub pid: u32,
+    pub comm: String,
+    pub workload: WorkloadKey,
+    pub energy: EnergyByKind,
+    pub cpu_time: CpuNanos,
+    pub state: State,
+}
+
+/// Static facts about the node, for the info metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node_name: String,
+    pub cpu_architecture: String,
+    /// `source` of the component (package/core/dram) counters.
+    pub components_power_source: String,
+    /// `source` of the platform counter, or `none`.
+    pub platform_power_source: String,
+}
+
+/// One published measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub taken_at: SystemTime,
+    /// Length of the interval the latest deltas cover.
+    pub interval: Duration,
+    /// Number of completed intervals since start-up (0: only a baseline was read).
+    pub sequence: u64,
+    /// The classic `source` label: where the energy numbers come from.
+    pub power_source: &'static str,
+    /// The CPU-time source in use (`procfs`, `ebpf`).
+    pub cpu_time_source: &'static str,
+    /// Whether the CPU time is exact scheduler time (fills `*_bpf_cpu_time_ms_total`).
+    pub cpu_time_exact: bool,
+    pub info: NodeInfo,
+    pub node_zones: BTreeMap<ZoneId, NodeZone>,
+    /// Node energy by kind, summed over sockets (with `other`).
+    pub node: EnergyByKind,
+    /// Node CPU utilisation over the last interval, 0..=1.
+    pub node_cpu_usage_ratio: f64,
+    pub workloads: Vec<WorkloadEnergy>,
+    pub processes: Vec<ProcessEnergy>,
+}
+
+impl Snapshot {
+    /// A snapshot with no measurement yet (served before the first interval completes).
+    pub fn empty(
+        info: NodeInfo,
+        power_source: &'static str,
+        cpu_time_source: &'static str,
+    ) -> Self {
+        Self {
+            taken_at: SystemTime::UNIX_EPOCH,
+            interval: Duration::ZERO,
+            sequence: 0,
+            power_source,
+            cpu_time_source,
+            cpu_time_exact: false,
+            info,
+            node_zones: BTreeMap::new(),
+            node: EnergyByKind::default(),
+            node_cpu_usage_ratio: 0.0,
+            workloads: Vec::new(),
+            processes: Vec::new(),
+        }
+    }
+}

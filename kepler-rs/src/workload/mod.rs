@@ -1,0 +1,117 @@
+//! Workloads: which processes and containers ran, and for how long.
+//!
+//! A [`CpuTimeSource`] measures CPU time per process and per container since its previous sample.
+//! The procfs/cgroup source ([`procfs`]) works everywhere; the eBPF source plugs into the same
+//! trait. [`cgroup`] maps a process's cgroup to a container id, pod UID and runtime.
+//! Nothing here knows about energy.
+
+pub mod cgroup;
+pub mod cgroup_cpu;
+pub mod procfs;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::power::units::CpuNanos;
+
+/// The container runtime that created a container, as far as the cgroup path tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    Crio,
+    Podman,
+    Unknown,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::Crio => "crio",
+            Runtime::Podman => "podman",
+            Runtime::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where CPU time and energy are accounted: a container, or one of Kepler's pseudo containers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkloadKey {
+    /// A container, by its 64-hex id.
+    Container(String),
+    /// User-space processes outside any container (`system_processes`).
+    System,
+    /// Kernel threads and the root cgroup (`kernel_processes`).
+    Kernel,
+}
+
+impl WorkloadKey {
+    pub const SYSTEM_PROCESSES: &'static str = "system_processes";
+    pub const KERNEL_PROCESSES: &'static str = "kernel_processes";
+
+    /// The classic `container_id` label value.
+    pub fn container_id(&self) -> &str {
+        match self {
+            WorkloadKey::Container(id) => id,
+            WorkloadKey::System => Self::SYSTEM_PROCESSES,
+            WorkloadKey::Kernel => Self::KERNEL_PROCESSES,
+        }
+    }
+}
+
+impl fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.container_id())
+    }
+}
+
+/// What the cgroup path says about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerIdentity {
+    /// 64 lowercase hex characters.
+    pub id: String,
+    /// Pod UID with dashes (`6b2d2c5e-5f0a-...`), when the container belongs to a pod.
+    pub pod_uid: Option<String>,
+    pub runtime: Runtime,
+}
+
+/// CPU time one container (or pseudo container) used in the interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadUsage {
+    /// `None` for the pseudo containers.
+    pub identity: Option<ContainerIdentity>,
+    pub cpu: CpuNanos,
+}
+
+/// CPU time one process used in the interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessUsage {
+    pub pid: u32,
+    pub comm: String,
+    pub workload: WorkloadKey,
+    pub cpu: CpuNanos,
+}
+
+/// Everything a CPU-time source measured since its previous sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadSample {
+    /// Every workload alive now (with zero CPU if it did not run), including pseudo containers.
+    pub workloads: BTreeMap<WorkloadKey, WorkloadUsage>,
+    /// Every process alive now that the source could read.
+    pub processes: Vec<ProcessUsage>,
+}
+
+/// A source of per-process and per-container CPU time.
+pub trait CpuTimeSource: Send + fmt::Debug {
+    /// `procfs` or `ebpf`, for logs, `/healthz` and the self-metric.
+    fn name(&self) -> &'static str;
+    /// Whether the CPU time is exact on-CPU time from the scheduler (fills `bpf_cpu_time`).
+    fn is_scheduler_exact(&self) -> bool {
+        false
+    }
+    /// CPU time used since the previous call (the first call reports what it sees as a baseline
+    /// with zero CPU).
+    fn sample(&mut self) -> WorkloadSample;
+}
