@@ -1,1 +1,205 @@
-//! TODO(issue 2): in progress.
+//! Host-wide facts read from procfs: the node's aggregate CPU times (`/proc/stat`, first
+//! `cpu ` line) and the CPU model (`/proc/cpuinfo`).
+//!
+//! The procfs root is always passed in (`/proc` on a host, `/host/proc` in a DaemonSet, a fixture
+//! directory in tests). Nothing here keeps state; callers keep the previous [`CpuTimes`] and ask
+//! [`CpuTimes::utilisation_since`] for the busy fraction of an interval.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Why a host file could not be used.
+#[derive(Debug, Error)]
+pub enum HostError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
+
+/// Node-wide CPU time since boot, in clock ticks (jiffies), from the first `cpu ` line of
+/// `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// `total - idle - iowait`.
+    pub busy: u64,
+    /// `user + nice + system + idle + iowait + irq + softirq + steal` (guest time is already
+    /// counted inside user and nice, so it is not added again).
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// Parses the content of `/proc/stat`. `path` only names the file in errors.
+    pub fn parse(content: &str, path: &Path) -> Result<CpuTimes, HostError> {
+        let parse_err = |reason: String| HostError::Parse {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let line = content
+            .lines()
+            .find(|l| l.starts_with("cpu ") || l.starts_with("cpu\t"))
+            .ok_or_else(|| parse_err("no aggregate `cpu` line".to_string()))?;
+        let mut fields = Vec::with_capacity(10);
+        for (i, token) in line.split_whitespace().skip(1).enumerate() {
+            let value: u64 = token
+                .parse()
+                .map_err(|_| parse_err(format!("cpu field {}: not a number: {token:?}", i + 1)))?;
+            fields.push(value);
+        }
+        // user nice system idle are present on every kernel; later fields were added over time.
+        if fields.len() < 4 {
+            return Err(parse_err(format!(
+                "cpu line has {} fields, expected at least 4",
+                fields.len()
+            )));
+        }
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        let (idle, iowait) = (field(3), field(4));
+        let total = (0..8).map(field).fold(0u64, u64::saturating_add);
+        let busy = total.saturating_sub(idle).saturating_sub(iowait);
+        Ok(CpuTimes { busy, total })
+    }
+
+    /// The busy fraction of the CPU between `earlier` and `self`, in `0.0..=1.0`. Zero when no
+    /// time passed (or the readings are out of order); never NaN.
+    pub fn utilisation_since(&self, earlier: &CpuTimes) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let u = busy as f64 / total as f64;
+        if u.is_finite() {
+            u.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Reads the node's aggregate CPU times from `<procfs>/stat`.
+pub fn read_cpu_times(procfs: &Path) -> Result<CpuTimes, HostError> {
+    let path = procfs.join("stat");
+    let content = fs::read_to_string(&path).map_err(|source| HostError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    CpuTimes::parse(&content, &path)
+}
+
+/// The first `model name` in `<procfs>/cpuinfo`, or `None` when the file is unreadable or has
+/// none (some architectures name the CPU differently).
+pub fn cpu_model(procfs: &Path) -> Option<String> {
+    let content = fs::read_to_string(procfs.join("cpuinfo")).ok()?;
+    parse_cpu_model(&content)
+}
+
+fn parse_cpu_model(content: &str) -> Option<String> {
+    content.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        if key.trim() != "model name" {
+            return None;
+        }
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "cpu  4705 150 1120 16250 520 30 45 5 100 7\n\
+                        cpu0 2000 75 560 8000 260 15 20 3 50 3\n\
+                        intr 114930548 113199788 3 0 5 263 0 4 [... 242 more]\n\
+                        ctxt 1990473\nbtime 1062191376\nprocesses 2915\n";
+
+    #[test]
+    fn parses_first_cpu_line_without_guest() {
+        let t = CpuTimes::parse(STAT, Path::new("/proc/stat")).unwrap();
+        let total = 4705 + 150 + 1120 + 16250 + 520 + 30 + 45 + 5;
+        assert_eq!(t.total, total);
+        assert_eq!(t.busy, total - 16250 - 520);
+    }
+
+    #[test]
+    fn old_kernels_with_four_fields() {
+        let t = CpuTimes::parse("cpu 10 0 10 80\n", Path::new("x")).unwrap();
+        assert_eq!(
+            t,
+            CpuTimes {
+                busy: 20,
+                total: 100
+            }
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_file() {
+        for bad in ["", "cpu0 1 2 3 4\n", "cpu 1 2 x 4\n", "cpu 1 2 3\n"] {
+            let err = CpuTimes::parse(bad, Path::new("/host/proc/stat")).unwrap_err();
+            assert!(err.to_string().starts_with("/host/proc/stat: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn utilisation_is_bounded_and_never_nan() {
+        let a = CpuTimes {
+            busy: 100,
+            total: 400,
+        };
+        let b = CpuTimes {
+            busy: 150,
+            total: 500,
+        };
+        assert_eq!(b.utilisation_since(&a), 0.5);
+        assert_eq!(a.utilisation_since(&a), 0.0);
+        // Out of order or inconsistent readings stay in range.
+        assert_eq!(a.utilisation_since(&b), 0.0);
+        let odd = CpuTimes {
+            busy: 1000,
+            total: 450,
+        };
+        assert_eq!(odd.utilisation_since(&a), 1.0);
+        let max = CpuTimes {
+            busy: u64::MAX,
+            total: u64::MAX,
+        };
+        let u = max.utilisation_since(&CpuTimes::default());
+        assert!((0.0..=1.0).contains(&u));
+    }
+
+    #[test]
+    fn reads_files_from_a_procfs_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stat"), STAT).unwrap();
+        std::fs::write(
+            dir.path().join("cpuinfo"),
+            "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz\n\n\
+             processor\t: 1\nmodel name\t: Other\n",
+        )
+        .unwrap();
+        assert!(read_cpu_times(dir.path()).unwrap().total > 0);
+        assert_eq!(
+            cpu_model(dir.path()).as_deref(),
+            Some("Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz")
+        );
+        let missing = dir.path().join("nope");
+        let err = read_cpu_times(&missing).unwrap_err();
+        assert!(err.to_string().contains("nope/stat"), "{err}");
+        assert_eq!(cpu_model(&missing), None);
+        assert_eq!(parse_cpu_model("processor : 0\nmodel name :   \n"), None);
+    }
+
+    #[test]
+    fn real_proc_is_readable() {
+        let a = read_cpu_times(Path::new("/proc")).unwrap();
+        assert!(a.total > 0 && a.busy <= a.total);
+    }
+}
