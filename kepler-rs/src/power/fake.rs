@@ -1,1 +1,838 @@
-//! TODO(issue 2): in progress.
+//! Fake RAPL: a powercap-shaped directory tree whose counters advance by a documented power
+//! model, so that machines without RAPL (VMs, kind, CI) run the production [`RaplMeter`].
+//!
+//! It owns the model ([`FakeRaplModel`]: per zone and socket `P = idle + dynamic * u`, with `u`
+//! the host's CPU utilisation), the tree ([`FakeRaplTree`]: the deterministic core tests drive
+//! directly) and the background ticker ([`FakeRapl`]: reads `/proc/stat` every tick and advances
+//! the tree). Energy accumulates exactly in integer microjoules; the written counter wraps at
+//! `max_energy_range_uj` like hardware, and every write is atomic (temp file + rename).
+//!
+//! Layout, as in the real sysfs: `devices/virtual/powercap/intel-rapl/intel-rapl:S` (`package-S`)
+//! with sub-zones `intel-rapl:S:K` (core, uncore, dram) inside it, psys as the top-level
+//! `intel-rapl:<sockets>`, and `class/powercap/<zone>` symlinks to all of them.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::rapl::{DiscoverError, RaplMeter};
+use super::units::{Microjoules, Watts};
+use super::{ZoneId, ZoneKind};
+use crate::host::{self, CpuTimes, HostError};
+
+/// The `source` label of a meter reading the fake tree.
+pub const SOURCE: &str = "fake-rapl";
+
+/// Most sockets a fake model may have (keeps the tree small).
+pub const MAX_SOCKETS: u32 = 256;
+
+/// One zone kind of the model; instantiated once per socket (psys: once per node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeZoneModel {
+    pub kind: ZoneKind,
+    /// Power at zero utilisation.
+    pub idle: Watts,
+    /// Extra power at full utilisation.
+    pub dynamic: Watts,
+}
+
+/// The fake node: `P(zone) = idle + dynamic * u` for every zone on every socket.
+///
+/// Readers must sample more often than `max_energy_range / P` or a whole wrap goes unseen,
+/// exactly as with real RAPL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeRaplModel {
+    pub sockets: u32,
+    pub zones: Vec<FakeZoneModel>,
+    /// The counter runs `0..=max_energy_range` and then restarts at 0.
+    pub max_energy_range: Microjoules,
+    /// How often the background thread advances the counters.
+    pub tick: Duration,
+}
+
+impl Default for FakeRaplModel {
+    /// One socket; package 10 W + 40 W·u, core 2 W + 30 W·u, dram 2 W + 3 W·u; a 1 kJ range (so
+    /// wraps happen within minutes); a 100 ms tick.
+    fn default() -> Self {
+        let zone = |kind, idle, dynamic| FakeZoneModel {
+            kind,
+            idle: Watts(idle),
+            dynamic: Watts(dynamic),
+        };
+        FakeRaplModel {
+            sockets: 1,
+            zones: vec![
+                zone(ZoneKind::Package, 10.0, 40.0),
+                zone(ZoneKind::Core, 2.0, 30.0),
+                zone(ZoneKind::Dram, 2.0, 3.0),
+            ],
+            max_energy_range: Microjoules(1_000_000_000),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Every problem found in a model, each naming its field.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid fake RAPL model: {}", problems.join("; "))]
+pub struct ModelError {
+    pub problems: Vec<String>,
+}
+
+impl FakeRaplModel {
+    /// The ground-truth power of `zone` at CPU utilisation `utilisation` (clamped to 0..=1;
+    /// NaN counts as 0).
+    pub fn power_at(&self, zone: &FakeZoneModel, utilisation: f64) -> Watts {
+        let u = if utilisation.is_finite() {
+            utilisation.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        Watts(zone.idle.0 + zone.dynamic.0 * u)
+    }
+
+    /// Checks the model and reports every problem at once.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let mut problems = Vec::new();
+        if self.sockets == 0 || self.sockets > MAX_SOCKETS {
+            problems.push(format!(
+                "sockets: must be 1..={MAX_SOCKETS}, got {}",
+                self.sockets
+            ));
+        }
+        if self.zones.is_empty() {
+            problems.push("zones: must not be empty".to_string());
+        }
+        for (i, z) in self.zones.iter().enumerate() {
+            for (field, w) in [("idle", z.idle), ("dynamic", z.dynamic)] {
+                if !(w.0.is_finite() && w.0 >= 0.0) {
+                    problems.push(format!(
+                        "zones[{i}] ({}).{field}: must be finite and >= 0 W, got {}",
+                        z.kind, w.0
+                    ));
+                }
+            }
+            if self.zones[..i].iter().any(|o| o.kind == z.kind) {
+                problems.push(format!("zones[{i}] ({}): duplicate zone kind", z.kind));
+            }
+        }
+        let find = |kind| self.zones.iter().find(|z| z.kind == kind);
+        let package = find(ZoneKind::Package);
+        for z in &self.zones {
+            if matches!(z.kind, ZoneKind::Core | ZoneKind::Uncore | ZoneKind::Dram)
+                && package.is_none()
+            {
+                problems.push(format!(
+                    "zones: {} is a sub-zone of package, but there is no package zone",
+                    z.kind
+                ));
+            }
+        }
+        if let Some(pkg) = package {
+            // Core and uncore are parts of the package: their sum may not exceed it, at idle or
+            // at full load (the model is linear, so that covers every utilisation).
+            let parts: Vec<_> = [ZoneKind::Core, ZoneKind::Uncore]
+                .into_iter()
+                .filter_map(find)
+                .collect();
+            for u in [0.0, 1.0] {
+                let sum: f64 = parts.iter().map(|z| self.power_at(z, u).0).sum();
+                let limit = self.power_at(pkg, u).0;
+                if sum > limit {
+                    problems.push(format!(
+                        "zones: core + uncore ({sum} W) above package ({limit} W) at utilisation {u}"
+                    ));
+                }
+            }
+        }
+        if self.max_energy_range.0 == 0 {
+            problems.push("max_energy_range: must be > 0 uJ".to_string());
+        }
+        if self.tick.is_zero() {
+            problems.push("tick: must be > 0".to_string());
+        }
+        if self.max_energy_range.0 > 0 && !self.tick.is_zero() {
+            for z in &self.zones {
+                let per_tick = self.power_at(z, 1.0).for_duration(self.tick);
+                if per_tick >= self.max_energy_range {
+                    problems.push(format!(
+                        "max_energy_range: {} uJ is used up within one tick by {} ({} uJ)",
+                        self.max_energy_range.0, z.kind, per_tick.0
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError { problems })
+        }
+    }
+}
+
+/// Why the fake tree could not be built or started.
+#[derive(Debug, Error)]
+pub enum FakeRaplError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("fake RAPL follows the host CPU utilisation: {0}")]
+    Host(#[from] HostError),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FakeRaplError + '_ {
+    move |source| FakeRaplError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug)]
+struct FakeZoneState {
+    id: ZoneId,
+    model: usize,
+    dir: PathBuf,
+    /// Unwrapped energy since creation: the ground truth.
+    total: Microjoules,
+    removed: bool,
+}
+
+/// The deterministic core of fake RAPL: a tree on disk plus the true (unwrapped) totals.
+#[derive(Debug)]
+pub struct FakeRaplTree {
+    root: PathBuf,
+    model: FakeRaplModel,
+    zones: Vec<FakeZoneState>,
+}
+
+const ENERGY: &str = "energy_uj";
+const REMOVED: &str = ".energy_uj.removed";
+
+/// Writes `dir/name` atomically: readers see the old or the new content, never a part.
+fn write_atomic(dir: &Path, name: &str, content: &str) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, content)?;
+    fs::rename(&tmp, dir.join(name))
+}
+
+impl FakeRaplTree {
+    /// Validates `model` and builds its tree under `root` (created if needed; an earlier fake
+    /// tree there is replaced). All counters start at 0.
+    pub fn create(root: &Path, model: FakeRaplModel) -> Result<FakeRaplTree, FakeRaplError> {
+        model.validate()?;
+        let devices = root.join("devices/virtual/powercap/intel-rapl");
+        let class = root.join("class/powercap");
+        if devices.exists() {
+            fs::remove_dir_all(&devices).map_err(io_at(&devices))?;
+        }
+        fs::create_dir_all(&devices).map_err(io_at(&devices))?;
+        fs::create_dir_all(&class).map_err(io_at(&class))?;
+        for entry in fs::read_dir(&class).map_err(io_at(&class))? {
+            let entry = entry.map_err(io_at(&class))?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("intel-rapl")
+            {
+                let path = entry.path();
+                let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+                let removed = if is_dir {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.map_err(io_at(&path))?;
+            }
+        }
+
+        // (zone dir relative to `devices`, model index, socket); the `name` follows from them.
+        let mut layout: Vec<(PathBuf, usize, u32)> = Vec::new();
+        let package = model.zones.iter().position(|z| z.kind == ZoneKind::Package);
+        for socket in 0..model.sockets {
+            let top = PathBuf::from(format!("intel-rapl:{socket}"));
+            if let Some(p) = package {
+                layout.push((top.clone(), p, socket));
+            }
+            let subzones = model.zones.iter().enumerate().filter(|(_, z)| {
+                matches!(z.kind, ZoneKind::Core | ZoneKind::Uncore | ZoneKind::Dram)
+            });
+            for (k, (i, _)) in subzones.enumerate() {
+                layout.push((top.join(format!("intel-rapl:{socket}:{k}")), i, socket));
+            }
+        }
+        if let Some(p) = model.zones.iter().position(|z| z.kind == ZoneKind::Psys) {
+            layout.push((PathBuf::from(format!("intel-rapl:{}", model.sockets)), p, 0));
+        }
+
+        let max = model.max_energy_range.0.to_string();
+        let mut zones = Vec::with_capacity(layout.len());
+        for (rel, model_index, socket) in layout {
+            let kind = model.zones[model_index].kind;
+            let dir = devices.join(&rel);
+            fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+            let name = match kind {
+                ZoneKind::Package => format!("package-{socket}"),
+                other => other.as_str().to_string(),
+            };
+            for (file, content) in [
+                ("name", format!("{name}\n")),
+                ("max_energy_range_uj", format!("{max}\n")),
+                (ENERGY, "0\n".to_string()),
+            ] {
+                write_atomic(&dir, file, &content).map_err(io_at(&dir.join(file)))?;
+            }
+            let link = class.join(rel.file_name().unwrap_or(rel.as_os_str()));
+            let target = Path::new("../../devices/virtual/powercap/intel-rapl").join(&rel);
+            std::os::unix::fs::symlink(&target, &link).map_err(io_at(&link))?;
+            zones.push(FakeZoneState {
+                id: ZoneId { kind, socket },
+                model: model_index,
+                dir,
+                total: Microjoules::ZERO,
+                removed: false,
+            });
+        }
+        // The control-type entry the real class/powercap also has; readers must skip it.
+        let control = class.join("intel-rapl");
+        std::os::unix::fs::symlink("../../devices/virtual/powercap/intel-rapl", &control)
+            .map_err(io_at(&control))?;
+        Ok(FakeRaplTree {
+            root: root.to_path_buf(),
+            model,
+            zones,
+        })
+    }
+
+    /// The sysfs root to give [`RaplMeter::discover`].
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn model(&self) -> &FakeRaplModel {
+        &self.model
+    }
+
+    /// The zones in the tree, in creation order.
+    pub fn zone_ids(&self) -> Vec<ZoneId> {
+        self.zones.iter().map(|z| z.id).collect()
+    }
+
+    /// Opens the production reader on this tree.
+    pub fn meter(&self) -> Result<RaplMeter, DiscoverError> {
+        RaplMeter::discover(&self.root, SOURCE)
+    }
+
+    /// Adds `P(u) * elapsed` to every zone and writes the wrapped counters. Removed zones keep
+    /// counting but are not written. All zones are advanced even if one write fails; the first
+    /// error is returned.
+    pub fn advance(&mut self, utilisation: f64, elapsed: Duration) -> io::Result<()> {
+        let wrap = u128::from(self.model.max_energy_range.0) + 1;
+        let mut result = Ok(());
+        for zone in &mut self.zones {
+            let Some(zone_model) = self.model.zones.get(zone.model) else {
+                continue;
+            };
+            zone.total += self
+                .model
+                .power_at(zone_model, utilisation)
+                .for_duration(elapsed);
+            if zone.removed {
+                continue;
+            }
+            let raw = u128::from(zone.total.0) % wrap;
+            if let Err(e) = write_atomic(&zone.dir, ENERGY, &format!("{raw}\n")) {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// The unwrapped energy a zone has counted since creation (zero for an unknown zone).
+    pub fn true_total(&self, id: ZoneId) -> Microjoules {
+        self.zones
+            .iter()
+            .find(|z| z.id == id)
+            .map_or(Microjoules::ZERO, |z| z.total)
+    }
+
+    fn zone_mut(&mut self, id: ZoneId) -> io::Result<&mut FakeZoneState> {
+        self.zones.iter_mut().find(|z| z.id == id).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no fake RAPL zone {id}"))
+        })
+    }
+
+    /// Makes a zone's `energy_uj` disappear (renamed away) until [`Self::restore_zone`].
+    pub fn remove_zone(&mut self, id: ZoneId) -> io::Result<()> {
+        let zone = self.zone_mut(id)?;
+        if !zone.removed {
+            fs::rename(zone.dir.join(ENERGY), zone.dir.join(REMOVED))?;
+            zone.removed = true;
+        }
+        Ok(())
+    }
+
+    /// Brings a removed zone back, showing the energy counted while it was away.
+    pub fn restore_zone(&mut self, id: ZoneId) -> io::Result<()> {
+        let wrap = u128::from(self.model.max_energy_range.0) + 1;
+        let zone = self.zone_mut(id)?;
+        if zone.removed {
+            let raw = u128::from(zone.total.0) % wrap;
+            write_atomic(&zone.dir, ENERGY, &format!("{raw}\n"))?;
+            zone.removed = false;
+            match fs::remove_file(zone.dir.join(REMOVED)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fake RAPL tree advanced by a background thread that follows the host CPU utilisation.
+/// Dropping it stops and joins the thread (and removes the tree if it made a temp dir).
+#[derive(Debug)]
+pub struct FakeRapl {
+    root: PathBuf,
+    tree: Arc<Mutex<FakeRaplTree>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    // Declared last: dropped after the thread has been joined in `Drop`.
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl FakeRapl {
+    /// Builds the tree in `dir` (or a new temp dir) and starts ticking. `procfs` is where
+    /// `/proc/stat` is read from; it must be readable now.
+    pub fn start(
+        dir: Option<&Path>,
+        model: FakeRaplModel,
+        procfs: PathBuf,
+    ) -> Result<FakeRapl, FakeRaplError> {
+        let first = host::read_cpu_times(&procfs)?;
+        let (tempdir, root) = match dir {
+            Some(dir) => (None, dir.to_path_buf()),
+            None => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("fake-rapl-")
+                    .tempdir()
+                    .map_err(io_at(&std::env::temp_dir()))?;
+                let root = tmp.path().to_path_buf();
+                (Some(tmp), root)
+            }
+        };
+        let tick = model.tick;
+        let tree = Arc::new(Mutex::new(FakeRaplTree::create(&root, model)?));
+        let (stop, stopped) = mpsc::channel();
+        let thread_tree = Arc::clone(&tree);
+        let thread = std::thread::Builder::new()
+            .name("fake-rapl".to_string())
+            .spawn(move || tick_loop(&thread_tree, &procfs, tick, &stopped, first))
+            .map_err(io_at(&root))?;
+        tracing::info!(root = %root.display(), tick = ?tick, "fake RAPL started");
+        Ok(FakeRapl {
+            root,
+            tree,
+            stop: Some(stop),
+            thread: Some(thread),
+            _tempdir: tempdir,
+        })
+    }
+
+    /// The sysfs root to give [`RaplMeter::discover`] (it holds `class/powercap`).
+    pub fn sysfs_root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Opens the production reader on this tree, labelled [`SOURCE`].
+    pub fn meter(&self) -> Result<RaplMeter, DiscoverError> {
+        RaplMeter::discover(&self.root, SOURCE)
+    }
+
+    /// The ground-truth unwrapped energy of a zone so far.
+    pub fn true_total(&self, id: ZoneId) -> Microjoules {
+        self.tree
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .true_total(id)
+    }
+}
+
+impl Drop for FakeRapl {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::warn!("fake RAPL thread ended abnormally");
+            }
+        }
+    }
+}
+
+/// Every `tick`: measure utilisation since the last tick and advance by the time really elapsed.
+/// Errors are logged once per failing streak; the counters keep advancing at the last known
+/// utilisation when `/proc/stat` cannot be read.
+fn tick_loop(
+    tree: &Mutex<FakeRaplTree>,
+    procfs: &Path,
+    tick: Duration,
+    stop: &mpsc::Receiver<()>,
+    mut prev: CpuTimes,
+) {
+    let mut last = Instant::now();
+    let mut utilisation = 0.0;
+    let mut failing = false;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(last);
+        last = now;
+        let mut error = None;
+        match host::read_cpu_times(procfs) {
+            Ok(times) => {
+                utilisation = times.utilisation_since(&prev);
+                prev = times;
+            }
+            Err(e) => error = Some(e.to_string()),
+        }
+        let advanced = tree
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .advance(utilisation, elapsed);
+        if let Err(e) = advanced {
+            error = Some(e.to_string());
+        }
+        match error {
+            Some(e) if !failing => {
+                tracing::warn!(error = %e, "fake RAPL tick failed");
+                failing = true;
+            }
+            Some(_) => {}
+            None if failing => {
+                tracing::info!("fake RAPL ticks recovered");
+                failing = false;
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::power::counter::{Counter, Step};
+    use crate::power::{PowerMeter, ReadError};
+
+    fn id(kind: ZoneKind, socket: u32) -> ZoneId {
+        ZoneId { kind, socket }
+    }
+
+    fn two_socket_model() -> FakeRaplModel {
+        let mut model = FakeRaplModel {
+            sockets: 2,
+            ..FakeRaplModel::default()
+        };
+        model.zones.push(FakeZoneModel {
+            kind: ZoneKind::Uncore,
+            idle: Watts(1.0),
+            dynamic: Watts(5.0),
+        });
+        model.zones.push(FakeZoneModel {
+            kind: ZoneKind::Psys,
+            idle: Watts(30.0),
+            dynamic: Watts(100.0),
+        });
+        model
+    }
+
+    /// Reads every zone once and feeds its counter; returns the deltas by zone.
+    fn step(meter: &mut RaplMeter, counters: &mut [Counter]) -> Vec<Step> {
+        meter
+            .read()
+            .into_iter()
+            .zip(counters.iter_mut())
+            .map(|(r, c)| c.observe(r.energy.unwrap().0).unwrap())
+            .collect()
+    }
+
+    fn counters(meter: &RaplMeter) -> Vec<Counter> {
+        let zones = meter.zones();
+        zones
+            .iter()
+            .map(|z| Counter::wrapping_at(z.max_energy.0))
+            .collect()
+    }
+
+    #[test]
+    fn tree_is_read_by_the_production_meter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = FakeRaplTree::create(tmp.path(), two_socket_model()).unwrap();
+        let meter = tree.meter().unwrap();
+        assert_eq!(meter.source(), "fake-rapl");
+        let ids: Vec<_> = meter.zones().iter().map(|z| z.id).collect();
+        let mut expected = tree.zone_ids();
+        expected.sort();
+        assert_eq!(ids, expected);
+        assert_eq!(ids.len(), 2 * 4 + 1);
+        assert!(ids.contains(&id(ZoneKind::Psys, 0)));
+        assert!(ids.contains(&id(ZoneKind::Uncore, 1)));
+        let class = tmp.path().join("class/powercap");
+        assert!(fs::symlink_metadata(class.join("intel-rapl:1:2"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            fs::read_to_string(class.join("intel-rapl:2/name")).unwrap(),
+            "psys\n"
+        );
+        assert!(meter
+            .zones()
+            .iter()
+            .all(|z| z.max_energy == Microjoules(1_000_000_000)));
+        // Re-creating over an existing tree replaces it.
+        let tree = FakeRaplTree::create(tmp.path(), FakeRaplModel::default()).unwrap();
+        assert_eq!(tree.meter().unwrap().zones().len(), 3);
+    }
+
+    #[test]
+    fn deltas_equal_model_power_times_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut tree = FakeRaplTree::create(tmp.path(), two_socket_model()).unwrap();
+        let mut meter = tree.meter().unwrap();
+        let mut counters = counters(&meter);
+        assert!(step(&mut meter, &mut counters)
+            .iter()
+            .all(|s| *s == Step::First));
+        let dt = Duration::from_millis(1500);
+        for u in [0.0, 0.37, 1.0] {
+            tree.advance(u, dt).unwrap();
+            let steps = step(&mut meter, &mut counters);
+            for (zone, s) in meter.zones().iter().zip(steps) {
+                let zm = tree
+                    .model()
+                    .zones
+                    .iter()
+                    .find(|z| z.kind == zone.id.kind)
+                    .unwrap();
+                let expected = tree.model().power_at(zm, u).for_duration(dt);
+                assert_eq!(s, Step::Advanced(expected.0), "{} at u={u}", zone.id);
+            }
+        }
+        // Package-0 saw 10 W, 24.8 W and 50 W for 1.5 s each.
+        assert_eq!(
+            tree.true_total(id(ZoneKind::Package, 0)),
+            Microjoules(15_000_000 + 37_200_000 + 75_000_000)
+        );
+        assert_eq!(tree.true_total(id(ZoneKind::Package, 7)), Microjoules::ZERO);
+        // Only the 3 zone files and 3 sub-zone dirs: every temp file was renamed into place.
+        let zone_dir = tmp.path().join("class/powercap/intel-rapl:0");
+        assert_eq!(fs::read_dir(zone_dir).unwrap().count(), 6);
+    }
+
+    #[test]
+    fn wraps_lose_no_energy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = FakeRaplModel {
+            max_energy_range: Microjoules(7_000_003),
+            ..FakeRaplModel::default()
+        };
+        let mut tree = FakeRaplTree::create(tmp.path(), model).unwrap();
+        let mut meter = tree.meter().unwrap();
+        let mut counters = counters(&meter);
+        step(&mut meter, &mut counters);
+        let mut sums = vec![0u64; counters.len()];
+        let mut wraps = 0;
+        for i in 0..400u32 {
+            let u = f64::from((i * 37) % 101) / 100.0;
+            tree.advance(u, Duration::from_millis(50 + u64::from(i % 7) * 10))
+                .unwrap();
+            for (k, s) in step(&mut meter, &mut counters).into_iter().enumerate() {
+                wraps += usize::from(matches!(s, Step::Wrapped(_)));
+                sums[k] += s.delta();
+            }
+        }
+        assert!(wraps >= 10, "only {wraps} wraps");
+        for (zone, sum) in meter.zones().iter().zip(sums) {
+            // The tree writes `total % (max + 1)`: the counter runs 0..=max, so the step from
+            // max back to 0 is one microjoule, and a wrap delta is (max - prev) + 1 + value.
+            assert_eq!(
+                Microjoules(sum),
+                tree.true_total(zone.id),
+                "{} ({wraps} wraps in all)",
+                zone.id
+            );
+        }
+    }
+
+    #[test]
+    fn zone_disappears_and_returns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut tree = FakeRaplTree::create(tmp.path(), FakeRaplModel::default()).unwrap();
+        let mut meter = tree.meter().unwrap();
+        let pkg = id(ZoneKind::Package, 0);
+        let mut counter = Counter::wrapping_at(1_000_000_000);
+        counter
+            .observe(meter.read()[0].energy.clone().unwrap().0)
+            .unwrap();
+        tree.remove_zone(pkg).unwrap();
+        tree.advance(0.5, Duration::from_secs(2)).unwrap();
+        let readings = meter.read();
+        assert!(matches!(
+            readings[0].energy,
+            Err(ReadError::Vanished { .. })
+        ));
+        assert!(readings[1].energy.is_ok());
+        tree.restore_zone(pkg).unwrap();
+        let back = meter.read()[0].energy.clone().unwrap();
+        assert_eq!(counter.observe(back.0).unwrap(), Step::Advanced(60_000_000));
+        assert_eq!(tree.true_total(pkg), Microjoules(60_000_000));
+        assert!(tree.remove_zone(id(ZoneKind::Psys, 0)).is_err());
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let model = FakeRaplModel {
+            sockets: 0,
+            zones: vec![
+                FakeZoneModel {
+                    kind: ZoneKind::Package,
+                    idle: Watts(f64::NAN),
+                    dynamic: Watts(1.0),
+                },
+                FakeZoneModel {
+                    kind: ZoneKind::Core,
+                    idle: Watts(5.0),
+                    dynamic: Watts(-1.0),
+                },
+                FakeZoneModel {
+                    kind: ZoneKind::Core,
+                    idle: Watts(1.0),
+                    dynamic: Watts(1.0),
+                },
+            ],
+            max_energy_range: Microjoules::ZERO,
+            tick: Duration::ZERO,
+        };
+        let err = model.validate().unwrap_err();
+        let msg = err.to_string();
+        for needle in [
+            "sockets: must be 1..=256, got 0",
+            "zones[0] (package).idle: must be finite",
+            "zones[1] (core).dynamic: must be finite and >= 0 W, got -1",
+            "zones[2] (core): duplicate zone kind",
+            "max_energy_range: must be > 0",
+            "tick: must be > 0",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+        }
+        assert_eq!(err.problems.len(), 6, "{msg}");
+
+        let above = FakeRaplModel {
+            zones: vec![
+                FakeZoneModel {
+                    kind: ZoneKind::Package,
+                    idle: Watts(10.0),
+                    dynamic: Watts(10.0),
+                },
+                FakeZoneModel {
+                    kind: ZoneKind::Core,
+                    idle: Watts(5.0),
+                    dynamic: Watts(20.0),
+                },
+            ],
+            ..FakeRaplModel::default()
+        };
+        let msg = above.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("above package (20 W) at utilisation 1"),
+            "{msg}"
+        );
+        let orphan = FakeRaplModel {
+            zones: vec![FakeZoneModel {
+                kind: ZoneKind::Dram,
+                idle: Watts(1.0),
+                dynamic: Watts(0.0),
+            }],
+            ..FakeRaplModel::default()
+        };
+        assert!(orphan
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("no package zone"));
+        let tiny = FakeRaplModel {
+            max_energy_range: Microjoules(1_000),
+            ..FakeRaplModel::default()
+        };
+        assert!(tiny
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("within one tick"));
+        assert_eq!(FakeRaplModel::default().validate(), Ok(()));
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            FakeRaplTree::create(tmp.path(), model),
+            Err(FakeRaplError::Model(_))
+        ));
+        let m = FakeRaplModel::default();
+        assert_eq!(m.power_at(&m.zones[0], f64::NAN), Watts(10.0));
+        assert_eq!(m.power_at(&m.zones[0], 2.0), Watts(50.0));
+    }
+
+    #[test]
+    fn threaded_fake_advances_and_cleans_up() {
+        let model = FakeRaplModel {
+            tick: Duration::from_millis(2),
+            ..FakeRaplModel::default()
+        };
+        let t0 = Instant::now();
+        let fake = FakeRapl::start(None, model, PathBuf::from("/proc")).unwrap();
+        let root = fake.sysfs_root().to_path_buf();
+        let mut meter = fake.meter().unwrap();
+        let pkg = id(ZoneKind::Package, 0);
+        let started = Instant::now();
+        let mut last = 0;
+        // Read while the thread writes: atomic writes mean never a garbage value.
+        while started.elapsed() < Duration::from_millis(300) {
+            let value = meter.read()[0].energy.clone().unwrap().0;
+            assert!(value >= last, "{value} < {last}");
+            last = value;
+        }
+        // At least idle power (10 W) for most of the 300 ms; at most full load (50 W) throughout.
+        let truth = fake.true_total(pkg).0;
+        let most = Watts(50.0).for_duration(t0.elapsed()).0;
+        assert!(
+            (1_000_000..=most).contains(&truth),
+            "{truth} not in 1 J..={most} uJ"
+        );
+        assert!(last > 0 && last <= truth);
+        drop(fake);
+        assert!(!root.exists(), "temp tree removed on drop");
+    }
+
+    #[test]
+    fn start_in_a_given_dir_and_bad_procfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("fake-sys");
+        let fake = FakeRapl::start(Some(&dir), FakeRaplModel::default(), "/proc".into()).unwrap();
+        assert_eq!(fake.sysfs_root(), dir);
+        assert_eq!(fake.meter().unwrap().zones().len(), 3);
+        drop(fake);
+        assert!(dir.join("class/powercap/intel-rapl:0/energy_uj").exists());
+        let err = FakeRapl::start(None, FakeRaplModel::default(), tmp.path().join("no-proc"))
+            .unwrap_err();
+        assert!(matches!(err, FakeRaplError::Host(_)), "{err}");
+        assert!(err.to_string().contains("no-proc/stat"), "{err}");
+    }
+}
