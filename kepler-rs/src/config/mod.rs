@@ -1,0 +1,525 @@
+//! The exporter's one typed configuration tree.
+//!
+//! Values come in layers (defaults < YAML file < `KEPLER_*` environment < flags, see [`layers`])
+//! as raw strings keyed by dotted path; [`Config::from_values`] parses and validates them in one
+//! pass and reports every problem at once, each with its path
+//! (`monitor.interval: must be > 0, got 0s`).
+
+pub mod layers;
+pub mod settings;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::power::fake::{FakeRaplModel, FakeZoneModel};
+use crate::power::units::{Microjoules, Watts};
+use crate::power::ZoneKind;
+
+pub use layers::Values;
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: &str, message: String) -> Self {
+        Self {
+            path: path.to_string(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, for one message listing them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How idle energy is shared among workloads (see docs/attribution.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// By each workload's share of CPU time over a longer window (default).
+    CpuShare,
+    /// Equally per container, pseudo containers included.
+    Even,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+    pub listen_address: SocketAddr,
+    pub interval: Duration,
+    pub terminated_retention: Duration,
+    pub max_terminated: usize,
+    pub idle_policy: IdlePolicy,
+    pub idle_window: Duration,
+    pub idle_half_life: Duration,
+    pub process_metrics: bool,
+    /// Empty: decided at start-up from $NODE_NAME or the host name.
+    pub node_name: String,
+    /// `Some` when fake RAPL is enabled.
+    pub fake_rapl: Option<FakeRaplConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeRaplConfig {
+    pub dir: Option<PathBuf>,
+    pub model: FakeRaplModel,
+}
+
+/// Parses each raw value once, collecting errors instead of stopping at the first.
+struct Parser<'a> {
+    values: &'a Values,
+    errors: Vec<ConfigError>,
+}
+
+impl Parser<'_> {
+    fn raw(&self, path: &'static str) -> &str {
+        self.values
+            .get(path)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    fn fail(&mut self, path: &str, message: String) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    fn parse<T: FromStr + Default>(&mut self, path: &'static str, what: &str) -> T {
+        let raw = self.raw(path).trim().to_string();
+        match raw.parse() {
+            Ok(v) => v,
+            Err(_) => {
+                self.fail(path, format!("must be {what}, got {raw:?}"));
+                T::default()
+            }
+        }
+    }
+
+    fn bool(&mut self, path: &'static str) -> bool {
+        match self.raw(path).trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" | "" => false,
+            other => {
+                let other = other.to_string();
+                self.fail(path, format!("must be true or false, got {other:?}"));
+                false
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &'static str, min: Duration) -> Duration {
+        let raw = self.raw(path).trim().to_string();
+        match humantime::parse_duration(&raw) {
+            Ok(d) if d < min => {
+                let shown = humantime::format_duration(d);
+                if min.is_zero() {
+                    d
+                } else if d.is_zero() {
+                    self.fail(path, format!("must be > 0, got {shown}"));
+                    d
+                } else {
+                    let min_shown = humantime::format_duration(min);
+                    self.fail(path, format!("must be at least {min_shown}, got {shown}"));
+                    d
+                }
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.fail(
+                    path,
+                    format!("must be a duration like 3s or 500ms, got {raw:?} ({e})"),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn watts(&mut self, path: &'static str) -> Watts {
+        let w: f64 = self.parse(path, "a number of watts");
+        if !w.is_finite() || w < 0.0 {
+            self.fail(path, format!("must be a finite number >= 0, got {w}"));
+        }
+        Watts(w)
+    }
+
+    fn path(&mut self, path: &'static str) -> PathBuf {
+        let raw = PathBuf::from(self.raw(path).trim());
+        if raw.as_os_str().is_empty() {
+            self.fail(path, "must not be empty".to_string());
+        }
+        raw
+    }
+}
+
+impl Config {
+    /// Builds and validates the configuration from merged raw values.
+    pub fn from_values(values: &Values) -> Result<Config, ConfigErrors> {
+        let mut p = Parser {
+            values,
+            errors: Vec::new(),
+        };
+        let log_level = p.raw("log.level").trim().to_ascii_lowercase();
+        if !matches!(
+            log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            p.fail(
+                "log.level",
+                format!("must be one of error, warn, info, debug, trace, got {log_level:?}"),
+            );
+        }
+        let log_format = match p.raw("log.format").trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                let other = other.to_string();
+                p.fail("log.format", format!("must be text or json, got {other:?}"));
+                LogFormat::Text
+            }
+        };
+        let idle_policy = match p.raw("attribution.idlePolicy").trim() {
+            "cpu-share" => IdlePolicy::CpuShare,
+            "even" => IdlePolicy::Even,
+            other => {
+                let other = other.to_string();
+                p.fail(
+                    "attribution.idlePolicy",
+                    format!("must be cpu-share or even, got {other:?}"),
+                );
+                IdlePolicy::CpuShare
+            }
+        };
+        let listen_raw = p.raw("web.listenAddress").trim().to_string();
+        let listen_address = listen_raw.parse().unwrap_or_else(|_| {
+            p.fail(
+                "web.listenAddress",
+                format!("must be HOST:PORT with an IP address, got {listen_raw:?}"),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 9102))
+        });
+        let interval = p.duration("monitor.interval", Duration::from_millis(100));
+        let terminated_retention = p.duration("monitor.terminatedRetention", Duration::ZERO);
+        let max_terminated = p.parse::<usize>("monitor.maxTerminated", "a whole number >= 0");
+        let idle_window = p.duration("attribution.idleWindow", Duration::from_millis(1));
+        let idle_half_life = p.duration("attribution.idleHalfLife", Duration::from_millis(1));
+        if !idle_window.is_zero() && idle_window < interval {
+            p.fail(
+                "attribution.idleWindow",
+                format!(
+                    "must be at least monitor.interval ({}), got {}",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(idle_window)
+                ),
+            );
+        }
+        let process_metrics = p.bool("metrics.processes");
+        let sysfs = p.path("host.sysfs");
+        let procfs = p.path("host.procfs");
+        let node_name = p.raw("kube.nodeName").trim().to_string();
+        let fake_rapl = if p.bool("fakeRapl.enabled") {
+            Some(fake_rapl_config(&mut p))
+        } else {
+            None
+        };
+        if p.errors.is_empty() {
+            Ok(Config {
+                log_level,
+                log_format,
+                sysfs,
+                procfs,
+                listen_address,
+                interval,
+                terminated_retention,
+                max_terminated,
+                idle_policy,
+                idle_window,
+                idle_half_life,
+                process_metrics,
+                node_name,
+                fake_rapl,
+            })
+        } else {
+            Err(ConfigErrors(p.errors))
+        }
+    }
+
+    /// Merges the layers in precedence order and builds the configuration.
+    pub fn load(
+        command_line: &layers::CommandLine,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut values = layers::defaults();
+        if let Some(file) = &command_line.config_file {
+            let path = PathBuf::from(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigErrors(vec![ConfigError::new(
+                    "config.file",
+                    format!("cannot read {}: {e}", path.display()),
+                )])
+            })?;
+            values.extend(layers::from_yaml(&text, &path).map_err(ConfigErrors)?);
+        }
+        values.extend(layers::from_env(env));
+        values.extend(command_line.values.clone());
+        Config::from_values(&values)
+    }
+}
+
+fn fake_rapl_config(p: &mut Parser<'_>) -> FakeRaplConfig {
+    let dir = Some(p.raw("fakeRapl.dir").trim())
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    let sockets = p.parse::<u32>("fakeRapl.sockets", "a whole number");
+    if sockets == 0 {
+        p.fail("fakeRapl.sockets", "must be > 0, got 0".to_string());
+    }
+    let zone = |p: &mut Parser<'_>, kind, idle, dynamic| FakeZoneModel {
+        kind,
+        idle: p.watts(idle),
+        dynamic: p.watts(dynamic),
+    };
+    let zones = vec![
+        zone(
+            p,
+            ZoneKind::Package,
+            "fakeRapl.packageIdleWatts",
+            "fakeRapl.packageDynamicWatts",
+        ),
+        zone(
+            p,
+            ZoneKind::Core,
+            "fakeRapl.coreIdleWatts",
+            "fakeRapl.coreDynamicWatts",
+        ),
+        zone(
+            p,
+            ZoneKind::Dram,
+            "fakeRapl.dramIdleWatts",
+            "fakeRapl.dramDynamicWatts",
+        ),
+    ];
+    let max_range = p.parse::<u64>("fakeRapl.maxEnergyRangeUj", "a whole number of microjoules");
+    if max_range == 0 {
+        p.fail(
+            "fakeRapl.maxEnergyRangeUj",
+            "must be > 0, got 0".to_string(),
+        );
+    }
+    let tick = p.duration("fakeRapl.tick", Duration::from_millis(1));
+    FakeRaplConfig {
+        dir,
+        model: FakeRaplModel {
+            sockets,
+            zones,
+            max_energy_range: Microjoules(max_range),
+            tick,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        args: &[&str],
+        env: &[(&str, &str)],
+        yaml: Option<&str>,
+    ) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv = vec!["kepler-rs".to_string()];
+        if let Some(yaml) = yaml {
+            let file = dir.path().join("config.yaml");
+            std::fs::write(&file, yaml).unwrap();
+            argv.push(format!("--config.file={}", file.display()));
+        }
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let cli = layers::parse_args(argv).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&cli, |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_match_kepler() {
+        let c = load(&[], &[], None).unwrap();
+        assert_eq!(c.listen_address, "0.0.0.0:9102".parse().unwrap());
+        assert_eq!(c.interval, Duration::from_secs(3));
+        assert_eq!(c.sysfs, PathBuf::from("/sys"));
+        assert_eq!(c.procfs, PathBuf::from("/proc"));
+        assert!(!c.process_metrics);
+        assert!(c.fake_rapl.is_none());
+        assert_eq!(c.idle_policy, IdlePolicy::CpuShare);
+    }
+
+    #[test]
+    fn precedence_file_env_flags() {
+        let yaml = "monitor:\n  interval: 10s\n  maxTerminated: 7\nhost:\n  sysfs: /yaml/sys\n  procfs: /yaml/proc\n";
+        let c = load(
+            &["--monitor.interval", "5s"],
+            &[
+                ("KEPLER_MONITOR_INTERVAL", "7s"),
+                ("KEPLER_HOST_PROCFS", "/env/proc"),
+            ],
+            Some(yaml),
+        )
+        .unwrap();
+        assert_eq!(
+            c.interval,
+            Duration::from_secs(5),
+            "flag beats env and file"
+        );
+        assert_eq!(c.procfs, PathBuf::from("/env/proc"), "env beats file");
+        assert_eq!(c.sysfs, PathBuf::from("/yaml/sys"), "file beats default");
+        assert_eq!(c.max_terminated, 7);
+    }
+
+    #[test]
+    fn fake_rapl_switch_and_model() {
+        let c = load(
+            &[
+                "--fake-rapl",
+                "--fake-rapl.sockets",
+                "2",
+                "--fake-rapl.package-idle-watts=12.5",
+            ],
+            &[],
+            None,
+        )
+        .unwrap();
+        let fake = c.fake_rapl.unwrap();
+        assert_eq!(fake.model.sockets, 2);
+        assert_eq!(fake.model.zones[0].idle, Watts(12.5));
+        assert!(fake.dir.is_none());
+        let c = load(
+            &["--fake-rapl=false"],
+            &[],
+            Some("fakeRapl:\n  enabled: true\n"),
+        )
+        .unwrap();
+        assert!(c.fake_rapl.is_none(), "flag false overrides file true");
+        let c = load(&[], &[("KEPLER_FAKE_RAPL_ENABLED", "true")], None).unwrap();
+        assert!(c.fake_rapl.is_some());
+    }
+
+    #[test]
+    fn all_errors_reported_with_paths() {
+        let err = load(
+            &[
+                "--monitor.interval",
+                "0s",
+                "--web.listen-address",
+                "nope",
+                "--fake-rapl",
+                "--fake-rapl.sockets",
+                "0",
+            ],
+            &[("KEPLER_LOG_LEVEL", "loud")],
+            Some("attribution:\n  idlePolicy: random\n"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("monitor.interval: must be > 0, got 0s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("web.listenAddress: must be HOST:PORT"),
+            "{text}"
+        );
+        assert!(text.contains("log.level: must be one of"), "{text}");
+        assert!(
+            text.contains("attribution.idlePolicy: must be cpu-share or even"),
+            "{text}"
+        );
+        assert!(text.contains("fakeRapl.sockets: must be > 0"), "{text}");
+        assert_eq!(err.0.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn unknown_and_malformed_yaml() {
+        let err = load(
+            &[],
+            &[],
+            Some("monitor:\n  intervall: 3s\n  interval: [1, 2]\n"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("monitor.intervall: unknown setting"),
+            "{text}"
+        );
+        assert!(
+            text.contains("monitor.interval: must be a single value"),
+            "{text}"
+        );
+        let err = load(&[], &[], Some("monitor: [unclosed")).unwrap_err();
+        assert!(err.to_string().contains("config.file:"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_and_numbers() {
+        let err = load(
+            &[
+                "--monitor.interval",
+                "fast",
+                "--monitor.max-terminated",
+                "-1",
+            ],
+            &[],
+            None,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("monitor.interval: must be a duration"),
+            "{text}"
+        );
+        assert!(
+            text.contains("monitor.maxTerminated: must be a whole number"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_flag_is_a_clap_error() {
+        assert!(layers::parse_args(["kepler-rs", "--no-such-flag"]).is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! The table of every setting: its dotted path, default and help text.
+//!
+//! This table is the one place a setting is declared. The YAML key, the environment variable
+//! and the command-line flag are all derived from the dotted path (see [`flag_name`],
+//! [`env_name`]), so the three layers can never drift apart. Kepler's names are used where
+//! Kepler has one (`--web.listen-address`, `--host.sysfs`, `--monitor.interval`).
+
+/// How a setting is given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Takes a value: `--monitor.interval 3s`.
+    Value,
+    /// A switch: `--fake-rapl` means true, `--fake-rapl=false` is allowed too.
+    Switch,
+}
+
+/// One configurable setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Dotted path in camelCase, as in the YAML file: `monitor.interval`.
+    pub path: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub help: &'static str,
+    /// A flag name that differs from the derived one (Kepler's `--fake-rapl` style switches).
+    pub flag_override: Option<&'static str>,
+}
+
+const fn value(path: &'static str, default: &'static str, help: &'static str) -> Setting {
+    Setting {
+        path,
+        kind: Kind::Value,
+        default,
+        help,
+        flag_override: None,
+    }
+}
+
+/// Every setting, in the order `--help` shows them.
+pub const SETTINGS: &[Setting] = &[
+    value("log.level", "info", "Log level: error, warn, info, debug, trace"),
+    value("log.format", "text", "Log format: text or json"),
+    value("host.sysfs", "/sys", "Host sysfs mount (RAPL powercap, cgroups)"),
+    value("host.procfs", "/proc", "Host procfs mount (processes, CPU statistics)"),
+    value("web.listenAddress", "0.0.0.0:9102", "Address the /metrics and /healthz server listens on"),
+    value("monitor.interval", "3s", "How often energy and CPU time are measured"),
+    value(
+        "monitor.terminatedRetention",
+        "5m",
+        "How long a terminated container or process stays visible with its final energy",
+    ),
+    value(
+        "monitor.maxTerminated",
+        "500",
+        "Most terminated containers (and, separately, processes) kept visible at once; oldest leave first",
+    ),
+    value(
+        "attribution.idlePolicy",
+        "cpu-share",
+        "How idle energy is split: cpu-share (by CPU time over attribution.idleWindow) or even (equally per container)",
+    ),
+    value(
+        "attribution.idleWindow",
+        "1m",
+        "Window of CPU time used by the cpu-share idle policy",
+    ),
+    value(
+        "attribution.idleHalfLife",
+        "1h",
+        "Half-life of the observations the idle-power estimator learns from",
+    ),
+    value("metrics.processes", "false", "Also export per-process metrics (kepler_process_*)"),
+    value("kube.nodeName", "", "Node name for the `instance` label (default: $NODE_NAME, then the host name)"),
+    Setting {
+        path: "fakeRapl.enabled",
+        kind: Kind::Switch,
+        default: "false",
+        help: "Simulate RAPL: a powercap-shaped tree whose energy follows this host's real CPU load",
+        flag_override: Some("fake-rapl"),
+    },
+    value(
+        "fakeRapl.dir",
+        "",
+        "Where to build the fake powercap tree (default: a temporary directory)",
+    ),
+    value("fakeRapl.sockets", "1", "Number of simulated sockets"),
+    value("fakeRapl.packageIdleWatts", "10", "Simulated package power at 0 % CPU, per socket"),
+    value("fakeRapl.packageDynamicWatts", "40", "Simulated package power added at 100 % CPU, per socket"),
+    value("fakeRapl.coreIdleWatts", "2", "Simulated core power at 0 % CPU, per socket"),
+    value("fakeRapl.coreDynamicWatts", "30", "Simulated core power added at 100 % CPU, per socket"),
+    value("fakeRapl.dramIdleWatts", "2", "Simulated DRAM power at 0 % CPU, per socket"),
+    value("fakeRapl.dramDynamicWatts", "3", "Simulated DRAM power added at 100 % CPU, per socket"),
+    value(
+        "fakeRapl.maxEnergyRangeUj",
+        "1000000000",
+        "max_energy_range_uj of the simulated zones (small, so counters wrap)",
+    ),
+    value("fakeRapl.tick", "100ms", "How often the simulated counters advance"),
+];
+
+/// `monitor.maxTerminated` -> `monitor.max-terminated`.
+pub fn flag_name(setting: &Setting) -> String {
+    if let Some(flag) = setting.flag_override {
+        return flag.to_string();
+    }
+    let mut out = String::with_capacity(setting.path.len() + 4);
+    for c in setting.path.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `monitor.maxTerminated` -> `KEPLER_MONITOR_MAX_TERMINATED`.
+pub fn env_name(path: &str) -> String {
+    let mut out = String::from("KEPLER_");
+    for c in path.chars() {
+        match c {
+            '.' => out.push('_'),
+            c if c.is_ascii_uppercase() => {
+                out.push('_');
+                out.push(c);
+            }
+            c => out.push(c.to_ascii_uppercase()),
+        }
+    }
+    out
+}
+
+pub fn find(path: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.path == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names() {
+        let s = find("monitor.maxTerminated").unwrap();
+        assert_eq!(flag_name(s), "monitor.max-terminated");
+        assert_eq!(env_name(s.path), "KEPLER_MONITOR_MAX_TERMINATED");
+        assert_eq!(
+            flag_name(find("web.listenAddress").unwrap()),
+            "web.listen-address"
+        );
+        assert_eq!(flag_name(find("fakeRapl.enabled").unwrap()), "fake-rapl");
+        assert_eq!(flag_name(find("fakeRapl.dir").unwrap()), "fake-rapl.dir");
+    }
+
+    #[test]
+    fn paths_and_flags_are_unique() {
+        let mut paths: Vec<_> = SETTINGS.iter().map(|s| s.path).collect();
+        let mut flags: Vec<_> = SETTINGS.iter().map(flag_name).collect();
+        paths.sort_unstable();
+        flags.sort_unstable();
+        paths.dedup();
+        flags.dedup();
+        assert_eq!(paths.len(), SETTINGS.len());
+        assert_eq!(flags.len(), SETTINGS.len());
+    }
+}

@@ -1,0 +1,328 @@
+//! The monitor: measures on its own interval and publishes immutable snapshots.
+//!
+//! Each [`Monitor::step`] reads the power meter's zone counters (through [`Counter`], so wraps
+//! lose nothing), the node's CPU utilisation and the CPU-time source, attributes the interval's
+//! energy, adds it to the [`ledger`], and returns a fresh [`Snapshot`]. The clock is an argument,
+//! so tests drive intervals without sleeping. [`run`] calls `step` on a dedicated thread and
+//! publishes each snapshot; views only ever read the latest one.
+
+pub mod ledger;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::attribution::Attributor;
+use crate::config::IdlePolicy;
+use crate::host::{self, CpuTimes};
+use crate::power::counter::{Counter, Step};
+use crate::power::units::{Microjoules, Watts};
+use crate::power::{PowerMeter, ZoneId};
+use crate::report_error;
+use crate::selfmetrics::SelfMetrics;
+use crate::snapshot::{ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, WorkloadEnergy};
+use crate::workload::{CpuTimeSource, WorkloadKey};
+
+use ledger::{add_interval, Ledger, ProcessKey, WorkloadMeta};
+
+/// Monitor settings taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct MonitorOptions {
+    pub procfs: PathBuf,
+    pub terminated_retention: Duration,
+    pub max_terminated: usize,
+    pub process_metrics: bool,
+    pub idle_policy: IdlePolicy,
+    pub idle_window: Duration,
+    pub idle_half_life: Duration,
+}
+
+#[derive(Debug)]
+pub struct Monitor {
+    meter: Box<dyn PowerMeter>,
+    cpu: Box<dyn CpuTimeSource>,
+    options: MonitorOptions,
+    metrics: Arc<SelfMetrics>,
+    info: NodeInfo,
+    counters: BTreeMap<ZoneId, Counter>,
+    attributor: Attributor,
+    last_cpu_times: Option<CpuTimes>,
+    last_time: Option<SystemTime>,
+    node_zones: BTreeMap<ZoneId, ModeSplit>,
+    node: crate::snapshot::EnergyByKind,
+    idle_power: BTreeMap<ZoneId, Watts>,
+    last_zone_power: BTreeMap<ZoneId, Watts>,
+    workloads: Ledger<WorkloadKey, WorkloadMeta>,
+    processes: Ledger<ProcessKey, ()>,
+    sequence: u64,
+    last_interval: Duration,
+    last_utilisation: f64,
+}
+
+impl Monitor {
+    pub fn new(
+        meter: Box<dyn PowerMeter>,
+        cpu: Box<dyn CpuTimeSource>,
+        options: MonitorOptions,
+        info: NodeInfo,
+        metrics: Arc<SelfMetrics>,
+    ) -> Self {
+        let counters = meter
+            .zones()
+            .iter()
+            .map(|z| (z.id, Counter::wrapping_at(z.max_energy.0)))
+            .collect();
+        Self {
+            attributor: Attributor::new(
+                options.idle_policy,
+                options.idle_window,
+                options.idle_half_life,
+            ),
+            workloads: Ledger::new(options.terminated_retention, options.max_terminated),
+            processes: Ledger::new(options.terminated_retention, options.max_terminated),
+            meter,
+            cpu,
+            options,
+            metrics,
+            info,
+            counters,
+            last_cpu_times: None,
+            last_time: None,
+            node_zones: BTreeMap::new(),
+            node: Default::default(),
+            idle_power: BTreeMap::new(),
+            last_zone_power: BTreeMap::new(),
+            sequence: 0,
+            last_interval: Duration::ZERO,
+            last_utilisation: 0.0,
+        }
+    }
+
+    /// The snapshot to serve before the first measurement.
+    pub fn initial_snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::empty(self.info.clone(), self.meter.source(), self.cpu.name());
+        s.cpu_time_exact = self.cpu.is_scheduler_exact();
+        s
+    }
+
+    /// Measures one interval ending at `now` and returns the new snapshot.
+    pub fn step(&mut self, now: SystemTime) -> Snapshot {
+        let zone_deltas = self.read_zones();
+        let utilisation = self.read_utilisation();
+        let sample = self.cpu.sample();
+        let elapsed = self
+            .last_time
+            .and_then(|last| now.duration_since(last).ok())
+            .unwrap_or(Duration::ZERO);
+        let first = self.last_time.is_none();
+        self.last_time = Some(now);
+
+        if !first && !elapsed.is_zero() {
+            let attribution = self.attributor.attribute(
+                &zone_deltas,
+                elapsed,
+                utilisation,
+                &sample,
+                self.options.process_metrics,
+            );
+            for (zone, split) in &attribution.node {
+                *self.node_zones.entry(*zone).or_default() += *split;
+            }
+            add_interval(&mut self.node, &attribution.node);
+            self.idle_power = attribution.idle_power.clone();
+            self.last_zone_power = zone_deltas
+                .iter()
+                .map(|(z, d)| (*z, d.over(elapsed)))
+                .collect();
+            for (key, usage) in &sample.workloads {
+                let meta = WorkloadMeta {
+                    identity: usage.identity.clone(),
+                };
+                self.workloads
+                    .update(key, meta, attribution.workloads.get(key), usage.cpu);
+            }
+            if self.options.process_metrics {
+                for (process, energy) in sample.processes.iter().zip(&attribution.processes) {
+                    let key = ProcessKey {
+                        pid: process.pid,
+                        comm: process.comm.clone(),
+                        workload: process.workload.clone(),
+                    };
+                    self.processes.update(&key, (), Some(energy), process.cpu);
+                }
+            }
+            self.sequence += 1;
+            self.last_interval = elapsed;
+            self.last_utilisation = utilisation;
+        } else {
+            for (key, usage) in &sample.workloads {
+                let meta = WorkloadMeta {
+                    identity: usage.identity.clone(),
+                };
+                self.workloads.update(key, meta, None, usage.cpu);
+            }
+        }
+        self.workloads
+            .sweep(|k| sample.workloads.contains_key(k), now);
+        if self.options.process_metrics {
+            let alive: std::collections::BTreeSet<(u32, &str)> = sample
+                .processes
+                .iter()
+                .map(|p| (p.pid, p.comm.as_str()))
+                .collect();
+            self.processes
+                .sweep(|k| alive.contains(&(k.pid, k.comm.as_str())), now);
+        }
+        self.snapshot(now)
+    }
+
+    /// Reads every zone and returns the wrap-corrected delta of those that advanced.
+    fn read_zones(&mut self) -> Vec<(ZoneId, Microjoules)> {
+        let mut deltas = Vec::new();
+        for reading in self.meter.read() {
+            let raw = match reading.energy {
+                Ok(raw) => raw,
+                Err(e) => {
+                    report_error!(self.metrics, "power", e.reason(), zone = %reading.id, "cannot read zone: {e}");
+                    continue;
+                }
+            };
+            let Some(counter) = self.counters.get_mut(&reading.id) else {
+                continue;
+            };
+            match counter.observe(raw.0) {
+                Ok(Step::First) | Ok(Step::Reset) => {}
+                Ok(step @ (Step::Advanced(_) | Step::Wrapped(_))) => {
+                    if matches!(step, Step::Wrapped(_)) {
+                        tracing::debug!(zone = %reading.id, delta_uj = step.delta(), "energy counter wrapped");
+                    }
+                    deltas.push((reading.id, Microjoules(step.delta())));
+                }
+                Err(e) => {
+                    report_error!(self.metrics, "power", "above_max_range", zone = %reading.id, "rejected reading: {e}");
+                }
+            }
+        }
+        deltas
+    }
+
+    fn read_utilisation(&mut self) -> f64 {
+        match host::read_cpu_times(&self.options.procfs) {
+            Ok(now) => {
+                let u = self
+                    .last_cpu_times
+                    .as_ref()
+                    .map_or(0.0, |before| now.utilisation_since(before));
+                self.last_cpu_times = Some(now);
+                u
+            }
+            Err(e) => {
+                report_error!(
+                    self.metrics,
+                    "host",
+                    "proc_stat",
+                    "cannot read CPU statistics: {e}"
+                );
+                0.0
+            }
+        }
+    }
+
+    fn snapshot(&self, now: SystemTime) -> Snapshot {
+        let elapsed = self.last_interval;
+        let node_zones = self
+            .meter
+            .zones()
+            .iter()
+            .map(|z| {
+                let zone = NodeZone {
+                    path: z.path.display().to_string(),
+                    energy: self.node_zones.get(&z.id).copied().unwrap_or_default(),
+                    watts: self.last_zone_power.get(&z.id).copied().unwrap_or_default(),
+                    idle_watts: self.idle_power.get(&z.id).copied().unwrap_or_default(),
+                };
+                (z.id, zone)
+            })
+            .collect();
+        let workloads = self
+            .workloads
+            .iter()
+            .map(|(key, e)| WorkloadEnergy {
+                key: key.clone(),
+                identity: e.meta.identity.clone(),
+                pod_name: String::new(),
+                container_name: String::new(),
+                namespace: String::new(),
+                energy: e.energy.clone(),
+                watts: e.last_interval.over(elapsed),
+                cpu_time: e.cpu_time,
+                state: e.state,
+            })
+            .collect();
+        let processes = self
+            .processes
+            .iter()
+            .map(|(key, e)| ProcessEnergy {
+                pid: key.pid,
+                comm: key.comm.clone(),
+                workload: key.workload.clone(),
+                energy: e.energy.clone(),
+                cpu_time: e.cpu_time,
+                state: e.state,
+            })
+            .collect();
+        Snapshot {
+            taken_at: now,
+            interval: elapsed,
+            sequence: self.sequence,
+            power_source: self.meter.source(),
+            cpu_time_source: self.cpu.name(),
+            cpu_time_exact: self.cpu.is_scheduler_exact(),
+            info: self.info.clone(),
+            node_zones,
+            node: self.node.clone(),
+            node_cpu_usage_ratio: self.last_utilisation,
+            workloads,
+            processes,
+        }
+    }
+}
+
+/// Runs the monitor on the calling thread until `stop` receives a message or is closed,
+/// publishing a snapshot every `interval`. Measurement never waits for a scrape.
+pub fn run(
+    mut monitor: Monitor,
+    interval: Duration,
+    publish: Arc<ArcSwap<Snapshot>>,
+    stop: Receiver<()>,
+) {
+    let mut next = Instant::now();
+    loop {
+        let started = Instant::now();
+        let snapshot = monitor.step(SystemTime::now());
+        tracing::debug!(
+            sequence = snapshot.sequence,
+            workloads = snapshot.workloads.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "snapshot published"
+        );
+        publish.store(Arc::new(snapshot));
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (suspended or overloaded): skip missed ticks rather than burst.
+            next = now + interval;
+        }
+        match stop.recv_timeout(next.saturating_duration_since(now)) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,333 @@
+//! Monitor tests on real-shaped host trees: the production RAPL reader over a copy of a fixture
+//! powercap tree whose counters the test moves, a `/proc/stat` file the test writes, and a
+//! scripted CPU-time source (the trait boundary; the procfs source has its own tests).
+
+use super::*;
+use crate::power::rapl::RaplMeter;
+use crate::power::units::CpuNanos;
+use crate::power::ZoneKind;
+use crate::workload::{ProcessUsage, WorkloadSample, WorkloadUsage};
+use std::collections::VecDeque;
+use std::path::Path;
+
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/powercap"
+);
+
+#[derive(Debug, Default)]
+struct Scripted(VecDeque<WorkloadSample>);
+
+impl CpuTimeSource for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn sample(&mut self) -> WorkloadSample {
+        self.0.pop_front().unwrap_or_default()
+    }
+}
+
+fn container(n: u8) -> WorkloadKey {
+    WorkloadKey::Container(format!("{n:02x}").repeat(32))
+}
+
+fn sample(cpu: &[(WorkloadKey, u64)]) -> WorkloadSample {
+    let mut s = WorkloadSample::default();
+    for key in [WorkloadKey::System, WorkloadKey::Kernel] {
+        s.workloads.insert(
+            key,
+            WorkloadUsage {
+                identity: None,
+                cpu: CpuNanos::ZERO,
+            },
+        );
+    }
+    for (i, (key, ns)) in cpu.iter().enumerate() {
+        s.workloads.insert(
+            key.clone(),
+            WorkloadUsage {
+                identity: None,
+                cpu: CpuNanos(*ns),
+            },
+        );
+        s.processes.push(ProcessUsage {
+            pid: 100 + i as u32,
+            comm: "busy".into(),
+            workload: key.clone(),
+            cpu: CpuNanos(*ns),
+        });
+    }
+    s
+}
+
+/// A copy of a fixture host: `<root>/class/powercap/...` and `<root>/proc/stat`.
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new(fixture: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let powercap = dir.path().join("sys/class/powercap");
+        std::fs::create_dir_all(&powercap).unwrap();
+        for zone in std::fs::read_dir(Path::new(FIXTURES).join(fixture)).unwrap() {
+            let zone = zone.unwrap();
+            let target = powercap.join(zone.file_name());
+            std::fs::create_dir_all(&target).unwrap();
+            for file in std::fs::read_dir(zone.path()).unwrap() {
+                let file = file.unwrap();
+                std::fs::copy(file.path(), target.join(file.file_name())).unwrap();
+            }
+        }
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        let host = Self { dir };
+        host.set_cpu(0, 1000);
+        host
+    }
+    fn sysfs(&self) -> std::path::PathBuf {
+        self.dir.path().join("sys")
+    }
+    fn set_energy(&self, zone: &str, uj: u64) {
+        std::fs::write(
+            self.sysfs()
+                .join("class/powercap")
+                .join(zone)
+                .join("energy_uj"),
+            format!("{uj}\n"),
+        )
+        .unwrap();
+    }
+    fn energy(&self, zone: &str) -> u64 {
+        std::fs::read_to_string(
+            self.sysfs()
+                .join("class/powercap")
+                .join(zone)
+                .join("energy_uj"),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+    }
+    fn set_cpu(&self, busy: u64, idle: u64) {
+        std::fs::write(
+            self.dir.path().join("proc/stat"),
+            format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n"),
+        )
+        .unwrap();
+    }
+    fn monitor(&self, script: Vec<WorkloadSample>, processes: bool) -> Monitor {
+        let meter = RaplMeter::discover(&self.sysfs(), "rapl-sysfs").unwrap();
+        let options = MonitorOptions {
+            procfs: self.dir.path().join("proc"),
+            terminated_retention: Duration::from_secs(60),
+            max_terminated: 10,
+            process_metrics: processes,
+            idle_policy: IdlePolicy::CpuShare,
+            idle_window: Duration::from_secs(60),
+            idle_half_life: Duration::from_secs(3600),
+        };
+        let info = NodeInfo {
+            node_name: "worker-1".into(),
+            ..Default::default()
+        };
+        Monitor::new(
+            Box::new(meter),
+            Box::new(Scripted(script.into())),
+            options,
+            info,
+            Arc::new(SelfMetrics::new()),
+        )
+    }
+}
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+fn kind_total(s: &Snapshot, kind: ZoneKind) -> u64 {
+    s.node.zones.get(&kind).map_or(0, |m| m.total().0)
+}
+
+#[test]
+fn wrap_on_a_two_socket_server_loses_no_energy() {
+    let host = Host::new("intel-2socket-server");
+    let pkg1_start = host.energy("intel-rapl:1"); // 261990001234, near the max 262143328850
+    let max = 262_143_328_850u64;
+    let script = (0..3)
+        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .collect();
+    let mut m = host.monitor(script, false);
+    let s0 = m.step(at(0));
+    assert_eq!(s0.sequence, 0);
+    assert_eq!(
+        s0.node_zones.len(),
+        4,
+        "mmio package-0 loses to intel-rapl:0"
+    );
+    // Socket 1 package wraps: the rest of the range before the max, then 50 J after it.
+    let to_max = max - pkg1_start;
+    host.set_energy("intel-rapl:1", 50_000_000);
+    let pkg0 = host.energy("intel-rapl:0");
+    host.set_energy("intel-rapl:0", pkg0 + 30_000_000);
+    let s1 = m.step(at(3));
+    let socket1 = s1.node_zones[&ZoneId {
+        kind: ZoneKind::Package,
+        socket: 1,
+    }]
+        .energy
+        .total();
+    let socket0 = s1.node_zones[&ZoneId {
+        kind: ZoneKind::Package,
+        socket: 0,
+    }]
+        .energy
+        .total();
+    assert_eq!(
+        socket1,
+        Microjoules(to_max + 50_000_000),
+        "wrapped delta = (max - prev) + new"
+    );
+    assert_eq!(socket0, Microjoules(30_000_000));
+    assert_eq!(kind_total(&s1, ZoneKind::Package), socket0.0 + socket1.0);
+}
+
+#[test]
+fn workloads_add_up_to_the_node_and_processes_to_containers() {
+    let host = Host::new("intel-client-psys");
+    let script = (0..6)
+        .map(|i| {
+            sample(&[
+                (container(1), 3_000_000_000 + i),
+                (container(2), 1_000_000_000),
+            ])
+        })
+        .collect();
+    let mut m = host.monitor(script, true);
+    m.step(at(0));
+    let mut last = None;
+    for i in 1..6u64 {
+        for (zone, step) in [
+            ("intel-rapl:0", 9_000_000),
+            ("intel-rapl:0:0", 5_000_000),
+            ("intel-rapl:0:1", 1_000_000),
+            ("intel-rapl:0:2", 2_000_000),
+            ("intel-rapl:1", 15_000_000),
+        ] {
+            host.set_energy(zone, host.energy(zone) + step * i);
+        }
+        host.set_cpu(100 * i * i, 1000 + 100 * i);
+        last = Some(m.step(at(3 * i)));
+    }
+    let s = last.unwrap();
+    assert_eq!(s.sequence, 5);
+    for kind in [
+        ZoneKind::Package,
+        ZoneKind::Core,
+        ZoneKind::Uncore,
+        ZoneKind::Dram,
+        ZoneKind::Psys,
+    ] {
+        let sum: u64 = s
+            .workloads
+            .iter()
+            .map(|w| w.energy.zones.get(&kind).map_or(0, |m| m.total().0))
+            .sum();
+        assert_eq!(sum, kind_total(&s, kind), "{kind}");
+    }
+    let other_sum: u64 = s.workloads.iter().map(|w| w.energy.other.total().0).sum();
+    assert!(
+        other_sum >= s.node.other.total().0,
+        "per-workload other is at least the node's (clamping is per workload)"
+    );
+    let c1 = s.workloads.iter().find(|w| w.key == container(1)).unwrap();
+    let procs: u64 = s
+        .processes
+        .iter()
+        .filter(|p| p.workload == container(1))
+        .map(|p| p.energy.total().total().0)
+        .sum();
+    assert_eq!(procs, c1.energy.total().total().0);
+    assert!(s.node_zones.values().all(|z| z.watts.0 > 0.0));
+}
+
+#[test]
+fn terminated_container_stays_for_the_retention_window() {
+    let host = Host::new("intel-client-psys");
+    let mut script = vec![
+        sample(&[(container(1), 1_000_000_000)]),
+        sample(&[(container(1), 1_000_000_000)]),
+    ];
+    script.extend((0..3).map(|_| sample(&[])));
+    let mut m = host.monitor(script, false);
+    m.step(at(0));
+    host.set_energy("intel-rapl:0", host.energy("intel-rapl:0") + 10_000_000);
+    let s1 = m.step(at(3));
+    let before = s1
+        .workloads
+        .iter()
+        .find(|w| w.key == container(1))
+        .unwrap()
+        .energy
+        .clone();
+    let s2 = m.step(at(6));
+    let gone = s2.workloads.iter().find(|w| w.key == container(1)).unwrap();
+    assert_eq!(gone.state, crate::snapshot::State::Terminated(at(6)));
+    assert_eq!(gone.energy, before, "final totals kept");
+    let s3 = m.step(at(66));
+    assert!(
+        s3.workloads.iter().any(|w| w.key == container(1)),
+        "still inside 60 s"
+    );
+    let s4 = m.step(at(67));
+    assert!(
+        !s4.workloads.iter().any(|w| w.key == container(1)),
+        "gone after 60 s"
+    );
+}
+
+#[test]
+fn bad_zone_readings_are_counted_and_energy_arrives_later() {
+    let host = Host::new("intel-client-psys");
+    let script = (0..4)
+        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .collect();
+    let mut m = host.monitor(script, false);
+    let metrics = m.metrics.clone();
+    let start = host.energy("intel-rapl:0");
+    m.step(at(0));
+    std::fs::write(
+        host.sysfs().join("class/powercap/intel-rapl:0/energy_uj"),
+        "12ab",
+    )
+    .unwrap();
+    let s1 = m.step(at(3));
+    assert_eq!(
+        s1.node_zones[&ZoneId {
+            kind: ZoneKind::Package,
+            socket: 0
+        }]
+            .energy
+            .total(),
+        Microjoules::ZERO
+    );
+    host.set_energy("intel-rapl:0", start + 7_000_000);
+    let s2 = m.step(at(6));
+    assert_eq!(
+        s2.node_zones[&ZoneId {
+            kind: ZoneKind::Package,
+            socket: 0
+        }]
+            .energy
+            .total(),
+        Microjoules(7_000_000)
+    );
+    assert!(
+        metrics
+            .errors()
+            .iter()
+            .any(|(c, r, n)| *c == "power" && *r == "garbage" && *n == 1),
+        "{:?}",
+        metrics.errors()
+    );
+}
