@@ -1,1 +1,718 @@
-//! TODO(issue 2): in progress.
+//! The procfs/cgroup CPU-time source: works on every Linux host, no privileges beyond reading
+//! `/proc` and the cgroup filesystem.
+//!
+//! Each [`ProcfsSource::sample`] lists the processes under the procfs root, reads each one's
+//! `stat` (utime + stime, start time, `PF_KTHREAD`), and classifies it once per identity
+//! (pid, start time) from its `cgroup` file with [`super::cgroup::resolve`] (again if its `comm`
+//! changes, which catches an `exec` after the runtime moved it into a container). A container's
+//! CPU time comes from its cgroup's own counter ([`CgroupLayout::usage`]), which also covers
+//! processes that exited during the interval; when that cannot be read it falls back to the sum
+//! of its live processes. `system_processes` and `kernel_processes` are sums of their processes.
+//! State of dead processes and containers is dropped every sample, so memory stays bounded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ::procfs::process::Process;
+use ::procfs::ProcError;
+
+use super::cgroup::{self, CgroupRef, Classification};
+use super::cgroup_cpu::CgroupLayout;
+use super::{
+    ContainerIdentity, CpuTimeSource, ProcessUsage, WorkloadKey, WorkloadSample, WorkloadUsage,
+};
+use crate::power::counter::{Counter, Step};
+use crate::power::units::CpuNanos;
+use crate::report_error;
+use crate::selfmetrics::SelfMetrics;
+
+/// `PF_KTHREAD` in `/proc/<pid>/stat`'s flags: the task is a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+/// The self-metric component name.
+const COMPONENT: &str = "procfs";
+
+/// A process, stable across pid reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ProcessId {
+    pid: u32,
+    starttime: u64,
+}
+
+/// What the source remembers about a live process.
+#[derive(Debug)]
+struct Tracked {
+    counter: Counter,
+    comm: String,
+    workload: WorkloadKey,
+    container: Option<(ContainerIdentity, Option<CgroupRef>)>,
+}
+
+/// Reads per-process CPU time from a procfs tree and per-container CPU time from cgroups.
+#[derive(Debug)]
+pub struct ProcfsSource {
+    procfs: PathBuf,
+    layout: CgroupLayout,
+    metrics: Arc<SelfMetrics>,
+    ticks_per_second: u64,
+    processes: HashMap<ProcessId, Tracked>,
+    containers: HashMap<String, Counter>,
+}
+
+impl ProcfsSource {
+    /// `procfs` is `/proc` (or `/host/proc`), `cgroup_root` is `/sys/fs/cgroup` (or
+    /// `/host/sys/fs/cgroup`).
+    pub fn new(procfs: PathBuf, cgroup_root: PathBuf, metrics: Arc<SelfMetrics>) -> Self {
+        let layout = CgroupLayout::detect(&cgroup_root);
+        if layout.is_empty() {
+            tracing::warn!(
+                cgroup_root = %cgroup_root.display(),
+                "no cgroup CPU accounting found; container CPU time is the sum of its processes"
+            );
+        } else {
+            tracing::info!(procfs = %procfs.display(), cgroups = %layout, "procfs CPU-time source");
+        }
+        let ticks_per_second = match ::procfs::ticks_per_second() {
+            0 => 100,
+            t => t,
+        };
+        Self {
+            procfs,
+            layout,
+            metrics,
+            ticks_per_second,
+            processes: HashMap::new(),
+            containers: HashMap::new(),
+        }
+    }
+
+    /// The cgroup hierarchies found at construction.
+    pub fn layout(&self) -> &CgroupLayout {
+        &self.layout
+    }
+
+    /// Classifies a process seen for the first time (or after its `comm` changed).
+    fn classify(&self, proc: &Process, pid: u32, stat: &StatLine) -> Result<Tracked, Skip> {
+        let kthread = stat.flags & PF_KTHREAD != 0 || pid == 2 || stat.ppid == 2;
+        let (workload, container) = if kthread {
+            (WorkloadKey::Kernel, None)
+        } else {
+            let content = read_relative(proc, "cgroup")?;
+            let r = cgroup::resolve(&content);
+            match r.class {
+                Classification::Container(identity) => (
+                    WorkloadKey::Container(identity.id.clone()),
+                    Some((identity, r.cgroup)),
+                ),
+                // Only kernel threads are `kernel_processes`; a user process in the root
+                // cgroup is a system process.
+                Classification::Kernel | Classification::System => (WorkloadKey::System, None),
+            }
+        };
+        Ok(Tracked {
+            counter: Counter::unbounded(),
+            comm: stat.comm.clone(),
+            workload,
+            container,
+        })
+    }
+
+    /// Reads one listed process; `Skip` says why it is left out of this sample.
+    fn observe(
+        &self,
+        proc: &Process,
+        previous: &mut HashMap<ProcessId, Tracked>,
+    ) -> Result<(ProcessId, Tracked, CpuNanos), Skip> {
+        let pid = u32::try_from(proc.pid).map_err(|_| Skip::Garbage("bad_pid"))?;
+        let text = read_relative(proc, "stat")?;
+        let stat = parse_stat(&text)
+            .filter(|s| s.pid == pid)
+            .ok_or(Skip::Garbage("garbage_stat"))?;
+        let id = ProcessId {
+            pid,
+            starttime: stat.starttime,
+        };
+        let mut tracked = match previous.remove(&id) {
+            Some(t) if t.comm == stat.comm => t,
+            prev => {
+                let mut fresh = self.classify(proc, pid, &stat)?;
+                if let Some(prev) = prev {
+                    fresh.counter = prev.counter;
+                }
+                fresh
+            }
+        };
+        let total =
+            CpuNanos::from_ticks(stat.utime.saturating_add(stat.stime), self.ticks_per_second);
+        let delta = tracked.counter.observe(total.0).map_or(0, Step::delta);
+        Ok((id, tracked, CpuNanos(delta)))
+    }
+
+    fn report_skip(&self, pid: i32, skip: Skip, vanished: &mut u64) {
+        match skip {
+            Skip::Vanished => *vanished += 1,
+            Skip::Garbage(reason) => {
+                report_error!(self.metrics, COMPONENT, reason, pid, procfs = %self.procfs.display(), "skipping process with malformed /proc data");
+            }
+            Skip::Unreadable(file, error) => {
+                report_error!(self.metrics, COMPONENT, "unreadable", pid, file, error = %error, "skipping process whose /proc file cannot be read");
+            }
+        }
+    }
+}
+
+/// Per-container accumulation within one sample.
+#[derive(Debug)]
+struct ContainerAcc {
+    identity: ContainerIdentity,
+    cgroup: Option<CgroupRef>,
+    process_sum: CpuNanos,
+}
+
+impl CpuTimeSource for ProcfsSource {
+    fn name(&self) -> &'static str {
+        "procfs"
+    }
+
+    fn sample(&mut self) -> WorkloadSample {
+        let mut sample = WorkloadSample::default();
+        let mut system = CpuNanos::ZERO;
+        let mut kernel = CpuNanos::ZERO;
+        let mut containers: BTreeMap<String, ContainerAcc> = BTreeMap::new();
+        let mut previous = std::mem::take(&mut self.processes);
+        let mut live = HashMap::with_capacity(previous.len());
+        let mut vanished = 0u64;
+
+        match ::procfs::process::all_processes_with_root(&self.procfs) {
+            Err(e) => {
+                report_error!(self.metrics, COMPONENT, "list", procfs = %self.procfs.display(), error = %e, "cannot list processes");
+                // Keep the baselines: a failed listing is not every process exiting.
+                live = previous;
+                previous = HashMap::new();
+            }
+            Ok(iter) => {
+                for entry in iter {
+                    let result = match &entry {
+                        Ok(proc) => self.observe(proc, &mut previous),
+                        Err(e) => Err(Skip::from(e)),
+                    };
+                    let (id, tracked, cpu) = match result {
+                        Ok(ok) => ok,
+                        Err(skip) => {
+                            let pid = entry.as_ref().map_or(-1, |p| p.pid);
+                            self.report_skip(pid, skip, &mut vanished);
+                            continue;
+                        }
+                    };
+                    match (&tracked.workload, &tracked.container) {
+                        (WorkloadKey::Container(cid), Some((identity, cg))) => {
+                            let acc =
+                                containers
+                                    .entry(cid.clone())
+                                    .or_insert_with(|| ContainerAcc {
+                                        identity: identity.clone(),
+                                        cgroup: cg.clone(),
+                                        process_sum: CpuNanos::ZERO,
+                                    });
+                            acc.process_sum += cpu;
+                        }
+                        (WorkloadKey::Kernel, _) => kernel += cpu,
+                        _ => system += cpu,
+                    }
+                    sample.processes.push(ProcessUsage {
+                        pid: id.pid,
+                        comm: tracked.comm.clone(),
+                        workload: tracked.workload.clone(),
+                        cpu,
+                    });
+                    live.insert(id, tracked);
+                }
+            }
+        }
+        drop(previous); // processes not seen again are dead: forget them
+        self.processes = live;
+        if vanished > 0 {
+            self.metrics.record_n(COMPONENT, "vanished", vanished);
+            tracing::debug!(vanished, "processes exited while being read");
+        }
+
+        let mut counters = HashMap::with_capacity(containers.len());
+        for (id, acc) in containers {
+            let cpu = match (&acc.cgroup, self.layout.is_empty()) {
+                (Some(cg), false) => match self.layout.usage(cg) {
+                    Ok(usage) => {
+                        let mut counter = self.containers.remove(&id).unwrap_or_default();
+                        let delta = counter.observe(usage.0).map_or(0, Step::delta);
+                        counters.insert(id.clone(), counter);
+                        CpuNanos(delta)
+                    }
+                    Err(e) => {
+                        report_error!(self.metrics, COMPONENT, "cgroup_cpu", container = %id, error = %e, "cannot read container cgroup CPU time; using the sum of its processes");
+                        acc.process_sum
+                    }
+                },
+                _ => acc.process_sum,
+            };
+            sample.workloads.insert(
+                WorkloadKey::Container(id),
+                WorkloadUsage {
+                    identity: Some(acc.identity),
+                    cpu,
+                },
+            );
+        }
+        self.containers = counters; // dead containers are forgotten
+        for (key, cpu) in [(WorkloadKey::System, system), (WorkloadKey::Kernel, kernel)] {
+            sample.workloads.insert(
+                key,
+                WorkloadUsage {
+                    identity: None,
+                    cpu,
+                },
+            );
+        }
+        sample.processes.sort_by_key(|p| p.pid);
+        sample
+    }
+}
+
+/// Why a listed process is not in the sample.
+#[derive(Debug)]
+enum Skip {
+    /// It exited between listing and reading: normal, only counted.
+    Vanished,
+    /// Its data does not parse (the reason is the self-metric label).
+    Garbage(&'static str),
+    /// A file could not be read for another reason.
+    Unreadable(&'static str, String),
+}
+
+impl From<&ProcError> for Skip {
+    fn from(e: &ProcError) -> Self {
+        match e {
+            ProcError::NotFound(_) => Skip::Vanished,
+            ProcError::Io(io, _) if is_vanished_io(io) => Skip::Vanished,
+            other => Skip::Unreadable("dir", other.to_string()),
+        }
+    }
+}
+
+fn is_vanished_io(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Reads `/proc/<pid>/<name>` through the process's directory handle (so a reused pid cannot
+/// hand us another process's file).
+fn read_relative(proc: &Process, name: &'static str) -> Result<String, Skip> {
+    let mut file = proc.open_relative(name).map_err(|e| match Skip::from(&e) {
+        Skip::Unreadable(_, msg) => Skip::Unreadable(name, msg),
+        other => other,
+    })?;
+    let mut bytes = Vec::with_capacity(512);
+    file.read_to_end(&mut bytes).map_err(|e| {
+        if is_vanished_io(&e) {
+            Skip::Vanished
+        } else {
+            Skip::Unreadable(name, e.to_string())
+        }
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The fields of `/proc/<pid>/stat` this source uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StatLine {
+    pid: u32,
+    comm: String,
+    ppid: i64,
+    flags: u64,
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+}
+
+/// Parses `/proc/<pid>/stat`. `comm` is everything between the first `(` and the last `)`, so
+/// names with spaces and parentheses work. (Parsed here rather than with procfs-core's `Stat`,
+/// whose parser slices without bounds checks and panics on some malformed input.)
+fn parse_stat(content: &str) -> Option<StatLine> {
+    let open = content.find('(')?;
+    let close = content.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let pid = content.get(..open)?.trim().parse().ok()?;
+    let comm = content.get(open + 1..close)?.to_string();
+    // Fields after comm: state(0) ppid(1) pgrp session tty_nr tpgid flags(6) minflt cminflt
+    // majflt cmajflt utime(11) stime(12) cutime cstime priority nice num_threads itrealvalue
+    // starttime(19).
+    let rest: Vec<&str> = content.get(close + 1..)?.split_whitespace().collect();
+    let num = |i: usize| rest.get(i).and_then(|s| s.parse::<u64>().ok());
+    Some(StatLine {
+        pid,
+        comm,
+        ppid: rest.get(1)?.parse().ok()?,
+        flags: num(6)?,
+        utime: num(11)?,
+        stime: num(12)?,
+        starttime: num(19)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::path::Path;
+
+    const CID: &str = "9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c";
+    const POD: &str = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b2d2c5e_5f0a_4d3b_9c1e_8a7f6e5d4c3b.slice";
+
+    /// A fake host: `proc/` and a pure-v2 `cgroup/` tree.
+    struct Host {
+        dir: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new() -> Self {
+            let h = Host {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            fs::create_dir_all(h.proc()).unwrap();
+            h.write("cgroup/cgroup.controllers", "cpu io memory\n");
+            h
+        }
+        fn proc(&self) -> PathBuf {
+            self.dir.path().join("proc")
+        }
+        fn write(&self, rel: &str, content: &str) {
+            let p = self.dir.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, content).unwrap();
+        }
+        #[allow(clippy::too_many_arguments)]
+        fn process(
+            &self,
+            pid: u32,
+            comm: &str,
+            ppid: u32,
+            flags: u64,
+            ticks: (u64, u64),
+            start: u64,
+            cgroup: &str,
+        ) {
+            let (utime, stime) = ticks;
+            self.write(
+                &format!("proc/{pid}/stat"),
+                &format!(
+                    "{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 {flags} 2339 0 12 0 {utime} {stime} 0 0 20 0 1 0 {start} \
+                     12345678 345 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+                ),
+            );
+            self.write(&format!("proc/{pid}/cgroup"), cgroup);
+        }
+        fn kill(&self, pid: u32) {
+            fs::remove_dir_all(self.proc().join(pid.to_string())).unwrap();
+        }
+        fn container_usage(&self, usec: u64) {
+            self.write(
+                &format!("cgroup/{POD}/cri-containerd-{CID}.scope/cpu.stat"),
+                &format!("usage_usec {usec}\nuser_usec {usec}\nsystem_usec 0\n"),
+            );
+        }
+        fn source(&self, metrics: &Arc<SelfMetrics>) -> ProcfsSource {
+            ProcfsSource::new(self.proc(), self.dir.path().join("cgroup"), metrics.clone())
+        }
+    }
+
+    fn ticks(n: u64) -> CpuNanos {
+        CpuNanos::from_ticks(n, ::procfs::ticks_per_second())
+    }
+
+    fn cpu(s: &WorkloadSample, key: &WorkloadKey) -> CpuNanos {
+        s.workloads[key].cpu
+    }
+
+    fn proc_cpu(s: &WorkloadSample, pid: u32) -> Option<CpuNanos> {
+        s.processes.iter().find(|p| p.pid == pid).map(|p| p.cpu)
+    }
+
+    fn container_cgroup() -> String {
+        format!("0::/{POD}/cri-containerd-{CID}.scope\n")
+    }
+
+    /// init, kthreadd, a kworker, two container processes (one with an awkward comm), a user
+    /// process in the root cgroup, and one with a garbage stat.
+    fn populate(h: &Host) {
+        h.process(1, "systemd", 0, 0x400100, (100, 50), 1, "0::/init.scope\n");
+        h.process(2, "kthreadd", 0, PF_KTHREAD | 0x40, (0, 3), 1, "0::/\n");
+        h.process(
+            10,
+            "kworker/0:1-events",
+            2,
+            PF_KTHREAD | 0x8040,
+            (0, 7),
+            5,
+            "0::/\n",
+        );
+        h.process(
+            100,
+            "my (weird) proc",
+            1,
+            0x400000,
+            (1000, 10),
+            500,
+            &container_cgroup(),
+        );
+        h.process(
+            101,
+            "sleep",
+            100,
+            0x400000,
+            (1, 1),
+            600,
+            &format!("0::/{POD}/cri-containerd-{CID}.scope/sub\n"),
+        );
+        h.process(200, "rootcg", 1, 0x400000, (20, 0), 700, "0::/\n");
+        h.write("proc/300/stat", "300 (broken");
+        h.write("proc/300/cgroup", "0::/\n");
+        h.container_usage(5_000_000);
+    }
+
+    #[test]
+    fn parse_stat_handles_awkward_comms() {
+        let s = parse_stat("42 (a) b) (c)) R 7 1 1 0 -1 4194560 1 2 3 4 11 12 0 0 20 0 1 0 99 0 0")
+            .unwrap();
+        assert_eq!((s.pid, s.comm.as_str(), s.ppid), (42, "a) b) (c)", 7));
+        assert_eq!(
+            (s.flags, s.utime, s.stime, s.starttime),
+            (4194560, 11, 12, 99)
+        );
+        for bad in [
+            "",
+            "(",
+            ")(",
+            "1 (x)",
+            "(x) R 1",
+            "x (y) R 1 2 3 4 5 6 7 8 9 10 11 12 0 0 20 0 1 0 99",
+            ") 1 (",
+            "1 (x) R a b",
+        ] {
+            assert_eq!(parse_stat(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deltas_across_two_samples() {
+        let h = Host::new();
+        populate(&h);
+        let m = Arc::new(SelfMetrics::new());
+        let mut src = h.source(&m);
+        assert_eq!(src.name(), "procfs");
+        let s1 = src.sample();
+        let key = WorkloadKey::Container(CID.into());
+        assert_eq!(s1.workloads.len(), 3, "{:?}", s1.workloads.keys());
+        assert!(s1.workloads.values().all(|w| w.cpu == CpuNanos::ZERO));
+        assert!(s1.processes.iter().all(|p| p.cpu == CpuNanos::ZERO));
+        let pids: Vec<u32> = s1.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [1, 2, 10, 100, 101, 200]);
+        let weird = &s1.processes[3];
+        assert_eq!(
+            (weird.comm.as_str(), &weird.workload),
+            ("my (weird) proc", &key)
+        );
+        let ident = s1.workloads[&key].identity.clone().unwrap();
+        assert_eq!(
+            ident.pod_uid.as_deref(),
+            Some("6b2d2c5e-5f0a-4d3b-9c1e-8a7f6e5d4c3b")
+        );
+        assert_eq!(
+            s1.processes[5].workload,
+            WorkloadKey::System,
+            "root cgroup user process"
+        );
+        assert_eq!(s1.processes[2].workload, WorkloadKey::Kernel);
+        assert_eq!(m.errors(), vec![("procfs", "garbage_stat", 1)]);
+
+        h.process(1, "systemd", 0, 0x400100, (110, 60), 1, "0::/init.scope\n");
+        h.process(
+            10,
+            "kworker/0:1-events",
+            2,
+            PF_KTHREAD | 0x8040,
+            (0, 9),
+            5,
+            "0::/\n",
+        );
+        h.process(
+            100,
+            "my (weird) proc",
+            1,
+            0x400000,
+            (1300, 10),
+            500,
+            &container_cgroup(),
+        );
+        h.process(200, "rootcg", 1, 0x400000, (25, 0), 700, "0::/\n");
+        h.container_usage(8_500_000); // +3.5 s: more than the live processes (an exited child)
+        let s2 = src.sample();
+        assert_eq!(proc_cpu(&s2, 1), Some(ticks(20)));
+        assert_eq!(proc_cpu(&s2, 10), Some(ticks(2)));
+        assert_eq!(proc_cpu(&s2, 100), Some(ticks(300)));
+        assert_eq!(proc_cpu(&s2, 101), Some(CpuNanos::ZERO));
+        assert_eq!(cpu(&s2, &WorkloadKey::System), ticks(20) + ticks(5));
+        assert_eq!(cpu(&s2, &WorkloadKey::Kernel), ticks(2));
+        assert_eq!(
+            cpu(&s2, &key),
+            CpuNanos(3_500_000_000),
+            "container time is the cgroup's"
+        );
+        assert_eq!(m.errors(), vec![("procfs", "garbage_stat", 2)]);
+    }
+
+    #[test]
+    fn pid_reuse_is_a_new_process() {
+        let h = Host::new();
+        populate(&h);
+        let m = Arc::new(SelfMetrics::new());
+        let mut src = h.source(&m);
+        src.sample();
+        h.kill(101);
+        h.kill(100);
+        // pid 100 comes back as another process, outside the container, with less CPU.
+        h.process(
+            100,
+            "bash",
+            1,
+            0x400000,
+            (5, 0),
+            9000,
+            "0::/user.slice/user-1000.slice/session-3.scope\n",
+        );
+        let s2 = src.sample();
+        let p = s2.processes.iter().find(|p| p.pid == 100).unwrap();
+        assert_eq!(
+            (p.comm.as_str(), &p.workload, p.cpu),
+            ("bash", &WorkloadKey::System, CpuNanos::ZERO)
+        );
+        assert!(
+            !s2.workloads
+                .contains_key(&WorkloadKey::Container(CID.into())),
+            "no live process left"
+        );
+        assert_eq!(s2.workloads.len(), 2);
+        assert_eq!(src.containers.len(), 0, "dead container forgotten");
+        assert_eq!(src.processes.len(), 5, "dead processes forgotten");
+        h.process(
+            100,
+            "bash",
+            1,
+            0x400000,
+            (8, 0),
+            9000,
+            "0::/user.slice/user-1000.slice/session-3.scope\n",
+        );
+        assert_eq!(proc_cpu(&src.sample(), 100), Some(ticks(3)));
+    }
+
+    #[test]
+    fn exec_after_move_reclassifies() {
+        let h = Host::new();
+        h.process(
+            50,
+            "runc:[2:INIT]",
+            1,
+            0x400000,
+            (1, 0),
+            42,
+            "0::/system.slice/containerd.service\n",
+        );
+        h.container_usage(1_000);
+        let m = Arc::new(SelfMetrics::new());
+        let mut src = h.source(&m);
+        assert_eq!(src.sample().processes[0].workload, WorkloadKey::System);
+        h.process(50, "nginx", 1, 0x400000, (4, 0), 42, &container_cgroup());
+        let s = src.sample();
+        assert_eq!(s.processes[0].workload, WorkloadKey::Container(CID.into()));
+        assert_eq!(s.processes[0].cpu, ticks(3), "same process: counter kept");
+    }
+
+    #[test]
+    fn unreadable_cgroup_falls_back_to_process_sum() {
+        let h = Host::new();
+        populate(&h);
+        fs::remove_file(
+            h.dir
+                .path()
+                .join(format!("cgroup/{POD}/cri-containerd-{CID}.scope/cpu.stat")),
+        )
+        .unwrap();
+        let m = Arc::new(SelfMetrics::new());
+        let mut src = h.source(&m);
+        src.sample();
+        h.process(
+            100,
+            "my (weird) proc",
+            1,
+            0x400000,
+            (1040, 10),
+            500,
+            &container_cgroup(),
+        );
+        h.process(
+            101,
+            "sleep",
+            100,
+            0x400000,
+            (3, 1),
+            600,
+            &container_cgroup(),
+        );
+        let s = src.sample();
+        assert_eq!(
+            cpu(&s, &WorkloadKey::Container(CID.into())),
+            ticks(40) + ticks(2)
+        );
+        assert!(
+            m.errors().contains(&("procfs", "cgroup_cpu", 2)),
+            "{:?}",
+            m.errors()
+        );
+        // Without any cgroup filesystem the fallback is silent.
+        let m2 = Arc::new(SelfMetrics::new());
+        let mut bare = ProcfsSource::new(h.proc(), h.dir.path().join("none"), m2.clone());
+        bare.sample();
+        assert!(!m2.errors().iter().any(|e| e.1 == "cgroup_cpu"));
+    }
+
+    #[test]
+    fn vanished_and_unreadable_processes_are_skipped() {
+        let h = Host::new();
+        populate(&h);
+        fs::create_dir_all(h.proc().join("400")).unwrap(); // exited: no stat any more
+        h.process(401, "nocg", 1, 0, (1, 1), 3, "");
+        fs::remove_file(h.proc().join("401/cgroup")).unwrap();
+        fs::create_dir_all(h.proc().join("402/stat")).unwrap(); // EISDIR: a real anomaly
+        fs::create_dir_all(h.proc().join("self")).unwrap(); // not a pid
+        let m = Arc::new(SelfMetrics::new());
+        let s = h.source(&m).sample();
+        assert_eq!(s.processes.len(), 6);
+        let errors = m.errors();
+        assert!(errors.contains(&("procfs", "vanished", 2)), "{errors:?}");
+        assert!(errors.contains(&("procfs", "unreadable", 1)), "{errors:?}");
+    }
+
+    #[test]
+    fn missing_procfs_still_reports_pseudo_containers() {
+        let m = Arc::new(SelfMetrics::new());
+        let mut src = ProcfsSource::new(
+            Path::new("/nonexistent/proc").into(),
+            Path::new("/nonexistent").into(),
+            m.clone(),
+        );
+        let s = src.sample();
+        assert_eq!(s.workloads.len(), 2);
+        assert!(s.processes.is_empty());
+        assert_eq!(m.errors(), vec![("procfs", "list", 1)]);
+    }
+}
