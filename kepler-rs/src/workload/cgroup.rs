@@ -457,6 +457,17 @@ mod tests {
         );
         let (c, _) = container(&format!("0::/kubepods.slice/x-{ID}.scope"));
         assert_eq!(c.runtime, Runtime::Unknown);
+        // Seen from inside a private cgroup namespace: identity still found, path kept as is
+        // (the CPU reader refuses `..`, so the source falls back to process sums).
+        let (c, cg) = container(&format!(
+            "0::/../../kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
+            UID.replace('-', "_")
+        ));
+        assert_eq!(
+            (c.runtime, c.pod_uid.as_deref()),
+            (Runtime::Containerd, Some(UID))
+        );
+        assert!(cg.path.starts_with("/../../"));
         // A bare id outside kubepods or docker is not claimed.
         assert_eq!(
             resolve(&format!("0::/lxc/{ID}")).class,
