@@ -6,6 +6,7 @@
 //! -> [`export`] and [`server`] (views that only read snapshots).
 //! [`config`] is the one typed configuration tree; [`host`] reads host-wide facts.
 
+pub mod app;
 pub mod attribution;
 pub mod config;
 pub mod export;

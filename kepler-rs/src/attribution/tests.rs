@@ -43,6 +43,18 @@ fn sample(cpu: &[(WorkloadKey, u64)]) -> WorkloadSample {
     s
 }
 
+/// An attributor whose idle estimator has learnt P = 10 W + 40 W * u on PKG0 and DRAM0.
+fn warmed_up(policy: IdlePolicy) -> Attributor {
+    let mut at = Attributor::new(policy, Duration::from_secs(60), Duration::from_secs(3600));
+    let s = sample(&[(container(9), 1_000_000)]);
+    for i in 0..20 {
+        let u = (i % 10) as f64 / 10.0;
+        let e = Watts(10.0 + 40.0 * u).for_duration(SECOND);
+        at.attribute(&[(PKG0, e), (DRAM0, e)], SECOND, u, &s, false);
+    }
+    at
+}
+
 fn total_of(a: &Attribution, zone: ZoneId) -> u64 {
     a.workloads
         .values()
@@ -53,11 +65,7 @@ fn total_of(a: &Attribution, zone: ZoneId) -> u64 {
 
 #[test]
 fn dynamic_follows_cpu_ratio() {
-    let mut at = Attributor::new(
-        IdlePolicy::CpuShare,
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    );
+    let mut at = warmed_up(IdlePolicy::CpuShare);
     let s = sample(&[(container(1), 3_000_000_000), (container(2), 1_000_000_000)]);
     let a = at.attribute(&[(PKG0, Microjoules(40_000_000))], SECOND, 0.5, &s, false);
     let d1 = a.workloads[&container(1)][&PKG0].dynamic.0 as f64;
@@ -160,11 +168,7 @@ fn cpu_share_idle_remembers_the_window() {
 
 #[test]
 fn processes_sum_to_their_container() {
-    let mut at = Attributor::new(
-        IdlePolicy::CpuShare,
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    );
+    let mut at = warmed_up(IdlePolicy::CpuShare);
     let mut s = sample(&[(container(1), 4_000_000_000)]);
     for (pid, cpu) in [(10, 3_000_000_000u64), (11, 1_000_000_000), (12, 0)] {
         s.processes.push(ProcessUsage {
@@ -181,7 +185,7 @@ fn processes_sum_to_their_container() {
         cpu: CpuNanos::ZERO,
     });
     let a = at.attribute(
-        &[(PKG0, Microjoules(7_777_777)), (DRAM0, Microjoules(333))],
+        &[(PKG0, Microjoules(30_777_777)), (DRAM0, Microjoules(333))],
         SECOND,
         0.3,
         &s,

@@ -497,12 +497,7 @@ mod tests {
     #[test]
     fn bad_durations_and_numbers() {
         let err = load(
-            &[
-                "--monitor.interval",
-                "fast",
-                "--monitor.max-terminated",
-                "-1",
-            ],
+            &["--monitor.interval", "fast", "--monitor.max-terminated=-1"],
             &[],
             None,
         )

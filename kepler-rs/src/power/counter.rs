@@ -76,8 +76,10 @@ impl Counter {
             None => Step::First,
             Some(prev) if value >= prev => Step::Advanced(value - prev),
             Some(prev) => match self.max {
-                // The counter runs 0..=max and then restarts at 0.
-                Some(max) => Step::Wrapped((max - prev) + value),
+                // The counter runs 0..=max and then restarts at 0: the step from max to 0 is
+                // one unit. (On hardware the true modulus is max + one RAPL energy unit, so a
+                // wrap is exact to within one unit, about 61 µJ.)
+                Some(max) => Step::Wrapped((max - prev) + 1 + value),
                 None => Step::Reset,
             },
         };
@@ -103,7 +105,11 @@ mod tests {
     fn wrap_keeps_energy() {
         let mut c = Counter::wrapping_at(1000);
         c.observe(990).ok();
-        assert_eq!(c.observe(5), Ok(Step::Wrapped(15)));
+        assert_eq!(
+            c.observe(5),
+            Ok(Step::Wrapped(16)),
+            "990..=1000 is 10, 1000->0 is 1, 0..5 is 5"
+        );
         assert_eq!(c.observe(7), Ok(Step::Advanced(2)));
     }
 

@@ -1,0 +1,159 @@
+//! Wiring: turns a [`Config`] into a running exporter (meter, CPU-time source, monitor thread,
+//! HTTP server). The one place where implementations are chosen; `main.rs` only parses the
+//! command line and calls [`run`].
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::export::prometheus::{BuildInfo, RenderOptions};
+use crate::host;
+use crate::monitor::{self, Monitor, MonitorOptions};
+use crate::power::fake::FakeRapl;
+use crate::power::rapl::RaplMeter;
+use crate::power::PowerMeter;
+use crate::selfmetrics::SelfMetrics;
+use crate::server::{self, AppState};
+use crate::snapshot::NodeInfo;
+use crate::workload::procfs::ProcfsSource;
+
+/// The power meter and, in fake-RAPL mode, the simulator that must live as long as it.
+#[derive(Debug)]
+pub struct Meter {
+    pub meter: Box<dyn PowerMeter>,
+    pub fake: Option<FakeRapl>,
+}
+
+/// Chooses the power meter: the fake-RAPL tree when asked, otherwise the host's powercap.
+/// Absent hardware is an error that says what to do, not a panic.
+pub fn select_meter(config: &Config) -> Result<Meter> {
+    if let Some(fake) = &config.fake_rapl {
+        let sim = FakeRapl::start(
+            fake.dir.as_deref(),
+            fake.model.clone(),
+            config.procfs.clone(),
+        )
+        .context("cannot start fake RAPL")?;
+        let meter = RaplMeter::discover(sim.sysfs_root(), "fake-rapl").with_context(|| {
+            format!(
+                "cannot read the fake RAPL tree at {}",
+                sim.sysfs_root().display()
+            )
+        })?;
+        tracing::info!(dir = %sim.sysfs_root().display(), zones = meter.zones().len(), "fake RAPL: simulated energy follows this host's CPU load");
+        return Ok(Meter {
+            meter: Box::new(meter),
+            fake: Some(sim),
+        });
+    }
+    let meter = RaplMeter::discover(&config.sysfs, "rapl-sysfs").context("no power meter found")?;
+    tracing::info!(zones = meter.zones().len(), sysfs = %config.sysfs.display(), "RAPL powercap meter");
+    Ok(Meter {
+        meter: Box::new(meter),
+        fake: None,
+    })
+}
+
+/// The node name for the `instance` label: configured, else $NODE_NAME, else the host name.
+pub fn node_name(config: &Config, env: impl Fn(&str) -> Option<String>) -> String {
+    if !config.node_name.is_empty() {
+        return config.node_name.clone();
+    }
+    if let Some(name) = env("NODE_NAME").filter(|n| !n.trim().is_empty()) {
+        return name.trim().to_string();
+    }
+    std::fs::read_to_string(config.procfs.join("sys/kernel/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn node_info(config: &Config, meter: &dyn PowerMeter) -> NodeInfo {
+    let has_platform = meter
+        .zones()
+        .iter()
+        .any(|z| z.id.kind == crate::power::ZoneKind::Psys);
+    NodeInfo {
+        node_name: node_name(config, |k| std::env::var(k).ok()),
+        cpu_architecture: host::cpu_model(&config.procfs)
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        components_power_source: meter.source().to_string(),
+        platform_power_source: if has_platform {
+            meter.source().to_string()
+        } else {
+            "none".to_string()
+        },
+    }
+}
+
+/// The cgroup mount under the configured sysfs.
+pub fn cgroup_root(sysfs: &Path) -> PathBuf {
+    sysfs.join("fs/cgroup")
+}
+
+/// Runs the exporter until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Arc::new(SelfMetrics::new());
+    let Meter { meter, fake } = select_meter(&config)?;
+    let info = node_info(&config, meter.as_ref());
+    let cpu = ProcfsSource::new(
+        config.procfs.clone(),
+        cgroup_root(&config.sysfs),
+        metrics.clone(),
+    );
+    tracing::info!(source = "procfs", "CPU time source");
+    let options = MonitorOptions {
+        procfs: config.procfs.clone(),
+        terminated_retention: config.terminated_retention,
+        max_terminated: config.max_terminated,
+        process_metrics: config.process_metrics,
+        idle_policy: config.idle_policy,
+        idle_window: config.idle_window,
+        idle_half_life: config.idle_half_life,
+    };
+    let monitor = Monitor::new(meter, Box::new(cpu), options, info, metrics.clone());
+    let snapshots = Arc::new(ArcSwap::from_pointee(monitor.initial_snapshot()));
+
+    let listener = tokio::net::TcpListener::bind(config.listen_address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (web.listenAddress)",
+                config.listen_address
+            )
+        })?;
+    tracing::info!(address = %config.listen_address, interval = ?config.interval, "serving /metrics");
+
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let publish = snapshots.clone();
+    let interval = config.interval;
+    let monitor_thread = std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || monitor::run(monitor, interval, publish, stop_rx))
+        .context("cannot start the monitor thread")?;
+
+    let state = AppState {
+        snapshot: snapshots,
+        self_metrics: metrics,
+        render: RenderOptions {
+            process_metrics: config.process_metrics,
+        },
+        build: BuildInfo::current(),
+    };
+    let served = server::serve(listener, state, shutdown).await;
+    let _ = stop_tx.send(());
+    if monitor_thread.join().is_err() {
+        tracing::error!("monitor thread panicked");
+    }
+    drop(fake);
+    served.context("HTTP server failed")
+}
