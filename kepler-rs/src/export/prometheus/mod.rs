@@ -1,1 +1,65 @@
-//! Prometheus exposition.
+//! Prometheus exposition of snapshots.
+//!
+//! [`text`] is our own writer for the Prometheus text format 0.0.4 and OpenMetrics 1.0 text
+//! (why: docs/adr/0001-own-text-encoder.md); [`classic`] renders Kepler's classic metric family
+//! (`kepler_container_joules_total`, ...) from one immutable [`Snapshot`](crate::snapshot::Snapshot).
+//! Rendering only reads; it never measures. [`BuildInfo`] feeds `kepler_exporter_build_info`.
+
+pub mod classic;
+pub mod text;
+
+pub use classic::{render_classic, RenderOptions};
+pub use text::{Encoder, Format, MetricType, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
+
+/// What this binary is, for the build-info metrics. [`BuildInfo::current`] reads what
+/// `build.rs` recorded; tests build their own for stable output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// Git branch at build time, or `unknown`.
+    pub branch: String,
+    /// Git commit at build time, or `unknown`.
+    pub revision: String,
+    /// The crate version.
+    pub version: String,
+    /// `std::env::consts::OS` (`linux`).
+    pub os: String,
+    /// `std::env::consts::ARCH` (`x86_64`).
+    pub arch: String,
+    /// The `rustc --version` that built us, or `unknown`.
+    pub rust_version: String,
+}
+
+impl BuildInfo {
+    /// The build facts of this binary.
+    pub fn current() -> Self {
+        Self {
+            branch: option_env!("KEPLER_BUILD_GIT_BRANCH")
+                .unwrap_or("unknown")
+                .to_string(),
+            revision: option_env!("KEPLER_BUILD_GIT_REVISION")
+                .unwrap_or("unknown")
+                .to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            rust_version: option_env!("KEPLER_BUILD_RUSTC_VERSION")
+                .unwrap_or("unknown")
+                .to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_build_info_is_filled() {
+        let info = BuildInfo::current();
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        assert!(!info.branch.is_empty());
+        assert!(!info.revision.is_empty());
+        assert!(!info.rust_version.is_empty());
+        assert_eq!(info.os, std::env::consts::OS);
+    }
+}

@@ -1,0 +1,580 @@
+//! Kepler's classic metric family (Kepler <= 0.9), rendered from one snapshot.
+//!
+//! Names and label sets are fixed by compatibility (shared/spec/metrics.md): container,
+//! process and node energy counters in joules with `mode` (`dynamic`/`idle`) and `source`,
+//! `kepler_container_bpf_cpu_time_ms_total` when CPU time is exact scheduler time, the node and
+//! build info gauges, plus our own `kepler_exporter_*` self-metrics. Families come out sorted by
+//! name and samples in snapshot order, so the output is stable for golden tests and diffs.
+
+use std::time::UNIX_EPOCH;
+
+use super::text::{Encoder, Format, MetricType};
+use super::BuildInfo;
+use crate::power::units::Microjoules;
+use crate::power::ZoneKind;
+use crate::selfmetrics::SelfMetrics;
+use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, WorkloadEnergy};
+use crate::workload::WorkloadKey;
+
+/// What to include beyond the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Per-process series (`kepler_process_*`); off by default as in Kepler (they are many).
+    pub process_metrics: bool,
+}
+
+/// Per zone kind: the classic metric name at each level and what the zone measures.
+struct ZoneNames {
+    kind: ZoneKind,
+    container: &'static str,
+    process: &'static str,
+    node: &'static str,
+    what: &'static str,
+}
+
+const ZONES: [ZoneNames; 5] = [
+    ZoneNames {
+        kind: ZoneKind::Package,
+        container: "kepler_container_package_joules_total",
+        process: "kepler_process_package_joules_total",
+        node: "kepler_node_package_joules_total",
+        what: "the CPU package (RAPL package zone, cores and uncore included)",
+    },
+    ZoneNames {
+        kind: ZoneKind::Core,
+        container: "kepler_container_core_joules_total",
+        process: "kepler_process_core_joules_total",
+        node: "kepler_node_core_joules_total",
+        what: "the CPU cores (RAPL core zone, part of package)",
+    },
+    ZoneNames {
+        kind: ZoneKind::Uncore,
+        container: "kepler_container_uncore_joules_total",
+        process: "kepler_process_uncore_joules_total",
+        node: "kepler_node_uncore_joules_total",
+        what: "the CPU uncore, e.g. integrated GPU (RAPL uncore zone, part of package)",
+    },
+    ZoneNames {
+        kind: ZoneKind::Dram,
+        container: "kepler_container_dram_joules_total",
+        process: "kepler_process_dram_joules_total",
+        node: "kepler_node_dram_joules_total",
+        what: "memory (RAPL dram zone)",
+    },
+    ZoneNames {
+        kind: ZoneKind::Psys,
+        container: "kepler_container_platform_joules_total",
+        process: "kepler_process_platform_joules_total",
+        node: "kepler_node_platform_joules_total",
+        what: "the whole platform (RAPL psys zone)",
+    },
+];
+
+const MODES: &str = "split by mode: dynamic (above idle) and idle";
+
+type WriteFn<'a> = Box<dyn Fn(&mut Encoder, &'static str) + 'a>;
+
+/// One family to render: header facts and a function writing its samples.
+struct Family<'a> {
+    name: &'static str,
+    help: String,
+    ty: MetricType,
+    write: WriteFn<'a>,
+}
+
+impl<'a> Family<'a> {
+    fn new(
+        name: &'static str,
+        help: impl Into<String>,
+        ty: MetricType,
+        write: impl Fn(&mut Encoder, &'static str) + 'a,
+    ) -> Self {
+        Self {
+            name,
+            help: help.into(),
+            ty,
+            write: Box::new(write),
+        }
+    }
+}
+
+/// Renders Kepler's classic family from `snapshot` in `format`.
+pub fn render_classic(
+    snapshot: &Snapshot,
+    self_metrics: &SelfMetrics,
+    options: &RenderOptions,
+    build: &BuildInfo,
+    format: Format,
+) -> String {
+    // Everything the families borrow is declared before them.
+    let errors = self_metrics.errors();
+    let pids: Vec<String> = if options.process_metrics {
+        snapshot
+            .processes
+            .iter()
+            .map(|p| p.pid.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut families = Vec::with_capacity(40);
+    container_families(snapshot, &mut families);
+    node_families(snapshot, &mut families);
+    if options.process_metrics {
+        process_families(snapshot, &pids, &mut families);
+    }
+    info_and_self_families(snapshot, build, &errors, &mut families);
+    families.sort_by_key(|f| f.name);
+
+    let samples = snapshot.workloads.len() * 16
+        + if options.process_metrics {
+            snapshot.processes.len() * 16
+        } else {
+            0
+        };
+    let mut enc = Encoder::with_capacity(format, 4096 + samples * 160);
+    for family in &families {
+        enc.family(family.name, &family.help, family.ty);
+        (family.write)(&mut enc, family.name);
+    }
+    enc.finish()
+}
+
+/// Whether the node has a zone of `kind` (the classic zone families exist only then).
+fn node_has(snapshot: &Snapshot, kind: ZoneKind) -> bool {
+    snapshot.node_zones.keys().any(|id| id.kind == kind)
+}
+
+fn joules(uj: Microjoules) -> f64 {
+    uj.as_joules().0
+}
+
+/// Writes the `dynamic` and `idle` samples of one series: `ids`, then `mode`, then `source`.
+fn write_modes(
+    enc: &mut Encoder,
+    name: &str,
+    ids: &[(&str, &str)],
+    split: ModeSplit,
+    source: &str,
+) {
+    let mut labels: [(&str, &str); 8] = [("", ""); 8];
+    let n = ids.len().min(6);
+    labels[..n].copy_from_slice(&ids[..n]);
+    labels[n + 1] = ("source", source);
+    for (mode, value) in [("dynamic", split.dynamic), ("idle", split.idle)] {
+        labels[n] = ("mode", mode);
+        enc.sample(name, &labels[..n + 2], joules(value));
+    }
+}
+
+/// The classic container labels (without `mode`) of a container or pseudo container.
+fn container_ids(w: &WorkloadEnergy) -> [(&'static str, &str); 4] {
+    let (id, pod, name, namespace) = match &w.key {
+        WorkloadKey::System => (
+            WorkloadKey::SYSTEM_PROCESSES,
+            WorkloadKey::SYSTEM_PROCESSES,
+            WorkloadKey::SYSTEM_PROCESSES,
+            "system",
+        ),
+        WorkloadKey::Kernel => (
+            WorkloadKey::KERNEL_PROCESSES,
+            WorkloadKey::KERNEL_PROCESSES,
+            WorkloadKey::KERNEL_PROCESSES,
+            "kernel",
+        ),
+        WorkloadKey::Container(id) => (
+            id.as_str(),
+            w.pod_name.as_str(),
+            w.container_name.as_str(),
+            w.namespace.as_str(),
+        ),
+    };
+    [
+        ("container_id", id),
+        ("pod_name", pod),
+        ("container_name", name),
+        ("container_namespace", namespace),
+    ]
+}
+
+fn zone_split(energy: &EnergyByKind, kind: ZoneKind) -> ModeSplit {
+    energy.zones.get(&kind).copied().unwrap_or_default()
+}
+
+fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    let source = s.power_source;
+    out.push(Family::new(
+        "kepler_container_joules_total",
+        format!(
+            "Cumulative energy attributed to the container in joules: package + dram + other \
+             (core and uncore are inside package), {MODES}."
+        ),
+        MetricType::Counter,
+        move |enc, name| {
+            for w in &s.workloads {
+                write_modes(enc, name, &container_ids(w), w.energy.total(), source);
+            }
+        },
+    ));
+    for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
+        let kind = zone.kind;
+        out.push(Family::new(
+            zone.container,
+            format!(
+                "Cumulative energy of {} attributed to the container in joules, {MODES}.",
+                zone.what
+            ),
+            MetricType::Counter,
+            move |enc, name| {
+                for w in &s.workloads {
+                    write_modes(
+                        enc,
+                        name,
+                        &container_ids(w),
+                        zone_split(&w.energy, kind),
+                        source,
+                    );
+                }
+            },
+        ));
+    }
+    out.push(Family::new(
+        "kepler_container_other_joules_total",
+        format!(
+            "Cumulative platform energy outside package and dram (platform - package - dram, \
+             never negative) attributed to the container in joules, {MODES}."
+        ),
+        MetricType::Counter,
+        move |enc, name| {
+            for w in &s.workloads {
+                write_modes(enc, name, &container_ids(w), w.energy.other, source);
+            }
+        },
+    ));
+    if s.cpu_time_exact {
+        out.push(Family::new(
+            "kepler_container_bpf_cpu_time_ms_total",
+            "Cumulative on-CPU time of the container's processes in milliseconds, measured by \
+             the scheduler.",
+            MetricType::Counter,
+            move |enc, name| {
+                for w in &s.workloads {
+                    enc.sample(name, &container_ids(w), w.cpu_time.as_millis_f64());
+                }
+            },
+        ));
+    }
+}
+
+fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    let source = s.power_source;
+    let instance = s.info.node_name.as_str();
+    for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
+        let kind = zone.kind;
+        out.push(Family::new(
+            zone.node,
+            format!(
+                "Cumulative energy of {} on the node in joules, per socket (package label), \
+                 {MODES}.",
+                zone.what
+            ),
+            MetricType::Counter,
+            move |enc, name| {
+                for (id, z) in s.node_zones.iter().filter(|(id, _)| id.kind == kind) {
+                    let socket = id.socket.to_string();
+                    let ids = [("package", socket.as_str()), ("instance", instance)];
+                    write_modes(enc, name, &ids, z.energy, source);
+                }
+            },
+        ));
+    }
+    if let Some(psys) = s.node_zones.keys().find(|id| id.kind == ZoneKind::Psys) {
+        let socket = psys.socket;
+        out.push(Family::new(
+            "kepler_node_other_joules_total",
+            format!(
+                "Cumulative platform energy of the node outside package and dram (platform - \
+                 package - dram, never negative) in joules, {MODES}."
+            ),
+            MetricType::Counter,
+            move |enc, name| {
+                let socket = socket.to_string();
+                let ids = [("package", socket.as_str()), ("instance", instance)];
+                write_modes(enc, name, &ids, s.node.other, source);
+            },
+        ));
+    }
+}
+
+/// The classic process labels (without `mode`); `pid` is passed in as text.
+fn process_ids<'p>(p: &'p ProcessEnergy, pid: &'p str) -> [(&'static str, &'p str); 4] {
+    [
+        ("pid", pid),
+        ("container_id", p.workload.container_id()),
+        // No VM detection yet.
+        ("vm_id", ""),
+        ("command", p.comm.as_str()),
+    ]
+}
+
+fn process_families<'a>(s: &'a Snapshot, pids: &'a [String], out: &mut Vec<Family<'a>>) {
+    let source = s.power_source;
+    let each = move || s.processes.iter().zip(pids);
+    out.push(Family::new(
+        "kepler_process_joules_total",
+        format!(
+            "Cumulative energy attributed to the process in joules: package + dram + other \
+             (core and uncore are inside package), {MODES}."
+        ),
+        MetricType::Counter,
+        move |enc, name| {
+            for (p, pid) in each() {
+                write_modes(enc, name, &process_ids(p, pid), p.energy.total(), source);
+            }
+        },
+    ));
+    for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
+        let kind = zone.kind;
+        out.push(Family::new(
+            zone.process,
+            format!(
+                "Cumulative energy of {} attributed to the process in joules, {MODES}.",
+                zone.what
+            ),
+            MetricType::Counter,
+            move |enc, name| {
+                for (p, pid) in each() {
+                    let split = zone_split(&p.energy, kind);
+                    write_modes(enc, name, &process_ids(p, pid), split, source);
+                }
+            },
+        ));
+    }
+    out.push(Family::new(
+        "kepler_process_other_joules_total",
+        format!(
+            "Cumulative platform energy outside package and dram (platform - package - dram, \
+             never negative) attributed to the process in joules, {MODES}."
+        ),
+        MetricType::Counter,
+        move |enc, name| {
+            for (p, pid) in each() {
+                write_modes(enc, name, &process_ids(p, pid), p.energy.other, source);
+            }
+        },
+    ));
+    if s.cpu_time_exact {
+        out.push(Family::new(
+            "kepler_process_bpf_cpu_time_ms_total",
+            "Cumulative on-CPU time of the process in milliseconds, measured by the scheduler.",
+            MetricType::Counter,
+            move |enc, name| {
+                for (p, pid) in each() {
+                    enc.sample(name, &process_ids(p, pid), p.cpu_time.as_millis_f64());
+                }
+            },
+        ));
+    }
+}
+
+fn info_and_self_families<'a>(
+    s: &'a Snapshot,
+    build: &'a BuildInfo,
+    errors: &'a [(&'static str, &'static str, u64)],
+    out: &mut Vec<Family<'a>>,
+) {
+    out.push(Family::new(
+        "kepler_node_info",
+        "Facts about the node (always 1): CPU architecture and the sources of the component \
+         and platform energy counters.",
+        MetricType::Gauge,
+        move |enc, name| {
+            let labels = [
+                ("cpu_architecture", s.info.cpu_architecture.as_str()),
+                (
+                    "components_power_source",
+                    s.info.components_power_source.as_str(),
+                ),
+                (
+                    "platform_power_source",
+                    s.info.platform_power_source.as_str(),
+                ),
+                ("source", "os"),
+            ];
+            enc.sample(name, &labels, 1.0);
+        },
+    ));
+    out.push(Family::new(
+        "kepler_exporter_build_info",
+        "Build facts of this exporter (always 1): git branch and revision, version, OS and \
+         architecture.",
+        MetricType::Gauge,
+        move |enc, name| {
+            let labels = [
+                ("branch", build.branch.as_str()),
+                ("revision", build.revision.as_str()),
+                ("version", build.version.as_str()),
+                ("os", build.os.as_str()),
+                ("arch", build.arch.as_str()),
+            ];
+            enc.sample(name, &labels, 1.0);
+        },
+    ));
+    out.push(Family::new(
+        "kepler_exporter_errors_total",
+        "Runtime errors of the exporter since start-up, by component and reason.",
+        MetricType::Counter,
+        move |enc, name| {
+            for (component, reason, count) in errors {
+                let labels = [("component", *component), ("reason", *reason)];
+                enc.sample(name, &labels, *count as f64);
+            }
+        },
+    ));
+    out.push(Family::new(
+        "kepler_exporter_cpu_time_source",
+        "The CPU-time source in use (always 1; the source label names it).",
+        MetricType::Gauge,
+        move |enc, name| enc.sample(name, &[("source", s.cpu_time_source)], 1.0),
+    ));
+    out.push(Family::new(
+        "kepler_exporter_power_source",
+        "The energy source in use (always 1; the source label names it).",
+        MetricType::Gauge,
+        move |enc, name| enc.sample(name, &[("source", s.power_source)], 1.0),
+    ));
+    out.push(Family::new(
+        "kepler_exporter_snapshot_timestamp_seconds",
+        "When the served measurement was taken, in seconds since the Unix epoch (0: none yet).",
+        MetricType::Gauge,
+        move |enc, name| {
+            let secs = s
+                .taken_at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            enc.sample(name, &[], secs);
+        },
+    ));
+    out.push(Family::new(
+        "kepler_exporter_snapshot_sequence",
+        "Number of measurement intervals completed since start-up (the served snapshot's \
+         sequence number; only grows).",
+        MetricType::Gauge,
+        move |enc, name| enc.sample(name, &[], s.sequence as f64),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::power::units::{CpuNanos, Watts};
+    use crate::power::ZoneId;
+    use crate::snapshot::{NodeInfo, NodeZone, State, WorkloadEnergy};
+
+    fn split(d: u64, i: u64) -> ModeSplit {
+        ModeSplit {
+            dynamic: Microjoules(d),
+            idle: Microjoules(i),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot::empty(
+            NodeInfo {
+                node_name: "n1".into(),
+                cpu_architecture: "x86_64".into(),
+                components_power_source: "rapl-sysfs".into(),
+                platform_power_source: "none".into(),
+            },
+            "rapl-sysfs",
+            "procfs",
+        );
+        s.node_zones.insert(
+            ZoneId {
+                kind: ZoneKind::Package,
+                socket: 0,
+            },
+            NodeZone {
+                path: "/sys/class/powercap/intel-rapl:0".into(),
+                energy: split(3_000_000, 1_500_000),
+                watts: Watts(1.0),
+                idle_watts: Watts(0.5),
+            },
+        );
+        let mut energy = EnergyByKind::default();
+        energy
+            .zones
+            .insert(ZoneKind::Package, split(2_000_000, 500_000));
+        s.workloads.push(WorkloadEnergy {
+            key: WorkloadKey::System,
+            identity: None,
+            pod_name: String::new(),
+            container_name: String::new(),
+            namespace: String::new(),
+            energy,
+            watts: Watts(1.0),
+            cpu_time: CpuNanos(1_500_000),
+            state: State::Running,
+        });
+        s
+    }
+
+    fn render(s: &Snapshot, process_metrics: bool) -> String {
+        let build = BuildInfo {
+            branch: "main".into(),
+            revision: "abc".into(),
+            version: "0.1.0".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            rust_version: "rustc".into(),
+        };
+        render_classic(
+            s,
+            &SelfMetrics::new(),
+            &RenderOptions { process_metrics },
+            &build,
+            Format::Text,
+        )
+    }
+
+    #[test]
+    fn pseudo_container_and_node_samples() {
+        let text = render(&snapshot(), false);
+        assert!(text.contains(
+            "kepler_container_package_joules_total{container_id=\"system_processes\",\
+             pod_name=\"system_processes\",container_name=\"system_processes\",\
+             container_namespace=\"system\",mode=\"dynamic\",source=\"rapl-sysfs\"} 2\n"
+        ));
+        assert!(text.contains(
+            "kepler_node_package_joules_total{package=\"0\",instance=\"n1\",mode=\"idle\",\
+             source=\"rapl-sysfs\"} 1.5\n"
+        ));
+        // Zones the node lacks, `other` of the node without psys, exact CPU time: absent.
+        assert!(!text.contains("dram_joules_total"));
+        assert!(!text.contains("kepler_node_other_joules_total"));
+        assert!(!text.contains("bpf_cpu_time"));
+        assert!(!text.contains("kepler_process_"));
+        assert!(!text.contains("kepler_node_joules_total"));
+        assert!(!text.contains("kepler_exporter_errors_total"));
+    }
+
+    #[test]
+    fn families_are_sorted() {
+        let mut s = snapshot();
+        s.cpu_time_exact = true;
+        let text = render(&s, true);
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert!(names.contains(&"kepler_container_bpf_cpu_time_ms_total"));
+        // Process families exist as headers only when there are processes.
+        assert!(!names.iter().any(|n| n.starts_with("kepler_process_")));
+    }
+}

@@ -1,0 +1,365 @@
+//! A small writer for the Prometheus text exposition format 0.0.4 and OpenMetrics 1.0 text.
+//!
+//! [`Encoder`] writes one metric family at a time: [`Encoder::family`] opens a family (its
+//! `# HELP` and `# TYPE` lines), [`Encoder::sample`] adds samples, [`Encoder::finish`] returns the
+//! text. A family that gets no sample writes nothing, so exposition linters never see an empty
+//! family. Label values and HELP texts are escaped as each format requires, and values are
+//! written so that Prometheus parses them back exactly (`NaN`, `+Inf`, `-Inf`, integers without
+//! an exponent). Why we do not use the `prometheus` crates: docs/adr/0001-own-text-encoder.md.
+
+use std::fmt::Write as _;
+
+/// `Content-Type` of the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// `Content-Type` of OpenMetrics 1.0 text.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The exposition format to write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4 (what every Prometheus understands; the default).
+    #[default]
+    Text,
+    /// OpenMetrics 1.0 text: counter families are named without `_total`, ends with `# EOF`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` header value for this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => CONTENT_TYPE_TEXT,
+            Format::OpenMetrics => CONTENT_TYPE_OPENMETRICS,
+        }
+    }
+}
+
+/// The type of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+}
+
+impl MetricType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+        }
+    }
+}
+
+/// Writes an exposition document family by family.
+#[derive(Debug)]
+pub struct Encoder {
+    format: Format,
+    out: String,
+    /// Where the current family's header starts, to drop it if no sample follows.
+    family_start: usize,
+    family_samples: usize,
+    family_type: Option<MetricType>,
+}
+
+impl Encoder {
+    pub fn new(format: Format) -> Self {
+        Self::with_capacity(format, 4096)
+    }
+
+    /// An encoder whose buffer starts with `capacity` bytes (to avoid regrowing on big outputs).
+    pub fn with_capacity(format: Format, capacity: usize) -> Self {
+        Self {
+            format,
+            out: String::with_capacity(capacity),
+            family_start: 0,
+            family_samples: 0,
+            family_type: None,
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Opens a family: writes `# HELP` and `# TYPE`. `name` is the sample name as Prometheus
+    /// stores it (counters end in `_total`); in OpenMetrics the family line of a counter
+    /// drops that suffix. If no [`sample`](Self::sample) follows, the header is removed again.
+    pub fn family(&mut self, name: &str, help: &str, ty: MetricType) {
+        self.close_family();
+        self.family_start = self.out.len();
+        self.family_samples = 0;
+        self.family_type = Some(ty);
+        let family_name = match (self.format, ty) {
+            (Format::OpenMetrics, MetricType::Counter) => {
+                name.strip_suffix("_total").unwrap_or(name)
+            }
+            _ => name,
+        };
+        self.out.push_str("# HELP ");
+        self.out.push_str(family_name);
+        self.out.push(' ');
+        escape_help(&mut self.out, help, self.format);
+        self.out.push_str("\n# TYPE ");
+        self.out.push_str(family_name);
+        self.out.push(' ');
+        self.out.push_str(ty.as_str());
+        self.out.push('\n');
+    }
+
+    /// Writes one sample of the open family. Label names must be valid Prometheus label names
+    /// (they are ours, so they are not escaped); label values are escaped.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.family_samples += 1;
+        self.out.push_str(name);
+        if self.format == Format::OpenMetrics
+            && self.family_type == Some(MetricType::Counter)
+            && !name.ends_with("_total")
+        {
+            self.out.push_str("_total");
+        }
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(label);
+                self.out.push_str("=\"");
+                escape_label_value(&mut self.out, value);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        write_value(&mut self.out, value);
+        self.out.push('\n');
+    }
+
+    /// Ends the document and returns it (OpenMetrics: with the mandatory `# EOF`).
+    pub fn finish(mut self) -> String {
+        self.close_family();
+        if self.format == Format::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+        self.out
+    }
+
+    fn close_family(&mut self) {
+        if self.family_type.is_some() && self.family_samples == 0 {
+            self.out.truncate(self.family_start);
+        }
+        self.family_type = None;
+    }
+}
+
+/// Appends a label value with `\`, `"` and line feed escaped (both formats).
+pub fn escape_label_value(out: &mut String, value: &str) {
+    if !value.contains(['\\', '"', '\n']) {
+        out.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends a HELP text: `\` and line feed escaped; OpenMetrics also escapes `"`
+/// (the 0.0.4 parser rejects `\"` in HELP, so it stays literal there).
+pub fn escape_help(out: &mut String, help: &str, format: Format) {
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if format == Format::OpenMetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends a sample value as both formats (and Go's `strconv.ParseFloat`) read it:
+/// `NaN`, `+Inf`, `-Inf`; plain decimals (shortest round-trip digits, no exponent) between
+/// 1e-6 and 1e21, scientific notation outside that range.
+pub fn write_value(out: &mut String, value: f64) {
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if value == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else if value == 0.0 {
+        // Also turns -0 into 0.
+        out.push('0');
+    } else {
+        let magnitude = value.abs();
+        // Writing into a String cannot fail.
+        let _ = if (1e-6..1e21).contains(&magnitude) {
+            write!(out, "{value}")
+        } else {
+            write!(out, "{value:e}")
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value(v: f64) -> String {
+        let mut s = String::new();
+        write_value(&mut s, v);
+        s
+    }
+
+    /// The reverse of the escaping, as a Prometheus parser does it. `quotes`: `"` must be
+    /// escaped (label values, OpenMetrics HELP); otherwise it is literal and `\"` is invalid
+    /// (0.0.4 HELP).
+    fn unescape(s: &str, quotes: bool) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some('\\') => out.push('\\'),
+                    Some('"') if quotes => out.push('"'),
+                    Some('n') => out.push('\n'),
+                    other => panic!("invalid escape \\{other:?} in {s:?}"),
+                }
+            } else {
+                assert!(c != '\n', "unescaped line feed in {s:?}");
+                assert!(!quotes || c != '"', "unescaped quote in {s:?}");
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Extracts the raw (escaped) value of the only label of a sample line.
+    fn raw_label_value(line: &str) -> &str {
+        let start = line.find("=\"").unwrap() + 2;
+        let end = line.rfind("\"}").unwrap();
+        &line[start..end]
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(value(f64::NAN), "NaN");
+        assert_eq!(value(f64::INFINITY), "+Inf");
+        assert_eq!(value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(value(0.0), "0");
+        assert_eq!(value(-0.0), "0");
+        assert_eq!(value(1.0), "1");
+        assert_eq!(value(-3.0), "-3");
+        assert_eq!(value(1_000_000.0), "1000000");
+        assert_eq!(value(123_456_789_012.0), "123456789012");
+        assert_eq!(value(12.345678), "12.345678");
+        assert_eq!(value(0.1), "0.1");
+        assert_eq!(value(1e21), "1e21");
+        assert_eq!(value(1.5e-7), "1.5e-7");
+        assert_eq!(value(u64::MAX as f64 / 1e6), "18446744073709.55");
+    }
+
+    #[test]
+    fn text_family() {
+        let mut enc = Encoder::new(Format::Text);
+        enc.family(
+            "a_total",
+            "An \"a\" with \\ and\nnewline.",
+            MetricType::Counter,
+        );
+        enc.sample("a_total", &[("x", "1"), ("y", "q\"\\\n")], 2.5);
+        enc.sample("a_total", &[], 3.0);
+        enc.family("b", "B.", MetricType::Gauge);
+        enc.sample("b", &[("x", "")], 1.0);
+        assert_eq!(
+            enc.finish(),
+            "# HELP a_total An \"a\" with \\\\ and\\nnewline.\n\
+             # TYPE a_total counter\n\
+             a_total{x=\"1\",y=\"q\\\"\\\\\\n\"} 2.5\n\
+             a_total 3\n\
+             # HELP b B.\n\
+             # TYPE b gauge\n\
+             b{x=\"\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_family() {
+        let mut enc = Encoder::new(Format::OpenMetrics);
+        enc.family("a_total", "Say \"a\".", MetricType::Counter);
+        enc.sample("a_total", &[("x", "1")], 2.0);
+        enc.family("c", "No suffix.", MetricType::Counter);
+        enc.sample("c", &[], 1.0);
+        enc.family("b", "B.", MetricType::Gauge);
+        enc.sample("b", &[], 1.0);
+        assert_eq!(
+            enc.finish(),
+            "# HELP a Say \\\"a\\\".\n# TYPE a counter\na_total{x=\"1\"} 2\n\
+             # HELP c No suffix.\n# TYPE c counter\nc_total 1\n\
+             # HELP b B.\n# TYPE b gauge\nb 1\n# EOF\n"
+        );
+        assert_eq!(Format::OpenMetrics.content_type(), CONTENT_TYPE_OPENMETRICS);
+        assert_eq!(Format::default().content_type(), CONTENT_TYPE_TEXT);
+    }
+
+    #[test]
+    fn empty_families_write_nothing() {
+        let mut enc = Encoder::new(Format::Text);
+        enc.family("empty_total", "Nothing.", MetricType::Counter);
+        enc.family("full", "Something.", MetricType::Gauge);
+        enc.sample("full", &[], 1.0);
+        enc.family("empty_too", "Nothing.", MetricType::Gauge);
+        assert_eq!(
+            enc.finish(),
+            "# HELP full Something.\n# TYPE full gauge\nfull 1\n"
+        );
+        let mut enc = Encoder::new(Format::OpenMetrics);
+        enc.family("empty", "Nothing.", MetricType::Gauge);
+        assert_eq!(enc.finish(), "# EOF\n");
+    }
+
+    proptest! {
+        #[test]
+        fn label_values_round_trip(v in any::<String>()) {
+            let mut enc = Encoder::new(Format::Text);
+            enc.family("m", "M.", MetricType::Gauge);
+            enc.sample("m", &[("l", &v)], 1.0);
+            let text = enc.finish();
+            let sample = text.lines().nth(2).unwrap();
+            prop_assert_eq!(text.lines().count(), 3);
+            prop_assert_eq!(unescape(raw_label_value(sample), true), v);
+        }
+
+        #[test]
+        fn help_round_trips(h in any::<String>()) {
+            for format in [Format::Text, Format::OpenMetrics] {
+                let mut out = String::new();
+                escape_help(&mut out, &h, format);
+                prop_assert!(!out.contains('\n'));
+                prop_assert_eq!(unescape(&out, format == Format::OpenMetrics), h.clone());
+            }
+        }
+
+        #[test]
+        fn finite_values_round_trip(v in any::<f64>()) {
+            let s = value(v);
+            let parsed: f64 = match s.as_str() {
+                "NaN" => f64::NAN,
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                s => s.parse().unwrap(),
+            };
+            if v.is_nan() {
+                prop_assert!(parsed.is_nan());
+            } else {
+                prop_assert_eq!(parsed, v);
+            }
+        }
+    }
+}
