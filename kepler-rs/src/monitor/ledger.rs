@@ -122,7 +122,7 @@ impl<K: Ord + Clone, M: Clone> Ledger<K, M> {
             })
             .collect();
         if terminated.len() > self.max_terminated {
-            terminated.sort_by(|a, b| a.0.cmp(&b.0));
+            terminated.sort_by_key(|t| t.0);
             let excess = terminated.len() - self.max_terminated;
             for (_, key) in terminated.into_iter().take(excess) {
                 self.entries.remove(&key);

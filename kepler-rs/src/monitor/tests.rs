@@ -331,3 +331,85 @@ fn bad_zone_readings_are_counted_and_energy_arrives_later() {
         metrics.errors()
     );
 }
+
+/// The idle estimate converges to the fake-RAPL model's true idle power (spec: within 5 %),
+/// driving the production reader over a fake tree with known utilisation, and the node's
+/// counters equal the simulator's ground truth across wraps.
+#[test]
+fn idle_estimate_converges_on_fake_rapl() {
+    use crate::power::fake::{FakeRaplModel, FakeRaplTree};
+    let dir = tempfile::tempdir().unwrap();
+    let model = FakeRaplModel {
+        max_energy_range: Microjoules(500_000_000), // 500 J: wraps every few intervals, never twice in one
+        ..FakeRaplModel::default()
+    };
+    let mut tree = FakeRaplTree::create(&dir.path().join("sys"), model.clone()).unwrap();
+    let proc_dir = dir.path().join("proc");
+    std::fs::create_dir_all(&proc_dir).unwrap();
+    let write_stat = |busy: u64, idle: u64| {
+        std::fs::write(
+            proc_dir.join("stat"),
+            format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n"),
+        )
+        .unwrap();
+    };
+    let (mut busy, mut idle) = (0u64, 0u64);
+    write_stat(busy, idle);
+    let options = MonitorOptions {
+        procfs: proc_dir.clone(),
+        terminated_retention: Duration::from_secs(60),
+        max_terminated: 10,
+        process_metrics: false,
+        idle_policy: IdlePolicy::CpuShare,
+        idle_window: Duration::from_secs(60),
+        idle_half_life: Duration::from_secs(3600),
+    };
+    let script = (0..41)
+        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .collect();
+    let mut m = Monitor::new(
+        Box::new(tree.meter().unwrap()),
+        Box::new(Scripted(script)),
+        options,
+        NodeInfo::default(),
+        Arc::new(SelfMetrics::new()),
+    );
+    m.step(at(0));
+    let start: BTreeMap<ZoneId, Microjoules> = tree
+        .zone_ids()
+        .into_iter()
+        .map(|z| (z, tree.true_total(z)))
+        .collect();
+    let mut last = None;
+    for i in 1..=40u64 {
+        // A load pattern that varies between 5 % and 95 %.
+        let u = 0.05 + 0.9 * ((i * 7) % 10) as f64 / 9.0;
+        let ticks = 300; // 3 s of one CPU at 100 Hz
+        let b = (u * ticks as f64).round() as u64;
+        busy += b;
+        idle += ticks - b;
+        write_stat(busy, idle);
+        tree.advance(b as f64 / ticks as f64, Duration::from_secs(3))
+            .unwrap();
+        last = Some(m.step(at(3 * i)));
+    }
+    let s = last.unwrap();
+    for zone in &model.zones {
+        let id = ZoneId {
+            kind: zone.kind,
+            socket: 0,
+        };
+        let estimated = s.node_zones[&id].idle_watts.0;
+        let truth = zone.idle.0;
+        assert!(
+            (estimated - truth).abs() <= 0.05 * truth,
+            "{id}: idle {estimated} W, model {truth} W"
+        );
+        let counted = s.node_zones[&id].energy.total();
+        assert_eq!(
+            counted,
+            Microjoules(tree.true_total(id).0 - start[&id].0),
+            "{id}: energy across wraps"
+        );
+    }
+}
