@@ -1,0 +1,142 @@
+//! Shared helpers for root tests on this kernel: kubepods-shaped cgroups that clean themselves
+//! up, busy processes that die with the test, unique container ids and pod UIDs.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Whether the test runs as root; prints the skip line when not.
+pub fn require_root(what: &str) -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        println!("skipped: {what} needs root (euid {euid})");
+    }
+    euid == 0
+}
+
+/// The cgroup v2 mount: `/sys/fs/cgroup` (unified) or `/sys/fs/cgroup/unified` (hybrid).
+pub fn v2_root() -> Option<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    [root.to_path_buf(), root.join("unified")]
+        .into_iter()
+        .find(|p| p.join("cgroup.controllers").is_file())
+}
+
+/// A fresh 64-hex container id and a pod UID, unique per process and call.
+pub fn unique_ids() -> (String, String) {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let pid = std::process::id();
+    let id = format!("{nanos:032x}{pid:016x}{n:016x}");
+    let uid = format!(
+        "{pid:08x}-{n:04x}-4000-8000-{:012x}",
+        nanos as u64 & 0xffff_ffff_ffff
+    );
+    (id, uid)
+}
+
+/// `cpu.stat usage_usec` of a v2 cgroup directory.
+pub fn usage_usec(cgroup: &Path) -> u64 {
+    let stat = fs::read_to_string(cgroup.join("cpu.stat")).unwrap();
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Directories this test created; removed bottom-up on drop (shared parents that existed
+/// before are left alone).
+#[derive(Debug, Default)]
+pub struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// Creates `base/seg1/seg2/...`, remembering only what did not exist, and returns the leaf.
+    pub fn create_path(&mut self, base: &Path, segments: &[String]) -> PathBuf {
+        let mut dir = base.to_path_buf();
+        for seg in segments {
+            dir.push(seg);
+            match fs::create_dir(&dir) {
+                Ok(()) => self.0.push(dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("mkdir {}: {e}", dir.display()),
+            }
+        }
+        dir
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            // A dying task can keep a cgroup busy for a moment.
+            for _ in 0..50 {
+                match fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// A kubepods-shaped containerd container cgroup under the v2 mount (systemd driver,
+/// besteffort QoS): `kubepods.slice/.../kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`.
+pub fn kubepods_segments(id: &str, pod_uid: &str) -> Vec<String> {
+    vec![
+        "kubepods.slice".to_string(),
+        "kubepods-besteffort.slice".to_string(),
+        format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_")),
+        format!("cri-containerd-{id}.scope"),
+    ]
+}
+
+/// A CPU-burning shell loop, killed on drop.
+#[derive(Debug)]
+pub struct BusyProcess(Child);
+
+impl BusyProcess {
+    pub fn spawn() -> Self {
+        Self(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap(),
+        )
+    }
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    /// Moves the process into a cgroup (v1 or v2 directory).
+    pub fn join(&self, cgroup: &Path) {
+        fs::write(cgroup.join("cgroup.procs"), self.pid().to_string())
+            .unwrap_or_else(|e| panic!("join {}: {e}", cgroup.display()));
+    }
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; it cannot be reaped before drop waits on it.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(self.pid() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+}
+
+impl Drop for BusyProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
