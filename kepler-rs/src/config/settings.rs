@@ -36,6 +36,16 @@ const fn value(path: &'static str, default: &'static str, help: &'static str) ->
     }
 }
 
+const fn switch(path: &'static str, help: &'static str) -> Setting {
+    Setting {
+        path,
+        kind: Kind::Switch,
+        default: "false",
+        help,
+        flag_override: None,
+    }
+}
+
 /// Every setting, in the order `--help` shows them.
 pub const SETTINGS: &[Setting] = &[
     value("log.level", "info", "Log level: error, warn, info, debug, trace"),
@@ -69,7 +79,7 @@ pub const SETTINGS: &[Setting] = &[
         "1h",
         "Half-life of the observations the idle-power estimator learns from",
     ),
-    value("metrics.processes", "false", "Also export per-process metrics (kepler_process_*)"),
+    switch("metrics.processes", "Also export per-process metrics (kepler_process_*)"),
     value("kube.nodeName", "", "Node name for the `instance` label (default: $NODE_NAME, then the host name)"),
     Setting {
         path: "fakeRapl.enabled",

@@ -1,0 +1,254 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The real `kepler-rs` binary on this machine: fake RAPL over the host's real CPU load, the real
+//! procfs/cgroup source, served over a real socket, checked with the real `promtool`; plus the
+//! start-up failures a user can hit (invalid configuration, no RAPL).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+
+struct Exporter {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(extra: &[&str]) -> Exporter {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "--fake-rapl",
+            "--log.level",
+            "warn",
+            "--monitor.interval",
+            "500ms",
+            "--web.listen-address",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut exporter = Exporter { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = exporter.child.try_wait().unwrap() {
+            panic!("exporter exited at start-up: {status}");
+        }
+        if let Ok((_, body)) = get(port, "/healthz", &[]) {
+            assert_eq!(body, "ok");
+            return exporter;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("exporter did not answer /healthz within 20 s");
+}
+
+/// A minimal HTTP/1.0 GET: (headers, body).
+fn get(port: u16, path: &str, headers: &[&str]) -> std::io::Result<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn value(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn promtool_check(text: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("KEPLER_REQUIRE_TOOLS").is_none(),
+            "promtool is required but not installed"
+        );
+        println!("skipped promtool: not installed");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics: {report}"
+    );
+}
+
+#[test]
+fn serves_kepler_metrics_on_fake_rapl() {
+    let exporter = start(&["--kube.node-name", "test-node"]);
+    std::thread::sleep(Duration::from_millis(1600));
+    let (head, first) = get(exporter.port, "/metrics", &[]).unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    promtool_check(&first);
+    for needle in [
+        "kepler_container_joules_total{container_id=\"system_processes\"",
+        "kepler_container_joules_total{container_id=\"kernel_processes\"",
+        "kepler_node_package_joules_total{package=\"0\",instance=\"test-node\",mode=\"idle\",source=\"fake-rapl\"}",
+        "kepler_node_info{",
+        "kepler_exporter_build_info{",
+    ] {
+        assert!(first.contains(needle), "missing {needle} in\n{first}");
+    }
+    assert!(
+        !first.contains("kepler_process_"),
+        "process metrics are opt-in"
+    );
+
+    // Many scrapes do not trigger measurements: the sequence advances with time only.
+    let seq0 = value(&first, "kepler_exporter_snapshot_sequence").unwrap();
+    let started = Instant::now();
+    for _ in 0..50 {
+        get(exporter.port, "/metrics", &[]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, second) = get(exporter.port, "/metrics", &[]).unwrap();
+    let seq1 = value(&second, "kepler_exporter_snapshot_sequence").unwrap();
+    let intervals = started.elapsed().as_secs_f64() / 0.5;
+    assert!(seq1 > seq0, "monitor must keep measuring");
+    assert!(
+        seq1 - seq0 <= intervals + 2.0,
+        "51 scrapes caused extra measurements: {seq0} -> {seq1}"
+    );
+
+    // Counters never go backwards, and containers add up to the node.
+    let (node0, node1) = (
+        sum(&first, "kepler_node_package_joules_total"),
+        sum(&second, "kepler_node_package_joules_total"),
+    );
+    assert!(
+        node1 > node0,
+        "node package energy must grow: {node0} -> {node1}"
+    );
+    let containers = sum(&second, "kepler_container_package_joules_total");
+    assert!(
+        (containers - node1).abs() <= 1e-4 * node1.max(1.0),
+        "containers {containers} J vs node {node1} J"
+    );
+}
+
+#[test]
+fn process_metrics_and_openmetrics_on_request() {
+    let exporter = start(&["--metrics.processes"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, text) = get(exporter.port, "/metrics", &[]).unwrap();
+    assert!(
+        text.contains("kepler_process_joules_total{pid=\""),
+        "process metrics enabled"
+    );
+    promtool_check(&text);
+    let (head, om) = get(
+        exporter.port,
+        "/metrics",
+        &["Accept: application/openmetrics-text; version=1.0.0"],
+    )
+    .unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(om.trim_end().ends_with("# EOF"));
+}
+
+#[test]
+fn invalid_configuration_lists_every_problem_and_exits_2() {
+    let out = Command::new(BIN)
+        .args([
+            "--monitor.interval",
+            "0s",
+            "--web.listen-address",
+            "nowhere",
+            "--fake-rapl",
+            "--fake-rapl.sockets",
+            "0",
+        ])
+        .env("KEPLER_LOG_LEVEL", "chatty")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for path in [
+        "monitor.interval: must be > 0, got 0s",
+        "web.listenAddress:",
+        "fakeRapl.sockets:",
+        "log.level:",
+    ] {
+        assert!(stderr.contains(path), "missing {path:?} in {stderr}");
+    }
+}
+
+#[test]
+fn no_rapl_says_what_to_do() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--web.listen-address", "127.0.0.1:0", "--host.sysfs"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--fake-rapl"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
