@@ -141,6 +141,32 @@ pub fn env_name(path: &str) -> String {
     out
 }
 
+/// The settings reference as a Markdown table (docs/configuration.md embeds it; a test keeps
+/// the two identical).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| YAML path | flag | environment | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        let flag = match s.kind {
+            Kind::Value => format!("`--{}`", flag_name(s)),
+            Kind::Switch => format!("`--{}[=BOOL]`", flag_name(s)),
+        };
+        let default = if s.default.is_empty() {
+            "(empty)".to_string()
+        } else {
+            format!("`{}`", s.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | {flag} | `{}` | {default} | {} |\n",
+            s.path,
+            env_name(s.path),
+            s.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 pub fn find(path: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.path == path)
 }
@@ -160,6 +186,28 @@ mod tests {
         );
         assert_eq!(flag_name(find("fakeRapl.enabled").unwrap()), "fake-rapl");
         assert_eq!(flag_name(find("fakeRapl.dir").unwrap()), "fake-rapl.dir");
+    }
+
+    /// docs/configuration.md must carry the current table; `UPDATE_DOCS=1` rewrites it.
+    #[test]
+    fn configuration_reference_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        let begin = "<!-- settings:begin -->\n";
+        let end = "<!-- settings:end -->";
+        let (Some(b), Some(e)) = (doc.find(begin), doc.find(end)) else {
+            panic!("{path} lacks the settings markers");
+        };
+        let current = &doc[b + begin.len()..e];
+        let table = markdown_table();
+        if current != table {
+            if std::env::var_os("UPDATE_DOCS").is_some() {
+                let updated = format!("{}{table}{}", &doc[..b + begin.len()], &doc[e..]);
+                std::fs::write(path, updated).unwrap();
+            } else {
+                panic!("{path} is out of date: run `UPDATE_DOCS=1 cargo test -p kepler-rs configuration_reference`");
+            }
+        }
     }
 
     #[test]

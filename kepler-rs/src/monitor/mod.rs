@@ -195,7 +195,11 @@ impl Monitor {
                 continue;
             };
             match counter.observe(raw.0) {
-                Ok(Step::First) | Ok(Step::Reset) => {}
+                Ok(Step::First) => {}
+                Ok(Step::Reset) => {
+                    report_error!(self.metrics, "power", "counter_backwards", zone = %reading.id,
+                        "energy counter went backwards with no known maximum; interval skipped");
+                }
                 Ok(step @ (Step::Advanced(_) | Step::Wrapped(_))) => {
                     if matches!(step, Step::Wrapped(_)) {
                         tracing::debug!(zone = %reading.id, delta_uj = step.delta(), "energy counter wrapped");
