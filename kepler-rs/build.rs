@@ -4,6 +4,7 @@
 //! Asks cargo to rerun when `HEAD` (or the branch it points to) moves, so the revision stays
 //! current without rebuilding on every change.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,30 +71,27 @@ fn watch_git(dir: &Path) {
     if !head.is_file() {
         return;
     }
-    println!("cargo:rerun-if-changed={}", head.display());
+    // A linked worktree keeps its branch refs in the common directory.
     let common_dir = git(dir, &["rev-parse", "--git-common-dir"])
-        .map(|d| {
-            let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                dir.join(d)
-            }
-        })
+        .map(|d| dir.join(d))
         .unwrap_or_else(|| git_dir.clone());
+    let mut watched = BTreeSet::new();
+    watched.insert(head.clone());
     if let Some(reference) = std::fs::read_to_string(&head)
         .ok()
         .and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string()))
     {
-        for base in [&git_dir, &common_dir] {
-            let path = base.join(&reference);
+        for path in [
+            git_dir.join(&reference),
+            common_dir.join(&reference),
+            common_dir.join("packed-refs"),
+        ] {
             if path.is_file() {
-                println!("cargo:rerun-if-changed={}", path.display());
+                watched.insert(path.canonicalize().unwrap_or(path));
             }
         }
-        let packed = common_dir.join("packed-refs");
-        if packed.is_file() {
-            println!("cargo:rerun-if-changed={}", packed.display());
-        }
+    }
+    for path in watched {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
 }

@@ -1084,5 +1084,6 @@ fn render_time_is_reasonable_for_a_large_node() {
     let out = render(&s, &SelfMetrics::new(), true, Format::Text);
     let elapsed = start.elapsed();
     assert!(out.lines().count() > 14_000);
+    println!("rendered {} bytes in {elapsed:?}", out.len());
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }

@@ -10,7 +10,6 @@ use std::time::UNIX_EPOCH;
 
 use super::text::{Encoder, Format, MetricType};
 use super::BuildInfo;
-use crate::power::units::Microjoules;
 use crate::power::ZoneKind;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, WorkloadEnergy};
@@ -132,7 +131,7 @@ pub fn render_classic(
         } else {
             0
         };
-    let mut enc = Encoder::with_capacity(format, 4096 + samples * 160);
+    let mut enc = Encoder::with_capacity(format, 4096 + samples * 256);
     for family in &families {
         enc.family(family.name, &family.help, family.ty);
         (family.write)(&mut enc, family.name);
@@ -143,10 +142,6 @@ pub fn render_classic(
 /// Whether the node has a zone of `kind` (the classic zone families exist only then).
 fn node_has(snapshot: &Snapshot, kind: ZoneKind) -> bool {
     snapshot.node_zones.keys().any(|id| id.kind == kind)
-}
-
-fn joules(uj: Microjoules) -> f64 {
-    uj.as_joules().0
 }
 
 /// Writes the `dynamic` and `idle` samples of one series: `ids`, then `mode`, then `source`.
@@ -163,7 +158,8 @@ fn write_modes(
     labels[n + 1] = ("source", source);
     for (mode, value) in [("dynamic", split.dynamic), ("idle", split.idle)] {
         labels[n] = ("mode", mode);
-        enc.sample(name, &labels[..n + 2], joules(value));
+        // Microjoules -> joules, exactly.
+        enc.sample_millionths(name, &labels[..n + 2], value.0);
     }
 }
 
@@ -259,7 +255,8 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             MetricType::Counter,
             move |enc, name| {
                 for w in &s.workloads {
-                    enc.sample(name, &container_ids(w), w.cpu_time.as_millis_f64());
+                    // Nanoseconds -> milliseconds, exactly.
+                    enc.sample_millionths(name, &container_ids(w), w.cpu_time.0);
                 }
             },
         ));
@@ -370,7 +367,7 @@ fn process_families<'a>(s: &'a Snapshot, pids: &'a [String], out: &mut Vec<Famil
             MetricType::Counter,
             move |enc, name| {
                 for (p, pid) in each() {
-                    enc.sample(name, &process_ids(p, pid), p.cpu_time.as_millis_f64());
+                    enc.sample_millionths(name, &process_ids(p, pid), p.cpu_time.0);
                 }
             },
         ));
@@ -468,7 +465,7 @@ fn info_and_self_families<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::power::units::{CpuNanos, Watts};
+    use crate::power::units::{CpuNanos, Microjoules, Watts};
     use crate::power::ZoneId;
     use crate::snapshot::{NodeInfo, NodeZone, State, WorkloadEnergy};
 

@@ -110,6 +110,23 @@ impl Encoder {
     /// Writes one sample of the open family. Label names must be valid Prometheus label names
     /// (they are ours, so they are not escaped); label values are escaped.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample_with(name, labels, |out| write_value(out, value));
+    }
+
+    /// Like [`sample`](Self::sample) for the value `millionths / 1e6` (microjoules as joules,
+    /// CPU nanoseconds as milliseconds), written as an exact decimal without going through
+    /// `f64` formatting. For values below 1e15 millionths the text is the same as
+    /// `sample(.., millionths as f64 / 1e6)` writes.
+    pub fn sample_millionths(&mut self, name: &str, labels: &[(&str, &str)], millionths: u64) {
+        self.sample_with(name, labels, |out| write_millionths(out, millionths));
+    }
+
+    fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl FnOnce(&mut String),
+    ) {
         self.family_samples += 1;
         self.out.push_str(name);
         if self.format == Format::OpenMetrics
@@ -132,7 +149,7 @@ impl Encoder {
             self.out.push('}');
         }
         self.out.push(' ');
-        write_value(&mut self.out, value);
+        value(&mut self.out);
         self.out.push('\n');
     }
 
@@ -155,7 +172,7 @@ impl Encoder {
 
 /// Appends a label value with `\`, `"` and line feed escaped (both formats).
 pub fn escape_label_value(out: &mut String, value: &str) {
-    if !value.contains(['\\', '"', '\n']) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         out.push_str(value);
         return;
     }
@@ -203,6 +220,28 @@ pub fn write_value(out: &mut String, value: f64) {
         } else {
             write!(out, "{value:e}")
         };
+    }
+}
+
+/// Appends `millionths / 1e6` as an exact decimal: integer part, then up to six fraction
+/// digits with trailing zeros dropped (`1500000` -> `1.5`, `7` -> `0.000007`).
+pub fn write_millionths(out: &mut String, millionths: u64) {
+    let whole = millionths / 1_000_000;
+    let frac = millionths % 1_000_000;
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{whole}");
+    if frac != 0 {
+        let mut digits = [b'0'; 6];
+        let mut rest = frac;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        let len = 6 - digits.iter().rev().take_while(|d| **d == b'0').count();
+        out.push('.');
+        for d in &digits[..len] {
+            out.push(char::from(*d));
+        }
     }
 }
 
@@ -263,6 +302,21 @@ mod tests {
         assert_eq!(value(1e21), "1e21");
         assert_eq!(value(1.5e-7), "1.5e-7");
         assert_eq!(value(u64::MAX as f64 / 1e6), "18446744073709.55");
+    }
+
+    #[test]
+    fn millionths() {
+        let m = |v: u64| {
+            let mut s = String::new();
+            write_millionths(&mut s, v);
+            s
+        };
+        assert_eq!(m(0), "0");
+        assert_eq!(m(7), "0.000007");
+        assert_eq!(m(1_500_000), "1.5");
+        assert_eq!(m(2_000_000), "2");
+        assert_eq!(m(1_234_567_890), "1234.56789");
+        assert_eq!(m(u64::MAX), "18446744073709.551615");
     }
 
     #[test]
@@ -344,6 +398,13 @@ mod tests {
                 prop_assert!(!out.contains('\n'));
                 prop_assert_eq!(unescape(&out, format == Format::OpenMetrics), h.clone());
             }
+        }
+
+        #[test]
+        fn millionths_match_float_formatting(v in 0u64..1_000_000_000_000_000) {
+            let mut exact = String::new();
+            write_millionths(&mut exact, v);
+            prop_assert_eq!(exact, value(v as f64 / 1e6));
         }
 
         #[test]
