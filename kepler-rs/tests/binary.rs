@@ -3,6 +3,8 @@
 //! procfs/cgroup source, served over a real socket, checked with the real `promtool`; plus the
 //! start-up failures a user can hit (invalid configuration, no RAPL).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -94,39 +96,6 @@ fn sum(body: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn promtool_check(text: &str) {
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        assert!(
-            std::env::var_os("KEPLER_REQUIRE_TOOLS").is_none(),
-            "promtool is required but not installed"
-        );
-        println!("skipped promtool: not installed");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics: {report}"
-    );
-}
-
 #[test]
 fn serves_kepler_metrics_on_fake_rapl() {
     let exporter = start(&["--kube.node-name", "test-node"]);
@@ -141,7 +110,7 @@ fn serves_kepler_metrics_on_fake_rapl() {
             .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
         "{head}"
     );
-    promtool_check(&first);
+    common::assert_promtool_accepts("binary output", &first);
     for needle in [
         "kepler_container_joules_total{container_id=\"system_processes\"",
         "kepler_container_joules_total{container_id=\"kernel_processes\"",
@@ -197,7 +166,7 @@ fn process_metrics_and_openmetrics_on_request() {
         text.contains("kepler_process_joules_total{pid=\""),
         "process metrics enabled"
     );
-    promtool_check(&text);
+    common::assert_promtool_accepts("binary output with processes", &text);
     let (head, om) = get(
         exporter.port,
         "/metrics",

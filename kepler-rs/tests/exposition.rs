@@ -4,10 +4,10 @@
 //! `promtool check metrics`, checked against the metric names and label sets of
 //! shared/spec/metrics.md, and served through the axum router without a socket.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -391,62 +391,10 @@ fn cases() -> Vec<(&'static str, String, Format)> {
 // ---------------------------------------------------------------------------------------------
 // Golden files
 
-fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("golden")
-        .join(name)
-}
-
-/// Compares `actual` with the golden file, or rewrites it when `UPDATE_GOLDEN=1`.
-fn check_golden(name: &str, actual: &str) {
-    let path = golden_path(name);
-    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    if expected == actual {
-        return;
-    }
-    let exp: Vec<&str> = expected.split('\n').collect();
-    let act: Vec<&str> = actual.split('\n').collect();
-    let first = exp
-        .iter()
-        .zip(&act)
-        .position(|(e, a)| e != a)
-        .unwrap_or(exp.len().min(act.len()));
-    let from = first.saturating_sub(2);
-    let mut report = format!(
-        "{name} differs from {} at line {} (expected {} lines, got {}):\n",
-        path.display(),
-        first + 1,
-        exp.len(),
-        act.len()
-    );
-    for i in from..(first + 3) {
-        let marker = if i == first { ">" } else { " " };
-        if let Some(line) = exp.get(i) {
-            report.push_str(&format!("{marker} {:>5} - {line}\n", i + 1));
-        }
-        if let Some(line) = act.get(i) {
-            report.push_str(&format!("{marker} {:>5} + {line}\n", i + 1));
-        }
-    }
-    report.push_str("(- golden, + rendered; rerun with UPDATE_GOLDEN=1 if the change is intended)");
-    panic!("{report}");
-}
-
 #[test]
 fn golden_outputs() {
     for (name, output, _) in cases() {
-        check_golden(name, &output);
+        common::check_golden(name, &output);
     }
 }
 
@@ -460,94 +408,29 @@ fn rendering_is_deterministic() {
 // ---------------------------------------------------------------------------------------------
 // promtool
 
-/// Runs `promtool check metrics` on `text`: exit code and everything it printed.
-/// `None` when promtool is not installed (and not required).
-fn promtool_check(text: &str) -> Option<(i32, String)> {
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("promtool not installed but KEPLER_REQUIRE_TOOLS=1");
-            }
-            return None;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    printed.push_str(&String::from_utf8_lossy(&out.stderr));
-    Some((out.status.code().unwrap_or(-1), printed))
-}
-
 #[test]
 fn promtool_accepts_text_outputs() {
     for (name, output, format) in cases() {
-        if format != Format::Text {
-            // promtool 2.42 `check metrics` parses only the 0.0.4 text format.
-            continue;
+        // promtool 2.42 `check metrics` parses only the 0.0.4 text format.
+        if format == Format::Text {
+            common::assert_promtool_accepts(name, &output);
         }
-        let Some((code, printed)) = promtool_check(&output) else {
-            println!("skipped: promtool not installed");
-            return;
-        };
-        let findings: Vec<&str> = printed
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .collect();
-        let unexpected: Vec<&str> = findings
-            .iter()
-            .copied()
-            .filter(|line| !is_accepted_lint(line))
-            .collect();
-        // promtool 2.42 exits 0 when clean, 1 on a parse error and 3 ("lint error") when it
-        // only has lint findings. Exit 3 is accepted only if every finding is one we accept.
-        let clean = code == 0 && findings.is_empty();
-        let accepted_lints = code == 3 && !findings.is_empty() && unexpected.is_empty();
-        assert!(
-            clean || accepted_lints,
-            "promtool check metrics on {name}: exit {code}\n{printed}"
-        );
     }
-}
-
-/// promtool lint messages we accept, each for a name fixed by Kepler compatibility.
-fn is_accepted_lint(line: &str) -> bool {
-    // Kepler's classic `*_bpf_cpu_time_ms_total` counters carry the abbreviated unit `ms`;
-    // dashboards and runbooks query these exact names, so we cannot rename them.
-    const MS_NAMES: [&str; 2] = [
-        "kepler_container_bpf_cpu_time_ms_total",
-        "kepler_process_bpf_cpu_time_ms_total",
-    ];
-    MS_NAMES.iter().any(|name| {
-        line.trim() == format!("{name} metric names should not contain abbreviated units")
-    })
 }
 
 #[test]
 fn promtool_catches_what_we_guard_against() {
     // The harness must fail on real problems: a bad escape and a counter without `_total`.
     let broken = "# HELP x_total X.\n# TYPE x_total counter\nx_total{a=\"\\q\"} 1\n";
-    let Some((code, _)) = promtool_check(broken) else {
+    let Some((code, _)) = common::promtool_check(broken) else {
         println!("skipped: promtool not installed");
         return;
     };
     assert_eq!(code, 1, "a parse error must fail");
     let lint = "# HELP x X.\n# TYPE x counter\nx 1\n";
-    let (code, printed) = promtool_check(lint).unwrap();
+    let (code, printed) = common::promtool_check(lint).unwrap();
     assert_eq!(code, 3, "{printed}");
-    assert!(!printed.lines().all(is_accepted_lint));
+    assert!(!printed.lines().all(common::is_accepted_lint));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,4 +140,128 @@ impl Drop for BusyProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+// Golden files
+
+pub fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("golden")
+        .join(name)
+}
+
+/// Compares `actual` with the golden file, or rewrites it when `UPDATE_GOLDEN=1`.
+pub fn check_golden(name: &str, actual: &str) {
+    let path = golden_path(name);
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    if expected == actual {
+        return;
+    }
+    let exp: Vec<&str> = expected.split('\n').collect();
+    let act: Vec<&str> = actual.split('\n').collect();
+    let first = exp
+        .iter()
+        .zip(&act)
+        .position(|(e, a)| e != a)
+        .unwrap_or(exp.len().min(act.len()));
+    let from = first.saturating_sub(2);
+    let mut report = format!(
+        "{name} differs from {} at line {} (expected {} lines, got {}):\n",
+        path.display(),
+        first + 1,
+        exp.len(),
+        act.len()
+    );
+    for i in from..(first + 3) {
+        let marker = if i == first { ">" } else { " " };
+        if let Some(line) = exp.get(i) {
+            report.push_str(&format!("{marker} {:>5} - {line}\n", i + 1));
+        }
+        if let Some(line) = act.get(i) {
+            report.push_str(&format!("{marker} {:>5} + {line}\n", i + 1));
+        }
+    }
+    report.push_str("(- golden, + rendered; rerun with UPDATE_GOLDEN=1 if the change is intended)");
+    panic!("{report}");
+}
+
+// promtool
+
+/// Runs `promtool check metrics` on `text`: exit code and everything it printed.
+/// `None` when promtool is not installed (and not required).
+pub fn promtool_check(text: &str) -> Option<(i32, String)> {
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("promtool not installed but KEPLER_REQUIRE_TOOLS=1");
+            }
+            return None;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    printed.push_str(&String::from_utf8_lossy(&out.stderr));
+    Some((out.status.code().unwrap_or(-1), printed))
+}
+
+/// promtool lint messages we accept, each for a name fixed by Kepler compatibility.
+pub fn is_accepted_lint(line: &str) -> bool {
+    // Kepler's classic `*_bpf_cpu_time_ms_total` counters carry the abbreviated unit `ms`;
+    // dashboards and runbooks query these exact names, so we cannot rename them.
+    const MS_NAMES: [&str; 2] = [
+        "kepler_container_bpf_cpu_time_ms_total",
+        "kepler_process_bpf_cpu_time_ms_total",
+    ];
+    MS_NAMES.iter().any(|name| {
+        line.trim() == format!("{name} metric names should not contain abbreviated units")
+    })
+}
+
+/// Asserts that `promtool check metrics` accepts `text`: clean, or only lint findings listed in
+/// [`is_accepted_lint`] (promtool 2.42 exits 3 for lint-only findings). Skips when promtool is
+/// absent and not required.
+pub fn assert_promtool_accepts(name: &str, text: &str) {
+    let Some((code, printed)) = promtool_check(text) else {
+        println!("skipped: promtool not installed");
+        return;
+    };
+    let findings: Vec<&str> = printed
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    let unexpected = findings
+        .iter()
+        .filter(|line| !is_accepted_lint(line))
+        .count();
+    let clean = code == 0 && findings.is_empty();
+    let accepted_lints = code == 3 && !findings.is_empty() && unexpected == 0;
+    assert!(
+        clean || accepted_lints,
+        "promtool check metrics on {name}: exit {code}\n{printed}"
+    );
 }
