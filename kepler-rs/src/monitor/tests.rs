@@ -413,3 +413,81 @@ fn idle_estimate_converges_on_fake_rapl() {
         );
     }
 }
+
+/// A zone that disappears for a while and returns: the intervals in between are counted as
+/// errors, and when it is back its counter carries the missed energy, so nothing is lost.
+#[test]
+fn vanished_zone_returns_without_losing_energy() {
+    use crate::power::fake::{FakeRaplModel, FakeRaplTree};
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = FakeRaplTree::create(dir.path(), FakeRaplModel::default()).unwrap();
+    let proc_dir = dir.path().join("proc");
+    std::fs::create_dir_all(&proc_dir).unwrap();
+    std::fs::write(proc_dir.join("stat"), "cpu  0 0 0 0 0 0 0 0 0 0\n").unwrap();
+    let options = MonitorOptions {
+        procfs: proc_dir,
+        terminated_retention: Duration::from_secs(60),
+        max_terminated: 10,
+        process_metrics: false,
+        idle_policy: IdlePolicy::CpuShare,
+        idle_window: Duration::from_secs(60),
+        idle_half_life: Duration::from_secs(3600),
+    };
+    let metrics = Arc::new(SelfMetrics::new());
+    let script = (0..8)
+        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .collect();
+    let mut m = Monitor::new(
+        Box::new(tree.meter().unwrap()),
+        Box::new(Scripted(script)),
+        options,
+        NodeInfo::default(),
+        metrics.clone(),
+    );
+    let dram = ZoneId {
+        kind: ZoneKind::Dram,
+        socket: 0,
+    };
+    m.step(at(0));
+    let start = tree.true_total(dram);
+    let mut last = None;
+    for i in 1..=6u64 {
+        if i == 2 {
+            tree.remove_zone(dram).unwrap();
+        }
+        if i == 5 {
+            tree.restore_zone(dram).unwrap();
+        }
+        tree.advance(0.5, Duration::from_secs(3)).unwrap();
+        last = Some(m.step(at(3 * i)));
+        if (2..5).contains(&i) {
+            assert_eq!(
+                last.as_ref().unwrap().node_zones.len(),
+                3,
+                "the zone stays known while gone"
+            );
+        }
+    }
+    let s = last.unwrap();
+    assert_eq!(
+        s.node_zones[&dram].energy.total().0,
+        tree.true_total(dram).0 - start.0
+    );
+    let vanished = metrics
+        .errors()
+        .into_iter()
+        .find(|(c, r, _)| *c == "power" && *r == "vanished");
+    assert_eq!(
+        vanished.map(|(_, _, n)| n),
+        Some(3),
+        "{:?}",
+        metrics.errors()
+    );
+    let sum: u64 = s
+        .workloads
+        .iter()
+        .filter_map(|w| w.energy.zones.get(&ZoneKind::Dram))
+        .map(|z| z.total().0)
+        .sum();
+    assert_eq!(sum, s.node_zones[&dram].energy.total().0);
+}
