@@ -135,6 +135,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The sum over all workloads (pseudo containers and terminated ones included) of one zone
+    /// kind. While no workload has expired, attribution makes this equal `node.zones[kind]`.
+    pub fn workloads_total(&self, kind: ZoneKind) -> ModeSplit {
+        let mut sum = ModeSplit::default();
+        for w in &self.workloads {
+            if let Some(split) = w.energy.zones.get(&kind) {
+                sum += *split;
+            }
+        }
+        sum
+    }
+
     /// A snapshot with no measurement yet (served before the first interval completes).
     pub fn empty(
         info: NodeInfo,

@@ -188,15 +188,9 @@ fn dynamic_energy_follows_a_three_to_one_cpu_ratio() {
 
     // Conservation through the whole live pipeline, for every zone kind.
     for (kind, node) in &s.node.zones {
-        let sum: u64 = s
-            .workloads
-            .iter()
-            .filter_map(|w| w.energy.zones.get(kind))
-            .map(|m| m.total().0)
-            .sum();
         assert_eq!(
-            sum,
-            node.total().0,
+            s.workloads_total(*kind),
+            *node,
             "{kind}: workloads must add up to the node"
         );
     }

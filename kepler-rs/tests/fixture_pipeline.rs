@@ -271,13 +271,7 @@ fn fixture_host_resolves_every_container_and_conserves_energy() {
         );
     }
     for (kind, node) in &s.node.zones {
-        let sum: u64 = s
-            .workloads
-            .iter()
-            .filter_map(|w| w.energy.zones.get(kind))
-            .map(|m| m.total().0)
-            .sum();
-        assert_eq!(sum, node.total().0, "{kind}");
+        assert_eq!(s.workloads_total(*kind), *node, "{kind}");
     }
     assert!(s.node.zones.contains_key(&ZoneKind::Psys));
     assert!(

@@ -3,7 +3,8 @@
 use super::*;
 use crate::power::units::CpuNanos;
 use crate::power::ZoneKind;
-use crate::workload::{ProcessUsage, WorkloadUsage};
+use crate::workload::testing::{container, sample};
+use crate::workload::ProcessUsage;
 use proptest::prelude::*;
 
 const PKG0: ZoneId = ZoneId {
@@ -15,33 +16,6 @@ const DRAM0: ZoneId = ZoneId {
     socket: 0,
 };
 const SECOND: Duration = Duration::from_secs(1);
-
-fn container(n: u8) -> WorkloadKey {
-    WorkloadKey::Container(format!("{n:02x}").repeat(32))
-}
-
-fn sample(cpu: &[(WorkloadKey, u64)]) -> WorkloadSample {
-    let mut s = WorkloadSample::default();
-    for key in [WorkloadKey::System, WorkloadKey::Kernel] {
-        s.workloads.insert(
-            key,
-            WorkloadUsage {
-                identity: None,
-                cpu: CpuNanos::ZERO,
-            },
-        );
-    }
-    for (key, ns) in cpu {
-        s.workloads.insert(
-            key.clone(),
-            WorkloadUsage {
-                identity: None,
-                cpu: CpuNanos(*ns),
-            },
-        );
-    }
-    s
-}
 
 /// An attributor whose idle estimator has learnt P = 10 W + 40 W * u on PKG0 and DRAM0.
 fn warmed_up(policy: IdlePolicy) -> Attributor {

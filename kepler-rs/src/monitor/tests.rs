@@ -4,61 +4,15 @@
 
 use super::*;
 use crate::power::rapl::RaplMeter;
-use crate::power::units::CpuNanos;
 use crate::power::ZoneKind;
-use crate::workload::{ProcessUsage, WorkloadSample, WorkloadUsage};
-use std::collections::VecDeque;
+use crate::workload::testing::{container, sample_with_processes, Scripted};
+use crate::workload::WorkloadSample;
 use std::path::Path;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/fixtures/powercap"
 );
-
-#[derive(Debug, Default)]
-struct Scripted(VecDeque<WorkloadSample>);
-
-impl CpuTimeSource for Scripted {
-    fn name(&self) -> &'static str {
-        "scripted"
-    }
-    fn sample(&mut self) -> WorkloadSample {
-        self.0.pop_front().unwrap_or_default()
-    }
-}
-
-fn container(n: u8) -> WorkloadKey {
-    WorkloadKey::Container(format!("{n:02x}").repeat(32))
-}
-
-fn sample(cpu: &[(WorkloadKey, u64)]) -> WorkloadSample {
-    let mut s = WorkloadSample::default();
-    for key in [WorkloadKey::System, WorkloadKey::Kernel] {
-        s.workloads.insert(
-            key,
-            WorkloadUsage {
-                identity: None,
-                cpu: CpuNanos::ZERO,
-            },
-        );
-    }
-    for (i, (key, ns)) in cpu.iter().enumerate() {
-        s.workloads.insert(
-            key.clone(),
-            WorkloadUsage {
-                identity: None,
-                cpu: CpuNanos(*ns),
-            },
-        );
-        s.processes.push(ProcessUsage {
-            pid: 100 + i as u32,
-            comm: "busy".into(),
-            workload: key.clone(),
-            cpu: CpuNanos(*ns),
-        });
-    }
-    s
-}
 
 /// A copy of a fixture host: `<root>/class/powercap/...` and `<root>/proc/stat`.
 struct Host {
@@ -118,15 +72,7 @@ impl Host {
     }
     fn monitor(&self, script: Vec<WorkloadSample>, processes: bool) -> Monitor {
         let meter = RaplMeter::discover(&self.sysfs(), "rapl-sysfs").unwrap();
-        let options = MonitorOptions {
-            procfs: self.dir.path().join("proc"),
-            terminated_retention: Duration::from_secs(60),
-            max_terminated: 10,
-            process_metrics: processes,
-            idle_policy: IdlePolicy::CpuShare,
-            idle_window: Duration::from_secs(60),
-            idle_half_life: Duration::from_secs(3600),
-        };
+        let options = options(self.dir.path().join("proc"), processes);
         let info = NodeInfo {
             node_name: "worker-1".into(),
             ..Default::default()
@@ -138,6 +84,18 @@ impl Host {
             info,
             Arc::new(SelfMetrics::new()),
         )
+    }
+}
+
+fn options(procfs: PathBuf, process_metrics: bool) -> MonitorOptions {
+    MonitorOptions {
+        procfs,
+        terminated_retention: Duration::from_secs(60),
+        max_terminated: 10,
+        process_metrics,
+        idle_policy: IdlePolicy::CpuShare,
+        idle_window: Duration::from_secs(60),
+        idle_half_life: Duration::from_secs(3600),
     }
 }
 
@@ -155,7 +113,7 @@ fn wrap_on_a_two_socket_server_loses_no_energy() {
     let pkg1_start = host.energy("intel-rapl:1"); // 261990001234, near the max 262143328850
     let max = 262_143_328_850u64;
     let script = (0..3)
-        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .map(|_| sample_with_processes(&[(container(1), 1_000_000_000)]))
         .collect();
     let mut m = host.monitor(script, false);
     let s0 = m.step(at(0));
@@ -197,7 +155,7 @@ fn workloads_add_up_to_the_node_and_processes_to_containers() {
     let host = Host::new("intel-client-psys");
     let script = (0..6)
         .map(|i| {
-            sample(&[
+            sample_with_processes(&[
                 (container(1), 3_000_000_000 + i),
                 (container(2), 1_000_000_000),
             ])
@@ -228,12 +186,11 @@ fn workloads_add_up_to_the_node_and_processes_to_containers() {
         ZoneKind::Dram,
         ZoneKind::Psys,
     ] {
-        let sum: u64 = s
-            .workloads
-            .iter()
-            .map(|w| w.energy.zones.get(&kind).map_or(0, |m| m.total().0))
-            .sum();
-        assert_eq!(sum, kind_total(&s, kind), "{kind}");
+        assert_eq!(
+            s.workloads_total(kind).total().0,
+            kind_total(&s, kind),
+            "{kind}"
+        );
     }
     let other_sum: u64 = s.workloads.iter().map(|w| w.energy.other.total().0).sum();
     assert!(
@@ -255,10 +212,10 @@ fn workloads_add_up_to_the_node_and_processes_to_containers() {
 fn terminated_container_stays_for_the_retention_window() {
     let host = Host::new("intel-client-psys");
     let mut script = vec![
-        sample(&[(container(1), 1_000_000_000)]),
-        sample(&[(container(1), 1_000_000_000)]),
+        sample_with_processes(&[(container(1), 1_000_000_000)]),
+        sample_with_processes(&[(container(1), 1_000_000_000)]),
     ];
-    script.extend((0..3).map(|_| sample(&[])));
+    script.extend((0..3).map(|_| sample_with_processes(&[])));
     let mut m = host.monitor(script, false);
     m.step(at(0));
     host.set_energy("intel-rapl:0", host.energy("intel-rapl:0") + 10_000_000);
@@ -290,7 +247,7 @@ fn terminated_container_stays_for_the_retention_window() {
 fn bad_zone_readings_are_counted_and_energy_arrives_later() {
     let host = Host::new("intel-client-psys");
     let script = (0..4)
-        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .map(|_| sample_with_processes(&[(container(1), 1_000_000_000)]))
         .collect();
     let mut m = host.monitor(script, false);
     let metrics = m.metrics.clone();
@@ -355,17 +312,9 @@ fn idle_estimate_converges_on_fake_rapl() {
     };
     let (mut busy, mut idle) = (0u64, 0u64);
     write_stat(busy, idle);
-    let options = MonitorOptions {
-        procfs: proc_dir.clone(),
-        terminated_retention: Duration::from_secs(60),
-        max_terminated: 10,
-        process_metrics: false,
-        idle_policy: IdlePolicy::CpuShare,
-        idle_window: Duration::from_secs(60),
-        idle_half_life: Duration::from_secs(3600),
-    };
+    let options = options(proc_dir.clone(), false);
     let script = (0..41)
-        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .map(|_| sample_with_processes(&[(container(1), 1_000_000_000)]))
         .collect();
     let mut m = Monitor::new(
         Box::new(tree.meter().unwrap()),
@@ -424,18 +373,10 @@ fn vanished_zone_returns_without_losing_energy() {
     let proc_dir = dir.path().join("proc");
     std::fs::create_dir_all(&proc_dir).unwrap();
     std::fs::write(proc_dir.join("stat"), "cpu  0 0 0 0 0 0 0 0 0 0\n").unwrap();
-    let options = MonitorOptions {
-        procfs: proc_dir,
-        terminated_retention: Duration::from_secs(60),
-        max_terminated: 10,
-        process_metrics: false,
-        idle_policy: IdlePolicy::CpuShare,
-        idle_window: Duration::from_secs(60),
-        idle_half_life: Duration::from_secs(3600),
-    };
+    let options = options(proc_dir, false);
     let metrics = Arc::new(SelfMetrics::new());
     let script = (0..8)
-        .map(|_| sample(&[(container(1), 1_000_000_000)]))
+        .map(|_| sample_with_processes(&[(container(1), 1_000_000_000)]))
         .collect();
     let mut m = Monitor::new(
         Box::new(tree.meter().unwrap()),
@@ -483,11 +424,8 @@ fn vanished_zone_returns_without_losing_energy() {
         "{:?}",
         metrics.errors()
     );
-    let sum: u64 = s
-        .workloads
-        .iter()
-        .filter_map(|w| w.energy.zones.get(&ZoneKind::Dram))
-        .map(|z| z.total().0)
-        .sum();
-    assert_eq!(sum, s.node_zones[&dram].energy.total().0);
+    assert_eq!(
+        s.workloads_total(ZoneKind::Dram),
+        s.node_zones[&dram].energy
+    );
 }

@@ -8,6 +8,8 @@
 pub mod cgroup;
 pub mod cgroup_cpu;
 pub mod procfs;
+#[cfg(test)]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::fmt;
