@@ -14,8 +14,9 @@ use crate::config::Config;
 use crate::export::prometheus::{BuildInfo, RenderOptions};
 use crate::host;
 use crate::monitor::{self, Monitor, MonitorOptions};
+use crate::power::estimator::{EstimatorMeter, EstimatorModel};
 use crate::power::fake::FakeRapl;
-use crate::power::rapl::RaplMeter;
+use crate::power::rapl::{self, RaplMeter};
 use crate::power::PowerMeter;
 use crate::selfmetrics::SelfMetrics;
 use crate::server::{self, AppState};
@@ -29,8 +30,9 @@ pub struct Meter {
     pub fake: Option<FakeRapl>,
 }
 
-/// Chooses the power meter: the fake-RAPL tree when asked, otherwise the host's powercap.
-/// Absent hardware is an error that says what to do, not a panic.
+/// Chooses the power meter, first that works: the fake-RAPL tree when asked, the host's RAPL
+/// powercap, then the CPU-utilisation estimator (unless disabled). One log line says what was
+/// tried and why it fell back.
 pub fn select_meter(config: &Config) -> Result<Meter> {
     if let Some(fake) = &config.fake_rapl {
         let sim = FakeRapl::start(
@@ -51,8 +53,36 @@ pub fn select_meter(config: &Config) -> Result<Meter> {
             fake: Some(sim),
         });
     }
-    let meter = RaplMeter::discover(&config.sysfs, "rapl-sysfs").context("no power meter found")?;
-    tracing::info!(zones = meter.zones().len(), sysfs = %config.sysfs.display(), "RAPL powercap meter");
+    let refusal = match RaplMeter::discover(&config.sysfs, rapl::SOURCE) {
+        Ok(meter) => {
+            tracing::info!(zones = meter.zones().len(), sysfs = %config.sysfs.display(), "RAPL powercap meter");
+            return Ok(Meter {
+                meter: Box::new(meter),
+                fake: None,
+            });
+        }
+        // Unreadable RAPL is fixable (run as root): say so rather than estimate.
+        Err(e @ rapl::DiscoverError::PermissionDenied { .. }) => {
+            return Err(anyhow::Error::new(e).context("RAPL is present but unreadable"))
+        }
+        Err(e) => e,
+    };
+    if !config.estimator.enabled {
+        return Err(anyhow::Error::new(refusal)
+            .context("no power meter found (estimator.enabled=false, so no estimate either)"));
+    }
+    let meter = EstimatorMeter::new(
+        EstimatorModel::for_host(&config.procfs, config.estimator.watts),
+        config.procfs.clone(),
+    );
+    let model = meter.model();
+    tracing::warn!(
+        "no RAPL meter ({refusal}); estimating power from CPU utilisation instead: {} W idle to {} W max per socket x {} socket(s) ({}); every series carries source=\"estimator\"",
+        model.idle.0,
+        model.max.0,
+        model.sockets,
+        model.origin
+    );
     Ok(Meter {
         meter: Box::new(meter),
         fake: None,

@@ -111,9 +111,71 @@ fn parse_cpu_model(content: &str) -> Option<String> {
     })
 }
 
+/// How many CPUs and sockets the host has, from `<procfs>/cpuinfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTopology {
+    /// Logical CPUs (`processor` entries); at least 1.
+    pub logical: u32,
+    /// Distinct `physical id`s; 1 where the file does not say (VMs, some architectures).
+    pub sockets: u32,
+}
+
+/// Reads the CPU topology; an unreadable file counts as one CPU on one socket.
+pub fn cpu_topology(procfs: &Path) -> CpuTopology {
+    let content = fs::read_to_string(procfs.join("cpuinfo")).unwrap_or_default();
+    parse_cpu_topology(&content)
+}
+
+fn parse_cpu_topology(content: &str) -> CpuTopology {
+    let mut logical = 0u32;
+    let mut sockets = std::collections::BTreeSet::new();
+    for line in content.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "processor" => logical = logical.saturating_add(1),
+            "physical id" => {
+                sockets.insert(value.trim().to_string());
+            }
+            _ => {}
+        }
+    }
+    CpuTopology {
+        logical: logical.max(1),
+        sockets: (sockets.len() as u32).max(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topology_counts_processors_and_sockets() {
+        let two_sockets = "processor\t: 0\nphysical id\t: 0\n\nprocessor\t: 1\nphysical id\t: 1\n\nprocessor\t: 2\nphysical id\t: 0\n";
+        assert_eq!(
+            parse_cpu_topology(two_sockets),
+            CpuTopology {
+                logical: 3,
+                sockets: 2
+            }
+        );
+        assert_eq!(
+            parse_cpu_topology("processor : 0\nprocessor : 1\n"),
+            CpuTopology {
+                logical: 2,
+                sockets: 1
+            }
+        );
+        assert_eq!(
+            parse_cpu_topology(""),
+            CpuTopology {
+                logical: 1,
+                sockets: 1
+            }
+        );
+    }
 
     const STAT: &str = "cpu  4705 150 1120 16250 520 30 45 5 100 7\n\
                         cpu0 2000 75 560 8000 260 15 20 3 50 3\n\

@@ -209,10 +209,15 @@ fn invalid_configuration_lists_every_problem_and_exits_2() {
 }
 
 #[test]
-fn no_rapl_says_what_to_do() {
+fn no_rapl_without_estimator_says_what_to_do() {
     let empty = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["--web.listen-address", "127.0.0.1:0", "--host.sysfs"])
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--estimator.enabled=false",
+            "--host.sysfs",
+        ])
         .arg(empty.path())
         .output()
         .unwrap();
@@ -220,4 +225,60 @@ fn no_rapl_says_what_to_do() {
     assert!(!out.status.success());
     assert!(stderr.contains("--fake-rapl"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn no_rapl_falls_back_to_the_labelled_estimator() {
+    let empty = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "--monitor.interval",
+            "300ms",
+            "--log.level",
+            "warn",
+            "--web.listen-address",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--host.sysfs")
+        .arg(empty.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok((_, text)) = get(port, "/metrics", &[]) {
+            if value(&text, "kepler_exporter_snapshot_sequence").unwrap_or(0.0) >= 2.0 {
+                body = text;
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        body.contains("kepler_node_package_joules_total{package=\"0\""),
+        "no estimated node energy:\n{body}"
+    );
+    assert!(
+        body.lines()
+            .filter(|l| l.starts_with("kepler_") && l.contains("_joules_total{"))
+            .all(|l| l.contains("source=\"estimator\"")),
+        "every energy series must say source=\"estimator\""
+    );
+    assert!(
+        body.contains("components_power_source=\"estimator\""),
+        "{body}"
+    );
+    let fallback_lines = stderr
+        .lines()
+        .filter(|l| l.contains("estimating power from CPU utilisation"))
+        .count();
+    assert_eq!(
+        fallback_lines, 1,
+        "exactly one start-up line explains the fallback:\n{stderr}"
+    );
+    common::assert_promtool_accepts("estimator output", &body);
 }

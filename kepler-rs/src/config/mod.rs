@@ -91,6 +91,15 @@ pub struct Config {
     pub node_name: String,
     /// `Some` when fake RAPL is enabled.
     pub fake_rapl: Option<FakeRaplConfig>,
+    pub estimator: EstimatorConfig,
+}
+
+/// The fallback power estimator (see `power::estimator`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EstimatorConfig {
+    pub enabled: bool,
+    /// (idle, max) per socket when configured; otherwise chosen from the CPU model.
+    pub watts: Option<(Watts, Watts)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +258,7 @@ impl Config {
         let sysfs = p.path("host.sysfs");
         let procfs = p.path("host.procfs");
         let node_name = p.raw("kube.nodeName").trim().to_string();
+        let estimator = estimator_config(&mut p);
         let fake_rapl = if p.bool("fakeRapl.enabled") {
             Some(fake_rapl_config(&mut p))
         } else {
@@ -270,6 +280,7 @@ impl Config {
                 process_metrics,
                 node_name,
                 fake_rapl,
+                estimator,
             })
         } else {
             Err(ConfigErrors(p.errors))
@@ -296,6 +307,46 @@ impl Config {
         values.extend(command_line.values.clone());
         Config::from_values(&values)
     }
+}
+
+fn estimator_config(p: &mut Parser<'_>) -> EstimatorConfig {
+    let enabled = p.bool("estimator.enabled");
+    let idle_raw = p.raw("estimator.idleWatts").trim().is_empty();
+    let max_raw = p.raw("estimator.maxWatts").trim().is_empty();
+    let watts = match (idle_raw, max_raw) {
+        (true, true) => None,
+        (false, false) => {
+            let (idle, max) = (
+                p.watts("estimator.idleWatts"),
+                p.watts("estimator.maxWatts"),
+            );
+            if max.0 < idle.0 {
+                p.fail(
+                    "estimator.maxWatts",
+                    format!(
+                        "must be at least estimator.idleWatts ({}), got {}",
+                        idle.0, max.0
+                    ),
+                );
+            }
+            Some((idle, max))
+        }
+        (true, false) => {
+            p.fail(
+                "estimator.idleWatts",
+                "must be set together with estimator.maxWatts".to_string(),
+            );
+            None
+        }
+        (false, true) => {
+            p.fail(
+                "estimator.maxWatts",
+                "must be set together with estimator.idleWatts".to_string(),
+            );
+            None
+        }
+    };
+    EstimatorConfig { enabled, watts }
 }
 
 fn fake_rapl_config(p: &mut Parser<'_>) -> FakeRaplConfig {
@@ -511,6 +562,54 @@ mod tests {
             text.contains("monitor.maxTerminated: must be a whole number"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn estimator_watts_come_in_pairs() {
+        let c = load(&[], &[], None).unwrap();
+        assert_eq!(
+            c.estimator,
+            EstimatorConfig {
+                enabled: true,
+                watts: None
+            }
+        );
+        let c = load(
+            &[
+                "--estimator.idle-watts",
+                "20",
+                "--estimator.max-watts",
+                "90",
+            ],
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.estimator.watts, Some((Watts(20.0), Watts(90.0))));
+        let err = load(&["--estimator.idle-watts", "20"], &[], None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("estimator.maxWatts: must be set together"),
+            "{err}"
+        );
+        let err = load(
+            &[
+                "--estimator.idle-watts",
+                "50",
+                "--estimator.max-watts",
+                "10",
+            ],
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("estimator.maxWatts: must be at least"),
+            "{err}"
+        );
+        let c = load(&["--estimator.enabled=false"], &[], None).unwrap();
+        assert!(!c.estimator.enabled);
     }
 
     #[test]

@@ -82,6 +82,23 @@ pub const SETTINGS: &[Setting] = &[
     switch("metrics.processes", "Also export per-process metrics (kepler_process_*)"),
     value("kube.nodeName", "", "Node name for the `instance` label (default: $NODE_NAME, then the host name)"),
     Setting {
+        path: "estimator.enabled",
+        kind: Kind::Switch,
+        default: "true",
+        help: "Where no RAPL is found (and fake RAPL is off), estimate power from CPU utilisation (source=\"estimator\") instead of exiting",
+        flag_override: None,
+    },
+    value(
+        "estimator.idleWatts",
+        "",
+        "Estimator: power per socket at 0 % CPU (default: from the CPU model table, else per-vCPU coefficients)",
+    ),
+    value(
+        "estimator.maxWatts",
+        "",
+        "Estimator: power per socket at 100 % CPU (set together with estimator.idleWatts)",
+    ),
+    Setting {
         path: "fakeRapl.enabled",
         kind: Kind::Switch,
         default: "false",

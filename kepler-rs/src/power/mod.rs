@@ -6,6 +6,7 @@
 //! Nothing here knows about workloads.
 
 pub mod counter;
+pub mod estimator;
 pub mod fake;
 pub mod rapl;
 pub mod units;
