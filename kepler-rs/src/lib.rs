@@ -9,6 +9,7 @@
 pub mod app;
 pub mod attribution;
 pub mod config;
+pub mod doctor;
 pub mod export;
 pub mod host;
 pub mod monitor;

@@ -16,6 +16,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command_line.action == layers::Action::Doctor {
+        let report = kepler_rs::doctor::diagnose(&config, |k| std::env::var(k).ok());
+        println!("{report}");
+        return if report.real_measurements {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

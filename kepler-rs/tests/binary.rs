@@ -282,3 +282,34 @@ fn no_rapl_falls_back_to_the_labelled_estimator() {
     );
     common::assert_promtool_accepts("estimator output", &body);
 }
+
+#[test]
+fn doctor_exit_code_says_whether_real_measurements_are_possible() {
+    let server = tempfile::tempdir().unwrap();
+    common::copy_powercap_fixture("intel-2socket-server", server.path());
+    let out = Command::new(BIN)
+        .args(["doctor", "--host.sysfs"])
+        .arg(server.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("OK       rapl"), "{stdout}");
+    assert!(stdout.contains("package-0, package-1"), "{stdout}");
+
+    let vm = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--host.sysfs")
+        .arg(vm.path())
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("MISSING  rapl"), "{stdout}");
+    assert!(stdout.contains("estimator:"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: no real energy measurements"),
+        "{stdout}"
+    );
+}

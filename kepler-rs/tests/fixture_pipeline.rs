@@ -81,19 +81,7 @@ impl FakeHost {
                    container_cgroup: Some("machine.slice/libpod-e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2.scope") },
         ];
         let dir = tempfile::tempdir().unwrap();
-        let powercap = dir.path().join("sys/class/powercap");
-        for zone in fs::read_dir(Path::new(SHARED).join("powercap/intel-client-psys")).unwrap() {
-            let zone = zone.unwrap();
-            fs::create_dir_all(powercap.join(zone.file_name())).unwrap();
-            for file in fs::read_dir(zone.path()).unwrap() {
-                let file = file.unwrap();
-                fs::copy(
-                    file.path(),
-                    powercap.join(zone.file_name()).join(file.file_name()),
-                )
-                .unwrap();
-            }
-        }
+        common::copy_powercap_fixture("intel-client-psys", &dir.path().join("sys"));
         let cgroup = dir.path().join("sys/fs/cgroup");
         fs::create_dir_all(&cgroup).unwrap();
         fs::write(

@@ -109,13 +109,17 @@ pub fn command() -> Command {
                 .long("config.file")
                 .value_name("PATH")
                 .env("KEPLER_CONFIG_FILE")
+                .global(true)
                 .help(
                     "YAML configuration file (precedence: defaults < file < KEPLER_* env < flags)",
                 ),
-        );
+        )
+        .subcommand(Command::new("doctor").about(
+            "Check what this host offers (RAPL, eBPF, perf counters, cgroups, runtimes, Kubernetes) and what the exporter will use; exit 0 when real energy measurements are possible",
+        ));
     for s in SETTINGS {
         let flag = settings::flag_name(s);
-        let arg = Arg::new(s.path).long(flag).help(format!(
+        let arg = Arg::new(s.path).long(flag).global(true).help(format!(
             "{} [default: {:?}; env {}]",
             s.help,
             s.default,
@@ -135,14 +139,28 @@ pub fn command() -> Command {
     cmd
 }
 
-/// Parsed command line: the config file path and the values given as flags.
+/// What the command line asks for besides running the exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Action {
+    #[default]
+    Run,
+    Doctor,
+}
+
+/// Parsed command line: the action, the config file path and the values given as flags.
 #[derive(Debug, Default)]
 pub struct CommandLine {
+    pub action: Action,
     pub config_file: Option<String>,
     pub values: Values,
 }
 
 pub fn from_matches(matches: &ArgMatches) -> CommandLine {
+    // Settings are global flags: when a subcommand is used, its matches hold them all.
+    let (action, matches) = match matches.subcommand() {
+        Some(("doctor", sub)) => (Action::Doctor, sub),
+        _ => (Action::Run, matches),
+    };
     let values = SETTINGS
         .iter()
         .filter_map(|s| {
@@ -152,6 +170,7 @@ pub fn from_matches(matches: &ArgMatches) -> CommandLine {
         })
         .collect();
     CommandLine {
+        action,
         config_file: matches.get_one::<String>("config.file").cloned(),
         values,
     }

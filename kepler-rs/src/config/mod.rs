@@ -613,6 +613,27 @@ mod tests {
     }
 
     #[test]
+    fn subcommand_sees_flags_before_and_after_it() {
+        let cli = layers::parse_args([
+            "kepler-rs",
+            "--host.sysfs",
+            "/a",
+            "doctor",
+            "--host.procfs",
+            "/b",
+        ])
+        .unwrap();
+        assert_eq!(cli.action, layers::Action::Doctor);
+        assert_eq!(cli.values.get("host.sysfs").map(String::as_str), Some("/a"));
+        assert_eq!(
+            cli.values.get("host.procfs").map(String::as_str),
+            Some("/b")
+        );
+        let cli = layers::parse_args(["kepler-rs", "--host.sysfs", "/a"]).unwrap();
+        assert_eq!(cli.action, layers::Action::Run);
+    }
+
+    #[test]
     fn unknown_flag_is_a_clap_error() {
         assert!(layers::parse_args(["kepler-rs", "--no-such-flag"]).is_err());
     }

@@ -47,6 +47,26 @@ pub fn unique_ids() -> (String, String) {
     (id, uid)
 }
 
+/// Copies a shared powercap fixture (e.g. `intel-2socket-server`) to `<sysfs>/class/powercap`.
+pub fn copy_powercap_fixture(host: &str, sysfs: &Path) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/powercap")
+        .join(host);
+    let powercap = sysfs.join("class/powercap");
+    for zone in fs::read_dir(&fixture).unwrap_or_else(|e| panic!("{}: {e}", fixture.display())) {
+        let zone = zone.unwrap();
+        fs::create_dir_all(powercap.join(zone.file_name())).unwrap();
+        for file in fs::read_dir(zone.path()).unwrap() {
+            let file = file.unwrap();
+            fs::copy(
+                file.path(),
+                powercap.join(zone.file_name()).join(file.file_name()),
+            )
+            .unwrap();
+        }
+    }
+}
+
 /// `cpu.stat usage_usec` of a v2 cgroup directory.
 pub fn usage_usec(cgroup: &Path) -> u64 {
     let stat = fs::read_to_string(cgroup.join("cpu.stat")).unwrap();

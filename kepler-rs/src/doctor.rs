@@ -1,0 +1,443 @@
+//! `kepler-rs doctor`: what this host offers and what the exporter will use.
+//!
+//! Each check reports OK, WARN or MISSING with a one-line detail and, when something is missing,
+//! what to do. The checks read the same configured host paths as the exporter (`host.sysfs`,
+//! `host.procfs`), so `doctor` in a DaemonSet pod sees what the exporter sees. The report says
+//! whether the exporter can run with real measurements (a readable RAPL meter); the binary turns
+//! that into its exit code.
+
+use std::fmt;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::app::cgroup_root;
+use crate::config::Config;
+use crate::power::estimator::EstimatorModel;
+use crate::power::rapl::{self, DiscoverError, RaplMeter};
+use crate::power::PowerMeter;
+use crate::workload::cgroup_cpu::CgroupLayout;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warn,
+    Missing,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Missing => "MISSING",
+        })
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// What to do about it (empty when nothing).
+    pub advice: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub checks: Vec<Check>,
+    /// Whether the exporter would measure energy (RAPL) rather than simulate or estimate it.
+    pub real_measurements: bool,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.checks {
+            writeln!(f, "{:<8} {:<14} {}", c.status, c.name, c.detail)?;
+            if !c.advice.is_empty() {
+                writeln!(f, "{:<8} {:<14} -> {}", "", "", c.advice)?;
+            }
+        }
+        if self.real_measurements {
+            write!(
+                f,
+                "verdict: kepler-rs can run with real energy measurements"
+            )
+        } else {
+            write!(
+                f,
+                "verdict: no real energy measurements on this host (see MISSING above)"
+            )
+        }
+    }
+}
+
+fn check(
+    name: &'static str,
+    status: Status,
+    detail: impl Into<String>,
+    advice: impl Into<String>,
+) -> Check {
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+        advice: advice.into(),
+    }
+}
+
+/// Runs every check against the configured host paths.
+pub fn diagnose(config: &Config, env: impl Fn(&str) -> Option<String>) -> Report {
+    let (rapl_check, real_measurements) = rapl_check(config);
+    let checks = vec![
+        rapl_check,
+        power_source_check(config, real_measurements),
+        btf_check(&config.sysfs),
+        privilege_check(&config.procfs),
+        perf_check(&config.sysfs),
+        cgroup_check(&config.sysfs),
+        runtime_check(&config.sysfs, &config.procfs),
+        kubernetes_check(&env),
+    ];
+    Report {
+        checks,
+        real_measurements,
+    }
+}
+
+fn rapl_check(config: &Config) -> (Check, bool) {
+    match RaplMeter::discover(&config.sysfs, rapl::SOURCE) {
+        Ok(meter) => {
+            let zones: Vec<String> = meter.zones().iter().map(|z| z.id.to_string()).collect();
+            let detail = format!("{} zone(s) readable: {}", zones.len(), zones.join(", "));
+            (check("rapl", Status::Ok, detail, ""), true)
+        }
+        Err(e @ DiscoverError::PermissionDenied { .. }) => (
+            check(
+                "rapl",
+                Status::Missing,
+                e.to_string(),
+                "run the exporter as root (or privileged in a pod)",
+            ),
+            false,
+        ),
+        Err(e) => (
+            check(
+                "rapl",
+                Status::Missing,
+                e.to_string(),
+                "on VMs and kind nodes use --fake-rapl for tests, or rely on the estimator",
+            ),
+            false,
+        ),
+    }
+}
+
+fn power_source_check(config: &Config, rapl_ok: bool) -> Check {
+    if config.fake_rapl.is_some() {
+        return check(
+            "power source",
+            Status::Warn,
+            "fake-rapl (--fake-rapl is set): simulated energy",
+            "",
+        );
+    }
+    if rapl_ok {
+        return check(
+            "power source",
+            Status::Ok,
+            "rapl-sysfs: measured energy",
+            "",
+        );
+    }
+    if !config.estimator.enabled {
+        return check(
+            "power source",
+            Status::Missing,
+            "none: no RAPL and estimator.enabled=false, so the exporter will refuse to start",
+            "enable the estimator or use --fake-rapl",
+        );
+    }
+    let model = EstimatorModel::for_host(&config.procfs, config.estimator.watts);
+    check(
+        "power source",
+        Status::Warn,
+        format!(
+            "estimator: {} W idle to {} W max per socket x {} ({})",
+            model.idle.0, model.max.0, model.sockets, model.origin
+        ),
+        "series will carry source=\"estimator\"; set estimator.idleWatts/maxWatts if you know the machine",
+    )
+}
+
+fn btf_check(sysfs: &Path) -> Check {
+    let btf = sysfs.join("kernel/btf/vmlinux");
+    if btf.is_file() {
+        check(
+            "ebpf btf",
+            Status::Ok,
+            format!("{} present", btf.display()),
+            "",
+        )
+    } else {
+        check(
+            "ebpf btf",
+            Status::Missing,
+            format!("{} not found", btf.display()),
+            "a kernel built with CONFIG_DEBUG_INFO_BTF=y; until then CPU time comes from procfs",
+        )
+    }
+}
+
+/// CAP_SYS_ADMIN (21), CAP_PERFMON (38), CAP_BPF (39) from `CapEff` of this process.
+fn privilege_check(procfs: &Path) -> Check {
+    let path = procfs.join("self/status");
+    let caps = std::fs::read_to_string(&path).ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    });
+    match caps {
+        Some(caps) => {
+            let has = |bit: u32| caps & (1u64 << bit) != 0;
+            if has(21) || (has(38) && has(39)) {
+                check(
+                    "ebpf privilege",
+                    Status::Ok,
+                    "CAP_SYS_ADMIN or CAP_BPF+CAP_PERFMON held",
+                    "",
+                )
+            } else {
+                check(
+                    "ebpf privilege",
+                    Status::Missing,
+                    "neither CAP_SYS_ADMIN nor CAP_BPF+CAP_PERFMON",
+                    "run privileged (DaemonSet) or grant CAP_BPF and CAP_PERFMON",
+                )
+            }
+        }
+        None => check(
+            "ebpf privilege",
+            Status::Warn,
+            format!("cannot read CapEff from {}", path.display()),
+            "",
+        ),
+    }
+}
+
+fn perf_check(sysfs: &Path) -> Check {
+    let devices = sysfs.join("bus/event_source/devices");
+    let pmu = ["cpu", "cpu_core", "armv8_pmuv3_0"]
+        .iter()
+        .map(|d| devices.join(d))
+        .find(|p| p.join("events").is_dir() || p.join("format").is_dir());
+    match pmu {
+        Some(p) => check(
+            "perf counters",
+            Status::Ok,
+            format!("hardware PMU at {}", p.display()),
+            "",
+        ),
+        None => check(
+            "perf counters",
+            Status::Missing,
+            format!("no hardware PMU under {} (usual in VMs)", devices.display()),
+            "cycles/instructions/cache-miss series will be absent, not zero",
+        ),
+    }
+}
+
+fn cgroup_check(sysfs: &Path) -> Check {
+    let root = cgroup_root(sysfs);
+    let layout = CgroupLayout::detect(&root);
+    if layout.is_empty() {
+        return check(
+            "cgroups",
+            Status::Missing,
+            format!("no cgroup hierarchy with CPU accounting under {}", root.display()),
+            "mount the host's /sys (read-only is enough); per-container CPU falls back to process sums",
+        );
+    }
+    let version = match (layout.v2_root(), layout.cpuacct_root()) {
+        (Some(v2), Some(_)) if v2 != root => "hybrid (v1 controllers + v2)",
+        (Some(_), _) => "v2 (unified)",
+        (None, _) => "v1",
+    };
+    check("cgroups", Status::Ok, format!("{version}: {layout}"), "")
+}
+
+/// Container runtimes: their sockets (seen through pid 1's root when the host PID namespace is
+/// shared, else this mount namespace) and the cgroup shapes they create.
+fn runtime_check(sysfs: &Path, procfs: &Path) -> Check {
+    const SOCKETS: &[(&str, &str)] = &[
+        ("containerd", "run/containerd/containerd.sock"),
+        ("docker", "run/docker.sock"),
+        ("cri-o", "run/crio/crio.sock"),
+        ("podman", "run/podman/podman.sock"),
+        ("k3s", "run/k3s/containerd/containerd.sock"),
+    ];
+    const CGROUPS: &[(&str, &str)] = &[
+        ("kubernetes (systemd driver)", "kubepods.slice"),
+        ("kubernetes (cgroupfs driver)", "kubepods"),
+        ("kind node", "kubelet.slice"),
+        ("docker (cgroupfs)", "docker"),
+        ("podman/libvirt", "machine.slice"),
+    ];
+    let roots: Vec<PathBuf> = vec![procfs.join("1/root"), PathBuf::from("/")];
+    let mut found: Vec<String> = SOCKETS
+        .iter()
+        .filter(|(_, rel)| roots.iter().any(|r| r.join(rel).exists()))
+        .map(|(name, _)| format!("{name} socket"))
+        .collect();
+    let layout = CgroupLayout::detect(&cgroup_root(sysfs));
+    let cgroup_dirs: Vec<&Path> = [layout.v2_root(), layout.cpuacct_root()]
+        .into_iter()
+        .flatten()
+        .collect();
+    found.extend(
+        CGROUPS
+            .iter()
+            .filter(|(_, dir)| cgroup_dirs.iter().any(|root| root.join(dir).is_dir()))
+            .map(|(name, dir)| format!("{name} cgroups at /{dir}")),
+    );
+    if found.is_empty() {
+        check(
+            "runtimes",
+            Status::Warn,
+            "no container runtime socket or container cgroups found",
+            "containers will be counted once they run; until then everything is system_processes",
+        )
+    } else {
+        check("runtimes", Status::Ok, found.join(", "), "")
+    }
+}
+
+fn kubernetes_check(env: &impl Fn(&str) -> Option<String>) -> Check {
+    let (Some(host), port) = (
+        env("KUBERNETES_SERVICE_HOST"),
+        env("KUBERNETES_SERVICE_PORT"),
+    ) else {
+        return check(
+            "kubernetes",
+            Status::Warn,
+            "not in a pod (KUBERNETES_SERVICE_HOST unset)",
+            "pod names need the kubelet or API server; bare-metal hosts need nothing",
+        );
+    };
+    let port = port.unwrap_or_else(|| "443".to_string());
+    let target = format!("{host}:{port}");
+    let reachable = target
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    match reachable {
+        Some(true) => check(
+            "kubernetes",
+            Status::Ok,
+            format!("API server {target} reachable"),
+            "",
+        ),
+        _ => check(
+            "kubernetes",
+            Status::Missing,
+            format!("API server {target} not reachable"),
+            "check the pod's network policy and service account",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{layers, Config};
+
+    fn config(sysfs: &Path, procfs: &Path) -> Config {
+        let cli = layers::parse_args([
+            "kepler-rs".to_string(),
+            format!("--host.sysfs={}", sysfs.display()),
+            format!("--host.procfs={}", procfs.display()),
+        ])
+        .unwrap();
+        Config::load(&cli, |_| None).unwrap()
+    }
+
+    fn fixture_sysfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let powercap = dir.path().join("class/powercap");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/powercap/intel-2socket-server");
+        for zone in std::fs::read_dir(fixture).unwrap() {
+            let zone = zone.unwrap();
+            std::fs::create_dir_all(powercap.join(zone.file_name())).unwrap();
+            for file in std::fs::read_dir(zone.path()).unwrap() {
+                let file = file.unwrap();
+                std::fs::copy(
+                    file.path(),
+                    powercap.join(zone.file_name()).join(file.file_name()),
+                )
+                .unwrap();
+            }
+        }
+        let cg = dir.path().join("fs/cgroup");
+        std::fs::create_dir_all(cg.join("kubepods.slice")).unwrap();
+        std::fs::write(cg.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("kernel/btf")).unwrap();
+        std::fs::write(dir.path().join("kernel/btf/vmlinux"), b"BTF").unwrap();
+        dir
+    }
+
+    fn find<'a>(r: &'a Report, name: &str) -> &'a Check {
+        r.checks.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn server_with_rapl_is_ready() {
+        let sys = fixture_sysfs();
+        let proc_dir = tempfile::tempdir().unwrap();
+        let r = diagnose(&config(sys.path(), proc_dir.path()), |_| None);
+        assert!(r.real_measurements);
+        assert_eq!(find(&r, "rapl").status, Status::Ok);
+        assert!(
+            find(&r, "rapl").detail.contains("package-0, package-1"),
+            "{r}"
+        );
+        assert_eq!(
+            find(&r, "power source").detail,
+            "rapl-sysfs: measured energy"
+        );
+        assert_eq!(find(&r, "ebpf btf").status, Status::Ok);
+        assert_eq!(find(&r, "cgroups").status, Status::Ok);
+        assert!(
+            find(&r, "runtimes").detail.contains("kubepods.slice"),
+            "{r}"
+        );
+        assert_eq!(find(&r, "perf counters").status, Status::Missing);
+        assert!(r.to_string().ends_with("real energy measurements"));
+    }
+
+    #[test]
+    fn vm_without_anything_says_what_to_do() {
+        let sys = tempfile::tempdir().unwrap();
+        let proc_dir = tempfile::tempdir().unwrap();
+        let r = diagnose(&config(sys.path(), proc_dir.path()), |k| {
+            (k == "KUBERNETES_SERVICE_HOST")
+                .then(|| "127.0.0.1".to_string())
+                .or_else(|| (k == "KUBERNETES_SERVICE_PORT").then(|| "1".to_string()))
+        });
+        assert!(!r.real_measurements);
+        let rapl = find(&r, "rapl");
+        assert_eq!(rapl.status, Status::Missing);
+        assert!(rapl.advice.contains("--fake-rapl"));
+        assert!(
+            find(&r, "power source").detail.starts_with("estimator:"),
+            "{r}"
+        );
+        assert_eq!(find(&r, "ebpf btf").status, Status::Missing);
+        assert_eq!(find(&r, "cgroups").status, Status::Missing);
+        assert_eq!(find(&r, "kubernetes").status, Status::Missing, "{r}");
+        assert!(r.to_string().contains("-> "), "advice is printed");
+    }
+}
