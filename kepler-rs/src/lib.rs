@@ -17,4 +17,5 @@ pub mod power;
 pub mod selfmetrics;
 pub mod server;
 pub mod snapshot;
+pub mod top;
 pub mod workload;

@@ -16,6 +16,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let layers::Action::Top(matches) = &command_line.action {
+        let result = kepler_rs::top::options(matches).and_then(|opts| {
+            if opts.once {
+                kepler_rs::top::run_once(&opts)
+            } else {
+                kepler_rs::top::run_interactive(opts)
+            }
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kepler-rs top: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if command_line.action == layers::Action::Doctor {
         let report = kepler_rs::doctor::diagnose(&config, |k| std::env::var(k).ok());
         println!("{report}");

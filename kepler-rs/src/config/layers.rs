@@ -116,7 +116,8 @@ pub fn command() -> Command {
         )
         .subcommand(Command::new("doctor").about(
             "Check what this host offers (RAPL, eBPF, perf counters, cgroups, runtimes, Kubernetes) and what the exporter will use; exit 0 when real energy measurements are possible",
-        ));
+        ))
+        .subcommand(crate::top::command());
     for s in SETTINGS {
         let flag = settings::flag_name(s);
         let arg = Arg::new(s.path).long(flag).global(true).help(format!(
@@ -140,11 +141,13 @@ pub fn command() -> Command {
 }
 
 /// What the command line asks for besides running the exporter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Action {
     #[default]
     Run,
     Doctor,
+    /// `kepler-rs top` with its own flags.
+    Top(ArgMatches),
 }
 
 /// Parsed command line: the action, the config file path and the values given as flags.
@@ -159,6 +162,7 @@ pub fn from_matches(matches: &ArgMatches) -> CommandLine {
     // Settings are global flags: when a subcommand is used, its matches hold them all.
     let (action, matches) = match matches.subcommand() {
         Some(("doctor", sub)) => (Action::Doctor, sub),
+        Some(("top", sub)) => (Action::Top(sub.clone()), sub),
         _ => (Action::Run, matches),
     };
     let values = SETTINGS

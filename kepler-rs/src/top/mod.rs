@@ -1,0 +1,243 @@
+//! `kepler-rs top`: a live terminal view of power per container, pod or process, read from a
+//! running exporter's `/metrics` (the local one by default, or `--url`).
+//!
+//! Every interval it scrapes once and shows the power between the last two scrapes
+//! ([`table`]). Keys: `p`/`e`/`n` sort by power, energy or name, `g` switches between
+//! container, pod and process rows, `q` quits. `--once` scrapes twice one interval apart, prints
+//! one plain table and exits (for scripts and tests).
+
+pub mod table;
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
+use crossterm::{cursor, execute, queue, terminal};
+
+use table::{Counters, Group, SortBy};
+
+/// Largest `/metrics` body accepted (a node with process metrics on can be tens of MB).
+const MAX_BODY: u64 = 256 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopOptions {
+    pub url: String,
+    pub interval: Duration,
+    pub once: bool,
+    pub group: Group,
+    pub sort: SortBy,
+    pub rows: usize,
+}
+
+/// The `top` subcommand's own flags.
+pub fn command() -> Command {
+    Command::new("top")
+        .about("Live view of power per container, pod or process from a running exporter")
+        .arg(Arg::new("url").long("url").default_value("http://127.0.0.1:9102/metrics").help("The exporter's /metrics URL"))
+        .arg(Arg::new("interval").long("interval").default_value("3s").help("Refresh interval"))
+        .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("Print one table (two scrapes one interval apart) and exit"))
+        .arg(Arg::new("group").long("group").default_value("container").value_parser(["container", "pod", "process"]).help("Rows per container, pod or process (process needs --metrics.processes on the exporter)"))
+        .arg(Arg::new("sort").long("sort").default_value("power").value_parser(["power", "energy", "name"]).help("Sort order"))
+        .arg(Arg::new("rows").long("rows").default_value("20").value_parser(clap::value_parser!(usize)).help("Rows shown with --once"))
+}
+
+pub fn options(m: &ArgMatches) -> Result<TopOptions> {
+    let get = |k: &str| m.get_one::<String>(k).cloned().unwrap_or_default();
+    let interval_raw = get("interval");
+    let interval = humantime::parse_duration(&interval_raw)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!("--interval: must be a duration > 0 like 3s, got {interval_raw:?}")
+        })?;
+    Ok(TopOptions {
+        url: get("url"),
+        interval,
+        once: m.get_flag("once"),
+        group: match get("group").as_str() {
+            "pod" => Group::Pod,
+            "process" => Group::Process,
+            _ => Group::Container,
+        },
+        sort: match get("sort").as_str() {
+            "energy" => SortBy::Energy,
+            "name" => SortBy::Name,
+            _ => SortBy::Power,
+        },
+        rows: m.get_one::<usize>("rows").copied().unwrap_or(20),
+    })
+}
+
+/// One scrape, parsed.
+fn scrape(url: &str) -> Result<prometheus_parse::Scrape> {
+    let mut response = ureq::get(url)
+        .call()
+        .with_context(|| format!("cannot scrape {url}"))?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_string()
+        .with_context(|| format!("cannot read the answer of {url}"))?;
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .with_context(|| format!("{url} did not answer in the Prometheus text format"))
+}
+
+/// Prints one table and returns.
+pub fn run_once(opts: &TopOptions) -> Result<()> {
+    let first = scrape(&opts.url)?;
+    let started = Instant::now();
+    std::thread::sleep(opts.interval);
+    let second = scrape(&opts.url)?;
+    let rows = table::build(
+        &table::counters(&first, opts.group),
+        &table::counters(&second, opts.group),
+        table::elapsed_between(&first, &second, started.elapsed()),
+        opts.sort,
+    );
+    println!(
+        "{}",
+        table::render(
+            &rows,
+            &opts.url,
+            opts.group,
+            opts.sort,
+            usize::MAX,
+            opts.rows
+        )
+    );
+    Ok(())
+}
+
+/// Restores the terminal however the view ends.
+struct Screen;
+
+impl Screen {
+    fn enter() -> io::Result<Self> {
+        terminal::enable_raw_mode()?;
+        execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
+        Ok(Screen)
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let _ = execute!(io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
+        let _ = terminal::disable_raw_mode();
+    }
+}
+
+/// The interactive view, until `q`.
+pub fn run_interactive(mut opts: TopOptions) -> Result<()> {
+    let _screen = Screen::enter()
+        .context("this terminal does not support an interactive view; use --once")?;
+    let mut previous: Option<(prometheus_parse::Scrape, Instant)> = None;
+    let mut latest: Option<(prometheus_parse::Scrape, Instant)> = None;
+    let mut error: Option<String> = None;
+    let mut next_scrape = Instant::now();
+    loop {
+        if Instant::now() >= next_scrape {
+            match scrape(&opts.url) {
+                // The same snapshot again adds nothing: keep the pair that shows a rate.
+                Ok(s)
+                    if latest
+                        .as_ref()
+                        .and_then(|(l, _)| table::snapshot_time(l))
+                        .is_some_and(|t| Some(t) == table::snapshot_time(&s)) => {}
+                Ok(s) => {
+                    previous = latest.take();
+                    latest = Some((s, Instant::now()));
+                    error = None;
+                }
+                Err(e) => error = Some(format!("{e:#}")),
+            }
+            next_scrape = Instant::now() + opts.interval;
+        }
+        draw(&opts, previous.as_ref(), latest.as_ref(), error.as_deref())?;
+        let wait = next_scrape.saturating_duration_since(Instant::now());
+        if event::poll(wait)? {
+            if let Event::Key(KeyEvent {
+                code, modifiers, ..
+            }) = event::read()?
+            {
+                match code {
+                    KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                    KeyCode::Char('c') if modifiers.contains(KeyModifiers::CONTROL) => {
+                        return Ok(())
+                    }
+                    KeyCode::Char('p') => opts.sort = SortBy::Power,
+                    KeyCode::Char('e') => opts.sort = SortBy::Energy,
+                    KeyCode::Char('n') => opts.sort = SortBy::Name,
+                    KeyCode::Char('g') => opts.group = opts.group.next(),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+type Scraped = (prometheus_parse::Scrape, Instant);
+
+fn draw(
+    opts: &TopOptions,
+    previous: Option<&Scraped>,
+    latest: Option<&Scraped>,
+    error: Option<&str>,
+) -> Result<()> {
+    let (width, height) = terminal::size().unwrap_or((120, 40));
+    let text = match (previous, latest) {
+        (Some((before, t0)), Some((after, t1))) => {
+            let rows = table::build(
+                &table::counters(before, opts.group),
+                &table::counters(after, opts.group),
+                table::elapsed_between(before, after, t1.duration_since(*t0)),
+                opts.sort,
+            );
+            table::render(
+                &rows,
+                &opts.url,
+                opts.group,
+                opts.sort,
+                usize::from(width),
+                usize::from(height).saturating_sub(4),
+            )
+        }
+        (None, Some((after, _))) => {
+            let empty = Counters::new();
+            let rows = table::build(
+                &empty,
+                &table::counters(after, opts.group),
+                Duration::ZERO,
+                opts.sort,
+            );
+            table::render(
+                &rows,
+                &opts.url,
+                opts.group,
+                opts.sort,
+                usize::from(width),
+                usize::from(height).saturating_sub(4),
+            )
+        }
+        _ => format!(
+            "kepler-rs top  {}  waiting for the first scrape...",
+            opts.url
+        ),
+    };
+    let mut out = io::stdout();
+    queue!(
+        out,
+        terminal::Clear(terminal::ClearType::All),
+        cursor::MoveTo(0, 0)
+    )?;
+    for line in text.lines() {
+        write!(out, "{line}\r\n")?;
+    }
+    if let Some(e) = error {
+        write!(out, "\r\nscrape failed: {e}\r\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `kepler-rs top` against a real exporter on fake RAPL: `--once` prints a table with the
+//! exporter's power, and the interactive view is driven through a real terminal (tmux:
+//! send-keys to type, capture-pane to read the screen).
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn exporter() -> (Killed, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(BIN)
+        .args([
+            "--fake-rapl",
+            "--log.level",
+            "warn",
+            "--monitor.interval",
+            "300ms",
+            "--web.listen-address",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    std::thread::sleep(Duration::from_millis(1500));
+    (Killed(child), url)
+}
+
+#[test]
+fn once_prints_a_table_of_container_power() {
+    let (_exporter, url) = exporter();
+    let out = Command::new(BIN)
+        .args(["top", "--once", "--interval", "1s", "--url", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("POWER(W)") && stdout.contains("system_processes"),
+        "{stdout}"
+    );
+    let total: f64 = stdout
+        .split("total ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // Fake RAPL defaults: package 10..50 W + dram 2..5 W per socket.
+    assert!(
+        (12.0..=56.0).contains(&total),
+        "total {total} W outside the fake model's range:\n{stdout}"
+    );
+}
+
+#[test]
+fn once_fails_clearly_when_nothing_listens() {
+    let out = Command::new(BIN)
+        .args([
+            "top",
+            "--once",
+            "--interval",
+            "10ms",
+            "--url",
+            "http://127.0.0.1:1/metrics",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot scrape http://127.0.0.1:1/metrics")
+    );
+}
+
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", &self.0])
+    }
+    /// The screen once it shows every needle (a capture can land mid-redraw), or at the deadline.
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if needles.iter().all(|n| screen.contains(n)) || Instant::now() > deadline {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.0])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn interactive_view_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os("KEPLER_REQUIRE_TOOLS").is_none(),
+            "tmux is required but not installed"
+        );
+        println!("skipped: tmux not installed");
+        return;
+    }
+    let (_exporter, url) = exporter();
+    let tmux = Tmux(format!("kepler-top-{}", std::process::id()));
+    let command = format!("{BIN} top --interval 400ms --url {url}");
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        &tmux.0,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
+    ]);
+
+    let screen = tmux.wait_for(&["system_processes", "kernel_processes", "sort: power"]);
+    assert!(
+        screen.contains("group: container") && screen.contains("sort: power"),
+        "{screen}"
+    );
+    assert!(screen.contains("kernel_processes"), "{screen}");
+
+    tmux.run(&["send-keys", "-t", &tmux.0, "n"]);
+    let screen = tmux.wait_for(&["sort: name", "kernel_processes", "system_processes"]);
+    assert!(screen.contains("sort: name"), "{screen}");
+    // Sorted by name: namespace "kernel" comes before "system".
+    let kernel = screen.find("kernel_processes").unwrap();
+    let system = screen.find("system_processes").unwrap();
+    assert!(kernel < system, "{screen}");
+
+    tmux.run(&["send-keys", "-t", &tmux.0, "g"]);
+    let screen = tmux.wait_for(&["group: pod", "system_processes"]);
+    assert!(screen.contains("group: pod"), "{screen}");
+
+    tmux.run(&["send-keys", "-t", &tmux.0, "q"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tmux.alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!tmux.alive(), "q must quit the view");
+}
