@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod cgroup_cpu;
+pub mod ebpf;
 pub mod procfs;
 #[cfg(test)]
 pub mod testing;

@@ -285,3 +285,77 @@ pub fn assert_promtool_accepts(name: &str, text: &str) {
         "promtool check metrics on {name}: exit {code}\n{printed}"
     );
 }
+
+// eBPF
+
+/// Whether the eBPF root tests can run: root, and the BPF object built in (required when
+/// `KEPLER_REQUIRE_TOOLS=1`, as in CI). Prints the skip line when not.
+pub fn require_ebpf(what: &str) -> bool {
+    if !require_root(what) {
+        return false;
+    }
+    if kepler_ebpf::cpu_object().is_none() {
+        if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!(
+                "BPF object not built in (clang missing at build time) but KEPLER_REQUIRE_TOOLS=1"
+            );
+        }
+        println!("skipped: {what} needs the BPF object (clang was missing at build time)");
+        return false;
+    }
+    true
+}
+
+/// A container cgroup for a test: kubepods-shaped under the v2 mount, removed on drop.
+pub struct TestContainer {
+    pub id: String,
+    pub pod_uid: String,
+    pub dir: PathBuf,
+    // Last: removed after everything that lived in it.
+    _dirs: CreatedDirs,
+}
+
+impl TestContainer {
+    /// `None` (with a skip line) when no v2 hierarchy is mounted.
+    pub fn create() -> Option<Self> {
+        let Some(v2) = v2_root() else {
+            println!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+            return None;
+        };
+        let (id, pod_uid) = unique_ids();
+        let mut dirs = CreatedDirs::default();
+        let dir = dirs.create_path(&v2, &kubepods_segments(&id, &pod_uid));
+        Some(Self {
+            id,
+            pod_uid,
+            dir,
+            _dirs: dirs,
+        })
+    }
+
+    /// `cpu.stat usage_usec` of the container.
+    pub fn usage_usec(&self) -> u64 {
+        usage_usec(&self.dir)
+    }
+}
+
+/// A shell command whose children start inside `cgroup` (it joins before exec), killed on drop.
+pub fn spawn_in_cgroup(cgroup: &Path, script: &str) -> Child {
+    let procs = cgroup.join("cgroup.procs");
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo $$ > '{}' && {script}", procs.display()))
+        .spawn()
+        .unwrap()
+}
+
+/// Kills and reaps a child on drop.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

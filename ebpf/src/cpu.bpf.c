@@ -1,0 +1,154 @@
+/* kepler-rs CPU accounting: exact on-CPU nanoseconds per (process, cgroup), from sched_switch.
+ *
+ * At sched_switch `current` is still the outgoing task, so the time since this CPU's previous
+ * accounting point belongs to it: its tgid (bpf_get_current_pid_tgid) and its cgroup v2 id
+ * (bpf_get_current_cgroup_id). No tracepoint argument is read, so nothing depends on the kernel's
+ * struct layouts, except one CO-RE read of task_struct.flags (PF_KTHREAD) when a (process,
+ * cgroup) pair is first seen in an interval. A busy task that is not switched out is flushed
+ * from the timer interrupt (hrtimer_expire_entry) at most every FLUSH_NS, so an interval never
+ * misses a long run; idle CPUs take no timer for this.
+ *
+ * Time goes into one of two LRU hash maps, chosen by `generation`: user space flips the
+ * generation on its monitor interval and drains (reads and deletes) the other map, so its work
+ * grows with the processes that ran in the interval, not with all processes on the node.
+ * sched_process_exit records exited processes in `exits`. No event ever wakes user space. */
+#include "kepler_bpf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define PF_KTHREAD 0x00200000
+#define FLUSH_NS 10000000ULL /* 10 ms */
+#define CPU_ENTRIES 32768
+#define EXIT_ENTRIES 16384
+
+/* Keep in sync with CpuKey / CpuValue in src/lib.rs. */
+struct cpu_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 cgroup_id;
+};
+
+#define VALUE_KTHREAD 1
+
+struct cpu_value {
+	__u64 cpu_ns;
+	__u32 flags;
+	__u32 _pad;
+	char comm[16];
+};
+
+struct task_struct {
+	unsigned int flags;
+} __attribute__((preserve_access_index));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CPU_ENTRIES);
+	__type(key, struct cpu_key);
+	__type(value, struct cpu_value);
+} cpu_a SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CPU_ENTRIES);
+	__type(key, struct cpu_key);
+	__type(value, struct cpu_value);
+} cpu_b SEC(".maps");
+
+/* 0: time goes to cpu_a, 1: to cpu_b. Written by user space only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} generation SEC(".maps");
+
+/* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_ts SEC(".maps");
+
+/* Processes (thread-group leaders) that exited, with the exit time. Drained by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, EXIT_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u64);
+} exits SEC(".maps");
+
+static __always_inline void add(void *map, struct cpu_key *key, __u64 delta)
+{
+	struct cpu_value *v = bpf_map_lookup_elem(map, key);
+	if (v) {
+		__sync_fetch_and_add(&v->cpu_ns, delta);
+		return;
+	}
+	struct cpu_value fresh = { .cpu_ns = delta };
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	unsigned int flags = 0;
+	bpf_probe_read_kernel(&flags, sizeof(flags), &task->flags);
+	if (flags & PF_KTHREAD)
+		fresh.flags = VALUE_KTHREAD;
+	bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+	if (bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST) != 0) {
+		/* Another CPU inserted it first. */
+		v = bpf_map_lookup_elem(map, key);
+		if (v)
+			__sync_fetch_and_add(&v->cpu_ns, delta);
+	}
+}
+
+/* Charges the time since this CPU's last accounting point to the current task; with
+ * `min_ns`, only if at least that much has passed. */
+static __always_inline void account(__u64 min_ns)
+{
+	__u32 zero = 0;
+	__u64 *last = bpf_map_lookup_elem(&last_ts, &zero);
+	if (!last)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 prev = *last;
+	if (min_ns && now - prev < min_ns)
+		return;
+	*last = now;
+	if (prev == 0 || now <= prev)
+		return;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == 0) /* the idle task */
+		return;
+	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
+	__u32 *gen = bpf_map_lookup_elem(&generation, &zero);
+	if (gen && *gen)
+		add(&cpu_b, &key, now - prev);
+	else
+		add(&cpu_a, &key, now - prev);
+}
+
+SEC("raw_tp/sched_switch")
+int kepler_sched_switch(struct bpf_raw_tracepoint_args *ctx)
+{
+	account(0);
+	return 0;
+}
+
+SEC("raw_tp/hrtimer_expire_entry")
+int kepler_timer_flush(struct bpf_raw_tracepoint_args *ctx)
+{
+	account(FLUSH_NS);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int kepler_process_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (tgid == 0 || (__u32)pid_tgid != tgid)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&exits, &tgid, &now, BPF_ANY);
+	return 0;
+}

@@ -1,0 +1,371 @@
+//! The eBPF CPU-time source: exact on-CPU time per process from `sched_switch`, including
+//! processes that lived for a few milliseconds, at a cost per sample that grows with the
+//! processes that ran, not with all processes on the node.
+//!
+//! [`loader::EbpfProgram`] loads and attaches the program built in the `kepler-ebpf` crate and
+//! drains its per-interval maps; [`cgroup_ids::CgroupIds`] turns the kernel's cgroup ids into
+//! containers. [`EbpfSource::new`] refuses (with the reason as an [`EbpfError`]) where the
+//! numbers could not be right: no eBPF support built in, no privilege, no cgroup v2 hierarchy
+//! (the ids name v2 cgroups), or a procfs that does not show the host's pids (the kernel reports
+//! host tgids). The exporter then falls back to procfs with one log line.
+//!
+//! Liveness without walking `/proc`: containers are seeded once from `/proc` at start and then
+//! learnt when they run; each sample checks that their cgroup directories still exist.
+//! Processes leave when the kernel reports their exit; as a safety net, one that has not run
+//! for [`PROCESS_RECHECK_TICKS`] samples is checked in `/proc` once per that many samples.
+
+pub mod cgroup_ids;
+pub mod loader;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cgroup_ids::{CgroupClass, CgroupIds};
+pub use loader::{EbpfError, EbpfProgram, ProgramStats};
+
+use super::cgroup::{self, CgroupRef, Classification};
+use super::cgroup_cpu::CgroupLayout;
+use super::{
+    ContainerIdentity, CpuTimeSource, ProcessUsage, WorkloadKey, WorkloadSample, WorkloadUsage,
+};
+use crate::power::units::CpuNanos;
+use crate::report_error;
+use crate::selfmetrics::SelfMetrics;
+
+/// The self-metric component name.
+const COMPONENT: &str = "ebpf";
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO`).
+const INIT_PID_NS: &str = "pid:[4026531836]";
+/// A process that has not run for this many samples is checked in `/proc` (once per as many).
+pub const PROCESS_RECHECK_TICKS: u64 = 20;
+
+#[derive(Debug)]
+struct KnownContainer {
+    identity: ContainerIdentity,
+    dir: CgroupRef,
+}
+
+#[derive(Debug)]
+struct KnownProcess {
+    comm: String,
+    workload: WorkloadKey,
+    last_ran: u64,
+}
+
+/// Per-process accumulation within one sample.
+#[derive(Debug)]
+struct ProcAcc {
+    comm: String,
+    workload: WorkloadKey,
+    cpu: CpuNanos,
+    /// CPU of the (process, cgroup) pair that decided `workload`.
+    best: CpuNanos,
+}
+
+/// Per-process and per-container CPU time from the kernel's scheduler.
+#[derive(Debug)]
+pub struct EbpfSource {
+    program: EbpfProgram,
+    cgroups: CgroupIds,
+    procfs: PathBuf,
+    metrics: Arc<SelfMetrics>,
+    containers: HashMap<String, KnownContainer>,
+    processes: HashMap<u32, KnownProcess>,
+    /// Exited in the previous sample: their last time slice may still arrive.
+    recently_exited: HashSet<u32>,
+    tick: u64,
+}
+
+impl EbpfSource {
+    /// Loads and attaches the program; `procfs` is `/proc` (or `/host/proc`), `cgroup_root` is
+    /// `/sys/fs/cgroup` (or `/host/sys/fs/cgroup`).
+    pub fn new(
+        procfs: PathBuf,
+        cgroup_root: &Path,
+        metrics: Arc<SelfMetrics>,
+    ) -> Result<Self, EbpfError> {
+        if kepler_ebpf::cpu_object().is_none() {
+            return Err(EbpfError::NotBuiltIn);
+        }
+        let layout = CgroupLayout::detect(cgroup_root);
+        let v2 = layout.v2_root().ok_or_else(|| {
+            EbpfError::Unsupported(format!(
+                "no cgroup v2 hierarchy under {} (the kernel's cgroup ids name v2 cgroups)",
+                cgroup_root.display()
+            ))
+        })?;
+        check_host_pid_namespace(&procfs)?;
+        let cgroups = CgroupIds::new(v2, procfs.clone()).map_err(|e| {
+            EbpfError::Unsupported(format!("cannot open cgroup v2 mount {}: {e}", v2.display()))
+        })?;
+        let program = EbpfProgram::load()?;
+        let mut source = Self {
+            program,
+            cgroups,
+            procfs,
+            metrics,
+            containers: HashMap::new(),
+            processes: HashMap::new(),
+            recently_exited: HashSet::new(),
+            tick: 0,
+        };
+        source.seed_containers();
+        tracing::info!(v2 = %source.cgroups.v2_root().display(), containers = source.containers.len(), "eBPF CPU-time source: sched_switch attached");
+        Ok(source)
+    }
+
+    /// Kernel statistics of the attached programs.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.program.stats()
+    }
+
+    /// Learns the containers that exist now, so idle ones are reported before they run.
+    fn seed_containers(&mut self) {
+        let Ok(dir) = std::fs::read_dir(&self.procfs) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(content) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+                continue;
+            };
+            let r = cgroup::resolve(&content);
+            if let (Classification::Container(identity), Some(dir)) = (r.class, r.cgroup) {
+                if dir.hierarchy == cgroup::Hierarchy::V2 {
+                    self.containers
+                        .entry(identity.id.clone())
+                        .or_insert(KnownContainer { identity, dir });
+                }
+            }
+        }
+    }
+
+    /// The workload of one drained (process, cgroup) pair.
+    fn workload_of(&mut self, key: &kepler_ebpf::CpuKey, kthread: bool) -> WorkloadKey {
+        if kthread {
+            return WorkloadKey::Kernel;
+        }
+        match self.cgroups.resolve(key.cgroup_id, key.tgid) {
+            Ok(CgroupClass::Container { identity, dir }) => {
+                let id = identity.id.clone();
+                if !self.containers.contains_key(&id) {
+                    self.containers.insert(
+                        id.clone(),
+                        KnownContainer {
+                            identity: identity.clone(),
+                            dir: dir.clone(),
+                        },
+                    );
+                }
+                WorkloadKey::Container(id)
+            }
+            Ok(CgroupClass::Other) => WorkloadKey::System,
+            Err(why) => {
+                report_error!(
+                    self.metrics,
+                    COMPONENT,
+                    "unresolved_cgroup",
+                    cgroup_id = key.cgroup_id,
+                    tgid = key.tgid,
+                    ?why,
+                    "cannot tell which cgroup a process ran in; counting it as system_processes"
+                );
+                WorkloadKey::System
+            }
+        }
+    }
+}
+
+impl CpuTimeSource for EbpfSource {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn is_scheduler_exact(&self) -> bool {
+        true
+    }
+
+    fn sample(&mut self) -> WorkloadSample {
+        let drained = self.program.drain();
+        for e in &drained.errors {
+            report_error!(self.metrics, COMPONENT, "map", error = %e, "BPF map operation failed");
+        }
+        if drained.cpu.len() as u64 * 10 >= u64::from(kepler_ebpf::CPU_MAP_ENTRIES) * 9 {
+            report_error!(
+                self.metrics,
+                COMPONENT,
+                "map_full",
+                entries = drained.cpu.len(),
+                "BPF CPU map nearly full in one interval; the oldest entries may have been evicted"
+            );
+        }
+        // The first sample is the baseline: it learns processes and containers, with zero CPU.
+        let baseline = self.tick == 0;
+        self.tick += 1;
+        self.cgroups.tick();
+        let tick = self.tick;
+
+        let mut ran: HashMap<u32, ProcAcc> = HashMap::with_capacity(drained.cpu.len());
+        let mut by_workload: BTreeMap<WorkloadKey, CpuNanos> = BTreeMap::new();
+        for (key, value) in &drained.cpu {
+            let workload = self.workload_of(key, value.is_kthread());
+            let cpu = if baseline {
+                CpuNanos::ZERO
+            } else {
+                CpuNanos(value.cpu_ns)
+            };
+            *by_workload.entry(workload.clone()).or_default() += cpu;
+            let acc = ran.entry(key.tgid).or_insert_with(|| ProcAcc {
+                comm: value.comm(),
+                workload: workload.clone(),
+                cpu: CpuNanos::ZERO,
+                best: CpuNanos::ZERO,
+            });
+            acc.cpu += cpu;
+            if cpu > acc.best || acc.best == CpuNanos::ZERO {
+                acc.best = cpu;
+                acc.workload = workload;
+                acc.comm = value.comm();
+            }
+        }
+
+        // Processes: forget the exited, learn the ones that ran.
+        let exited: HashSet<u32> = drained.exits.iter().copied().collect();
+        for tgid in &exited {
+            self.processes.remove(tgid);
+        }
+        for (tgid, acc) in &ran {
+            if exited.contains(tgid) || self.recently_exited.contains(tgid) {
+                continue;
+            }
+            self.processes.insert(
+                *tgid,
+                KnownProcess {
+                    comm: acc.comm.clone(),
+                    workload: acc.workload.clone(),
+                    last_ran: tick,
+                },
+            );
+        }
+        self.recently_exited = exited;
+        if tick % PROCESS_RECHECK_TICKS == 0 {
+            let procfs = &self.procfs;
+            self.processes.retain(|tgid, p| {
+                tick - p.last_ran < PROCESS_RECHECK_TICKS || procfs.join(tgid.to_string()).exists()
+            });
+        }
+
+        // Containers: forget those whose cgroup is gone (unless they ran in this interval).
+        let gone: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|(id, c)| {
+                !by_workload.contains_key(&WorkloadKey::Container((*id).clone()))
+                    && !self.cgroups.exists(&c.dir)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.containers.remove(&id);
+            self.cgroups.forget_container(&id);
+        }
+
+        let mut sample = WorkloadSample::default();
+        for key in [WorkloadKey::System, WorkloadKey::Kernel] {
+            let cpu = by_workload.get(&key).copied().unwrap_or_default();
+            sample.workloads.insert(
+                key,
+                WorkloadUsage {
+                    identity: None,
+                    cpu,
+                },
+            );
+        }
+        for (id, c) in &self.containers {
+            let key = WorkloadKey::Container(id.clone());
+            let cpu = by_workload.get(&key).copied().unwrap_or_default();
+            sample.workloads.insert(
+                key,
+                WorkloadUsage {
+                    identity: Some(c.identity.clone()),
+                    cpu,
+                },
+            );
+        }
+        for (tgid, p) in &self.processes {
+            if !ran.contains_key(tgid) {
+                sample.processes.push(ProcessUsage {
+                    pid: *tgid,
+                    comm: p.comm.clone(),
+                    workload: p.workload.clone(),
+                    cpu: CpuNanos::ZERO,
+                });
+            }
+        }
+        for (tgid, acc) in ran {
+            // A process whose container is already gone is reported in its last known one
+            // only if that one is still listed; otherwise as a system process.
+            let workload = match &acc.workload {
+                k @ WorkloadKey::Container(_) if !sample.workloads.contains_key(k) => {
+                    WorkloadKey::System
+                }
+                k => k.clone(),
+            };
+            sample.processes.push(ProcessUsage {
+                pid: tgid,
+                comm: acc.comm,
+                workload,
+                cpu: acc.cpu,
+            });
+        }
+        // Time of containers that vanished within the interval stays on the node as system time.
+        for (key, cpu) in &by_workload {
+            if let WorkloadKey::Container(_) = key {
+                if !sample.workloads.contains_key(key) {
+                    if let Some(system) = sample.workloads.get_mut(&WorkloadKey::System) {
+                        system.cpu += *cpu;
+                    }
+                }
+            }
+        }
+        sample.processes.sort_by_key(|p| p.pid);
+        sample
+    }
+}
+
+/// The kernel reports host tgids; they only match `/proc` when `procfs` shows the initial pid
+/// namespace (`hostPID: true` in a pod). We are in the initial namespace if our own `ns/pid` is
+/// it, and `procfs` shows that namespace if it lists us with a single `NSpid` (no nesting
+/// between its namespace and ours).
+fn check_host_pid_namespace(procfs: &Path) -> Result<(), EbpfError> {
+    let unsupported = |what: String| {
+        Err(EbpfError::Unsupported(format!(
+            "{what}: the kernel's process ids would not match {} (run in the host's pid namespace, hostPID)",
+            procfs.display()
+        )))
+    };
+    let link = procfs.join("self/ns/pid");
+    match std::fs::read_link(&link) {
+        Ok(ns) if ns.as_os_str() == INIT_PID_NS => {}
+        Ok(ns) => return unsupported(format!("pid namespace {} is not the host's", ns.display())),
+        Err(e) => return unsupported(format!("cannot read {}: {e}", link.display())),
+    }
+    let status = procfs.join("self/status");
+    let nspid = std::fs::read_to_string(&status).ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|v| v.split_whitespace().count())
+    });
+    match nspid {
+        Some(1) => Ok(()),
+        Some(n) => unsupported(format!(
+            "{} shows {n} nested pid namespaces",
+            status.display()
+        )),
+        None => unsupported(format!("no NSpid line in {}", status.display())),
+    }
+}

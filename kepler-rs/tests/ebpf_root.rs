@@ -1,0 +1,197 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Root tests of the eBPF CPU-time source on this kernel: the real program, built from
+//! `ebpf/src/cpu.bpf.c` by the normal build, loaded and attached to `sched_switch`, checked
+//! against the kernel's own per-cgroup accounting (`cpu.stat usage_usec`).
+//!
+//! Skip (with a line saying so) when not root, when no cgroup v2 hierarchy is mounted, or when
+//! the BPF object was not built (a failure instead when `KEPLER_REQUIRE_TOOLS=1`, as in CI).
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{BusyProcess, TestContainer};
+use kepler_rs::power::units::CpuNanos;
+use kepler_rs::selfmetrics::SelfMetrics;
+use kepler_rs::workload::ebpf::EbpfSource;
+use kepler_rs::workload::procfs::ProcfsSource;
+use kepler_rs::workload::{CpuTimeSource, Runtime, WorkloadKey, WorkloadSample};
+
+fn source(metrics: &Arc<SelfMetrics>) -> EbpfSource {
+    EbpfSource::new(
+        "/proc".into(),
+        Path::new(common::CGROUP_ROOT),
+        metrics.clone(),
+    )
+    .unwrap_or_else(|e| panic!("eBPF source failed to start: {e}"))
+}
+
+fn container_cpu(sample: &WorkloadSample, id: &str) -> CpuNanos {
+    sample
+        .workloads
+        .get(&WorkloadKey::Container(id.to_string()))
+        .map(|w| w.cpu)
+        .unwrap_or_default()
+}
+
+#[test]
+fn program_loads_attaches_and_sees_this_process() {
+    if !common::require_ebpf("loading the BPF program") {
+        return;
+    }
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut src = source(&metrics);
+    assert_eq!(src.name(), "ebpf");
+    assert!(src.is_scheduler_exact());
+    let first = src.sample();
+    assert!(
+        first.workloads.values().all(|w| w.cpu == CpuNanos::ZERO),
+        "the first sample is a zero baseline"
+    );
+    // Burn a little CPU on this thread and yield, so the scheduler switches us out.
+    let mut x = 0u64;
+    for i in 0..20_000_000u64 {
+        x = x.wrapping_add(i ^ (x >> 3));
+    }
+    std::hint::black_box(x);
+    std::thread::sleep(Duration::from_millis(50));
+    let second = src.sample();
+    let me = second
+        .processes
+        .iter()
+        .find(|p| p.pid == std::process::id())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test process missing from {} processes",
+                second.processes.len()
+            )
+        });
+    println!("this process: {} ran {:?}", me.comm, me.cpu);
+    assert!(me.cpu > CpuNanos::ZERO);
+    let kernel = second.workloads[&WorkloadKey::Kernel].cpu;
+    println!("kernel threads ran {kernel:?}");
+    let stats = src.program_stats();
+    assert_eq!(stats.len(), 3, "{stats:?}");
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+}
+
+#[test]
+fn busy_container_matches_cpu_stat_within_2_percent() {
+    if !common::require_ebpf("loading the BPF program") {
+        return;
+    }
+    let Some(container) = TestContainer::create() else {
+        return;
+    };
+    let busy = BusyProcess::spawn();
+    busy.join(&container.dir);
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut src = source(&metrics);
+    src.sample();
+    let before = container.usage_usec();
+    std::thread::sleep(Duration::from_secs(4));
+    let sample = src.sample();
+    let after = container.usage_usec();
+
+    let truth = CpuNanos::from_micros(after - before);
+    let measured = container_cpu(&sample, &container.id);
+    let w = &sample.workloads[&WorkloadKey::Container(container.id.clone())];
+    let identity = w.identity.clone().unwrap();
+    assert_eq!(identity.runtime, Runtime::Containerd);
+    assert_eq!(
+        identity.pod_uid.as_deref(),
+        Some(container.pod_uid.as_str())
+    );
+    let proc = sample
+        .processes
+        .iter()
+        .find(|p| p.pid == busy.pid())
+        .unwrap();
+    assert_eq!(proc.workload, WorkloadKey::Container(container.id.clone()));
+    let error = (measured.as_secs_f64() - truth.as_secs_f64()).abs() / truth.as_secs_f64();
+    println!(
+        "eBPF {:.4}s, cpu.stat {:.4}s, error {:.3}%",
+        measured.as_secs_f64(),
+        truth.as_secs_f64(),
+        error * 100.0
+    );
+    assert!(truth.as_secs_f64() > 1.0, "busy loop got only {truth:?}");
+    assert!(error <= 0.02, "eBPF {measured:?} vs cpu.stat {truth:?}");
+}
+
+#[test]
+fn thousand_short_lived_processes_are_accounted() {
+    if !common::require_ebpf("loading the BPF program") {
+        return;
+    }
+    let Some(container) = TestContainer::create() else {
+        return;
+    };
+    // The container's long-lived main process, so that the procfs source sees the container.
+    let main = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let main = common::ChildGuard(main);
+    std::fs::write(container.dir.join("cgroup.procs"), main.0.id().to_string()).unwrap();
+
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut ebpf = source(&metrics);
+    let mut procfs = ProcfsSource::new("/proc".into(), common::CGROUP_ROOT.into(), metrics.clone());
+    ebpf.sample();
+    procfs.sample();
+    let before = container.usage_usec();
+    // 1,000 processes of a few ms each, started one after the other inside the container.
+    let mut spawner = common::spawn_in_cgroup(
+        &container.dir,
+        "i=0; while [ $i -lt 1000 ]; do sh -c 'j=0; while [ $j -lt 1500 ]; do j=$((j+1)); done'; i=$((i+1)); done",
+    );
+    assert!(spawner.wait().unwrap().success());
+    let e = ebpf.sample();
+    let p = procfs.sample();
+    let after = container.usage_usec();
+
+    let truth = CpuNanos::from_micros(after - before);
+    let key = WorkloadKey::Container(container.id.clone());
+    let measured = container_cpu(&e, &container.id);
+    let pids: HashSet<u32> = e
+        .processes
+        .iter()
+        .filter(|p| p.workload == key && p.cpu > CpuNanos::ZERO)
+        .map(|p| p.pid)
+        .collect();
+    let procfs_container = container_cpu(&p, &container.id);
+    let procfs_processes: CpuNanos = p
+        .processes
+        .iter()
+        .filter(|x| x.workload == key)
+        .map(|x| x.cpu)
+        .sum();
+    println!(
+        "cpu.stat {:.3}s; eBPF {:.3}s ({:.1}%) over {} processes; procfs source: container {:.3}s \
+         (from the cgroup counter), its live processes {:.3}s ({:.1}%)",
+        truth.as_secs_f64(),
+        measured.as_secs_f64(),
+        100.0 * measured.as_secs_f64() / truth.as_secs_f64(),
+        pids.len(),
+        procfs_container.as_secs_f64(),
+        procfs_processes.as_secs_f64(),
+        100.0 * procfs_processes.as_secs_f64() / truth.as_secs_f64(),
+    );
+    assert!(
+        pids.len() >= 1000,
+        "eBPF saw {} processes in the container",
+        pids.len()
+    );
+    assert!(
+        measured.as_secs_f64() >= 0.9 * truth.as_secs_f64(),
+        "eBPF {measured:?} < 90 % of cpu.stat {truth:?}"
+    );
+    assert!(
+        measured.as_secs_f64() <= 1.02 * truth.as_secs_f64(),
+        "eBPF {measured:?} > cpu.stat {truth:?}"
+    );
+}
