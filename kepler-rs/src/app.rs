@@ -21,7 +21,9 @@ use crate::power::PowerMeter;
 use crate::selfmetrics::SelfMetrics;
 use crate::server::{self, AppState};
 use crate::snapshot::NodeInfo;
+use crate::workload::ebpf::{EbpfError, EbpfSource};
 use crate::workload::procfs::ProcfsSource;
+use crate::workload::CpuTimeSource;
 
 /// The power meter and, in fake-RAPL mode, the simulator that must live as long as it.
 #[derive(Debug)]
@@ -127,6 +129,33 @@ pub fn cgroup_root(sysfs: &Path) -> PathBuf {
     sysfs.join("fs/cgroup")
 }
 
+/// Chooses the CPU-time source: eBPF (exact scheduler time) unless `ebpf.enabled` is false or it
+/// cannot start, then procfs/cgroups, with one log line naming the reason.
+pub fn select_cpu_source(config: &Config, metrics: &Arc<SelfMetrics>) -> Box<dyn CpuTimeSource> {
+    let cgroups = cgroup_root(&config.sysfs);
+    let refused = if config.ebpf_enabled {
+        match EbpfSource::new(config.procfs.clone(), &cgroups, metrics.clone()) {
+            Ok(source) => {
+                tracing::info!(source = "ebpf", "CPU time source");
+                return Box::new(source);
+            }
+            Err(e) => e,
+        }
+    } else {
+        EbpfError::Disabled
+    };
+    if config.ebpf_enabled {
+        tracing::warn!(source = "procfs", reason = %refused, "CPU time source: procfs (eBPF unavailable)");
+    } else {
+        tracing::info!(source = "procfs", reason = %refused, "CPU time source: procfs");
+    }
+    Box::new(ProcfsSource::new(
+        config.procfs.clone(),
+        cgroups,
+        metrics.clone(),
+    ))
+}
+
 /// Runs the exporter until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -135,12 +164,7 @@ pub async fn run(
     let metrics = Arc::new(SelfMetrics::new());
     let Meter { meter, fake } = select_meter(&config)?;
     let info = node_info(&config, meter.as_ref());
-    let cpu = ProcfsSource::new(
-        config.procfs.clone(),
-        cgroup_root(&config.sysfs),
-        metrics.clone(),
-    );
-    tracing::info!(source = "procfs", "CPU time source");
+    let cpu = select_cpu_source(&config, &metrics);
     let options = MonitorOptions {
         procfs: config.procfs.clone(),
         terminated_retention: config.terminated_retention,
@@ -150,7 +174,7 @@ pub async fn run(
         idle_window: config.idle_window,
         idle_half_life: config.idle_half_life,
     };
-    let monitor = Monitor::new(meter, Box::new(cpu), options, info, metrics.clone());
+    let monitor = Monitor::new(meter, cpu, options, info, metrics.clone());
     let snapshots = Arc::new(ArcSwap::from_pointee(monitor.initial_snapshot()));
 
     let listener = tokio::net::TcpListener::bind(config.listen_address)

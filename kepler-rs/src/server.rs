@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
@@ -76,9 +76,22 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .into_response()
 }
 
-/// Kepler's health answer.
-async fn healthz() -> &'static str {
-    "ok"
+/// Kepler's health answer: exactly `ok`. With `?verbose=1`, `ok` followed by `key value` lines
+/// saying which sources measure (the CPU-time source, the power source) and how far the monitor
+/// got.
+async fn healthz(State(state): State<AppState>, RawQuery(query): RawQuery) -> String {
+    let verbose = query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| matches!(kv, "verbose" | "verbose=1" | "verbose=true"))
+    });
+    if !verbose {
+        return "ok".to_string();
+    }
+    let s = state.snapshot.load();
+    format!(
+        "ok\ncpu_time_source {}\ncpu_time_exact {}\npower_source {}\nsnapshot_sequence {}\n",
+        s.cpu_time_source, s.cpu_time_exact, s.power_source, s.sequence
+    )
 }
 
 async fn index() -> Html<&'static str> {
@@ -86,7 +99,7 @@ async fn index() -> Html<&'static str> {
         "<!DOCTYPE html>\n<html><head><title>kepler-rs</title></head><body>\n\
          <h1>kepler-rs</h1>\n<p>Kepler-compatible node energy exporter.</p>\n\
          <ul><li><a href=\"metrics\">/metrics</a></li>\
-         <li><a href=\"healthz\">/healthz</a></li></ul>\n</body></html>\n",
+         <li><a href=\"healthz\">/healthz</a> (<a href=\"healthz?verbose=1\">verbose</a>)</li></ul>\n</body></html>\n",
     )
 }
 

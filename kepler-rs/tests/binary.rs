@@ -313,3 +313,76 @@ fn doctor_exit_code_says_whether_real_measurements_are_possible() {
         "{stdout}"
     );
 }
+
+/// Waits for a few measurements, then checks what a user relies on whatever the CPU-time
+/// source: `/healthz` is exactly `ok` and `?verbose=1` names the source, the self-metric agrees,
+/// `*_bpf_cpu_time_ms_total` exists only with exact scheduler time, containers add up to the
+/// node, and promtool accepts the output.
+fn check_cpu_source(exporter: &Exporter, want: &str) {
+    let mut text = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let (_, body) = get(exporter.port, "/metrics", &[]).unwrap();
+        if value(&body, "kepler_exporter_snapshot_sequence").unwrap_or(0.0) >= 3.0 {
+            text = body;
+            break;
+        }
+    }
+    assert!(!text.is_empty(), "no third measurement");
+    let (_, health) = get(exporter.port, "/healthz", &[]).unwrap();
+    assert_eq!(health, "ok");
+    let (_, verbose) = get(exporter.port, "/healthz?verbose=1", &[]).unwrap();
+    assert!(
+        verbose.starts_with("ok\n") && verbose.contains(&format!("\ncpu_time_source {want}\n")),
+        "{verbose}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("kepler_exporter_cpu_time_source{{source=\"{want}\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let bpf = text.contains("kepler_container_bpf_cpu_time_ms_total{");
+    assert_eq!(
+        bpf,
+        want == "ebpf",
+        "bpf_cpu_time series with source {want}"
+    );
+    if bpf {
+        assert!(
+            sum(&text, "kepler_container_bpf_cpu_time_ms_total") > 0.0,
+            "some CPU time measured"
+        );
+    }
+    let node = sum(&text, "kepler_node_package_joules_total");
+    let containers = sum(&text, "kepler_container_package_joules_total");
+    assert!(node > 0.0);
+    assert!(
+        (containers - node).abs() <= 1e-4 * node.max(1.0),
+        "containers {containers} J vs node {node} J"
+    );
+    common::assert_promtool_accepts(&format!("binary output with {want}"), &text);
+}
+
+#[test]
+fn cpu_time_source_falls_back_to_procfs_when_ebpf_is_disabled_or_unavailable() {
+    let disabled = start(&["--ebpf.enabled=false"]);
+    check_cpu_source(&disabled, "procfs");
+    drop(disabled);
+    // No cgroup v2 hierarchy under host.sysfs: the eBPF source refuses (the kernel's cgroup ids
+    // could not be resolved) and the exporter measures with procfs. Fake RAPL needs no sysfs.
+    let empty = tempfile::tempdir().unwrap();
+    let unavailable = start(&["--host.sysfs", empty.path().to_str().unwrap()]);
+    check_cpu_source(&unavailable, "procfs");
+}
+
+#[test]
+fn cpu_time_source_is_ebpf_by_default_as_root() {
+    if !common::require_ebpf("the eBPF CPU-time source") {
+        return;
+    }
+    let exporter = start(&[]);
+    check_cpu_source(&exporter, "ebpf");
+}

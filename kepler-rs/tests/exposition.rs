@@ -888,6 +888,16 @@ async fn healthz_index_and_unknown_paths() {
     let (status, _, body) = get(router(st.clone()), "/healthz", &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"ok");
+    for query in ["", "?verbose=0", "?x=1"] {
+        let (_, _, body) = get(router(st.clone()), &format!("/healthz{query}"), &[]).await;
+        assert_eq!(body, b"ok", "Kepler's exact answer for {query:?}");
+    }
+    let (status, _, body) = get(router(st.clone()), "/healthz?verbose=1", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "ok\ncpu_time_source procfs\ncpu_time_exact false\npower_source estimator\nsnapshot_sequence 0\n"
+    );
     let (status, headers, body) = get(router(st.clone()), "/", &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers["content-type"].starts_with("text/html"));

@@ -87,6 +87,8 @@ pub struct Config {
     pub idle_window: Duration,
     pub idle_half_life: Duration,
     pub process_metrics: bool,
+    /// Try the eBPF CPU-time source first (`ebpf.enabled`).
+    pub ebpf_enabled: bool,
     /// Empty: decided at start-up from $NODE_NAME or the host name.
     pub node_name: String,
     /// `Some` when fake RAPL is enabled.
@@ -255,6 +257,7 @@ impl Config {
             );
         }
         let process_metrics = p.bool("metrics.processes");
+        let ebpf_enabled = p.bool("ebpf.enabled");
         let sysfs = p.path("host.sysfs");
         let procfs = p.path("host.procfs");
         let node_name = p.raw("kube.nodeName").trim().to_string();
@@ -278,6 +281,7 @@ impl Config {
                 idle_window,
                 idle_half_life,
                 process_metrics,
+                ebpf_enabled,
                 node_name,
                 fake_rapl,
                 estimator,

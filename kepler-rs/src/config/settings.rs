@@ -80,6 +80,13 @@ pub const SETTINGS: &[Setting] = &[
         "Half-life of the observations the idle-power estimator learns from",
     ),
     switch("metrics.processes", "Also export per-process metrics (kepler_process_*)"),
+    Setting {
+        path: "ebpf.enabled",
+        kind: Kind::Switch,
+        default: "true",
+        help: "Measure CPU time with the eBPF sched_switch program (exact, counts short-lived processes); when false or where it cannot load, CPU time comes from procfs and cgroups",
+        flag_override: None,
+    },
     value("kube.nodeName", "", "Node name for the `instance` label (default: $NODE_NAME, then the host name)"),
     Setting {
         path: "estimator.enabled",
