@@ -124,7 +124,10 @@ fn busy_container_matches_cpu_stat_within_2_percent() {
         truth.as_secs_f64(),
         error * 100.0
     );
-    assert!(truth.as_secs_f64() >= 1.5, "busy loop got only {truth:?} in 60 s");
+    assert!(
+        truth.as_secs_f64() >= 1.5,
+        "busy loop got only {truth:?} in 60 s"
+    );
     assert!(error <= 0.02, "eBPF {measured:?} vs cpu.stat {truth:?}");
 }
 
