@@ -1,5 +1,5 @@
 //! Wiring: turns a [`Config`] into a running exporter (meter, CPU-time source, monitor thread,
-//! HTTP server). The one place where implementations are chosen; `main.rs` only parses the
+//! pod-metadata poller, HTTP server). The one place where implementations are chosen; `main.rs` only parses the
 //! command line and calls [`run`].
 
 use std::future::Future;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::{Config, KubeConfig};
 use crate::export::prometheus::{BuildInfo, RenderOptions};
 use crate::host;
 use crate::monitor::{self, Monitor, MonitorOptions};
@@ -22,6 +22,8 @@ use crate::selfmetrics::SelfMetrics;
 use crate::server::{self, AppState};
 use crate::snapshot::NodeInfo;
 use crate::workload::ebpf::{EbpfError, EbpfSource};
+use crate::workload::kube::kubelet::{self, KubeletClient, KubeletOptions};
+use crate::workload::kube::SharedPods;
 use crate::workload::procfs::ProcfsSource;
 use crate::workload::CpuTimeSource;
 
@@ -124,6 +126,43 @@ fn node_info(config: &Config, meter: &dyn PowerMeter) -> NodeInfo {
     }
 }
 
+/// The kubelet URL: configured, else `https://$NODE_IP:10250`, else the loopback kubelet.
+pub fn kubelet_url(kube: &KubeConfig, env: impl Fn(&str) -> Option<String>) -> String {
+    if !kube.kubelet_url.is_empty() {
+        return kube.kubelet_url.clone();
+    }
+    match env("NODE_IP").map(|ip| ip.trim().to_string()) {
+        Some(ip) if ip.contains(':') => format!("https://[{ip}]:10250"),
+        Some(ip) if !ip.is_empty() => format!("https://{ip}:10250"),
+        _ => "https://127.0.0.1:10250".to_string(),
+    }
+}
+
+/// Starts the kubelet `/pods` poller; the index it keeps current is what the monitor reads.
+pub fn start_pod_metadata(
+    kube: &KubeConfig,
+    metrics: Arc<SelfMetrics>,
+) -> Result<(SharedPods, tokio::task::JoinHandle<()>)> {
+    let options = KubeletOptions {
+        url: kubelet_url(kube, |k| std::env::var(k).ok()),
+        token_file: kube.token_file.clone(),
+        ca_file: kube.ca_file.clone(),
+        insecure_skip_verify: kube.insecure_skip_verify,
+        timeout: kube.poll_interval.min(std::time::Duration::from_secs(10)),
+    };
+    let client =
+        KubeletClient::new(&options).context("kube.enable: cannot set up the kubelet client")?;
+    tracing::info!(url = client.url(), interval = ?kube.poll_interval, insecure = kube.insecure_skip_verify, "pod metadata from the kubelet");
+    let pods = SharedPods::default();
+    let task = tokio::spawn(kubelet::poll(
+        client,
+        kube.poll_interval,
+        pods.clone(),
+        metrics,
+    ));
+    Ok((pods, task))
+}
+
 /// The cgroup mount under the configured sysfs.
 pub fn cgroup_root(sysfs: &Path) -> PathBuf {
     sysfs.join("fs/cgroup")
@@ -174,7 +213,15 @@ pub async fn run(
         idle_window: config.idle_window,
         idle_half_life: config.idle_half_life,
     };
-    let monitor = Monitor::new(meter, cpu, options, info, metrics.clone());
+    let mut monitor = Monitor::new(meter, cpu, options, info, metrics.clone());
+    let pod_poller = match &config.kube {
+        Some(kube) => {
+            let (pods, task) = start_pod_metadata(kube, metrics.clone())?;
+            monitor = monitor.with_pods(pods);
+            Some(task)
+        }
+        None => None,
+    };
     let snapshots = Arc::new(ArcSwap::from_pointee(monitor.initial_snapshot()));
 
     let listener = tokio::net::TcpListener::bind(config.listen_address)
@@ -205,6 +252,9 @@ pub async fn run(
     };
     let served = server::serve(listener, state, shutdown).await;
     let _ = stop_tx.send(());
+    if let Some(task) = pod_poller {
+        task.abort();
+    }
     if monitor_thread.join().is_err() {
         tracing::error!("monitor thread panicked");
     }

@@ -94,6 +94,19 @@ pub struct Config {
     /// `Some` when fake RAPL is enabled.
     pub fake_rapl: Option<FakeRaplConfig>,
     pub estimator: EstimatorConfig,
+    /// `Some` when pod metadata is enabled (`kube.enable`).
+    pub kube: Option<KubeConfig>,
+}
+
+/// Where pod metadata comes from (`kube.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeConfig {
+    /// Empty: decided at start-up from $NODE_IP.
+    pub kubelet_url: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub poll_interval: Duration,
 }
 
 /// The fallback power estimator (see `power::estimator`).
@@ -262,6 +275,11 @@ impl Config {
         let procfs = p.path("host.procfs");
         let node_name = p.raw("kube.nodeName").trim().to_string();
         let estimator = estimator_config(&mut p);
+        let kube = if p.bool("kube.enable") {
+            Some(kube_config(&mut p))
+        } else {
+            None
+        };
         let fake_rapl = if p.bool("fakeRapl.enabled") {
             Some(fake_rapl_config(&mut p))
         } else {
@@ -285,6 +303,7 @@ impl Config {
                 node_name,
                 fake_rapl,
                 estimator,
+                kube,
             })
         } else {
             Err(ConfigErrors(p.errors))
@@ -351,6 +370,31 @@ fn estimator_config(p: &mut Parser<'_>) -> EstimatorConfig {
         }
     };
     EstimatorConfig { enabled, watts }
+}
+
+fn kube_config(p: &mut Parser<'_>) -> KubeConfig {
+    let optional_path = |p: &Parser<'_>, path| {
+        Some(p.raw(path).trim())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let kubelet_url = p.raw("kube.kubeletUrl").trim().to_string();
+    if !kubelet_url.is_empty()
+        && !kubelet_url.starts_with("https://")
+        && !kubelet_url.starts_with("http://")
+    {
+        p.fail(
+            "kube.kubeletUrl",
+            format!("must start with https:// (or http://), got {kubelet_url:?}"),
+        );
+    }
+    KubeConfig {
+        kubelet_url,
+        token_file: optional_path(p, "kube.tokenFile"),
+        ca_file: optional_path(p, "kube.caFile"),
+        insecure_skip_verify: p.bool("kube.kubeletInsecureSkipVerify"),
+        poll_interval: p.duration("kube.pollInterval", Duration::from_millis(100)),
+    }
 }
 
 fn fake_rapl_config(p: &mut Parser<'_>) -> FakeRaplConfig {
@@ -635,6 +679,39 @@ mod tests {
         );
         let cli = layers::parse_args(["kepler-rs", "--host.sysfs", "/a"]).unwrap();
         assert_eq!(cli.action, layers::Action::Run);
+    }
+
+    #[test]
+    fn kube_settings() {
+        assert!(load(&[], &[], None).unwrap().kube.is_none());
+        let c = load(
+            &["--kube.enable", "--kube.kubelet-insecure-skip-verify"],
+            &[("KEPLER_KUBE_KUBELET_URL", "https://10.0.0.1:10250")],
+            Some("kube:\n  pollInterval: 30s\n  caFile: \"\"\n"),
+        )
+        .unwrap();
+        let kube = c.kube.unwrap();
+        assert_eq!(kube.kubelet_url, "https://10.0.0.1:10250");
+        assert!(kube.insecure_skip_verify);
+        assert_eq!(kube.poll_interval, Duration::from_secs(30));
+        assert_eq!(kube.ca_file, None);
+        assert_eq!(
+            kube.token_file,
+            Some(PathBuf::from(
+                "/var/run/secrets/kubernetes.io/serviceaccount/token"
+            ))
+        );
+        let err = load(
+            &["--kube.enable", "--kube.kubelet-url", "10.0.0.1:10250"],
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("kube.kubeletUrl: must start with https://"),
+            "{err}"
+        );
     }
 
     #[test]

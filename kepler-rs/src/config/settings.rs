@@ -88,6 +88,30 @@ pub const SETTINGS: &[Setting] = &[
         flag_override: None,
     },
     value("kube.nodeName", "", "Node name for the `instance` label (default: $NODE_NAME, then the host name)"),
+    switch(
+        "kube.enable",
+        "Fill pod_name, container_name and container_namespace from the local kubelet's /pods",
+    ),
+    value(
+        "kube.kubeletUrl",
+        "",
+        "Kubelet base URL polled for GET /pods (default: https://$NODE_IP:10250, else https://127.0.0.1:10250)",
+    ),
+    value(
+        "kube.tokenFile",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "Bearer token file sent to the kubelet, re-read on every poll (empty: no token)",
+    ),
+    value(
+        "kube.caFile",
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        "PEM bundle that verifies the kubelet's serving certificate",
+    ),
+    switch(
+        "kube.kubeletInsecureSkipVerify",
+        "Do not verify the kubelet's certificate (kubeadm and kind kubelets serve self-signed ones)",
+    ),
+    value("kube.pollInterval", "10s", "How often the kubelet's pod list is fetched"),
     Setting {
         path: "estimator.enabled",
         kind: Kind::Switch,

@@ -12,6 +12,7 @@ use crate::attribution::ZoneEnergy;
 use crate::power::units::{CpuNanos, Microjoules};
 use crate::power::ZoneKind;
 use crate::snapshot::{EnergyByKind, ModeSplit, State};
+use crate::workload::kube::PodNames;
 use crate::workload::{ContainerIdentity, WorkloadKey};
 
 /// Folds per-zone energy into per-kind totals and adds Kepler's `other`
@@ -53,6 +54,9 @@ pub struct Entry<M> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadMeta {
     pub identity: Option<ContainerIdentity>,
+    /// Pod metadata once resolved; kept after the pod leaves the kubelet's list, so a
+    /// terminated container keeps its names for the retention window.
+    pub names: Option<PodNames>,
 }
 
 /// What the ledger keeps about a process besides its energy.
@@ -128,6 +132,10 @@ impl<K: Ord + Clone, M: Clone> Ledger<K, M> {
                 self.entries.remove(&key);
             }
         }
+    }
+
+    pub fn get(&self, key: &K) -> Option<&Entry<M>> {
+        self.entries.get(key)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &Entry<M>)> {

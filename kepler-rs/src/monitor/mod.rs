@@ -25,7 +25,8 @@ use crate::power::{PowerMeter, ZoneId};
 use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::{ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, WorkloadEnergy};
-use crate::workload::{CpuTimeSource, WorkloadKey};
+use crate::workload::kube::SharedPods;
+use crate::workload::{CpuTimeSource, WorkloadKey, WorkloadUsage};
 
 use ledger::{add_interval, Ledger, ProcessKey, WorkloadMeta};
 
@@ -61,6 +62,7 @@ pub struct Monitor {
     sequence: u64,
     last_interval: Duration,
     last_utilisation: f64,
+    pods: Option<SharedPods>,
 }
 
 impl Monitor {
@@ -99,7 +101,14 @@ impl Monitor {
             sequence: 0,
             last_interval: Duration::ZERO,
             last_utilisation: 0.0,
+            pods: None,
         }
+    }
+
+    /// Fills container series' pod names from this shared index (kept current by a poller).
+    pub fn with_pods(mut self, pods: SharedPods) -> Self {
+        self.pods = Some(pods);
+        self
     }
 
     /// The snapshot to serve before the first measurement.
@@ -139,9 +148,7 @@ impl Monitor {
                 .map(|(z, d)| (*z, d.over(elapsed)))
                 .collect();
             for (key, usage) in &sample.workloads {
-                let meta = WorkloadMeta {
-                    identity: usage.identity.clone(),
-                };
+                let meta = self.meta(key, usage);
                 self.workloads
                     .update(key, meta, attribution.workloads.get(key), usage.cpu);
             }
@@ -160,9 +167,7 @@ impl Monitor {
             self.last_utilisation = utilisation;
         } else {
             for (key, usage) in &sample.workloads {
-                let meta = WorkloadMeta {
-                    identity: usage.identity.clone(),
-                };
+                let meta = self.meta(key, usage);
                 self.workloads.update(key, meta, None, usage.cpu);
             }
         }
@@ -178,6 +183,20 @@ impl Monitor {
                 .sweep(|k| alive.contains(&(k.pid, k.comm.as_str())), now);
         }
         self.snapshot(now)
+    }
+
+    /// A live workload's metadata: pod names looked up afresh every interval (a container seen
+    /// before its pod resolves as soon as the pod is listed), else the names it had.
+    fn meta(&self, key: &WorkloadKey, usage: &WorkloadUsage) -> WorkloadMeta {
+        let fresh = match (&self.pods, &usage.identity) {
+            (Some(pods), Some(identity)) => pods.load().lookup(identity),
+            _ => None,
+        };
+        let names = fresh.or_else(|| self.workloads.get(key).and_then(|e| e.meta.names.clone()));
+        WorkloadMeta {
+            identity: usage.identity.clone(),
+            names,
+        }
     }
 
     /// Reads every zone and returns the wrap-corrected delta of those that advanced.
@@ -255,16 +274,19 @@ impl Monitor {
         let workloads = self
             .workloads
             .iter()
-            .map(|(key, e)| WorkloadEnergy {
-                key: key.clone(),
-                identity: e.meta.identity.clone(),
-                pod_name: String::new(),
-                container_name: String::new(),
-                namespace: String::new(),
-                energy: e.energy.clone(),
-                watts: e.last_interval.over(elapsed),
-                cpu_time: e.cpu_time,
-                state: e.state,
+            .map(|(key, e)| {
+                let names = e.meta.names.clone().unwrap_or_default();
+                WorkloadEnergy {
+                    key: key.clone(),
+                    identity: e.meta.identity.clone(),
+                    pod_name: names.pod_name,
+                    container_name: names.container_name,
+                    namespace: names.namespace,
+                    energy: e.energy.clone(),
+                    watts: e.last_interval.over(elapsed),
+                    cpu_time: e.cpu_time,
+                    state: e.state,
+                }
             })
             .collect();
         let processes = self

@@ -2,12 +2,14 @@
 //!
 //! A [`CpuTimeSource`] measures CPU time per process and per container since its previous sample.
 //! The procfs/cgroup source ([`procfs`]) works everywhere; the eBPF source plugs into the same
-//! trait. [`cgroup`] maps a process's cgroup to a container id, pod UID and runtime.
+//! trait. [`cgroup`] maps a process's cgroup to a container id, pod UID and runtime; [`kube`]
+//! maps container ids to pod names from the kubelet.
 //! Nothing here knows about energy.
 
 pub mod cgroup;
 pub mod cgroup_cpu;
 pub mod ebpf;
+pub mod kube;
 pub mod procfs;
 #[cfg(test)]
 pub mod testing;
