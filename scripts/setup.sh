@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus clang bpftool iproute2 python3-venv shellcheck tmux)
+APT_PACKAGES=(prometheus clang bpftool iproute2 python3-venv shellcheck tmux systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

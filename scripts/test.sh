@@ -11,5 +11,5 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh .ci/run deploy/kind/*.sh
 cargo test --workspace --all-targets

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, KubeConfig};
 use crate::export::prometheus::{BuildInfo, RenderOptions};
 use crate::host;
+use crate::monitor::node_share::NodeShare;
 use crate::monitor::{self, Monitor, MonitorOptions};
 use crate::power::estimator::{EstimatorMeter, EstimatorModel};
 use crate::power::fake::FakeRapl;
@@ -214,6 +215,11 @@ pub async fn run(
         idle_half_life: config.idle_half_life,
     };
     let mut monitor = Monitor::new(meter, cpu, options, info, metrics.clone());
+    if config.node_share {
+        let root = cgroup_root(&config.sysfs);
+        tracing::info!(cgroup = %root.display(), "monitor.nodeShare: node energy scaled by this node's share of host CPU time");
+        monitor = monitor.with_node_share(NodeShare::new(&root));
+    }
     let pod_poller = match &config.kube {
         Some(kube) => {
             let (pods, task) = start_pod_metadata(kube, metrics.clone())?;

@@ -96,6 +96,8 @@ pub struct Config {
     pub estimator: EstimatorConfig,
     /// `Some` when pod metadata is enabled (`kube.enable`).
     pub kube: Option<KubeConfig>,
+    /// `monitor.nodeShare`: scale node energy by this node's share of host CPU time.
+    pub node_share: bool,
 }
 
 /// Where pod metadata comes from (`kube.*`).
@@ -275,6 +277,7 @@ impl Config {
         let procfs = p.path("host.procfs");
         let node_name = p.raw("kube.nodeName").trim().to_string();
         let estimator = estimator_config(&mut p);
+        let node_share = p.bool("monitor.nodeShare");
         let kube = if p.bool("kube.enable") {
             Some(kube_config(&mut p))
         } else {
@@ -304,6 +307,7 @@ impl Config {
                 fake_rapl,
                 estimator,
                 kube,
+                node_share,
             })
         } else {
             Err(ConfigErrors(p.errors))

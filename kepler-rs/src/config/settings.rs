@@ -79,6 +79,10 @@ pub const SETTINGS: &[Setting] = &[
         "1h",
         "Half-life of the observations the idle-power estimator learns from",
     ),
+    switch(
+        "monitor.nodeShare",
+        "Take only this node's share of the host's energy, by its share of host CPU time (several nodes on one host, e.g. kind; see deploy/README.md)",
+    ),
     switch("metrics.processes", "Also export per-process metrics (kepler_process_*)"),
     Setting {
         path: "ebpf.enabled",

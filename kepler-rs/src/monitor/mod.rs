@@ -7,6 +7,7 @@
 //! publishes each snapshot; views only ever read the latest one.
 
 pub mod ledger;
+pub mod node_share;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,6 +64,7 @@ pub struct Monitor {
     last_interval: Duration,
     last_utilisation: f64,
     pods: Option<SharedPods>,
+    node_share: Option<node_share::NodeShare>,
 }
 
 impl Monitor {
@@ -102,7 +104,14 @@ impl Monitor {
             last_interval: Duration::ZERO,
             last_utilisation: 0.0,
             pods: None,
+            node_share: None,
         }
+    }
+
+    /// Takes only this node's share of the host's energy each interval (`monitor.nodeShare`).
+    pub fn with_node_share(mut self, share: node_share::NodeShare) -> Self {
+        self.node_share = Some(share);
+        self
     }
 
     /// Fills container series' pod names from this shared index (kept current by a poller).
@@ -120,8 +129,14 @@ impl Monitor {
 
     /// Measures one interval ending at `now` and returns the new snapshot.
     pub fn step(&mut self, now: SystemTime) -> Snapshot {
-        let zone_deltas = self.read_zones();
+        let mut zone_deltas = self.read_zones();
         let utilisation = self.read_utilisation();
+        if let Some(share) = &self.node_share {
+            let share = share.share();
+            for (_, delta) in zone_deltas.iter_mut() {
+                *delta = node_share::scale(*delta, share);
+            }
+        }
         let sample = self.cpu.sample();
         let elapsed = self
             .last_time
@@ -236,6 +251,16 @@ impl Monitor {
     fn read_utilisation(&mut self) -> f64 {
         match host::read_cpu_times(&self.options.procfs) {
             Ok(now) => {
+                if let Some(share) = &mut self.node_share {
+                    if let Err(e) = share.update(&now) {
+                        report_error!(
+                            self.metrics,
+                            "monitor",
+                            "node_share",
+                            "cannot read this node's CPU time for monitor.nodeShare: {e}"
+                        );
+                    }
+                }
                 let u = self
                     .last_cpu_times
                     .as_ref()

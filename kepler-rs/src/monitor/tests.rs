@@ -429,3 +429,50 @@ fn vanished_zone_returns_without_losing_energy() {
         s.node_zones[&dram].energy
     );
 }
+
+#[test]
+fn node_share_splits_one_host_between_two_nodes_by_cpu_time() {
+    let host = Host::new("intel-client-psys");
+    // Two "kind nodes" on this host: each sees its own cgroup tree as the root.
+    let nodes: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let usage = |node: &tempfile::TempDir, usec: u64| {
+        std::fs::write(node.path().join("cgroup.controllers"), "cpu\n").unwrap();
+        std::fs::write(
+            node.path().join("cpu.stat"),
+            format!("usage_usec {usec}\nuser_usec {usec}\nsystem_usec 0\n"),
+        )
+        .unwrap();
+    };
+    for node in &nodes {
+        usage(node, 0);
+    }
+    let mut monitors: Vec<Monitor> = nodes
+        .iter()
+        .map(|n| {
+            host.monitor(vec![], false)
+                .with_node_share(node_share::NodeShare::new(n.path()))
+        })
+        .collect();
+    for m in &mut monitors {
+        m.step(at(0));
+    }
+    // 3 s: the host was busy 300 ticks (3 CPU-seconds); node 0 used 2 s, node 1 used 0.5 s.
+    host.set_cpu(300, 1300);
+    usage(&nodes[0], 2_000_000);
+    usage(&nodes[1], 500_000);
+    let before = host.energy("intel-rapl:0");
+    host.set_energy("intel-rapl:0", before + 60_000_000);
+    let package: Vec<u64> = monitors
+        .iter_mut()
+        .map(|m| kind_total(&m.step(at(3)), ZoneKind::Package))
+        .collect();
+    assert_eq!(package, vec![40_000_000, 10_000_000]);
+    // Without the option a node takes the whole host.
+    let mut whole = host.monitor(vec![], false);
+    whole.step(at(3));
+    host.set_energy("intel-rapl:0", before + 120_000_000);
+    assert_eq!(
+        kind_total(&whole.step(at(6)), ZoneKind::Package),
+        60_000_000
+    );
+}
