@@ -1,0 +1,319 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The hub dashboard (deploy/grafana/kepler-hub.json) against a real Prometheus: three real
+//! exporters on fake RAPL stand for three clusters, a real Prometheus (the Debian package, on
+//! loopback with a temporary config and data directory) scrapes them with the `cluster` label the
+//! hub adds (here as a static target label, until the hub binary is on main), and every PromQL
+//! expression of every panel, with Grafana's variables filled in, must return data; the
+//! `cluster` variable must list the three clusters. Missing prometheus skips, or fails under
+//! KEPLER_REQUIRE_TOOLS=1.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CLUSTERS: [&str; 3] = ["hub", "cluster1", "cluster2"];
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(found) = std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+    {
+        return Some(found);
+    }
+    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{name} not installed but KEPLER_REQUIRE_TOOLS=1 (run scripts/setup.sh)");
+    }
+    println!("skipped: {name} is not installed (scripts/setup.sh installs it)");
+    None
+}
+
+/// GET on loopback; (status line, body).
+fn get(port: u16, path_and_query: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((head.lines().next()?.to_string(), body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn start_exporter(dir: &Path, name: &str) -> (Killed, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
+        .args([
+            "--fake-rapl",
+            "--log.level",
+            "warn",
+            "--monitor.interval",
+            "500ms",
+        ])
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--fake-rapl.dir={}", dir.join(name).display()))
+        .arg(format!("--kube.node-name={name}-node"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("exporter {name} exited: {status}");
+        }
+        if get(port, "/healthz").is_some_and(|(_, b)| b == "ok") {
+            return (child, port);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exporter {name} never answered /healthz"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every PromQL expression in the dashboard: (panel title, expr).
+fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+        for p in panels.as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                out.push((
+                    p["title"].as_str().unwrap().to_string(),
+                    t["expr"].as_str().unwrap().to_string(),
+                ));
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// Grafana's variables as Grafana fills them for "All" over a short range.
+fn fill(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5s")
+        .replace("$__interval", "1s")
+        .replace("$cluster", ".*")
+}
+
+fn query(port: u16, promql: &str) -> Value {
+    let (status, body) = get(port, &format!("/api/v1/query?query={}", encode(promql)))
+        .unwrap_or_else(|| panic!("Prometheus did not answer {promql}"));
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status}: {e}: {body}"));
+    assert_eq!(v["status"], "success", "{promql}: {body}");
+    v["data"]["result"].clone()
+}
+
+#[test]
+fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/kepler-hub.json");
+    let dashboard: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let queries = panel_queries(&dashboard);
+    assert!(queries.len() >= 6, "{queries:?}");
+    for title in [
+        "Power per cluster",
+        "Power per namespace",
+        "Top pods",
+        "Node power: idle vs dynamic",
+    ] {
+        assert!(
+            queries.iter().any(|(t, _)| t == title),
+            "no panel {title:?}"
+        );
+    }
+    for (title, expr) in &queries {
+        assert!(
+            expr.contains("cluster=~\"$cluster\""),
+            "{title}: every query follows the cluster variable"
+        );
+    }
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let exporters: Vec<(Killed, u16)> = CLUSTERS
+        .iter()
+        .map(|c| start_exporter(dir.path(), c))
+        .collect();
+    let mut config = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: kepler-pods\n    static_configs:\n",
+    );
+    for (cluster, (_, port)) in CLUSTERS.iter().zip(&exporters) {
+        config.push_str(&format!(
+            "      - targets: [\"127.0.0.1:{port}\"]\n        labels:\n          cluster: {cluster}\n"
+        ));
+    }
+    fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let prom_port = free_port();
+    let _prometheus = Killed(
+        Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Wait (bounded) until every panel has data: a rate needs two scrapes of every target.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut pending: Vec<(String, String)> = queries.clone();
+    while !pending.is_empty() {
+        pending.retain(|(title, expr)| {
+            let answer = get(
+                prom_port,
+                &format!("/api/v1/query?query={}", encode(&fill(expr))),
+            )
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok());
+            match answer {
+                // Prometheus is not up yet.
+                None => true,
+                Some(v) if v["status"] == "error" => panic!("{title}: {expr}: {v}"),
+                // Until every cluster has two scrapes, per-cluster rates miss some.
+                Some(v) => {
+                    let series = v["data"]["result"].as_array().cloned().unwrap_or_default();
+                    let seen: std::collections::BTreeSet<&str> = series
+                        .iter()
+                        .filter_map(|s| s["metric"]["cluster"].as_str())
+                        .collect();
+                    series.is_empty()
+                        || (expr.starts_with("sum by (cluster") && seen.len() < CLUSTERS.len())
+                }
+            }
+        });
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "panels without data after 90 s: {pending:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Per-cluster panels show every cluster; idle and dynamic both appear.
+    let per_cluster = query(
+        prom_port,
+        &fill(
+            &queries
+                .iter()
+                .find(|(t, _)| t == "Power per cluster")
+                .unwrap()
+                .1,
+        ),
+    );
+    let mut clusters: Vec<&str> = per_cluster
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"]["cluster"].as_str().unwrap())
+        .collect();
+    clusters.sort_unstable();
+    assert_eq!(clusters, vec!["cluster1", "cluster2", "hub"]);
+    let modes = query(
+        prom_port,
+        &fill(
+            &queries
+                .iter()
+                .find(|(t, _)| t == "Node power: idle vs dynamic")
+                .unwrap()
+                .1,
+        ),
+    );
+    for mode in ["idle", "dynamic"] {
+        assert!(
+            modes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["metric"]["mode"] == mode),
+            "{mode} missing: {modes}"
+        );
+    }
+    // The `cluster` variable (label_values(kepler_container_joules_total, cluster)).
+    let var = &dashboard["templating"]["list"][0];
+    assert_eq!(var["name"], "cluster");
+    let (_, body) = get(
+        prom_port,
+        &format!(
+            "/api/v1/label/cluster/values?{}",
+            encode("match[]=kepler_container_joules_total").replace("%3D", "=")
+        ),
+    )
+    .unwrap();
+    let values: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        values["data"],
+        serde_json::json!(["cluster1", "cluster2", "hub"])
+    );
+}
