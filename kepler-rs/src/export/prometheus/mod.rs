@@ -1,12 +1,13 @@
 //! Prometheus exposition of snapshots.
 //!
 //! [`text`] is our own writer for the Prometheus text format 0.0.4 and OpenMetrics 1.0 text
-//! (why: docs/adr/0001-own-text-encoder.md); [`classic`] renders Kepler's classic metric family
+//! (why: docs/adr/0001-own-text-encoder.md), the `kepler-prom-text` crate shared with the hub; [`classic`] renders Kepler's classic metric family
 //! (`kepler_container_joules_total`, ...) from one immutable [`Snapshot`](crate::snapshot::Snapshot).
 //! Rendering only reads; it never measures. [`BuildInfo`] feeds `kepler_exporter_build_info`.
 
 pub mod classic;
-pub mod text;
+/// The shared text writer (crate `kepler-prom-text`, also used by the hub in `collector/`).
+pub use kepler_prom_text as text;
 
 pub use classic::{render_classic, RenderOptions};
 pub use text::{Encoder, Format, MetricType, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};

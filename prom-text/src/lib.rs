@@ -40,6 +40,10 @@ impl Format {
 pub enum MetricType {
     Counter,
     Gauge,
+    /// A classic histogram: `_bucket{le}`, `_sum` and `_count` samples.
+    Histogram,
+    /// A summary: `{quantile}`, `_sum` and `_count` samples.
+    Summary,
 }
 
 impl MetricType {
@@ -47,6 +51,8 @@ impl MetricType {
         match self {
             MetricType::Counter => "counter",
             MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Summary => "summary",
         }
     }
 }
@@ -82,7 +88,7 @@ impl Encoder {
         self.format
     }
 
-    /// Opens a family: writes `# HELP` and `# TYPE`. `name` is the sample name as Prometheus
+    /// Opens a family: writes `# HELP` (left out when `help` is empty) and `# TYPE`. `name` is the sample name as Prometheus
     /// stores it (counters end in `_total`); in OpenMetrics the family line of a counter
     /// drops that suffix. If no [`sample`](Self::sample) follows, the header is removed again.
     pub fn family(&mut self, name: &str, help: &str, ty: MetricType) {
@@ -96,11 +102,14 @@ impl Encoder {
             }
             _ => name,
         };
-        self.out.push_str("# HELP ");
-        self.out.push_str(family_name);
-        self.out.push(' ');
-        escape_help(&mut self.out, help, self.format);
-        self.out.push_str("\n# TYPE ");
+        if !help.is_empty() {
+            self.out.push_str("# HELP ");
+            self.out.push_str(family_name);
+            self.out.push(' ');
+            escape_help(&mut self.out, help, self.format);
+            self.out.push('\n');
+        }
+        self.out.push_str("# TYPE ");
         self.out.push_str(family_name);
         self.out.push(' ');
         self.out.push_str(ty.as_str());

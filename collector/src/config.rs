@@ -1,0 +1,466 @@
+//! The hub's one typed configuration tree, read from YAML (`--config.file`) with a few flag
+//! overrides. Without a file the hub is the seed's hub: OTLP gRPC/HTTP on 4317/4318 inserting
+//! `cluster="hub"`, spokes on 4327/4328 keeping their `cluster`, Prometheus on 9464, series
+//! expiring after 5 minutes.
+//!
+//! [`RawConfig`] is what serde reads (unknown keys are errors); [`RawConfig::validate`] turns it
+//! into [`Config`] and reports every problem at once, each with its path
+//! (`listeners[2].address: invalid socket address "x"`).
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, for one message listing them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+/// A bearer token bound to a cluster name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub cluster: String,
+    /// The token itself (prefer `token_file`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token (surrounding whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub protocol: Protocol,
+    pub address: String,
+    /// Insert `cluster=<this>` on data points that have none.
+    #[serde(default)]
+    pub insert_cluster: Option<String>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// Request size cap after decompression (`4MiB`, `20MiB`, bytes).
+    #[serde(default)]
+    pub max_request_size: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExposition {
+    #[serde(default = "default_exposition_address")]
+    pub address: String,
+    #[serde(default = "default_expiration")]
+    pub metric_expiration: String,
+}
+
+impl Default for RawExposition {
+    fn default() -> Self {
+        Self {
+            address: default_exposition_address(),
+            metric_expiration: default_expiration(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    #[serde(default = "default_max_series_per_cluster")]
+    pub max_series_per_cluster: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_series: default_max_series(),
+            max_series_per_cluster: default_max_series_per_cluster(),
+        }
+    }
+}
+
+/// The YAML document.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub exposition: RawExposition,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listeners: default_listeners(),
+            exposition: RawExposition::default(),
+            limits: RawLimits::default(),
+        }
+    }
+}
+
+fn default_exposition_address() -> String {
+    "0.0.0.0:9464".into()
+}
+fn default_expiration() -> String {
+    "5m".into()
+}
+fn default_max_series() -> usize {
+    2_000_000
+}
+fn default_max_series_per_cluster() -> usize {
+    500_000
+}
+
+/// The seed hub's four listeners.
+pub fn default_listeners() -> Vec<RawListener> {
+    let l = |name: &str, protocol, address: &str, insert: Option<&str>| RawListener {
+        name: name.into(),
+        protocol,
+        address: address.into(),
+        insert_cluster: insert.map(Into::into),
+        auth: None,
+        tls: None,
+        max_request_size: None,
+    };
+    vec![
+        l("hub-grpc", Protocol::Grpc, "0.0.0.0:4317", Some("hub")),
+        l("hub-http", Protocol::Http, "0.0.0.0:4318", Some("hub")),
+        l("spokes-grpc", Protocol::Grpc, "0.0.0.0:4327", None),
+        l("spokes-http", Protocol::Http, "0.0.0.0:4328", None),
+    ]
+}
+
+/// Default request size cap after decompression: gRPC's 4 MiB, the Collector's HTTP 20 MiB.
+pub fn default_max_request(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Grpc => 4 << 20,
+        Protocol::Http => 20 << 20,
+    }
+}
+
+/// Bearer tokens of a listener: token -> cluster.
+pub type Tokens = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub protocol: Protocol,
+    pub address: SocketAddr,
+    pub insert_cluster: Option<String>,
+    /// `None`: auth off (the hub trusts the sender's `cluster`).
+    pub tokens: Option<Tokens>,
+    pub tls: Option<RawTls>,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub exposition_address: SocketAddr,
+    pub metric_expiration: Duration,
+    pub max_series: usize,
+    pub max_series_per_cluster: usize,
+}
+
+/// Parses `4MiB`, `20MB`, `1024` (bytes).
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl RawConfig {
+    /// Reads a YAML document (`path` names it in errors).
+    pub fn from_yaml(text: &str, path: &str) -> Result<Self, ConfigErrors> {
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: path.to_string(),
+                message: e.to_string(),
+            }])
+        })
+    }
+
+    /// Checks everything and builds the typed tree, or lists every problem.
+    pub fn validate(&self) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
+        let mut listeners = Vec::new();
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        if self.listeners.is_empty() {
+            err("listeners".into(), "at least one listener is needed".into());
+        }
+        for (i, raw) in self.listeners.iter().enumerate() {
+            let p = format!("listeners[{i}]");
+            if raw.name.is_empty() {
+                err(format!("{p}.name"), "must not be empty".into());
+            } else if !names.insert(raw.name.clone()) {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate listener name {:?}", raw.name),
+                );
+            }
+            let address = match raw.address.parse::<SocketAddr>() {
+                Ok(a) => {
+                    if a.port() != 0 && !addresses.insert(a) {
+                        err(
+                            format!("{p}.address"),
+                            format!("{a} is used by another listener"),
+                        );
+                    }
+                    Some(a)
+                }
+                Err(_) => {
+                    err(
+                        format!("{p}.address"),
+                        format!("invalid socket address {:?} (want host:port)", raw.address),
+                    );
+                    None
+                }
+            };
+            if raw.insert_cluster.as_deref() == Some("") {
+                err(format!("{p}.insert_cluster"), "must not be empty".into());
+            }
+            let max_request_bytes = match &raw.max_request_size {
+                None => default_max_request(raw.protocol),
+                Some(text) => match parse_size(text) {
+                    Some(n) if n > 0 => n,
+                    _ => {
+                        err(
+                            format!("{p}.max_request_size"),
+                            format!("invalid size {text:?} (want e.g. 4MiB, 20MB, > 0)"),
+                        );
+                        0
+                    }
+                },
+            };
+            let tokens = raw.auth.as_ref().map(|auth| {
+                let mut tokens = Tokens::new();
+                if auth.tokens.is_empty() {
+                    err(
+                        format!("{p}.auth.tokens"),
+                        "auth needs at least one token".into(),
+                    );
+                }
+                for (j, t) in auth.tokens.iter().enumerate() {
+                    let tp = format!("{p}.auth.tokens[{j}]");
+                    if t.cluster.is_empty() {
+                        err(format!("{tp}.cluster"), "must not be empty".into());
+                    }
+                    let token = match (&t.token, &t.token_file) {
+                        (Some(token), None) => Some(token.trim().to_string()),
+                        (None, Some(file)) => match std::fs::read_to_string(file) {
+                            Ok(text) => Some(text.trim().to_string()),
+                            Err(e) => {
+                                err(
+                                    format!("{tp}.token_file"),
+                                    format!("{}: {e}", file.display()),
+                                );
+                                None
+                            }
+                        },
+                        _ => {
+                            err(tp.clone(), "set exactly one of token and token_file".into());
+                            None
+                        }
+                    };
+                    if let Some(token) = token {
+                        if token.len() < 16 {
+                            err(tp.clone(), "token must be at least 16 characters".into());
+                        } else if tokens.insert(token, t.cluster.clone()).is_some() {
+                            err(tp.clone(), "the same token is given twice".into());
+                        }
+                    }
+                }
+                tokens
+            });
+            if let Some(tls) = &raw.tls {
+                for (field, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                    if !file.is_file() {
+                        err(
+                            format!("{p}.tls.{field}"),
+                            format!("{}: no such file", file.display()),
+                        );
+                    }
+                }
+            }
+            if let Some(address) = address {
+                listeners.push(Listener {
+                    name: raw.name.clone(),
+                    protocol: raw.protocol,
+                    address,
+                    insert_cluster: raw.insert_cluster.clone(),
+                    tokens,
+                    tls: raw.tls.clone(),
+                    max_request_bytes,
+                });
+            }
+        }
+        let exposition_address = match self.exposition.address.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                err(
+                    "exposition.address".into(),
+                    format!(
+                        "invalid socket address {:?} (want host:port)",
+                        self.exposition.address
+                    ),
+                );
+                None
+            }
+        };
+        let metric_expiration = match humantime::parse_duration(&self.exposition.metric_expiration)
+        {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                err("exposition.metric_expiration".into(), "must be > 0".into());
+                None
+            }
+            Err(e) => {
+                err(
+                    "exposition.metric_expiration".into(),
+                    format!(
+                        "invalid duration {:?}: {e}",
+                        self.exposition.metric_expiration
+                    ),
+                );
+                None
+            }
+        };
+        match (exposition_address, metric_expiration) {
+            (Some(exposition_address), Some(metric_expiration)) if errors.is_empty() => {
+                Ok(Config {
+                    listeners,
+                    exposition_address,
+                    metric_expiration,
+                    max_series: self.limits.max_series,
+                    max_series_per_cluster: self.limits.max_series_per_cluster,
+                })
+            }
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seed_hub() {
+        let c = RawConfig::default().validate().unwrap();
+        let ports: Vec<_> = c.listeners.iter().map(|l| l.address.port()).collect();
+        assert_eq!(ports, [4317, 4318, 4327, 4328]);
+        assert_eq!(c.listeners[0].insert_cluster.as_deref(), Some("hub"));
+        assert_eq!(c.listeners[2].insert_cluster, None);
+        assert_eq!(c.exposition_address.port(), 9464);
+        assert_eq!(c.metric_expiration, Duration::from_secs(300));
+        assert_eq!(c.listeners[0].max_request_bytes, 4 << 20);
+        assert_eq!(c.listeners[1].max_request_bytes, 20 << 20);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let yaml = r#"
+listeners:
+  - {name: a, protocol: grpc, address: "nope", max_request_size: "12 parsecs"}
+  - {name: a, protocol: http, address: "127.0.0.1:1", auth: {tokens: [{cluster: c1, token: short}]}}
+exposition: {address: "x", metric_expiration: "0s"}
+"#;
+        let errors = RawConfig::from_yaml(yaml, "hub.yaml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let text: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "listeners[0].address: invalid socket address \"nope\" (want host:port)",
+                "listeners[0].max_request_size: invalid size \"12 parsecs\" (want e.g. 4MiB, 20MB, > 0)",
+                "listeners[1].name: duplicate listener name \"a\"",
+                "listeners[1].auth.tokens[0]: token must be at least 16 characters",
+                "exposition.address: invalid socket address \"x\" (want host:port)",
+                "exposition.metric_expiration: must be > 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = RawConfig::from_yaml("exposition: {adress: x}", "hub.yaml").unwrap_err();
+        assert!(e.to_string().contains("unknown field `adress`"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Some(4 << 20));
+        assert_eq!(parse_size("20MB"), Some(20_000_000));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("x"), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! Renders the store as Prometheus text 0.0.4, as the Collector's prometheus exporter would:
+//! one family per translated name (sorted), samples sorted by labels, data-point attributes as
+//! sanitized labels (attributes that sanitize to the same label have their values joined with
+//! `;` in key order), `otel_scope_name`/`otel_scope_version` when the scope has a name, `job` and
+//! `instance` from the resource, and one `target_info` per job + instance. The hub's own
+//! `kepler_collector_*` metrics follow.
+//!
+//! The store is read one shard at a time (see [`crate::store`]), so a render never stops
+//! ingestion for long; the text is built from the copies.
+
+use crate::ingest::Hub;
+use crate::store::{Series, SeriesKey, Value};
+use crate::translate::{self, Kind};
+use kepler_prom_text::{write_value, Encoder, Format, MetricType};
+use std::collections::BTreeMap;
+
+struct Family {
+    kind: Kind,
+    help: String,
+    samples: Vec<(Vec<(String, String)>, Value)>,
+}
+
+fn metric_type(kind: Kind) -> MetricType {
+    match kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+        Kind::Histogram => MetricType::Histogram,
+        Kind::Summary => MetricType::Summary,
+    }
+}
+
+/// The labels of a series, sorted by name.
+pub fn series_labels(key: &SeriesKey) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = Vec::with_capacity(key.attrs.len() + 4);
+    push_attrs(&mut labels, key.attrs.iter().map(|(k, v)| (&**k, &**v)));
+    let mut set = |name: &str, value: &str| {
+        if value.is_empty() {
+            return;
+        }
+        match labels.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => labels.push((name.to_string(), value.to_string())),
+        }
+    };
+    set("otel_scope_name", &key.scope.name);
+    if !key.scope.name.is_empty() {
+        set("otel_scope_version", &key.scope.version);
+    }
+    set("job", &key.job);
+    set("instance", &key.instance);
+    labels.sort();
+    labels
+}
+
+/// Adds attributes (in key order) as labels; colliding sanitized names join values with `;`.
+fn push_attrs<'a>(
+    labels: &mut Vec<(String, String)>,
+    attrs: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    for (key, value) in attrs {
+        let Some(name) = translate::label_name(key) else {
+            continue;
+        };
+        match labels.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => {
+                entry.1.push(';');
+                entry.1.push_str(value);
+            }
+            None => labels.push((name, value.to_string())),
+        }
+    }
+}
+
+/// Renders everything the hub exposes.
+pub fn render(hub: &Hub) -> String {
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    hub.store.for_each_live(|key: &SeriesKey, series: &Series| {
+        let family = families
+            .entry(series.meta.prom_name.clone())
+            .or_insert_with(|| Family {
+                kind: series.meta.kind,
+                help: series.meta.help.clone(),
+                samples: Vec::new(),
+            });
+        if family.kind != series.meta.kind {
+            // Two OTel metrics that translate to one name with different types: the first
+            // type seen wins, as a Prometheus family has one type.
+            return;
+        }
+        family
+            .samples
+            .push((series_labels(key), series.point.value.clone()));
+    });
+    let mut enc = Encoder::with_capacity(Format::Text, 1 << 16);
+    for (name, mut family) in families {
+        family.samples.sort_by(|a, b| a.0.cmp(&b.0));
+        enc.family(&name, &family.help, metric_type(family.kind));
+        for (labels, value) in &family.samples {
+            write_series(&mut enc, &name, labels, value);
+        }
+    }
+    let mut targets = hub.store.live_targets();
+    targets.sort();
+    enc.family("target_info", "Target metadata", MetricType::Gauge);
+    for (job, instance, attrs) in &targets {
+        let mut labels = Vec::with_capacity(attrs.len() + 2);
+        push_attrs(
+            &mut labels,
+            attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        labels.retain(|(n, _)| n != "job" && n != "instance");
+        labels.push(("job".to_string(), job.to_string()));
+        labels.push(("instance".to_string(), instance.to_string()));
+        labels.sort();
+        let refs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        enc.sample("target_info", &refs, 1.0);
+    }
+    hub.metrics.render(&mut enc, &hub.store);
+    enc.finish()
+}
+
+fn write_series(enc: &mut Encoder, name: &str, labels: &[(String, String)], value: &Value) {
+    let refs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    fn with<'a>(refs: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
+        let mut all = Vec::with_capacity(refs.len() + 1);
+        all.extend_from_slice(refs);
+        all.push(extra);
+        all
+    }
+    match value {
+        Value::Number(v) => enc.sample(name, &refs, *v),
+        Value::Histogram {
+            bounds,
+            counts,
+            sum,
+            count,
+        } => {
+            let bucket = format!("{name}_bucket");
+            let mut cumulative = 0u64;
+            for (bound, n) in bounds.iter().zip(counts) {
+                cumulative = cumulative.saturating_add(*n);
+                let mut le = String::new();
+                write_value(&mut le, *bound);
+                enc.sample(&bucket, &with(&refs, ("le", &le)), cumulative as f64);
+            }
+            enc.sample(&bucket, &with(&refs, ("le", "+Inf")), *count as f64);
+            enc.sample(&format!("{name}_sum"), &refs, *sum);
+            enc.sample(&format!("{name}_count"), &refs, *count as f64);
+        }
+        Value::Summary {
+            quantiles,
+            sum,
+            count,
+        } => {
+            for (quantile, v) in quantiles {
+                let mut q = String::new();
+                write_value(&mut q, *quantile);
+                enc.sample(name, &with(&refs, ("quantile", &q)), *v);
+            }
+            enc.sample(&format!("{name}_sum"), &refs, *sum);
+            enc.sample(&format!("{name}_count"), &refs, *count as f64);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! kepler-collector, the multi-cluster hub: OTLP gRPC/HTTP receivers for the hub and its spokes,
+//! per-cluster identity, a bounded series store with expiry, and Prometheus exposition with the
+//! OpenTelemetry Collector's translation rules (../shared/spec/pipeline.md).
+//!
+//! Data flows one way: [`receiver`] (transport) -> [`decode`] -> [`ingest`] (labels, types)
+//! -> [`store`] -> [`exposition`] / [`server`]. [`app`] wires it; [`config`] is the one typed
+//! configuration tree.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod decode;
+pub mod exposition;
+pub mod ingest;
+pub mod receiver;
+pub mod selfmetrics;
+pub mod server;
+pub mod store;
+pub mod translate;

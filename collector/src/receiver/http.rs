@@ -1,0 +1,192 @@
+//! OTLP/HTTP: `POST /v1/metrics` with protobuf or JSON bodies, gzip, the request cap checked
+//! before and after decompression (413), 415 for other content types or encodings, 405 for
+//! other methods (axum's method router), 401 without a valid bearer token when auth is on, 400
+//! for bodies that do not decode. Every answer, errors included, is written in the request's
+//! content type: an `ExportMetricsServiceResponse` on success, a `google.rpc.Status` otherwise.
+
+use super::Listener;
+use crate::decode::{self, DecodeError};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use std::sync::Arc;
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// `google.rpc.Status`, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// The router of one HTTP listener.
+pub fn router(listener: Arc<Listener>) -> Router {
+    Router::new()
+        .route("/v1/metrics", post(export))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(listener)
+}
+
+fn content_type(headers: &HeaderMap) -> Option<Encoding> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = value.split(';').next()?.trim().to_ascii_lowercase();
+    match mime.as_str() {
+        PROTOBUF => Some(Encoding::Protobuf),
+        JSON => Some(Encoding::Json),
+        _ => None,
+    }
+}
+
+fn respond<M: Message + serde::Serialize>(
+    status: StatusCode,
+    encoding: Encoding,
+    message: &M,
+) -> Response {
+    let (body, ct) = match encoding {
+        Encoding::Protobuf => (message.encode_to_vec(), PROTOBUF),
+        Encoding::Json => (serde_json::to_vec(message).unwrap_or_default(), JSON),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ct))],
+        body,
+    )
+        .into_response()
+}
+
+/// An error answer: HTTP status + `google.rpc.Status` with the matching gRPC code.
+fn error(status: StatusCode, encoding: Encoding, message: String) -> Response {
+    let code = match status {
+        StatusCode::BAD_REQUEST => 3,            // INVALID_ARGUMENT
+        StatusCode::UNAUTHORIZED => 16,          // UNAUTHENTICATED
+        StatusCode::PAYLOAD_TOO_LARGE => 8,      // RESOURCE_EXHAUSTED
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
+        _ => 2,                                  // UNKNOWN
+    };
+    respond(status, encoding, &RpcStatus { code, message })
+}
+
+async fn export(State(listener): State<Arc<Listener>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(encoding) = content_type(&parts.headers) else {
+        listener
+            .hub
+            .metrics
+            .request(&listener.name, "unsupported_media_type");
+        let got = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported content type {got:?}: use {PROTOBUF} or {JSON}"),
+        )
+            .into_response();
+    };
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let cluster = match listener.authenticate(authorization) {
+        Ok(cluster) => cluster.map(str::to_string),
+        Err(e) => {
+            listener
+                .hub
+                .metrics
+                .request(&listener.name, "unauthenticated");
+            let mut response = error(StatusCode::UNAUTHORIZED, encoding, e.to_string());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    };
+    let gzip = match parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            listener
+                .hub
+                .metrics
+                .request(&listener.name, "unsupported_media_type");
+            let message = format!(
+                "unsupported content encoding {:?}: use gzip or none",
+                String::from_utf8_lossy(other)
+            );
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, encoding, message);
+        }
+    };
+    let limit = listener.max_request_bytes;
+    let raw = match axum::body::to_bytes(Body::new(body), limit).await {
+        Ok(raw) => raw,
+        Err(_) => {
+            listener.hub.metrics.request(&listener.name, "too_large");
+            let e = DecodeError::TooLarge { limit };
+            return error(StatusCode::PAYLOAD_TOO_LARGE, encoding, e.to_string());
+        }
+    };
+    let decoded = (|| {
+        let plain;
+        let bytes: &[u8] = if gzip {
+            plain = decode::gunzip(&raw, limit)?;
+            &plain
+        } else {
+            &raw
+        };
+        match encoding {
+            Encoding::Protobuf => decode::protobuf(bytes),
+            Encoding::Json => decode::json(bytes),
+        }
+    })();
+    let request = match decoded {
+        Ok(request) => request,
+        Err(e @ DecodeError::TooLarge { .. }) => {
+            listener.hub.metrics.request(&listener.name, "too_large");
+            return error(StatusCode::PAYLOAD_TOO_LARGE, encoding, e.to_string());
+        }
+        Err(e) => {
+            listener.hub.metrics.request(&listener.name, "invalid");
+            return error(StatusCode::BAD_REQUEST, encoding, e.to_string());
+        }
+    };
+    let outcome = listener
+        .hub
+        .ingest(&request, listener.labeling(cluster.as_deref()));
+    let partial_success = if outcome.rejected > 0 {
+        listener.hub.metrics.request(&listener.name, "partial");
+        Some(ExportMetricsPartialSuccess {
+            rejected_data_points: outcome.rejected as i64,
+            error_message: outcome.message,
+        })
+    } else {
+        listener.hub.metrics.request(&listener.name, "ok");
+        None
+    };
+    respond(
+        StatusCode::OK,
+        encoding,
+        &ExportMetricsServiceResponse { partial_success },
+    )
+}

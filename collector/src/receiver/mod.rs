@@ -1,0 +1,87 @@
+//! OTLP receivers: [`grpc`] (tonic `MetricsService`) and [`http`] (`POST /v1/metrics`). Both
+//! share a [`Listener`]: its name, how it labels `cluster`, its request cap, and its bearer
+//! tokens when auth is on. Receivers handle transport (compression, sizes, status codes) and
+//! hand decoded requests to [`Hub::ingest`](crate::ingest::Hub::ingest).
+
+pub mod grpc;
+pub mod http;
+
+use crate::config;
+use crate::ingest::{Hub, Labeling};
+use std::sync::Arc;
+
+/// One configured listener, shared by its connections.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub hub: Arc<Hub>,
+    pub insert_cluster: Option<String>,
+    /// token -> cluster; `None`: auth off.
+    pub tokens: Option<config::Tokens>,
+    pub max_request_bytes: usize,
+}
+
+/// A request was refused for its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token (this listener requires Authorization: Bearer <token>)")]
+    Missing,
+    #[error("invalid bearer token")]
+    Invalid,
+}
+
+impl Listener {
+    pub fn new(config: &config::Listener, hub: Arc<Hub>) -> Self {
+        if config.tokens.is_none() && config.insert_cluster.is_none() {
+            tracing::warn!(
+                listener = %config.name,
+                address = %config.address,
+                "auth is off: this listener trusts the cluster label that senders write"
+            );
+        }
+        Self {
+            name: config.name.clone(),
+            hub,
+            insert_cluster: config.insert_cluster.clone(),
+            tokens: config.tokens.clone(),
+            max_request_bytes: config.max_request_bytes,
+        }
+    }
+
+    /// Checks the `Authorization` header; returns the cluster bound to the token (auth on) or
+    /// `None` (auth off).
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Option<&str>, AuthError> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(None);
+        };
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix(b"Bearer ")
+            .or_else(|| header.strip_prefix(b"bearer "))
+            .ok_or(AuthError::Invalid)?;
+        let token = token.trim_ascii();
+        // Compare against every token in constant time per token.
+        let mut found = None;
+        for (candidate, cluster) in tokens {
+            if constant_time_eq(candidate.as_bytes(), token) {
+                found = Some(cluster.as_str());
+            }
+        }
+        found.map(Some).ok_or(AuthError::Invalid)
+    }
+
+    /// How this listener labels points of a sender bound to `token_cluster`.
+    pub fn labeling<'a>(&'a self, token_cluster: Option<&'a str>) -> Labeling<'a> {
+        Labeling {
+            insert_cluster: self.insert_cluster.as_deref(),
+            force_cluster: token_cluster,
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,156 @@
+//! The hub's own metrics: points received and rejected per cluster (and reason), requests per
+//! listener and outcome, active series and last-seen time per cluster. Rendered after the
+//! OTLP-derived families on `/metrics`, all named `kepler_collector_*`.
+//!
+//! Clusters are whatever senders write on unauthenticated listeners, so the per-cluster maps
+//! are bounded: past [`MAX_CLUSTERS`] names, further clusters are counted as `cluster="_other"`.
+
+use crate::store::Store;
+use kepler_prom_text::{Encoder, MetricType};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// How many distinct cluster names the self-metrics track.
+pub const MAX_CLUSTERS: usize = 1000;
+const OTHER: &str = "_other";
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: HashMap<String, u64>,
+    rejected: HashMap<(String, &'static str), u64>,
+    last_seen_ms: HashMap<String, u64>,
+    requests: HashMap<(String, &'static str), u64>,
+}
+
+/// Counters shared by all listeners.
+#[derive(Debug, Default)]
+pub struct SelfMetrics {
+    inner: Mutex<Counters>,
+}
+
+fn bounded<'a, V>(map: &HashMap<String, V>, cluster: &'a str) -> &'a str {
+    if map.len() >= MAX_CLUSTERS && !map.contains_key(cluster) {
+        OTHER
+    } else {
+        cluster
+    }
+}
+
+impl SelfMetrics {
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Points that arrived from `cluster` (accepted or not) at `now_ms`.
+    pub fn received(&self, cluster: &str, points: u64, now_ms: u64) {
+        let mut c = self.lock();
+        let name = bounded(&c.received, cluster).to_string();
+        *c.received.entry(name.clone()).or_default() += points;
+        c.last_seen_ms.insert(name, now_ms);
+    }
+
+    pub fn rejected(&self, cluster: &str, reason: &'static str, points: u64) {
+        let mut c = self.lock();
+        let name = bounded(&c.received, cluster).to_string();
+        *c.rejected.entry((name, reason)).or_default() += points;
+    }
+
+    /// One request on `listener` that ended with `outcome` (`ok`, `partial`, `unauthenticated`,
+    /// `invalid`, `too_large`, ...).
+    pub fn request(&self, listener: &str, outcome: &'static str) {
+        *self
+            .lock()
+            .requests
+            .entry((listener.to_string(), outcome))
+            .or_default() += 1;
+    }
+
+    /// Points received from `cluster` so far (tests).
+    pub fn received_total(&self, cluster: &str) -> u64 {
+        self.lock().received.get(cluster).copied().unwrap_or(0)
+    }
+
+    /// Points rejected for `cluster` and `reason` so far (tests).
+    pub fn rejected_total(&self, cluster: &str, reason: &str) -> u64 {
+        self.lock()
+            .rejected
+            .iter()
+            .filter(|((c, r), _)| c == cluster && *r == reason)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Writes the self-metric families.
+    pub fn render(&self, enc: &mut Encoder, store: &Store) {
+        let c = self.lock();
+        let mut received: Vec<_> = c.received.iter().collect();
+        received.sort();
+        enc.family(
+            "kepler_collector_points_received_total",
+            "OTLP data points received, per cluster (the data-point attribute cluster).",
+            MetricType::Counter,
+        );
+        for (cluster, n) in received {
+            enc.sample(
+                "kepler_collector_points_received_total",
+                &[("cluster", cluster)],
+                *n as f64,
+            );
+        }
+        let mut rejected: Vec<_> = c.rejected.iter().collect();
+        rejected.sort();
+        enc.family(
+            "kepler_collector_points_rejected_total",
+            "OTLP data points rejected, per cluster and reason.",
+            MetricType::Counter,
+        );
+        for ((cluster, reason), n) in rejected {
+            enc.sample(
+                "kepler_collector_points_rejected_total",
+                &[("cluster", cluster), ("reason", reason)],
+                *n as f64,
+            );
+        }
+        let mut seen: Vec<_> = c.last_seen_ms.iter().collect();
+        seen.sort();
+        enc.family(
+            "kepler_collector_cluster_last_seen_timestamp_seconds",
+            "When the hub last received data points from the cluster (Unix time).",
+            MetricType::Gauge,
+        );
+        for (cluster, ms) in seen {
+            enc.sample(
+                "kepler_collector_cluster_last_seen_timestamp_seconds",
+                &[("cluster", cluster)],
+                *ms as f64 / 1000.0,
+            );
+        }
+        let mut requests: Vec<_> = c.requests.iter().collect();
+        requests.sort();
+        enc.family(
+            "kepler_collector_requests_total",
+            "OTLP export requests per listener and outcome.",
+            MetricType::Counter,
+        );
+        for ((listener, outcome), n) in requests {
+            enc.sample(
+                "kepler_collector_requests_total",
+                &[("listener", listener), ("outcome", outcome)],
+                *n as f64,
+            );
+        }
+        drop(c);
+        enc.family(
+            "kepler_collector_series_active",
+            "Series held by the hub, per cluster (empty cluster: series without one).",
+            MetricType::Gauge,
+        );
+        for (cluster, n) in store.series_per_cluster() {
+            enc.sample(
+                "kepler_collector_series_active",
+                &[("cluster", &cluster)],
+                n as f64,
+            );
+        }
+    }
+}

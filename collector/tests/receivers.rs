@@ -1,0 +1,205 @@
+//! Transport rules of the OTLP receivers on the real binary: status codes (405, 415, 413, 400,
+//! 200 for an empty request), answers in the request's content type, the size cap after
+//! decompression (gzip bombs stop at the cap) on HTTP and gRPC.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use flate2::write::GzEncoder;
+use kepler_collector::receiver::http::RpcStatus;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use std::io::Write;
+
+const PROTO: (&str, &str) = ("Content-Type", "application/x-protobuf");
+const JSON: (&str, &str) = ("Content-Type", "application/json; charset=utf-8");
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// 64 MiB of zeros, gzipped to about 64 kB.
+fn gzip_bomb() -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.finish().unwrap()
+}
+
+/// A request whose protobuf encoding is about `bytes` long (one metric with a long name).
+fn big_request(bytes: usize) -> ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "x".repeat(bytes),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn capped_hub() -> HubProcess {
+    HubProcess::start(&loopback_config(", max_request_size: 64KiB", ""))
+}
+
+#[test]
+fn http_status_codes_and_content_types() {
+    let hub = capped_hub();
+    let addr = hub.addr("spokes-http");
+
+    let (status, headers, _) = http(addr, "GET", "/v1/metrics", &[], b"");
+    assert_eq!(status, 405);
+    assert!(
+        headers.get("allow").is_some_and(|a| a.contains("POST")),
+        "{headers:?}"
+    );
+
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/metrics",
+        &[("Content-Type", "text/plain")],
+        b"x",
+    );
+    assert_eq!(status, 415, "{}", String::from_utf8_lossy(&body));
+
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("Content-Encoding", "br")],
+        b"",
+    );
+    assert_eq!(status, 415);
+
+    // An empty request succeeds, answered in the request's content type.
+    let (status, headers, body) = http(addr, "POST", "/v1/metrics", &[PROTO], b"");
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    assert_eq!(
+        ExportMetricsServiceResponse::decode(&body[..])
+            .unwrap()
+            .partial_success,
+        None
+    );
+    let (status, headers, body) = http(addr, "POST", "/v1/metrics", &[JSON], b"{}");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v.get("partialSuccess").is_none_or(|p| p.is_null()), "{v}");
+
+    // Garbage protobuf: 400 with a google.rpc.Status in protobuf.
+    let (status, headers, body) = http(addr, "POST", "/v1/metrics", &[PROTO], b"\x0a\xff\xff\xff");
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    let rpc = RpcStatus::decode(&body[..]).unwrap();
+    assert_eq!(rpc.code, 3);
+    assert!(
+        rpc.message.contains("invalid OTLP protobuf"),
+        "{}",
+        rpc.message
+    );
+
+    // JSON with an enum given by name: a clear 400 in JSON, not a silently dropped metric.
+    let enum_names = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"e",
+        "sum":{"aggregationTemporality":"AGGREGATION_TEMPORALITY_CUMULATIVE","isMonotonic":true,
+        "dataPoints":[{"asInt":"1"}]}}]}]}]}"#;
+    let (status, headers, body) = http(addr, "POST", "/v1/metrics", &[JSON], enum_names);
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("metrics[0].sum")
+            && message.contains("AGGREGATION_TEMPORALITY_CUMULATIVE"),
+        "{message}"
+    );
+    assert!(
+        !hub.metrics().contains("\ne"),
+        "the bad metric must not appear"
+    );
+}
+
+#[test]
+fn http_size_cap_applies_before_and_after_decompression() {
+    let hub = capped_hub();
+    let addr = hub.addr("spokes-http");
+    let big = big_request(100 << 10).encode_to_vec();
+    let (status, _, body) = http(addr, "POST", "/v1/metrics", &[PROTO], &big);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    // Compressed it is small, but the cap counts decompressed bytes.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("Content-Encoding", "gzip")],
+        &gzip(&big),
+    );
+    assert_eq!(status, 413);
+    assert!(RpcStatus::decode(&body[..])
+        .unwrap()
+        .message
+        .contains("after decompression"));
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("Content-Encoding", "gzip")],
+        &gzip_bomb(),
+    );
+    assert_eq!(status, 413);
+    // Under the cap, gzip works.
+    let small = big_request(1 << 10).encode_to_vec();
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("Content-Encoding", "gzip")],
+        &gzip(&small),
+    );
+    assert_eq!(status, 200);
+    // The hub still serves.
+    assert!(hub.metrics().contains(
+        "kepler_collector_requests_total{listener=\"spokes-http\",outcome=\"too_large\"} 3"
+    ));
+}
+
+#[tokio::test]
+async fn grpc_gzip_empty_request_and_size_cap() {
+    let hub = capped_hub();
+    let endpoint = format!("http://{}", hub.addr("spokes-grpc"));
+    let mut client = MetricsServiceClient::connect(endpoint)
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let response = client
+        .export(ExportMetricsServiceRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(response.into_inner().partial_success, None);
+    // Over the cap after decompression: RESOURCE_EXHAUSTED (permanent, no RetryInfo).
+    let err = client.export(big_request(100 << 10)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    // Uncompressed over the cap: tonic says OUT_OF_RANGE (retryable); the hub rewrites it.
+    let mut plain = MetricsServiceClient::connect(format!("http://{}", hub.addr("spokes-grpc")))
+        .await
+        .unwrap();
+    let err = plain.export(big_request(100 << 10)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let ok = plain.export(big_request(1 << 10)).await.unwrap();
+    assert_eq!(ok.into_inner().partial_success, None);
+}
