@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, KubeConfig};
+use crate::config::{Config, KubeConfig, MetadataSource};
 use crate::export::prometheus::{BuildInfo, RenderOptions};
 use crate::host;
 use crate::monitor::node_share::NodeShare;
@@ -23,6 +23,7 @@ use crate::selfmetrics::SelfMetrics;
 use crate::server::{self, AppState};
 use crate::snapshot::NodeInfo;
 use crate::workload::ebpf::{EbpfError, EbpfSource};
+use crate::workload::kube::apiserver::{self, ApiServerOptions, ApiServerWatch};
 use crate::workload::kube::kubelet::{self, KubeletClient, KubeletOptions};
 use crate::workload::kube::SharedPods;
 use crate::workload::procfs::ProcfsSource;
@@ -139,11 +140,44 @@ pub fn kubelet_url(kube: &KubeConfig, env: impl Fn(&str) -> Option<String>) -> S
     }
 }
 
-/// Starts the kubelet `/pods` poller; the index it keeps current is what the monitor reads.
+/// The API server: configured, else from the in-cluster service variables.
+pub fn api_server_url(kube: &KubeConfig, env: impl Fn(&str) -> Option<String>) -> Result<String> {
+    if !kube.api_server_url.is_empty() {
+        return Ok(kube.api_server_url.clone());
+    }
+    match (env("KUBERNETES_SERVICE_HOST"), env("KUBERNETES_SERVICE_PORT")) {
+        (Some(host), Some(port)) if host.contains(':') => Ok(format!("https://[{host}]:{port}")),
+        (Some(host), Some(port)) => Ok(format!("https://{host}:{port}")),
+        _ => anyhow::bail!(
+            "kube.metadataSource=api-server: set kube.apiServerUrl (not running in a pod: no $KUBERNETES_SERVICE_HOST)"
+        ),
+    }
+}
+
+/// Starts the pod-metadata source (kubelet poller or API-server watch); the index it keeps current is what the monitor reads.
 pub fn start_pod_metadata(
+    config: &Config,
     kube: &KubeConfig,
     metrics: Arc<SelfMetrics>,
 ) -> Result<(SharedPods, tokio::task::JoinHandle<()>)> {
+    let pods = SharedPods::default();
+    if kube.source == MetadataSource::ApiServer {
+        let options = ApiServerOptions {
+            url: api_server_url(kube, |k| std::env::var(k).ok())?,
+            token_file: kube.token_file.clone(),
+            ca_file: kube.ca_file.clone(),
+            node_name: node_name(config, |k| std::env::var(k).ok()),
+            timeout: std::time::Duration::from_secs(30),
+        };
+        let watch = ApiServerWatch::new(&options)
+            .context("kube.metadataSource=api-server: cannot set up the API-server client")?;
+        tracing::info!(
+            url = watch.url(),
+            "pod metadata from an API-server watch of this node's pods"
+        );
+        let task = tokio::spawn(apiserver::run(watch, pods.clone(), metrics));
+        return Ok((pods, task));
+    }
     let options = KubeletOptions {
         url: kubelet_url(kube, |k| std::env::var(k).ok()),
         token_file: kube.token_file.clone(),
@@ -154,7 +188,6 @@ pub fn start_pod_metadata(
     let client =
         KubeletClient::new(&options).context("kube.enable: cannot set up the kubelet client")?;
     tracing::info!(url = client.url(), interval = ?kube.poll_interval, insecure = kube.insecure_skip_verify, "pod metadata from the kubelet");
-    let pods = SharedPods::default();
     let task = tokio::spawn(kubelet::poll(
         client,
         kube.poll_interval,
@@ -222,7 +255,7 @@ pub async fn run(
     }
     let pod_poller = match &config.kube {
         Some(kube) => {
-            let (pods, task) = start_pod_metadata(kube, metrics.clone())?;
+            let (pods, task) = start_pod_metadata(&config, kube, metrics.clone())?;
             monitor = monitor.with_pods(pods);
             Some(task)
         }

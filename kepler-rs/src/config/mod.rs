@@ -109,6 +109,18 @@ pub struct KubeConfig {
     pub ca_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
     pub poll_interval: Duration,
+    pub source: MetadataSource,
+    /// Empty: from $KUBERNETES_SERVICE_HOST and $KUBERNETES_SERVICE_PORT.
+    pub api_server_url: String,
+}
+
+/// `kube.metadataSource`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataSource {
+    /// Poll the local kubelet's `/pods` (default).
+    Kubelet,
+    /// List and watch this node's pods on the API server.
+    ApiServer,
 }
 
 /// The fallback power estimator (see `power::estimator`).
@@ -392,7 +404,22 @@ fn kube_config(p: &mut Parser<'_>) -> KubeConfig {
             format!("must start with https:// (or http://), got {kubelet_url:?}"),
         );
     }
+    let source = match p.raw("kube.metadataSource").trim() {
+        "kubelet" => MetadataSource::Kubelet,
+        "api-server" => MetadataSource::ApiServer,
+        other => {
+            let other = other.to_string();
+            p.fail(
+                "kube.metadataSource",
+                format!("must be kubelet or api-server, got {other:?}"),
+            );
+            MetadataSource::Kubelet
+        }
+    };
+    let api_server_url = p.raw("kube.apiServerUrl").trim().to_string();
     KubeConfig {
+        source,
+        api_server_url,
         kubelet_url,
         token_file: optional_path(p, "kube.tokenFile"),
         ca_file: optional_path(p, "kube.caFile"),
@@ -714,6 +741,25 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("kube.kubeletUrl: must start with https://"),
+            "{err}"
+        );
+        assert_eq!(kube.source, MetadataSource::Kubelet);
+        let c = load(
+            &["--kube.enable", "--kube.metadata-source=api-server"],
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.kube.unwrap().source, MetadataSource::ApiServer);
+        let err = load(
+            &["--kube.enable", "--kube.metadata-source=watch"],
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("kube.metadataSource: must be kubelet or api-server"),
             "{err}"
         );
     }

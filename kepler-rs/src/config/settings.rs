@@ -116,6 +116,16 @@ pub const SETTINGS: &[Setting] = &[
         "Do not verify the kubelet's certificate (kubeadm and kind kubelets serve self-signed ones)",
     ),
     value("kube.pollInterval", "10s", "How often the kubelet's pod list is fetched"),
+    value(
+        "kube.metadataSource",
+        "kubelet",
+        "Where pod metadata comes from: kubelet (poll the local kubelet's /pods) or api-server (watch this node's pods, fieldSelector spec.nodeName)",
+    ),
+    value(
+        "kube.apiServerUrl",
+        "",
+        "API server URL for kube.metadataSource=api-server (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)",
+    ),
     Setting {
         path: "estimator.enabled",
         kind: Kind::Switch,

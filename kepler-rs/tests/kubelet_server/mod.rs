@@ -1,9 +1,13 @@
-//! A stand-in kubelet for tests: serves `GET /pods` over real HTTPS (rustls, a CA and a serving
+//! A stand-in kubelet (and API server) for tests: serves `GET /pods` over real HTTPS (rustls, a CA and a serving
 //! certificate for 127.0.0.1 generated per test with rcgen) and answers 401 unless the request
 //! carries the expected bearer token, like the kubelet's webhook authentication. The pod list it
-//! serves can be replaced while it runs; it counts the requests it answered with a list.
+//! serves can be replaced while it runs; it counts the requests it answered with a list. As an
+//! API server it answers `GET /api/v1/pods?fieldSelector=...` with the same list and
+//! `...&watch=true` with a chunked stream of the lines the test sends through
+//! [`Kubelet::queue_watch`] (one queued stream per watch request; dropping the sender ends it).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +27,8 @@ struct State {
     body: Mutex<Vec<u8>>,
     token: Mutex<String>,
     served: AtomicU64,
+    watches: Mutex<VecDeque<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    requests: Mutex<Vec<String>>,
 }
 
 /// A running fake kubelet; stops when the runtime that started it stops.
@@ -67,6 +73,8 @@ impl Kubelet {
             body: Mutex::new(body),
             token: Mutex::new(token.to_string()),
             served: AtomicU64::new(0),
+            watches: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
         });
         let serving = state.clone();
         tokio::spawn(async move {
@@ -103,6 +111,18 @@ impl Kubelet {
         self.state.served.load(Ordering::SeqCst)
     }
 
+    /// Queues the stream the next watch request gets: each string sent is one event line.
+    pub fn queue_watch(&self) -> tokio::sync::mpsc::UnboundedSender<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.state.watches.lock().unwrap().push_back(rx);
+        tx
+    }
+
+    /// The request targets (path and query) received so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
     /// Writes the CA bundle into `dir` and returns its path.
     pub fn write_ca(&self, dir: &Path) -> PathBuf {
         let path = dir.join("ca.crt");
@@ -125,7 +145,10 @@ async fn answer(
         request.extend_from_slice(&buf[..n]);
     }
     let head = String::from_utf8_lossy(&request).to_string();
-    let path_ok = head.starts_with("GET /pods ");
+    let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+    state.requests.lock().unwrap().push(target.clone());
+    let api = target.starts_with("/api/v1/pods?");
+    let path_ok = head.starts_with("GET /pods ") || api;
     let expected = format!("bearer {}", state.token.lock().unwrap());
     let authorized = head.lines().any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
@@ -136,6 +159,23 @@ async fn answer(
         ("404 Not Found", b"404 page not found\n".to_vec())
     } else if !authorized {
         ("401 Unauthorized", b"Unauthorized\n".to_vec())
+    } else if api && target.contains("watch=true") {
+        let next = state.watches.lock().unwrap().pop_front();
+        tls.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await?;
+        tls.flush().await?;
+        if let Some(mut events) = next {
+            while let Some(line) = events.recv().await {
+                let line = format!("{line}\n");
+                tls.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())
+                    .await?;
+                tls.flush().await?;
+            }
+        }
+        tls.write_all(b"0\r\n\r\n").await?;
+        return tls.shutdown().await;
     } else {
         state.served.fetch_add(1, Ordering::SeqCst);
         ("200 OK", state.body.lock().unwrap().clone())

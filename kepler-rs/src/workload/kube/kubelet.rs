@@ -202,7 +202,7 @@ pub async fn poll(
     }
 }
 
-fn tls_config(
+pub(crate) fn tls_config(
     ca_file: Option<&Path>,
     insecure: bool,
 ) -> Result<rustls::ClientConfig, KubeletError> {

@@ -1,7 +1,7 @@
 //! Pod metadata: which pod, namespace and container name a container id belongs to.
 //!
 //! A [`PodIndex`] is built from a `v1.PodList` (the kubelet's `GET /pods` answer, see
-//! [`kubelet`]) and maps every container id the pods mention (running, init, ephemeral, and the
+//! [`kubelet`], or kept by the API-server watch of this node's pods, see [`apiserver`]) and maps every container id the pods mention (running, init, ephemeral, and the
 //! previous instance of a restarted container from `lastState.terminated`) to its names, plus
 //! every pod UID to its pod (for sandbox containers that appear in no status). The index is
 //! replaced whole on every poll and shared through [`SharedPods`]; the monitor looks names up on
@@ -10,6 +10,7 @@
 //! deleted pod's containers keep them until the terminated-workload window drops them.
 //! Parsing is per pod: one malformed pod is counted and skipped, never a panic.
 
+pub mod apiserver;
 pub mod kubelet;
 
 use std::collections::HashMap;
