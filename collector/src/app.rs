@@ -8,6 +8,7 @@ use crate::ingest::Hub;
 use crate::receiver::{self, Listener};
 use crate::server;
 use crate::store::{Limits, Store};
+use crate::tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,11 @@ pub enum AppError {
     },
     #[error("{what}: {message}")]
     Serve { what: String, message: String },
+    #[error("listener {what}: {source}")]
+    Tls {
+        what: String,
+        source: crate::tls::TlsError,
+    },
 }
 
 /// A started hub.
@@ -88,10 +94,18 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
         let listener = Arc::new(Listener::new(l, hub.clone()));
         let name = l.name.clone();
         let shutdown = stopped(stop_rx.clone());
+        let tls_error = |source| AppError::Tls {
+            what: l.name.clone(),
+            source,
+        };
         match l.protocol {
             Protocol::Grpc => {
+                let tls = match &l.tls {
+                    Some(t) => Some(tls::load_pem(&t.cert_file, &t.key_file).map_err(tls_error)?),
+                    None => None,
+                };
                 tasks.spawn(async move {
-                    receiver::grpc::serve(listener, socket, shutdown)
+                    receiver::grpc::serve(listener, socket, tls, shutdown)
                         .await
                         .map_err(|e| AppError::Serve {
                             what: name,
@@ -101,14 +115,27 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
             }
             Protocol::Http => {
                 let router = receiver::http::router(listener);
+                let tls = match &l.tls {
+                    Some(t) => {
+                        Some(tls::server_config(&t.cert_file, &t.key_file).map_err(tls_error)?)
+                    }
+                    None => None,
+                };
                 tasks.spawn(async move {
-                    axum::serve(socket, router)
-                        .with_graceful_shutdown(shutdown)
-                        .await
-                        .map_err(|e| AppError::Serve {
-                            what: name,
-                            message: e.to_string(),
-                        })
+                    let served = match tls {
+                        Some(config) => {
+                            receiver::http::serve_tls(router, socket, config, shutdown).await
+                        }
+                        None => {
+                            axum::serve(socket, router)
+                                .with_graceful_shutdown(shutdown)
+                                .await
+                        }
+                    };
+                    served.map_err(|e| AppError::Serve {
+                        what: name,
+                        message: e.to_string(),
+                    })
                 });
             }
         }

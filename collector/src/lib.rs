@@ -16,4 +16,5 @@ pub mod receiver;
 pub mod selfmetrics;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod translate;

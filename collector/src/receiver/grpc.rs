@@ -111,13 +111,21 @@ fn rewrite_size_status(
     response
 }
 
-/// Serves one gRPC listener on an already bound socket until `shutdown` resolves.
+/// Serves one gRPC listener on an already bound socket until `shutdown` resolves; with TLS when
+/// `tls` holds a PEM certificate chain and key.
 pub async fn serve(
     listener: Arc<Listener>,
     socket: tokio::net::TcpListener,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        builder = builder.tls_config(config)?;
+    }
+    builder
         .layer(size_status_layer())
         .add_service(GrpcReceiver::new(listener).into_service())
         .serve_with_incoming_shutdown(TcpIncoming::from(socket), shutdown)

@@ -145,10 +145,26 @@ pub fn python_send(
     service: &str,
     env: &[(&str, &str)],
 ) -> (bool, String) {
+    python_send_as(python, transport, endpoint, service, None, env)
+}
+
+/// Like [`python_send`], with a `cluster` data-point attribute on every point.
+pub fn python_send_as(
+    python: &Path,
+    transport: &str,
+    endpoint: &str,
+    service: &str,
+    cluster_attribute: Option<&str>,
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/otlp_send.py");
     let out = Command::new(python)
         .arg(script)
         .args([transport, endpoint, service])
+        .args(cluster_attribute)
+        // requests lets these override the exporter's session.verify (its CA file).
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
         .envs(env.iter().copied())
         .env("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "10")
         .output()

@@ -2,7 +2,7 @@
 implementation): a counter, an up-down counter, a gauge and a histogram, over the exporter named
 on the command line. Exits 0 only when the exporter reports SUCCESS.
 
-usage: otlp_send.py {grpc|http-protobuf|http-json} ENDPOINT [SERVICE_NAME]
+usage: otlp_send.py {grpc|http-protobuf|http-json} ENDPOINT [SERVICE_NAME [CLUSTER_ATTRIBUTE]]
 Compression and headers come from the standard OTEL_EXPORTER_OTLP_METRICS_* variables.
 """
 
@@ -17,7 +17,7 @@ def exporter(transport, endpoint):
     if transport == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter(endpoint=endpoint, insecure=True)
+        return OTLPMetricExporter(endpoint=endpoint, insecure=not endpoint.startswith("https"))
     if transport == "http-protobuf":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
@@ -44,6 +44,8 @@ def main():
     provider = MeterProvider(resource=resource, metric_readers=[reader])
     meter = provider.get_meter("interop.meter", "1.2.3")
     attrs = {"transport": transport, "k8s.pod.name": "pod-1", "http.status_code": 200}
+    if len(sys.argv) > 4:
+        attrs["cluster"] = sys.argv[4]
 
     meter.create_counter("interop.energy", unit="J", description="Energy used.").add(42.5, attrs)
     meter.create_up_down_counter("interop.queue.depth", unit="{item}").add(-3, attrs)
