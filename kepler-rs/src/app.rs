@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, KubeConfig, MetadataSource};
+use crate::export::otlp::{self, Identity, SnapshotSource, Transport};
 use crate::export::prometheus::{BuildInfo, RenderOptions};
 use crate::host;
 use crate::monitor::node_share::NodeShare;
@@ -235,6 +236,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(SelfMetrics::new());
+    // Counters start now: every pushed Sum's start time.
+    let started = std::time::SystemTime::now();
     let Meter { meter, fake } = select_meter(&config)?;
     let info = node_info(&config, meter.as_ref());
     let cpu = select_cpu_source(&config, &metrics);
@@ -289,7 +292,11 @@ pub async fn run(
         },
         build: BuildInfo::current(),
     };
+    let exporters = start_otlp(&config, &state, started)?;
     let served = server::serve(listener, state, shutdown).await;
+    for task in exporters {
+        task.abort();
+    }
     let _ = stop_tx.send(());
     if let Some(task) = pod_poller {
         task.abort();
@@ -299,4 +306,45 @@ pub async fn run(
     }
     drop(fake);
     served.context("HTTP server failed")
+}
+
+/// Starts the OTLP push (and the relay) when configured; the tasks run until aborted.
+fn start_otlp(
+    config: &Config,
+    state: &AppState,
+    started: std::time::SystemTime,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let Some(otlp) = &config.otlp else {
+        return Ok(Vec::new());
+    };
+    // One process-wide rustls provider for tonic and reqwest.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let transport = Transport::new(&otlp.transport).context("cannot set up the OTLP exporter")?;
+    let identity = Identity {
+        service_name: otlp.service_name.clone(),
+        node_name: state.snapshot.load().info.node_name.clone(),
+        cluster: config.cluster.clone(),
+    };
+    let source = SnapshotSource::new(
+        state.snapshot.clone(),
+        state.self_metrics.clone(),
+        state.render,
+        state.build.clone(),
+        identity,
+        started,
+    );
+    let interval = otlp.interval.unwrap_or(config.interval);
+    tracing::info!(endpoint = %otlp.transport.endpoint, protocol = ?otlp.transport.protocol, interval = ?interval, cluster = config.cluster.as_deref().unwrap_or(""), "pushing metrics over OTLP");
+    if config.relay.is_some() {
+        tracing::warn!("relay.* is set but this build does not relay yet; only kepler-rs's own metrics are pushed");
+    }
+    let tasks = vec![tokio::spawn(otlp::run_pipeline(
+        "push",
+        source,
+        transport,
+        interval,
+        otlp.retry,
+        state.self_metrics.clone(),
+    ))];
+    Ok(tasks)
 }

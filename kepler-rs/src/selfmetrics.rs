@@ -2,7 +2,9 @@
 //!
 //! Repeated errors from the host (a vanished `/proc/<pid>`, a half-written sysfs file) are
 //! counted here and rendered as `kepler_exporter_errors_total{component,reason}`; the log line
-//! for them is rate limited by [`SelfMetrics::record`], which says when to log.
+//! for them is rate limited by [`SelfMetrics::record`], which says when to log. OTLP export
+//! outcomes are counted by [`SelfMetrics::record_export`]
+//! (`kepler_exporter_otlp_exports_total{pipeline,result}`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,6 +20,7 @@ pub struct SelfMetrics {
 struct Inner {
     errors: BTreeMap<(&'static str, &'static str), u64>,
     last_logged: BTreeMap<(&'static str, &'static str), Instant>,
+    exports: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// How often one (component, reason) pair may log.
@@ -53,7 +56,27 @@ impl SelfMetrics {
         }
     }
 
-    /// All counters, sorted by component then reason.
+    /// Counts `n` OTLP export outcomes of one pipeline (`push`, `relay`): `sent`, `failed`,
+    /// `dropped`.
+    pub fn record_export(&self, pipeline: &'static str, result: &'static str, n: u64) {
+        if let Ok(mut inner) = self.inner.lock() {
+            *inner.exports.entry((pipeline, result)).or_insert(0) += n;
+        }
+    }
+
+    /// Export counters, sorted by pipeline then result.
+    pub fn exports(&self) -> Vec<(&'static str, &'static str, u64)> {
+        match self.inner.lock() {
+            Ok(inner) => inner
+                .exports
+                .iter()
+                .map(|((p, r), n)| (*p, *r, *n))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Error counters, sorted by component then reason.
     pub fn errors(&self) -> Vec<(&'static str, &'static str, u64)> {
         match self.inner.lock() {
             Ok(inner) => inner

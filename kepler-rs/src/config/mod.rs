@@ -6,6 +6,7 @@
 //! (`monitor.interval: must be > 0, got 0s`).
 
 pub mod layers;
+pub mod otlp;
 pub mod settings;
 
 use std::fmt;
@@ -19,6 +20,9 @@ use crate::power::units::{Microjoules, Watts};
 use crate::power::ZoneKind;
 
 pub use layers::Values;
+pub use otlp::OtlpConfig;
+
+use crate::export::relay::RelayConfig;
 
 /// One invalid setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +102,12 @@ pub struct Config {
     pub kube: Option<KubeConfig>,
     /// `monitor.nodeShare`: scale node energy by this node's share of host CPU time.
     pub node_share: bool,
+    /// `cluster`: `None` when not set (no `cluster` attribute is sent then).
+    pub cluster: Option<String>,
+    /// OTLP push, when `otlp.endpoint` is set.
+    pub otlp: Option<OtlpConfig>,
+    /// Relay of Prometheus endpoints over OTLP, when targets are configured.
+    pub relay: Option<RelayConfig>,
 }
 
 /// Where pod metadata comes from (`kube.*`).
@@ -300,6 +310,9 @@ impl Config {
         } else {
             None
         };
+        let cluster = otlp::cluster(&mut p);
+        let otlp = otlp::otlp_config(&mut p);
+        let relay = otlp::relay_config(&mut p, otlp.is_some());
         if p.errors.is_empty() {
             Ok(Config {
                 log_level,
@@ -320,6 +333,9 @@ impl Config {
                 estimator,
                 kube,
                 node_share,
+                cluster,
+                otlp,
+                relay,
             })
         } else {
             Err(ConfigErrors(p.errors))
@@ -332,6 +348,7 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
         let mut values = layers::defaults();
+        values.extend(otlp::from_otel_env(&env));
         if let Some(file) = &command_line.config_file {
             let path = PathBuf::from(file);
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -760,6 +777,93 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("kube.metadataSource: must be kubelet or api-server"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn otlp_push_and_relay_settings() {
+        let c = load(&[], &[], None).unwrap();
+        assert!(c.otlp.is_none() && c.relay.is_none() && c.cluster.is_none());
+        let c = load(
+            &[
+                "--cluster",
+                "cluster1",
+                "--otlp.endpoint",
+                "http://hub:4318",
+                "--otlp.protocol",
+                "http/protobuf",
+                "--relay.targets",
+                "cadvisor=http://127.0.0.1:8080/metrics,http://127.0.0.1:9100/metrics",
+            ],
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.cluster.as_deref(), Some("cluster1"));
+        let otlp = c.otlp.unwrap();
+        assert_eq!(
+            otlp.transport.endpoint.as_str(),
+            "http://hub:4318/v1/metrics"
+        );
+        assert_eq!(
+            otlp.transport.headers,
+            vec![("authorization".to_string(), "Bearer t".to_string())]
+        );
+        assert_eq!(otlp.interval, None, "defaults to monitor.interval");
+        let relay = c.relay.unwrap();
+        assert_eq!(relay.targets[0].job, "cadvisor");
+        assert_eq!(relay.targets[1].job, "relay");
+        // The OTEL variable is below the KEPLER_ one.
+        let c = load(
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317"),
+                ("KEPLER_OTLP_ENDPOINT", "https://kepler:4317"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.otlp.unwrap().transport.endpoint.as_str(),
+            "https://kepler:4317/"
+        );
+    }
+
+    #[test]
+    fn otlp_errors_name_the_setting() {
+        let err = load(
+            &[
+                "--otlp.endpoint",
+                "hub:4317",
+                "--otlp.protocol",
+                "udp",
+                "--otlp.headers",
+                "nonsense",
+                "--relay.kubelet.enabled",
+            ],
+            &[],
+            None,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("otlp.endpoint: must start with http:// (plaintext) or https://"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otlp.protocol: must be grpc or http/protobuf"),
+            "{text}"
+        );
+        assert!(text.contains("otlp.headers: must be key=value"), "{text}");
+        let err = load(
+            &["--relay.targets", "http://127.0.0.1:1/metrics"],
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("relaying needs otlp.endpoint"),
             "{err}"
         );
     }

@@ -143,6 +143,68 @@ pub const SETTINGS: &[Setting] = &[
         "",
         "Estimator: power per socket at 100 % CPU (set together with estimator.idleWatts)",
     ),
+    value(
+        "cluster",
+        "",
+        "Cluster name sent with OTLP: the `cluster` attribute of every data point and k8s.cluster.name (empty: none is sent, so the hub can insert its own)",
+    ),
+    value(
+        "otlp.endpoint",
+        "",
+        "OTLP endpoint to push metrics to, with its scheme (http:// = plaintext, https:// = TLS), e.g. http://hub:4317; empty: no push (env OTEL_EXPORTER_OTLP_ENDPOINT too)",
+    ),
+    value("otlp.protocol", "grpc", "OTLP protocol: grpc or http/protobuf (env OTEL_EXPORTER_OTLP_PROTOCOL too)"),
+    value(
+        "otlp.headers",
+        "",
+        "Headers sent with every export, key=value pairs separated by commas, values URL-encoded, e.g. authorization=Bearer%20TOKEN (env OTEL_EXPORTER_OTLP_HEADERS too)",
+    ),
+    value("otlp.compression", "gzip", "Export compression: gzip or none (env OTEL_EXPORTER_OTLP_COMPRESSION too)"),
+    value("otlp.timeout", "10s", "Timeout of one export request (env OTEL_EXPORTER_OTLP_TIMEOUT in ms too)"),
+    value("otlp.interval", "", "How often to push (default: monitor.interval)"),
+    value(
+        "otlp.caFile",
+        "",
+        "PEM CA to trust for an https:// endpoint instead of the system roots (env OTEL_EXPORTER_OTLP_CERTIFICATE too)",
+    ),
+    value(
+        "otlp.serviceName",
+        "kepler-pods",
+        "service.name of the pushed resource: the hub's `job` label (the seed's scrape job; env OTEL_SERVICE_NAME too)",
+    ),
+    value("otlp.retry.initialInterval", "5s", "First retry delay after a retryable export failure (grows x1.5 with jitter)"),
+    value("otlp.retry.maxInterval", "30s", "Longest retry delay"),
+    value(
+        "relay.targets",
+        "",
+        "Prometheus endpoints to relay over OTLP, comma-separated [job=]URL (e.g. cadvisor=http://127.0.0.1:8080/metrics)",
+    ),
+    switch(
+        "relay.kubelet.enabled",
+        "Relay the local kubelet's cAdvisor metrics (https://relay.kubelet.address/metrics/cadvisor) with the service-account token and CA",
+    ),
+    value("relay.kubelet.address", "", "Kubelet HOST:PORT (default: $NODE_IP:10250)"),
+    value(
+        "relay.kubelet.tokenFile",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "Bearer token file for the kubelet",
+    ),
+    value(
+        "relay.kubelet.caFile",
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        "CA that signed the kubelet's serving certificate",
+    ),
+    value("relay.interval", "30s", "How often relay targets are scraped and pushed"),
+    value(
+        "relay.metrics",
+        "container_cpu_*,container_memory_*,container_network_*,container_fs_*,machine_*",
+        "Metric allow-list: comma-separated names, a trailing * matches a prefix; * relays everything",
+    ),
+    value(
+        "relay.dropLabels",
+        "",
+        "Labels removed from relayed series, comma-separated (e.g. id,name to cut cAdvisor's cgroup paths)",
+    ),
     Setting {
         path: "fakeRapl.enabled",
         kind: Kind::Switch,

@@ -1,3 +1,7 @@
-//! Views over snapshots: Prometheus exposition (and, with its issue, OTLP push).
+//! Views over snapshots: Prometheus exposition, OTLP push, and the relay of local Prometheus
+//! endpoints over OTLP. [`family`] is the one description of the metrics both views export.
 
+pub mod family;
+pub mod otlp;
 pub mod prometheus;
+pub mod relay;

@@ -8,8 +8,11 @@
 
 use std::time::UNIX_EPOCH;
 
+use std::rc::Rc;
+
 use super::text::{Encoder, Format, MetricType};
 use super::BuildInfo;
+use crate::export::family::{Family, Value, Visit};
 use crate::power::ZoneKind;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, WorkloadEnergy};
@@ -71,30 +74,35 @@ const ZONES: [ZoneNames; 5] = [
 
 const MODES: &str = "split by mode: dynamic (above idle) and idle";
 
-type WriteFn<'a> = Box<dyn Fn(&mut Encoder, &'static str) + 'a>;
+/// OTLP unit of the energy families (the Collector's suffix for `J` is `joules`, already in the
+/// names).
+const JOULES: &str = "J";
+/// The `*_bpf_cpu_time_ms_total` counters are in milliseconds, but unit `ms` would make the
+/// Collector append `_milliseconds`; without a unit the name comes through unchanged.
+const NO_UNIT_MS: &str = "";
 
-/// One family to render: header facts and a function writing its samples.
-struct Family<'a> {
-    name: &'static str,
-    help: String,
-    ty: MetricType,
-    write: WriteFn<'a>,
-}
-
-impl<'a> Family<'a> {
-    fn new(
-        name: &'static str,
-        help: impl Into<String>,
-        ty: MetricType,
-        write: impl Fn(&mut Encoder, &'static str) + 'a,
-    ) -> Self {
-        Self {
-            name,
-            help: help.into(),
-            ty,
-            write: Box::new(write),
-        }
+/// Kepler's classic family (plus our self-metrics) from `snapshot`, sorted by name: what
+/// `/metrics` serves and OTLP pushes.
+pub fn classic_families<'a>(
+    snapshot: &'a Snapshot,
+    self_metrics: &SelfMetrics,
+    options: &RenderOptions,
+    build: &'a BuildInfo,
+) -> Vec<Family<'a>> {
+    let mut families = Vec::with_capacity(40);
+    container_families(snapshot, &mut families);
+    node_families(snapshot, &mut families);
+    if options.process_metrics {
+        let pids: Rc<[String]> = snapshot
+            .processes
+            .iter()
+            .map(|p| p.pid.to_string())
+            .collect();
+        process_families(snapshot, pids, &mut families);
     }
+    info_and_self_families(snapshot, build, self_metrics, &mut families);
+    families.sort_by_key(|f| f.name);
+    families
 }
 
 /// Renders Kepler's classic family from `snapshot` in `format`.
@@ -105,26 +113,7 @@ pub fn render_classic(
     build: &BuildInfo,
     format: Format,
 ) -> String {
-    // Everything the families borrow is declared before them.
-    let errors = self_metrics.errors();
-    let pids: Vec<String> = if options.process_metrics {
-        snapshot
-            .processes
-            .iter()
-            .map(|p| p.pid.to_string())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut families = Vec::with_capacity(40);
-    container_families(snapshot, &mut families);
-    node_families(snapshot, &mut families);
-    if options.process_metrics {
-        process_families(snapshot, &pids, &mut families);
-    }
-    info_and_self_families(snapshot, build, &errors, &mut families);
-    families.sort_by_key(|f| f.name);
-
+    let families = classic_families(snapshot, self_metrics, options, build);
     let samples = snapshot.workloads.len() * 16
         + if options.process_metrics {
             snapshot.processes.len() * 16
@@ -133,8 +122,12 @@ pub fn render_classic(
         };
     let mut enc = Encoder::with_capacity(format, 4096 + samples * 256);
     for family in &families {
-        enc.family(family.name, &family.help, family.ty);
-        (family.write)(&mut enc, family.name);
+        let name = family.name;
+        enc.family(name, &family.help, family.ty);
+        family.for_each_sample(|labels, value| match value {
+            Value::Millionths(n) => enc.sample_millionths(name, labels, n),
+            Value::Float(v) => enc.sample(name, labels, v),
+        });
     }
     enc.finish()
 }
@@ -144,14 +137,8 @@ fn node_has(snapshot: &Snapshot, kind: ZoneKind) -> bool {
     snapshot.node_zones.keys().any(|id| id.kind == kind)
 }
 
-/// Writes the `dynamic` and `idle` samples of one series: `ids`, then `mode`, then `source`.
-fn write_modes(
-    enc: &mut Encoder,
-    name: &str,
-    ids: &[(&str, &str)],
-    split: ModeSplit,
-    source: &str,
-) {
+/// Visits the `dynamic` and `idle` samples of one series: `ids`, then `mode`, then `source`.
+fn write_modes(out: &mut Visit<'_>, ids: &[(&str, &str)], split: ModeSplit, source: &str) {
     let mut labels: [(&str, &str); 8] = [("", ""); 8];
     let n = ids.len().min(6);
     labels[..n].copy_from_slice(&ids[..n]);
@@ -159,7 +146,7 @@ fn write_modes(
     for (mode, value) in [("dynamic", split.dynamic), ("idle", split.idle)] {
         labels[n] = ("mode", mode);
         // Microjoules -> joules, exactly.
-        enc.sample_millionths(name, &labels[..n + 2], value.0);
+        out(&labels[..n + 2], Value::Millionths(value.0));
     }
 }
 
@@ -206,9 +193,10 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
              (core and uncore are inside package), {MODES}."
         ),
         MetricType::Counter,
-        move |enc, name| {
+        JOULES,
+        move |out| {
             for w in &s.workloads {
-                write_modes(enc, name, &container_ids(w), w.energy.total(), source);
+                write_modes(out, &container_ids(w), w.energy.total(), source);
             }
         },
     ));
@@ -221,15 +209,10 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                 zone.what
             ),
             MetricType::Counter,
-            move |enc, name| {
+            JOULES,
+            move |out| {
                 for w in &s.workloads {
-                    write_modes(
-                        enc,
-                        name,
-                        &container_ids(w),
-                        zone_split(&w.energy, kind),
-                        source,
-                    );
+                    write_modes(out, &container_ids(w), zone_split(&w.energy, kind), source);
                 }
             },
         ));
@@ -241,9 +224,10 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
              never negative) attributed to the container in joules, {MODES}."
         ),
         MetricType::Counter,
-        move |enc, name| {
+        JOULES,
+        move |out| {
             for w in &s.workloads {
-                write_modes(enc, name, &container_ids(w), w.energy.other, source);
+                write_modes(out, &container_ids(w), w.energy.other, source);
             }
         },
     ));
@@ -253,10 +237,11 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             "Cumulative on-CPU time of the container's processes in milliseconds, measured by \
              the scheduler.",
             MetricType::Counter,
-            move |enc, name| {
+            NO_UNIT_MS,
+            move |out| {
                 for w in &s.workloads {
                     // Nanoseconds -> milliseconds, exactly.
-                    enc.sample_millionths(name, &container_ids(w), w.cpu_time.0);
+                    out(&container_ids(w), Value::Millionths(w.cpu_time.0));
                 }
             },
         ));
@@ -276,11 +261,12 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                 zone.what
             ),
             MetricType::Counter,
-            move |enc, name| {
+            JOULES,
+            move |out| {
                 for (id, z) in s.node_zones.iter().filter(|(id, _)| id.kind == kind) {
                     let socket = id.socket.to_string();
                     let ids = [("package", socket.as_str()), ("instance", instance)];
-                    write_modes(enc, name, &ids, z.energy, source);
+                    write_modes(out, &ids, z.energy, source);
                 }
             },
         ));
@@ -294,10 +280,11 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                  package - dram, never negative) in joules, {MODES}."
             ),
             MetricType::Counter,
-            move |enc, name| {
+            JOULES,
+            move |out| {
                 let socket = socket.to_string();
                 let ids = [("package", socket.as_str()), ("instance", instance)];
-                write_modes(enc, name, &ids, s.node.other, source);
+                write_modes(out, &ids, s.node.other, source);
             },
         ));
     }
@@ -314,9 +301,9 @@ fn process_ids<'p>(p: &'p ProcessEnergy, pid: &'p str) -> [(&'static str, &'p st
     ]
 }
 
-fn process_families<'a>(s: &'a Snapshot, pids: &'a [String], out: &mut Vec<Family<'a>>) {
+fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Family<'a>>) {
     let source = s.power_source;
-    let each = move || s.processes.iter().zip(pids);
+    let pids_ = pids.clone();
     out.push(Family::new(
         "kepler_process_joules_total",
         format!(
@@ -324,14 +311,16 @@ fn process_families<'a>(s: &'a Snapshot, pids: &'a [String], out: &mut Vec<Famil
              (core and uncore are inside package), {MODES}."
         ),
         MetricType::Counter,
-        move |enc, name| {
-            for (p, pid) in each() {
-                write_modes(enc, name, &process_ids(p, pid), p.energy.total(), source);
+        JOULES,
+        move |out| {
+            for (p, pid) in s.processes.iter().zip(pids_.iter()) {
+                write_modes(out, &process_ids(p, pid), p.energy.total(), source);
             }
         },
     ));
     for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
         let kind = zone.kind;
+        let pids_ = pids.clone();
         out.push(Family::new(
             zone.process,
             format!(
@@ -339,14 +328,16 @@ fn process_families<'a>(s: &'a Snapshot, pids: &'a [String], out: &mut Vec<Famil
                 zone.what
             ),
             MetricType::Counter,
-            move |enc, name| {
-                for (p, pid) in each() {
+            JOULES,
+            move |out| {
+                for (p, pid) in s.processes.iter().zip(pids_.iter()) {
                     let split = zone_split(&p.energy, kind);
-                    write_modes(enc, name, &process_ids(p, pid), split, source);
+                    write_modes(out, &process_ids(p, pid), split, source);
                 }
             },
         ));
     }
+    let pids_ = pids.clone();
     out.push(Family::new(
         "kepler_process_other_joules_total",
         format!(
@@ -354,20 +345,23 @@ fn process_families<'a>(s: &'a Snapshot, pids: &'a [String], out: &mut Vec<Famil
              never negative) attributed to the process in joules, {MODES}."
         ),
         MetricType::Counter,
-        move |enc, name| {
-            for (p, pid) in each() {
-                write_modes(enc, name, &process_ids(p, pid), p.energy.other, source);
+        JOULES,
+        move |out| {
+            for (p, pid) in s.processes.iter().zip(pids_.iter()) {
+                write_modes(out, &process_ids(p, pid), p.energy.other, source);
             }
         },
     ));
     if s.cpu_time_exact {
+        let pids_ = pids.clone();
         out.push(Family::new(
             "kepler_process_bpf_cpu_time_ms_total",
             "Cumulative on-CPU time of the process in milliseconds, measured by the scheduler.",
             MetricType::Counter,
-            move |enc, name| {
-                for (p, pid) in each() {
-                    enc.sample_millionths(name, &process_ids(p, pid), p.cpu_time.0);
+            NO_UNIT_MS,
+            move |out| {
+                for (p, pid) in s.processes.iter().zip(pids_.iter()) {
+                    out(&process_ids(p, pid), Value::Millionths(p.cpu_time.0));
                 }
             },
         ));
@@ -377,15 +371,18 @@ fn process_families<'a>(s: &'a Snapshot, pids: &'a [String], out: &mut Vec<Famil
 fn info_and_self_families<'a>(
     s: &'a Snapshot,
     build: &'a BuildInfo,
-    errors: &'a [(&'static str, &'static str, u64)],
+    self_metrics: &SelfMetrics,
     out: &mut Vec<Family<'a>>,
 ) {
+    let errors = self_metrics.errors();
+    let exports = self_metrics.exports();
     out.push(Family::new(
         "kepler_node_info",
         "Facts about the node (always 1): CPU architecture and the sources of the component \
          and platform energy counters.",
         MetricType::Gauge,
-        move |enc, name| {
+        "",
+        move |out| {
             let labels = [
                 ("cpu_architecture", s.info.cpu_architecture.as_str()),
                 (
@@ -398,7 +395,7 @@ fn info_and_self_families<'a>(
                 ),
                 ("source", "os"),
             ];
-            enc.sample(name, &labels, 1.0);
+            out(&labels, Value::Float(1.0));
         },
     ));
     out.push(Family::new(
@@ -406,7 +403,8 @@ fn info_and_self_families<'a>(
         "Build facts of this exporter (always 1): git branch and revision, version, OS and \
          architecture.",
         MetricType::Gauge,
-        move |enc, name| {
+        "",
+        move |out| {
             let labels = [
                 ("branch", build.branch.as_str()),
                 ("revision", build.revision.as_str()),
@@ -414,17 +412,32 @@ fn info_and_self_families<'a>(
                 ("os", build.os.as_str()),
                 ("arch", build.arch.as_str()),
             ];
-            enc.sample(name, &labels, 1.0);
+            out(&labels, Value::Float(1.0));
         },
     ));
     out.push(Family::new(
         "kepler_exporter_errors_total",
         "Runtime errors of the exporter since start-up, by component and reason.",
         MetricType::Counter,
-        move |enc, name| {
-            for (component, reason, count) in errors {
+        "",
+        move |out| {
+            for (component, reason, count) in &errors {
                 let labels = [("component", *component), ("reason", *reason)];
-                enc.sample(name, &labels, *count as f64);
+                out(&labels, Value::Float(*count as f64));
+            }
+        },
+    ));
+    out.push(Family::new(
+        "kepler_exporter_otlp_exports_total",
+        "OTLP export requests since start-up, by pipeline (push: our metrics, relay: relayed \
+         scrapes) and result: sent (accepted, partial success included), failed (one failed \
+         attempt) or dropped (data given up: permanent error, or replaced by newer data).",
+        MetricType::Counter,
+        "",
+        move |out| {
+            for (pipeline, result, count) in &exports {
+                let labels = [("pipeline", *pipeline), ("result", *result)];
+                out(&labels, Value::Float(*count as f64));
             }
         },
     ));
@@ -432,25 +445,28 @@ fn info_and_self_families<'a>(
         "kepler_exporter_cpu_time_source",
         "The CPU-time source in use (always 1; the source label names it).",
         MetricType::Gauge,
-        move |enc, name| enc.sample(name, &[("source", s.cpu_time_source)], 1.0),
+        "",
+        move |out| out(&[("source", s.cpu_time_source)], Value::Float(1.0)),
     ));
     out.push(Family::new(
         "kepler_exporter_power_source",
         "The energy source in use (always 1; the source label names it).",
         MetricType::Gauge,
-        move |enc, name| enc.sample(name, &[("source", s.power_source)], 1.0),
+        "",
+        move |out| out(&[("source", s.power_source)], Value::Float(1.0)),
     ));
     out.push(Family::new(
         "kepler_exporter_snapshot_timestamp_seconds",
         "When the served measurement was taken, in seconds since the Unix epoch (0: none yet).",
         MetricType::Gauge,
-        move |enc, name| {
+        "s",
+        move |out| {
             let secs = s
                 .taken_at
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
-            enc.sample(name, &[], secs);
+            out(&[], Value::Float(secs));
         },
     ));
     out.push(Family::new(
@@ -458,7 +474,8 @@ fn info_and_self_families<'a>(
         "Number of measurement intervals completed since start-up (the served snapshot's \
          sequence number; only grows).",
         MetricType::Gauge,
-        move |enc, name| enc.sample(name, &[], s.sequence as f64),
+        "",
+        move |out| out(&[], Value::Float(s.sequence as f64)),
     ));
 }
 

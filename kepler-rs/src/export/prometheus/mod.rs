@@ -9,7 +9,7 @@ pub mod classic;
 /// The shared text writer (crate `kepler-prom-text`, also used by the hub in `collector/`).
 pub use kepler_prom_text as text;
 
-pub use classic::{render_classic, RenderOptions};
+pub use classic::{classic_families, render_classic, RenderOptions};
 pub use text::{Encoder, Format, MetricType, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 
 /// What this binary is, for the build-info metrics. [`BuildInfo::current`] reads what

@@ -1,0 +1,273 @@
+//! The OTLP push and relay settings: parsing, validation, and the standard
+//! `OTEL_EXPORTER_OTLP_*` environment variables as a layer below the YAML file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::layers::Values;
+use super::Parser;
+use crate::export::otlp::{Compression, Protocol, RetryPolicy, TransportOptions};
+use crate::export::relay::{KubeletTarget, MetricFilter, RelayConfig, RelayTarget};
+
+/// OTLP push settings (present when `otlp.endpoint` is set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    pub transport: TransportOptions,
+    /// `None`: push every `monitor.interval`.
+    pub interval: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub service_name: String,
+}
+
+/// Standard OpenTelemetry variables, the metrics-specific one winning over the generic one.
+/// Lower precedence than the YAML file, `KEPLER_*` variables and flags.
+pub fn from_otel_env(lookup: impl Fn(&str) -> Option<String>) -> Values {
+    let mut values = Values::new();
+    let pick = |name: &str| {
+        lookup(&format!("OTEL_EXPORTER_OTLP_METRICS_{name}"))
+            .or_else(|| lookup(&format!("OTEL_EXPORTER_OTLP_{name}")))
+            .filter(|v| !v.trim().is_empty())
+    };
+    for (var, path) in [
+        ("ENDPOINT", "otlp.endpoint"),
+        ("PROTOCOL", "otlp.protocol"),
+        ("HEADERS", "otlp.headers"),
+        ("COMPRESSION", "otlp.compression"),
+        ("CERTIFICATE", "otlp.caFile"),
+    ] {
+        if let Some(v) = pick(var) {
+            values.insert(path, v);
+        }
+    }
+    if let Some(ms) = pick("TIMEOUT") {
+        values.insert("otlp.timeout", format!("{}ms", ms.trim()));
+    }
+    if let Some(name) = lookup("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()) {
+        values.insert("otlp.serviceName", name);
+    }
+    values
+}
+
+/// `a=b,c=d%20e` -> pairs; values are percent-decoded (W3C baggage style, as the OTel spec says).
+pub fn parse_headers(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(format!("expected key=value, got {pair:?}"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("empty header name in {pair:?}"));
+        }
+        out.push((k.to_string(), percent_decode(v.trim())));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A URL with an explicit http:// or https:// scheme.
+fn url(p: &mut Parser<'_>, path: &'static str, raw: &str) -> Option<reqwest::Url> {
+    if !(raw.starts_with("http://") || raw.starts_with("https://")) {
+        p.fail(
+            path,
+            format!(
+                "must start with http:// (plaintext) or https:// (TLS), e.g. http://hub:4317, \
+                 got {raw:?}"
+            ),
+        );
+        return None;
+    }
+    match reqwest::Url::parse(raw) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Some(u),
+        Ok(_) => {
+            p.fail(path, format!("must name a host, got {raw:?}"));
+            None
+        }
+        Err(e) => {
+            p.fail(path, format!("is not a valid URL ({e}), got {raw:?}"));
+            None
+        }
+    }
+}
+
+fn optional_path(p: &Parser<'_>, path: &'static str) -> Option<PathBuf> {
+    Some(p.raw(path).trim())
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+fn list(p: &Parser<'_>, path: &'static str) -> Vec<String> {
+    p.raw(path)
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `cluster`: `None` when empty.
+pub(super) fn cluster(p: &mut Parser<'_>) -> Option<String> {
+    Some(p.raw("cluster").trim().to_string()).filter(|c| !c.is_empty())
+}
+
+/// The push settings, `None` when `otlp.endpoint` is empty.
+pub(super) fn otlp_config(p: &mut Parser<'_>) -> Option<OtlpConfig> {
+    let protocol = match p.raw("otlp.protocol").trim() {
+        "grpc" => Protocol::Grpc,
+        "http/protobuf" => Protocol::HttpProtobuf,
+        other => {
+            let other = other.to_string();
+            p.fail(
+                "otlp.protocol",
+                format!("must be grpc or http/protobuf, got {other:?}"),
+            );
+            Protocol::Grpc
+        }
+    };
+    let compression = match p.raw("otlp.compression").trim() {
+        "gzip" => Compression::Gzip,
+        "none" => Compression::None,
+        other => {
+            let other = other.to_string();
+            p.fail(
+                "otlp.compression",
+                format!("must be gzip or none, got {other:?}"),
+            );
+            Compression::Gzip
+        }
+    };
+    let headers = match parse_headers(p.raw("otlp.headers")) {
+        Ok(h) => h,
+        Err(e) => {
+            p.fail("otlp.headers", format!("must be key=value,...: {e}"));
+            Vec::new()
+        }
+    };
+    let timeout = p.duration("otlp.timeout", Duration::from_millis(1));
+    let interval = if p.raw("otlp.interval").trim().is_empty() {
+        None
+    } else {
+        Some(p.duration("otlp.interval", Duration::from_millis(100)))
+    };
+    let retry = RetryPolicy {
+        initial: p.duration("otlp.retry.initialInterval", Duration::from_millis(1)),
+        max: p.duration("otlp.retry.maxInterval", Duration::from_millis(1)),
+        ..RetryPolicy::default()
+    };
+    let service_name = p.raw("otlp.serviceName").trim().to_string();
+    if service_name.is_empty() {
+        p.fail("otlp.serviceName", "must not be empty".to_string());
+    }
+    let ca_file = optional_path(p, "otlp.caFile");
+    let raw = p.raw("otlp.endpoint").trim().to_string();
+    if raw.is_empty() {
+        return None;
+    }
+    let mut endpoint = url(p, "otlp.endpoint", &raw)?;
+    if protocol == Protocol::HttpProtobuf && matches!(endpoint.path(), "" | "/") {
+        endpoint.set_path("/v1/metrics");
+    }
+    Some(OtlpConfig {
+        transport: TransportOptions {
+            endpoint,
+            protocol,
+            compression,
+            headers,
+            timeout,
+            ca_file,
+        },
+        interval,
+        retry,
+        service_name,
+    })
+}
+
+/// The relay settings, `None` when no target is configured.
+pub(super) fn relay_config(p: &mut Parser<'_>, push: bool) -> Option<RelayConfig> {
+    let mut targets = Vec::new();
+    for item in list(p, "relay.targets") {
+        let (job, raw) = match item.split_once('=') {
+            Some((job, url)) if !job.contains("://") => (job.trim().to_string(), url.trim()),
+            _ => ("relay".to_string(), item.as_str()),
+        };
+        if let Some(url) = url(p, "relay.targets", raw) {
+            targets.push(RelayTarget::plain(job, url));
+        }
+    }
+    let kubelet = p.bool("relay.kubelet.enabled").then(|| KubeletTarget {
+        address: p.raw("relay.kubelet.address").trim().to_string(),
+        token_file: PathBuf::from(p.raw("relay.kubelet.tokenFile").trim()),
+        ca_file: PathBuf::from(p.raw("relay.kubelet.caFile").trim()),
+    });
+    let interval = p.duration("relay.interval", Duration::from_millis(100));
+    let filter = MetricFilter::new(list(p, "relay.metrics"), list(p, "relay.dropLabels"));
+    if targets.is_empty() && kubelet.is_none() {
+        return None;
+    }
+    if !push {
+        p.fail(
+            "relay.targets",
+            "relaying needs otlp.endpoint (where to send the relayed metrics)".to_string(),
+        );
+    }
+    Some(RelayConfig {
+        targets,
+        kubelet,
+        interval,
+        filter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_pairs_with_decoded_values() {
+        assert_eq!(
+            parse_headers("authorization=Bearer%20abc, x-tenant = t1").unwrap(),
+            vec![
+                ("authorization".to_string(), "Bearer abc".to_string()),
+                ("x-tenant".to_string(), "t1".to_string())
+            ]
+        );
+        assert_eq!(parse_headers("").unwrap(), vec![]);
+        assert_eq!(parse_headers("a=%2").unwrap()[0].1, "%2");
+        assert!(parse_headers("novalue").is_err());
+        assert!(parse_headers("=v").is_err());
+    }
+
+    #[test]
+    fn otel_env_metrics_specific_wins() {
+        let env = |k: &str| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://generic:4317".to_string()),
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" => Some("http://metrics:4317".to_string()),
+            "OTEL_EXPORTER_OTLP_TIMEOUT" => Some("2500".to_string()),
+            "OTEL_SERVICE_NAME" => Some("svc".to_string()),
+            _ => None,
+        };
+        let v = from_otel_env(env);
+        assert_eq!(v["otlp.endpoint"], "http://metrics:4317");
+        assert_eq!(v["otlp.timeout"], "2500ms");
+        assert_eq!(v["otlp.serviceName"], "svc");
+        assert!(!v.contains_key("otlp.protocol"));
+    }
+}

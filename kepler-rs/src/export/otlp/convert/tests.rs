@@ -1,0 +1,311 @@
+use super::*;
+use crate::export::prometheus::{classic_families, BuildInfo, RenderOptions};
+use crate::power::units::{CpuNanos, Microjoules, Watts};
+use crate::power::{ZoneId, ZoneKind};
+use crate::selfmetrics::SelfMetrics;
+use crate::snapshot::{
+    EnergyByKind, ModeSplit, NodeInfo, NodeZone, Snapshot, State, WorkloadEnergy,
+};
+use crate::workload::WorkloadKey;
+use std::time::Duration;
+
+/// The OpenTelemetry Collector's default Prometheus name translation (with suffixes), as
+/// shared/spec/pipeline.md states it: split on every character outside `[a-zA-Z0-9:]`, add
+/// the unit's suffix unless a token already is it, monotonic sums drop every `total` token and
+/// end in `total`, gauges with unit `1` do the same with `ratio`.
+fn collector_name(name: &str, unit: &str, monotonic_sum: bool, gauge: bool) -> String {
+    let mut tokens: Vec<String> = name
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    let suffix = match unit {
+        "J" => Some("joules"),
+        "W" => Some("watts"),
+        "s" => Some("seconds"),
+        "By" => Some("bytes"),
+        "ms" => Some("milliseconds"),
+        "%" => Some("percent"),
+        _ => None,
+    };
+    if let Some(suffix) = suffix {
+        if !tokens.iter().any(|t| t == suffix) {
+            tokens.push(suffix.to_string());
+        }
+    }
+    if monotonic_sum {
+        tokens.retain(|t| t != "total");
+        tokens.push("total".to_string());
+    }
+    if gauge && unit == "1" {
+        tokens.retain(|t| t != "ratio");
+        tokens.push("ratio".to_string());
+    }
+    tokens.join("_")
+}
+
+fn split(d: u64, i: u64) -> ModeSplit {
+    ModeSplit {
+        dynamic: Microjoules(d),
+        idle: Microjoules(i),
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut s = Snapshot::empty(
+        NodeInfo {
+            node_name: "n1".into(),
+            cpu_architecture: "x86_64".into(),
+            components_power_source: "rapl-sysfs".into(),
+            platform_power_source: "rapl-sysfs".into(),
+        },
+        "rapl-sysfs",
+        "procfs",
+    );
+    s.taken_at = UNIX_EPOCH + Duration::from_secs(1_000);
+    s.cpu_time_exact = true;
+    for kind in [
+        ZoneKind::Package,
+        ZoneKind::Core,
+        ZoneKind::Dram,
+        ZoneKind::Psys,
+    ] {
+        s.node_zones.insert(
+            ZoneId { kind, socket: 0 },
+            NodeZone {
+                path: String::new(),
+                energy: split(3_000_000, 1_500_000),
+                watts: Watts(1.0),
+                idle_watts: Watts(0.5),
+            },
+        );
+    }
+    let mut energy = EnergyByKind::default();
+    energy
+        .zones
+        .insert(ZoneKind::Package, split(2_000_000, 500_000));
+    s.workloads.push(WorkloadEnergy {
+        key: WorkloadKey::System,
+        identity: None,
+        pod_name: String::new(),
+        container_name: String::new(),
+        namespace: String::new(),
+        energy: energy.clone(),
+        watts: Watts(1.0),
+        cpu_time: CpuNanos(1_500_000),
+        state: State::Running,
+    });
+    s.processes.push(crate::snapshot::ProcessEnergy {
+        pid: 42,
+        comm: "sh".into(),
+        workload: WorkloadKey::System,
+        energy,
+        cpu_time: CpuNanos(7),
+        state: State::Running,
+    });
+    s
+}
+
+fn build() -> BuildInfo {
+    BuildInfo {
+        branch: "main".into(),
+        revision: "abc".into(),
+        version: "0.1.0".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        rust_version: "rustc".into(),
+    }
+}
+
+#[test]
+fn collector_translation_gives_back_every_metrics_name() {
+    let s = snapshot();
+    let metrics = SelfMetrics::new();
+    metrics.record("rapl", "garbage");
+    metrics.record_export("push", "sent", 1);
+    let b = build();
+    let families = classic_families(
+        &s,
+        &metrics,
+        &RenderOptions {
+            process_metrics: true,
+        },
+        &b,
+    );
+    assert!(families.len() > 25, "{}", families.len());
+    for f in &families {
+        let counter = f.ty == MetricType::Counter;
+        assert_eq!(
+            collector_name(f.name, f.unit, counter, !counter),
+            f.name,
+            "unit {:?}",
+            f.unit
+        );
+        if f.name.ends_with("_joules_total") {
+            assert_eq!(f.unit, "J", "{}", f.name);
+        }
+    }
+    // The rule itself, on the spec's own examples.
+    assert_eq!(
+        collector_name("http.requests", "s", false, true),
+        "http_requests_seconds"
+    );
+    assert_eq!(
+        collector_name("kepler_node_bpf_ms_total", "ms", true, false),
+        "kepler_node_bpf_ms_milliseconds_total"
+    );
+    assert_eq!(
+        collector_name("utilisation", "1", false, true),
+        "utilisation_ratio"
+    );
+}
+
+#[test]
+fn counters_are_cumulative_monotonic_sums_with_stable_start_and_cluster() {
+    let s = snapshot();
+    let b = build();
+    let families = classic_families(&s, &SelfMetrics::new(), &RenderOptions::default(), &b);
+    let start = UNIX_EPOCH + Duration::from_secs(900);
+    let metrics = families_to_metrics(&families, start, s.taken_at, Some("cluster1"));
+    // Families without samples (no errors, no exports yet) are left out, as in the text.
+    let with_samples = families
+        .iter()
+        .filter(|f| {
+            let mut n = 0;
+            f.for_each_sample(|_, _| n += 1);
+            n > 0
+        })
+        .count();
+    assert_eq!(metrics.len(), with_samples);
+    assert!(with_samples < families.len());
+    let energy = metrics
+        .iter()
+        .find(|m| m.name == "kepler_container_package_joules_total")
+        .unwrap();
+    assert_eq!(energy.unit, "J");
+    let Some(metric::Data::Sum(sum)) = &energy.data else {
+        panic!("not a sum: {energy:?}");
+    };
+    assert!(sum.is_monotonic);
+    assert_eq!(
+        sum.aggregation_temporality,
+        AggregationTemporality::Cumulative as i32
+    );
+    assert_eq!(sum.data_points.len(), 2);
+    let p = &sum.data_points[0];
+    assert_eq!(p.start_time_unix_nano, 900_000_000_000);
+    assert_eq!(p.time_unix_nano, 1_000_000_000_000);
+    assert_eq!(p.value, Some(number_data_point::Value::AsDouble(2.0)));
+    let keys: Vec<&str> = p.attributes.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "container_id",
+            "pod_name",
+            "container_name",
+            "container_namespace",
+            "mode",
+            "source",
+            "cluster"
+        ]
+    );
+    assert_eq!(p.attributes[6], kv("cluster", "cluster1"));
+    let info = metrics
+        .iter()
+        .find(|m| m.name == "kepler_node_info")
+        .unwrap();
+    let Some(metric::Data::Gauge(g)) = &info.data else {
+        panic!("not a gauge: {info:?}");
+    };
+    assert_eq!(g.data_points[0].start_time_unix_nano, 0);
+    assert!(g.data_points[0]
+        .attributes
+        .contains(&kv("cluster", "cluster1")));
+    // Every point, gauge or sum, has the cluster.
+    for m in &metrics {
+        let points = match &m.data {
+            Some(metric::Data::Sum(s)) => &s.data_points,
+            Some(metric::Data::Gauge(g)) => &g.data_points,
+            other => panic!("{other:?}"),
+        };
+        for p in points {
+            assert_eq!(
+                p.attributes.iter().filter(|a| a.key == "cluster").count(),
+                1
+            );
+        }
+    }
+}
+
+#[test]
+fn without_cluster_no_cluster_attribute_at_all() {
+    let s = snapshot();
+    let b = build();
+    let families = classic_families(&s, &SelfMetrics::new(), &RenderOptions::default(), &b);
+    let metrics = families_to_metrics(&families, s.taken_at, s.taken_at, None);
+    let text = format!("{metrics:?}");
+    assert!(!text.contains("\"cluster\""), "{text}");
+    let identity = Identity {
+        service_name: "kepler-pods".into(),
+        node_name: "n1".into(),
+        cluster: None,
+    };
+    let keys: Vec<String> = identity
+        .resource()
+        .attributes
+        .into_iter()
+        .map(|a| a.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "service.name",
+            "service.instance.id",
+            "host.name",
+            "k8s.node.name"
+        ]
+    );
+    let with = Identity {
+        cluster: Some("c1".into()),
+        ..identity
+    };
+    assert!(with
+        .resource()
+        .attributes
+        .contains(&kv("k8s.cluster.name", "c1")));
+}
+
+#[test]
+fn text_and_otlp_carry_the_same_samples() {
+    let s = snapshot();
+    let b = build();
+    let options = RenderOptions {
+        process_metrics: true,
+    };
+    let text = crate::export::prometheus::render_classic(
+        &s,
+        &SelfMetrics::new(),
+        &options,
+        &b,
+        crate::export::prometheus::Format::Text,
+    );
+    let families = classic_families(&s, &SelfMetrics::new(), &options, &b);
+    let metrics = families_to_metrics(&families, s.taken_at, s.taken_at, None);
+    let points: usize = metrics
+        .iter()
+        .map(|m| match &m.data {
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            _ => 0,
+        })
+        .sum();
+    let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(points, samples);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let otlp: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, otlp);
+}

@@ -1,0 +1,503 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! OTLP push interop: the real `kepler-rs` binary (fake RAPL) pushes to `tests/otlp_sink.py`, an
+//! OTLP gRPC + HTTP receiver built only from the official `opentelemetry-proto` Python package
+//! and grpcio, i.e. an implementation we did not write. Checks names (the same as `/metrics`),
+//! units, temporality, monotonicity, the stable start time, resource and `cluster` attributes,
+//! headers and gzip; and a hub that is down for a while: counters continue from where the node
+//! is once it is up, never backwards, and the exporter's memory does not grow meanwhile.
+//! Needs the Python venv of scripts/setup.sh (`.venv` at the repository root) or a `python3`
+//! with the packages; skips without them unless KEPLER_REQUIRE_TOOLS=1.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A Python that can import the OTLP protos and grpcio, or `None` (skip).
+fn python() -> Option<PathBuf> {
+    let venv = repo_root().join(".venv/bin/python");
+    let candidates = [venv, PathBuf::from("python3")];
+    for py in candidates {
+        let ok = Command::new(&py)
+            .args([
+                "-c",
+                "import grpc; from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("no Python with opentelemetry-proto and grpcio (run scripts/setup.sh) but KEPLER_REQUIRE_TOOLS=1");
+    }
+    println!("skipped: no Python with opentelemetry-proto and grpcio (run scripts/setup.sh)");
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Python receiver; killed on drop.
+struct Sink {
+    child: Child,
+    _stdin: ChildStdin,
+    grpc: u16,
+    http: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sink {
+    fn start(py: &Path, grpc: u16, http: u16, extra: &[&str]) -> Sink {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("received.jsonl");
+        let mut child = Command::new(py)
+            .arg(repo_root().join("tests/otlp_sink.py"))
+            .args([
+                "--grpc-port",
+                &grpc.to_string(),
+                "--http-port",
+                &http.to_string(),
+            ])
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ports: BTreeMap<&str, u16> = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("sink did not start: {line:?}"))
+            .split(' ')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k, v.parse().unwrap())
+            })
+            .collect();
+        Sink {
+            child,
+            _stdin: stdin,
+            grpc: ports["grpc"],
+            http: ports["http"],
+            out,
+            _dir: dir,
+        }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .split_inclusive('\n')
+            // A line still being written has no newline yet.
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` requests arrived.
+    fn wait_for(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} requests arrived",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Exporter {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_exporter(extra: &[&str]) -> Exporter {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "--fake-rapl",
+            "--log.level",
+            "warn",
+            "--monitor.interval",
+            "300ms",
+        ])
+        .args(["--kube.node-name", "node-a", "--web.listen-address"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut exporter = Exporter { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = exporter.child.try_wait().unwrap() {
+            panic!("exporter exited at start-up: {status}");
+        }
+        if metrics(port).is_ok() {
+            return exporter;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("exporter did not serve /metrics within 20 s");
+}
+
+/// GET /metrics over HTTP/1.0.
+fn metrics(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+fn attrs(v: &Value) -> BTreeMap<String, String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|kv| {
+                    (
+                        kv["key"].as_str().unwrap().to_string(),
+                        kv["value"]["string_value"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One received metric.
+struct Metric<'a> {
+    name: &'a str,
+    unit: &'a str,
+    kind: &'a str,
+    body: &'a Value,
+}
+
+fn metrics_of(request: &Value) -> Vec<Metric<'_>> {
+    let mut out = Vec::new();
+    for rm in request["request"]["resource_metrics"].as_array().unwrap() {
+        for sm in rm["scope_metrics"].as_array().unwrap() {
+            for m in sm["metrics"].as_array().unwrap() {
+                let kind = ["sum", "gauge", "histogram", "summary"]
+                    .into_iter()
+                    .find(|k| m.get(*k).is_some())
+                    .unwrap();
+                out.push(Metric {
+                    name: m["name"].as_str().unwrap(),
+                    unit: m.get("unit").and_then(Value::as_str).unwrap_or(""),
+                    kind,
+                    body: &m[kind],
+                });
+            }
+        }
+    }
+    out
+}
+
+fn points<'a>(m: &Metric<'a>) -> &'a Vec<Value> {
+    m.body["data_points"].as_array().unwrap()
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// Series key -> value of every energy counter in one request.
+fn energy_series(request: &Value) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for m in metrics_of(request) {
+        if !m.name.ends_with("_joules_total") {
+            continue;
+        }
+        for p in points(&m) {
+            let key = format!("{}{:?}", m.name, attrs(&p["attributes"]));
+            out.insert(key, p["as_double"].as_f64().unwrap_or(0.0));
+        }
+    }
+    out
+}
+
+fn type_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn grpc_push_matches_metrics_with_cluster_identity() {
+    let Some(py) = python() else { return };
+    let sink = Sink::start(&py, 0, 0, &[]);
+    let endpoint = format!("http://127.0.0.1:{}", sink.grpc);
+    let exporter = start_exporter(&["--cluster", "cluster1", "--otlp.endpoint", &endpoint]);
+    let received = sink.wait_for(5);
+    let text = metrics(exporter.port).unwrap();
+
+    // The same names as /metrics (every family that has samples by now).
+    let served = type_names(&text);
+    let last = received.last().unwrap();
+    let pushed: BTreeSet<String> = metrics_of(last)
+        .iter()
+        .map(|m| m.name.to_string())
+        .collect();
+    let only_pushed: Vec<_> = pushed.difference(&served).collect();
+    assert!(
+        only_pushed.is_empty(),
+        "pushed but not served: {only_pushed:?}"
+    );
+    for name in &served {
+        if name != "kepler_exporter_otlp_exports_total" && name != "kepler_exporter_errors_total" {
+            assert!(pushed.contains(name), "{name} served but not pushed");
+        }
+    }
+    assert!(text.contains("kepler_exporter_otlp_exports_total{pipeline=\"push\",result=\"sent\"}"));
+
+    let mut start = None;
+    let mut previous: BTreeMap<String, f64> = BTreeMap::new();
+    for request in &received {
+        assert_eq!(request["transport"], "grpc");
+        let rm = &request["request"]["resource_metrics"][0];
+        let resource = attrs(&rm["resource"]["attributes"]);
+        assert_eq!(resource["service.name"], "kepler-pods");
+        assert_eq!(resource["service.instance.id"], "node-a");
+        assert_eq!(resource["host.name"], "node-a");
+        assert_eq!(resource["k8s.node.name"], "node-a");
+        assert_eq!(resource["k8s.cluster.name"], "cluster1");
+        for m in metrics_of(request) {
+            for p in points(&m) {
+                assert_eq!(
+                    attrs(&p["attributes"]).get("cluster").map(String::as_str),
+                    Some("cluster1"),
+                    "{} point without cluster",
+                    m.name
+                );
+            }
+            if m.name.ends_with("_total") {
+                assert_eq!(m.kind, "sum", "{}", m.name);
+                assert_eq!(m.body["is_monotonic"], true, "{}", m.name);
+                assert_eq!(
+                    m.body["aggregation_temporality"], 2,
+                    "{} cumulative",
+                    m.name
+                );
+                for p in points(&m) {
+                    let s = num(&p["start_time_unix_nano"]);
+                    assert!(s > 0 && s <= num(&p["time_unix_nano"]));
+                    assert_eq!(*start.get_or_insert(s), s, "start time must be stable");
+                }
+            } else {
+                assert_eq!(m.kind, "gauge", "{}", m.name);
+            }
+            if m.name.ends_with("_joules_total") {
+                assert_eq!(m.unit, "J", "{}", m.name);
+            }
+        }
+        // Monotonic across requests.
+        let now = energy_series(request);
+        for (key, value) in &now {
+            if let Some(before) = previous.get(key) {
+                assert!(value >= before, "{key} went backwards: {before} -> {value}");
+            }
+        }
+        previous = now;
+    }
+    let total: f64 = previous.values().sum();
+    assert!(total > 0.0, "energy must have been pushed");
+}
+
+#[test]
+fn http_push_without_cluster_sends_headers_gzip_and_no_cluster() {
+    let Some(py) = python() else { return };
+    let sink = Sink::start(&py, 0, 0, &["--partial", "1"]);
+    let endpoint = format!("http://127.0.0.1:{}", sink.http);
+    let exporter = start_exporter(&[
+        "--otlp.endpoint",
+        &endpoint,
+        "--otlp.protocol",
+        "http/protobuf",
+        "--otlp.headers",
+        "authorization=Bearer%20s3cret",
+    ]);
+    let received = sink.wait_for(3);
+    for request in &received {
+        assert_eq!(request["transport"], "http");
+        let headers = &request["headers"];
+        assert_eq!(headers["authorization"], "Bearer s3cret");
+        assert_eq!(headers["content-encoding"], "gzip");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        let text = request.to_string();
+        assert!(
+            !text.contains("\"cluster\""),
+            "a cluster attribute without --cluster"
+        );
+        assert!(!text.contains("k8s.cluster.name"));
+    }
+    // Partial success: counted as sent, not retried (every request carries new data).
+    let text = metrics(exporter.port).unwrap();
+    assert!(text.contains("kepler_exporter_otlp_exports_total{pipeline=\"push\",result=\"sent\"}"));
+    assert!(!text.contains("result=\"failed\""), "{text}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The sum of one counter family's samples in a /metrics text.
+fn served_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn export_count(text: &str, result: &str) -> f64 {
+    let prefix =
+        format!("kepler_exporter_otlp_exports_total{{pipeline=\"push\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn hub_down_then_up_counters_continue_and_memory_stays_bounded() {
+    let Some(py) = python() else { return };
+    let grpc = free_port();
+    let http = free_port();
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+    let exporter = start_exporter(&[
+        "--cluster",
+        "c2",
+        "--otlp.endpoint",
+        &endpoint,
+        "--otlp.retry.initial-interval",
+        "50ms",
+        "--otlp.retry.max-interval",
+        "200ms",
+    ]);
+    let pid = exporter.child.id();
+    // Hub down: exports fail and are dropped; /metrics keeps serving.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = metrics(exporter.port).unwrap();
+    while export_count(&text, "failed") < 10.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed exports counted:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        text = metrics(exporter.port).unwrap();
+    }
+    let rss_early = rss_kib(pid);
+    let failed_early = export_count(&text, "failed");
+    while export_count(&text, "failed") < failed_early + 30.0 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "failures stopped being counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        text = metrics(exporter.port).unwrap();
+    }
+    assert!(export_count(&text, "dropped") > 0.0, "{text}");
+    assert_eq!(export_count(&text, "sent"), 0.0);
+    let rss_late = rss_kib(pid);
+    // Only the latest snapshot waits (shared with /metrics): 30 more failed attempts add no
+    // memory beyond allocator noise.
+    assert!(
+        rss_late <= rss_early + 4 * 1024,
+        "RSS grew from {rss_early} KiB to {rss_late} KiB while the hub was down"
+    );
+    let node_while_down = served_sum(&text, "kepler_node_package_joules_total");
+
+    // Hub up on the same port.
+    let sink = Sink::start(&py, grpc, http, &[]);
+    let received = sink.wait_for(4);
+    let first = &received[0];
+    let pushed_node: f64 = metrics_of(first)
+        .iter()
+        .filter(|m| m.name == "kepler_node_package_joules_total")
+        .flat_map(|m| {
+            points(m)
+                .iter()
+                .map(|p| p["as_double"].as_f64().unwrap_or(0.0))
+        })
+        .sum();
+    assert!(
+        pushed_node >= node_while_down,
+        "the first push after recovery ({pushed_node} J) is behind what the node served while the hub was down ({node_while_down} J)"
+    );
+    let mut previous = energy_series(first);
+    for request in &received[1..] {
+        let now = energy_series(request);
+        for (key, value) in &now {
+            if let Some(before) = previous.get(key) {
+                assert!(value >= before, "{key} went backwards: {before} -> {value}");
+            }
+        }
+        previous = now;
+    }
+    let text = metrics(exporter.port).unwrap();
+    assert!(export_count(&text, "sent") >= 1.0, "{text}");
+}
