@@ -116,7 +116,10 @@ fn describe(reason: Reject) -> &'static str {
             "would start a new series over the cluster's max_series_per_cluster limit"
         }
         Reject::Unsupported => "exponential histogram points (not exposed by this hub)",
-        Reject::Invalid => "malformed points (no value, or bucket counts not matching bounds)",
+        Reject::Invalid => {
+            "malformed points (no value, bucket counts not matching bounds, or a metric name \
+             without letters or digits)"
+        }
     }
 }
 
@@ -196,15 +199,20 @@ impl Ctx<'_> {
                 h.aggregation_temporality == AggregationTemporality::Delta as i32,
             ),
             Data::Summary(_) => (Kind::Summary, false),
-            Data::ExponentialHistogram(h) => {
-                for p in &h.data_points {
-                    let attrs = self.attrs(&p.attributes);
-                    let cluster: Arc<str> = store::cluster_of(&attrs).into();
-                    tally.count(&cluster, Err(Reject::Unsupported));
-                }
+            Data::ExponentialHistogram(_) => {
+                self.reject_all(data, Reject::Unsupported, tally);
                 return;
             }
         };
+        if !metric
+            .name
+            .chars()
+            .any(|c| c.is_ascii_alphanumeric() || c == ':')
+        {
+            // No token survives the translation: there is no Prometheus name to give it.
+            self.reject_all(data, Reject::Invalid, tally);
+            return;
+        }
         let meta = Arc::new(Meta {
             prom_name: translate::metric_name(&metric.name, &metric.unit, kind),
             kind,
@@ -239,6 +247,41 @@ impl Ctx<'_> {
                 }
             }
             Data::ExponentialHistogram(_) => {}
+        }
+    }
+
+    /// Counts every point of `data` as rejected for `reason`.
+    fn reject_all(&self, data: &Data, reason: Reject, tally: &mut Tally) {
+        let attributes: Vec<&[KeyValue]> = match data {
+            Data::Gauge(g) => g
+                .data_points
+                .iter()
+                .map(|p| p.attributes.as_slice())
+                .collect(),
+            Data::Sum(s) => s
+                .data_points
+                .iter()
+                .map(|p| p.attributes.as_slice())
+                .collect(),
+            Data::Histogram(h) => h
+                .data_points
+                .iter()
+                .map(|p| p.attributes.as_slice())
+                .collect(),
+            Data::ExponentialHistogram(h) => h
+                .data_points
+                .iter()
+                .map(|p| p.attributes.as_slice())
+                .collect(),
+            Data::Summary(s) => s
+                .data_points
+                .iter()
+                .map(|p| p.attributes.as_slice())
+                .collect(),
+        };
+        for attributes in attributes {
+            let attrs = self.attrs(attributes);
+            tally.count(&store::cluster_of(&attrs).into(), Err(reason));
         }
     }
 

@@ -162,7 +162,7 @@ pub fn metric_name(name: &str, unit: &str, kind: Kind) -> String {
 }
 
 /// The Prometheus label name of an attribute key: runs outside `[a-zA-Z0-9_]` -> one `_`,
-/// a leading digit gets `key_`. `None` for an empty key.
+/// a leading digit gets `key_`, a leading `__` (reserved) gets `key`. `None` for an empty key.
 pub fn label_name(key: &str) -> Option<String> {
     if key.is_empty() {
         return None;
@@ -180,6 +180,9 @@ pub fn label_name(key: &str) -> Option<String> {
     }
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert_str(0, "key_");
+    } else if out.starts_with("__") {
+        // `__*` names are reserved for Prometheus itself (`__name__`).
+        out.insert_str(0, "key");
     }
     Some(out)
 }
@@ -371,6 +374,8 @@ mod tests {
         assert_eq!(label_name("a..b").as_deref(), Some("a_b"));
         assert_eq!(label_name("2fa").as_deref(), Some("key_2fa"));
         assert_eq!(label_name("_x").as_deref(), Some("_x"));
+        assert_eq!(label_name("__name__").as_deref(), Some("key__name__"));
+        assert_eq!(label_name("..x").as_deref(), Some("_x"));
         assert_eq!(label_name("ünï").as_deref(), Some("_n_"));
         assert_eq!(label_name(""), None);
         assert!(is_clean_label("cluster"));

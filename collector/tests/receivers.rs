@@ -203,3 +203,60 @@ async fn grpc_gzip_empty_request_and_size_cap() {
     let ok = plain.export(big_request(1 << 10)).await.unwrap();
     assert_eq!(ok.into_inner().partial_success, None);
 }
+
+#[test]
+fn bad_input_gets_a_clear_error_and_leaves_other_clients_data_alone() {
+    // Default caps (20 MiB for HTTP).
+    let hub = HubProcess::start(&loopback_config("", ""));
+    let addr = hub.addr("spokes-http");
+    let good = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"good","gauge":
+        {"dataPoints":[{"asDouble":1.5,"attributes":[{"key":"cluster","value":{"stringValue":"c1"}}]}]}}]}]}]}"#;
+    let (status, _, _) = http(addr, "POST", "/v1/metrics", &[JSON], good);
+    assert_eq!(status, 200);
+
+    // 100 MB body: 413 without buffering it all.
+    let huge = vec![b'x'; 100 << 20];
+    let (status, _, _) = http(addr, "POST", "/v1/metrics", &[PROTO], &huge);
+    assert_eq!(status, 413);
+    // Wrong types inside a metric's data: 400 naming the metric.
+    let wrong = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"w","sum":
+        {"isMonotonic":"yes","aggregationTemporality":2,"dataPoints":[]}}]}]}]}"#;
+    let (status, _, body) = http(addr, "POST", "/v1/metrics", &[JSON], wrong);
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&body).contains("metrics[0].sum (metric \\\"w\\\")"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // Random bytes as protobuf; truncated JSON.
+    let (status, _, _) = http(addr, "POST", "/v1/metrics", &[PROTO], &[0xff; 64]);
+    assert_eq!(status, 400);
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/v1/metrics",
+        &[JSON],
+        &good[..good.len() / 2],
+    );
+    assert_eq!(status, 400);
+    // A value of the wrong type inside a point: that point is rejected (partial success).
+    let bad_value = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"v","gauge":
+        {"dataPoints":[{"asDouble":"abc"}]}}]}]}]}"#;
+    let (status, _, body) = http(addr, "POST", "/v1/metrics", &[JSON], bad_value);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["partialSuccess"]["rejectedDataPoints"],
+        serde_json::json!(1),
+        "{v}"
+    );
+
+    let text = hub.metrics();
+    assert!(text.contains("good{cluster=\"c1\"} 1.5"), "{text}");
+    assert!(
+        text.contains(
+            "kepler_collector_requests_total{listener=\"spokes-http\",outcome=\"invalid\"} 3"
+        ),
+        "{text}"
+    );
+}
