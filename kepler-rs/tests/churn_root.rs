@@ -1,0 +1,220 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Memory stays flat under churn (root, real cgroups): containers (kubepods-shaped v2 cgroups,
+//! each with a short-lived process) are created and destroyed continuously while the real
+//! exporter measures every 200 ms. After a warm-up, its resident memory
+//! must not keep growing, and the terminated-workload window must keep the series count bounded.
+//!
+//! CI runs a shortened churn (KEPLER_CHURN_SECS, default 30 s); the one-hour run is
+//! `KEPLER_CHURN_SECS=3600 cargo test -p kepler-rs --release --test churn_root -- --nocapture`.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::CreatedDirs;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+const MAX_TERMINATED: usize = 50;
+
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn series(port: u16, metric: &str) -> usize {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+        .count()
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Kills the exporter however the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Container {
+    dir: PathBuf,
+    child: Child,
+    started: Instant,
+}
+
+#[test]
+fn memory_stays_flat_while_containers_churn() {
+    if !common::require_root("creating cgroups") {
+        return;
+    }
+    let Some(v2) = common::v2_root() else {
+        println!("skipped: no cgroup v2 hierarchy");
+        return;
+    };
+    let secs: u64 = std::env::var("KEPLER_CHURN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let mut dirs = CreatedDirs::default();
+    let (_, pod_uid) = common::unique_ids();
+    let pod = dirs.create_path(
+        &v2,
+        &[
+            "kubepods.slice".to_string(),
+            "kubepods-besteffort.slice".to_string(),
+            format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_")),
+        ],
+    );
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let exporter = Command::new(BIN)
+        .args([
+            "--fake-rapl",
+            "--log.level",
+            "error",
+            "--metrics.processes",
+            "--monitor.interval",
+            "200ms",
+        ])
+        .args([
+            "--monitor.terminated-retention",
+            "2s",
+            "--monitor.max-terminated",
+        ])
+        .arg(MAX_TERMINATED.to_string())
+        .arg("--web.listen-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(
+            std::env::var("KEPLER_CHURN_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = exporter.id();
+    let exporter = Killed(exporter);
+    let up = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "exporter did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut live: VecDeque<Container> = VecDeque::new();
+    let mut samples: Vec<(Duration, u64)> = Vec::new();
+    let mut max_series = 0;
+    let start = Instant::now();
+    let mut created = 0u64;
+    let mut next_sample = start;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let (id, _) = common::unique_ids();
+        let dir = pod.join(format!("cri-containerd-{id}.scope"));
+        fs::create_dir(&dir).unwrap();
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 0.3",
+            ])
+            .spawn()
+            .unwrap();
+        fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        live.push_back(Container {
+            dir,
+            child,
+            started: Instant::now(),
+        });
+        created += 1;
+        while live
+            .front()
+            .is_some_and(|c| c.started.elapsed() > Duration::from_millis(800))
+        {
+            let mut c = live.pop_front().unwrap();
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+            for _ in 0..50 {
+                if fs::remove_dir(&c.dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if Instant::now() >= next_sample {
+            samples.push((start.elapsed(), rss_kib(pid)));
+            max_series = max_series.max(series(port, "kepler_container_joules_total"));
+            next_sample += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for mut c in live.drain(..) {
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+        let _ = fs::remove_dir(&c.dir);
+    }
+    drop(exporter);
+
+    // Warm-up: the first third (terminated window fills, allocator settles).
+    let third = Duration::from_secs(secs / 3);
+    let after_warmup: Vec<u64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= third && *t < third * 2)
+        .map(|s| s.1)
+        .collect();
+    let end: Vec<u64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= third * 2)
+        .map(|s| s.1)
+        .collect();
+    let (warm, last) = (median(after_warmup), median(end));
+    let trace: Vec<String> = samples
+        .iter()
+        .step_by(5)
+        .map(|(t, kib)| format!("{}s:{kib}", t.as_secs()))
+        .collect();
+    println!("churn RSS KiB over time: {}", trace.join(" "));
+    println!(
+        "churn: {created} containers in {secs} s; RSS {} KiB after warm-up, {} KiB at the end; at most {max_series} container series",
+        warm, last
+    );
+    assert!(
+        created > secs * 5,
+        "the churn loop ran too slowly to prove anything: {created}"
+    );
+    assert!(
+        last <= warm + 2048,
+        "RSS grew from {warm} KiB to {last} KiB under churn"
+    );
+    // Live (~16) plus at most MAX_TERMINATED terminated containers, plus the two pseudo ones,
+    // two modes each.
+    assert!(
+        max_series <= 2 * (MAX_TERMINATED + 40),
+        "series not bounded: {max_series}"
+    );
+}
