@@ -610,3 +610,115 @@ exit 0"#,
     let calls = fs::read_to_string(&log).unwrap();
     assert!(calls.contains("docker build -t kepler-rs:dev -f deploy/image/Containerfile ."));
 }
+
+/// The `kepler-collector` binary of this workspace build, if built (`cargo test --workspace`).
+fn collector_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("kepler-collector");
+    if candidate.is_file() {
+        return Some(candidate);
+    }
+    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!(
+            "kepler-collector not built next to {} (run cargo test --workspace)",
+            exe.display()
+        );
+    }
+    println!("skipped: kepler-collector is not built (cargo test --workspace builds it)");
+    None
+}
+
+/// POST an empty OTLP/HTTP protobuf request; the status code.
+fn otlp_post(port: u16, token: Option<&str>) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn hub_overlay_config_runs_the_real_hub_with_per_cluster_tokens() {
+    let Some(kubectl) = tool("kubectl") else {
+        return;
+    };
+    let Some(collector) = collector_binary() else {
+        return;
+    };
+    let hub = render(
+        &kubectl,
+        None,
+        &repo().join("deploy/kustomize/overlays/hub"),
+    );
+    let cfg = find(&hub, "ConfigMap", "kepler-collector-config")["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Same file on loopback ports, tokens where the Secret would be mounted.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ports = std::collections::BTreeMap::new();
+    let mut text = cfg.replace(
+        "/etc/kepler-collector/tokens",
+        &dir.path().display().to_string(),
+    );
+    for port in ["4317", "4318", "4327", "4328", "9464"] {
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        ports.insert(port, free);
+        text = text.replace(&format!("0.0.0.0:{port}"), &format!("127.0.0.1:{free}"));
+    }
+    assert!(!text.contains("0.0.0.0"), "every listener moved:\n{text}");
+    let (one, two) = ("1a".repeat(32), "2b".repeat(32));
+    fs::write(dir.path().join("cluster1"), format!("{one}\n")).unwrap();
+    fs::write(dir.path().join("cluster2"), format!("{two}\n")).unwrap();
+    fs::write(dir.path().join("config.yaml"), &text).unwrap();
+    let mut child = Command::new(collector)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("config.yaml").display()
+        ))
+        .args(["--log.level", "warn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut child);
+    let spoke_http = ports["4328"];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            panic!("kepler-collector rejected the hub overlay's config: {status}");
+        }
+        if let Some(code) = otlp_post(spoke_http, None) {
+            break code;
+        }
+        assert!(std::time::Instant::now() < deadline, "hub never listened");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status, 401, "spokes need a token");
+    assert_eq!(otlp_post(spoke_http, Some(&one)), Some(200));
+    assert_eq!(otlp_post(spoke_http, Some(&two)), Some(200));
+    assert_eq!(otlp_post(spoke_http, Some(&"3c".repeat(32))), Some(401));
+    assert_eq!(
+        otlp_post(ports["4318"], None),
+        Some(200),
+        "the hub's own listener is open"
+    );
+    drop(guard);
+}
