@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, KubeConfig, MetadataSource};
 use crate::export::otlp::{self, Identity, SnapshotSource, Transport};
 use crate::export::prometheus::{BuildInfo, RenderOptions};
+use crate::export::relay::{RelayIdentity, RelaySource};
 use crate::host;
 use crate::monitor::node_share::NodeShare;
 use crate::monitor::{self, Monitor, MonitorOptions};
@@ -134,6 +135,11 @@ pub fn kubelet_url(kube: &KubeConfig, env: impl Fn(&str) -> Option<String>) -> S
     if !kube.kubelet_url.is_empty() {
         return kube.kubelet_url.clone();
     }
+    kubelet_base_url(env)
+}
+
+/// The default kubelet URL: `https://$NODE_IP:10250`, else the loopback kubelet.
+pub fn kubelet_base_url(env: impl Fn(&str) -> Option<String>) -> String {
     match env("NODE_IP").map(|ip| ip.trim().to_string()) {
         Some(ip) if ip.contains(':') => format!("https://[{ip}]:10250"),
         Some(ip) if !ip.is_empty() => format!("https://{ip}:10250"),
@@ -335,10 +341,7 @@ fn start_otlp(
     );
     let interval = otlp.interval.unwrap_or(config.interval);
     tracing::info!(endpoint = %otlp.transport.endpoint, protocol = ?otlp.transport.protocol, interval = ?interval, cluster = config.cluster.as_deref().unwrap_or(""), "pushing metrics over OTLP");
-    if config.relay.is_some() {
-        tracing::warn!("relay.* is set but this build does not relay yet; only kepler-rs's own metrics are pushed");
-    }
-    let tasks = vec![tokio::spawn(otlp::run_pipeline(
+    let mut tasks = vec![tokio::spawn(otlp::run_pipeline(
         "push",
         source,
         transport,
@@ -346,5 +349,43 @@ fn start_otlp(
         otlp.retry,
         state.self_metrics.clone(),
     ))];
+    if let Some(relay) = &config.relay {
+        let mut targets = relay.targets.clone();
+        if let Some(kubelet) = &relay.kubelet {
+            let base = if kubelet.url.is_empty() {
+                kubelet_base_url(|k| std::env::var(k).ok())
+            } else {
+                kubelet.url.clone()
+            };
+            match kubelet.target(&base) {
+                Ok(t) => targets.push(t),
+                Err(e) => anyhow::bail!("relay.kubelet.enabled: invalid kubelet URL {e}"),
+            }
+        }
+        for t in &targets {
+            tracing::info!(job = %t.job, url = %t.url, interval = ?relay.interval, "relaying a Prometheus endpoint over OTLP");
+        }
+        let identity = RelayIdentity {
+            node_name: state.snapshot.load().info.node_name.clone(),
+            cluster: config.cluster.clone(),
+        };
+        let source = RelaySource::new(
+            targets,
+            relay.filter.clone(),
+            identity,
+            relay.interval.min(std::time::Duration::from_secs(10)),
+            state.self_metrics.clone(),
+        );
+        let transport =
+            Transport::new(&otlp.transport).context("cannot set up the relay's OTLP exporter")?;
+        tasks.push(tokio::spawn(otlp::run_pipeline(
+            "relay",
+            source,
+            transport,
+            relay.interval,
+            otlp.retry,
+            state.self_metrics.clone(),
+        )));
+    }
     Ok(tasks)
 }

@@ -312,7 +312,7 @@ impl Config {
         };
         let cluster = otlp::cluster(&mut p);
         let otlp = otlp::otlp_config(&mut p);
-        let relay = otlp::relay_config(&mut p, otlp.is_some());
+        let relay = otlp::relay_config(&mut p, otlp.is_some(), kube.as_ref());
         if p.errors.is_empty() {
             Ok(Config {
                 log_level,

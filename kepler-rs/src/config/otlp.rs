@@ -201,7 +201,11 @@ pub(super) fn otlp_config(p: &mut Parser<'_>) -> Option<OtlpConfig> {
 }
 
 /// The relay settings, `None` when no target is configured.
-pub(super) fn relay_config(p: &mut Parser<'_>, push: bool) -> Option<RelayConfig> {
+pub(super) fn relay_config(
+    p: &mut Parser<'_>,
+    push: bool,
+    kube: Option<&super::KubeConfig>,
+) -> Option<RelayConfig> {
     let mut targets = Vec::new();
     for item in list(p, "relay.targets") {
         let (job, raw) = match item.split_once('=') {
@@ -212,11 +216,21 @@ pub(super) fn relay_config(p: &mut Parser<'_>, push: bool) -> Option<RelayConfig
             targets.push(RelayTarget::plain(job, url));
         }
     }
-    let kubelet = p.bool("relay.kubelet.enabled").then(|| KubeletTarget {
-        address: p.raw("relay.kubelet.address").trim().to_string(),
-        token_file: PathBuf::from(p.raw("relay.kubelet.tokenFile").trim()),
-        ca_file: PathBuf::from(p.raw("relay.kubelet.caFile").trim()),
-    });
+    // The kubelet is reached with the kube.* settings the pod-metadata poller uses.
+    let kubelet = if p.bool("relay.kubelet.enabled") {
+        let kube = match kube {
+            Some(k) => k.clone(),
+            None => super::kube_config(p),
+        };
+        Some(KubeletTarget {
+            url: kube.kubelet_url,
+            token_file: kube.token_file,
+            ca_file: kube.ca_file,
+            insecure_skip_verify: kube.insecure_skip_verify,
+        })
+    } else {
+        None
+    };
     let interval = p.duration("relay.interval", Duration::from_millis(100));
     let filter = MetricFilter::new(list(p, "relay.metrics"), list(p, "relay.dropLabels"));
     if targets.is_empty() && kubelet.is_none() {

@@ -181,18 +181,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     switch(
         "relay.kubelet.enabled",
-        "Relay the local kubelet's cAdvisor metrics (https://relay.kubelet.address/metrics/cadvisor) with the service-account token and CA",
-    ),
-    value("relay.kubelet.address", "", "Kubelet HOST:PORT (default: $NODE_IP:10250)"),
-    value(
-        "relay.kubelet.tokenFile",
-        "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        "Bearer token file for the kubelet",
-    ),
-    value(
-        "relay.kubelet.caFile",
-        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
-        "CA that signed the kubelet's serving certificate",
+        "Relay the local kubelet's cAdvisor metrics (<kube.kubeletUrl>/metrics/cadvisor, with the kube.tokenFile token and kube.caFile CA or kube.kubeletInsecureSkipVerify), job kubelet",
     ),
     value("relay.interval", "30s", "How often relay targets are scraped and pushed"),
     value(

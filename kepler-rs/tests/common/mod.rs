@@ -2,6 +2,8 @@
 //! up, busy processes that die with the test, unique container ids and pod UIDs.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod otlp;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
