@@ -151,6 +151,14 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
                 message: e.to_string(),
             })
     });
+    if let Some(settings) = config.remote_write.clone() {
+        let rw_hub = hub.clone();
+        let rw_stop = stop_rx.clone();
+        tasks.spawn(async move {
+            crate::remote_write::run(rw_hub, settings, rw_stop).await;
+            Ok(())
+        });
+    }
     let sweep_every =
         (config.metric_expiration / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
     let sweeper_hub = hub.clone();

@@ -129,6 +129,35 @@ impl Default for RawLimits {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteWrite {
+    pub url: String,
+    #[serde(default = "default_rw_interval")]
+    pub interval: String,
+    #[serde(default = "default_rw_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_rw_queue")]
+    pub max_queue: usize,
+    #[serde(default = "default_rw_samples")]
+    pub max_samples_per_request: usize,
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+fn default_rw_interval() -> String {
+    "15s".into()
+}
+fn default_rw_timeout() -> String {
+    "10s".into()
+}
+fn default_rw_queue() -> usize {
+    100
+}
+fn default_rw_samples() -> usize {
+    2_000
+}
+
 /// The YAML document.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +168,9 @@ pub struct RawConfig {
     pub exposition: RawExposition,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Prometheus remote write (off when absent).
+    #[serde(default)]
+    pub remote_write: Option<RawRemoteWrite>,
 }
 
 impl Default for RawConfig {
@@ -147,6 +179,7 @@ impl Default for RawConfig {
             listeners: default_listeners(),
             exposition: RawExposition::default(),
             limits: RawLimits::default(),
+            remote_write: None,
         }
     }
 }
@@ -213,6 +246,7 @@ pub struct Config {
     pub metric_expiration: Duration,
     pub max_series: usize,
     pub max_series_per_cluster: usize,
+    pub remote_write: Option<crate::remote_write::Settings>,
 }
 
 /// Parses `4MiB`, `20MB`, `1024` (bytes).
@@ -392,6 +426,54 @@ impl RawConfig {
                 None
             }
         };
+        let remote_write = self.remote_write.as_ref().and_then(|rw| {
+            let p = "remote_write";
+            if !(rw.url.starts_with("http://") || rw.url.starts_with("https://")) {
+                err(
+                    format!("{p}.url"),
+                    format!("want an http:// or https:// URL, got {:?}", rw.url),
+                );
+            }
+            let mut duration = |field: &str, text: &str| match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => Some(d),
+                _ => {
+                    err(
+                        format!("{p}.{field}"),
+                        format!("invalid duration {text:?} (want e.g. 15s, > 0)"),
+                    );
+                    None
+                }
+            };
+            let interval = duration("interval", &rw.interval);
+            let timeout = duration("timeout", &rw.timeout);
+            if rw.max_queue == 0 {
+                err(format!("{p}.max_queue"), "must be > 0".into());
+            }
+            if rw.max_samples_per_request == 0 {
+                err(format!("{p}.max_samples_per_request"), "must be > 0".into());
+            }
+            let bearer_token = match &rw.bearer_token_file {
+                None => Some(None),
+                Some(file) => match std::fs::read_to_string(file) {
+                    Ok(t) => Some(Some(t.trim().to_string())),
+                    Err(e) => {
+                        err(
+                            format!("{p}.bearer_token_file"),
+                            format!("{}: {e}", file.display()),
+                        );
+                        None
+                    }
+                },
+            };
+            Some(crate::remote_write::Settings {
+                url: rw.url.clone(),
+                interval: interval?,
+                timeout: timeout?,
+                max_queue: rw.max_queue,
+                max_samples_per_request: rw.max_samples_per_request,
+                bearer_token: bearer_token?,
+            })
+        });
         match (exposition_address, metric_expiration) {
             (Some(exposition_address), Some(metric_expiration)) if errors.is_empty() => {
                 Ok(Config {
@@ -400,6 +482,7 @@ impl RawConfig {
                     metric_expiration,
                     max_series: self.limits.max_series,
                     max_series_per_cluster: self.limits.max_series_per_cluster,
+                    remote_write,
                 })
             }
             _ => Err(ConfigErrors(errors)),

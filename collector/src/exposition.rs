@@ -168,3 +168,63 @@ fn write_series(enc: &mut Encoder, name: &str, labels: &[(String, String)], valu
         }
     }
 }
+
+/// A sample visitor: name, labels, value.
+type SampleFn<'a> = dyn FnMut(&str, &[(&str, &str)], f64) + 'a;
+
+/// Calls `f(name, labels, value)` for every sample of every live series (histograms and
+/// summaries flattened into `_bucket`/`_sum`/`_count` and quantile samples), in no particular
+/// order. Used by remote write.
+pub fn for_each_sample(hub: &Hub, mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
+    hub.store.for_each_live(|key, series| {
+        let labels = series_labels(key);
+        let refs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let name = series.meta.prom_name.as_str();
+        let with = |extra: (&'static str, &str)| -> Vec<(String, String)> {
+            let mut all: Vec<(String, String)> = labels.clone();
+            all.push((extra.0.to_string(), extra.1.to_string()));
+            all
+        };
+        let pass = |f: &mut SampleFn<'_>, n: &str, l: &[(String, String)], v: f64| {
+            let r: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            f(n, &r, v);
+        };
+        match &series.point.value {
+            Value::Number(v) => f(name, &refs, *v),
+            Value::Histogram {
+                bounds,
+                counts,
+                sum,
+                count,
+            } => {
+                let bucket = format!("{name}_bucket");
+                let mut cumulative = 0u64;
+                for (bound, n) in bounds.iter().zip(counts) {
+                    cumulative = cumulative.saturating_add(*n);
+                    let mut le = String::new();
+                    write_value(&mut le, *bound);
+                    pass(&mut f, &bucket, &with(("le", &le)), cumulative as f64);
+                }
+                pass(&mut f, &bucket, &with(("le", "+Inf")), *count as f64);
+                f(&format!("{name}_sum"), &refs, *sum);
+                f(&format!("{name}_count"), &refs, *count as f64);
+            }
+            Value::Summary {
+                quantiles,
+                sum,
+                count,
+            } => {
+                for (q, v) in quantiles {
+                    let mut text = String::new();
+                    write_value(&mut text, *q);
+                    pass(&mut f, name, &with(("quantile", &text)), *v);
+                }
+                f(&format!("{name}_sum"), &refs, *sum);
+                f(&format!("{name}_count"), &refs, *count as f64);
+            }
+        }
+    });
+}

@@ -34,6 +34,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // reqwest (remote write over https) uses the process-wide rustls provider: ring.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let raw = match load(&args) {
         Ok(raw) => raw,
         Err(e) => {

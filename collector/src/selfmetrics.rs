@@ -26,6 +26,8 @@ struct Counters {
 #[derive(Debug, Default)]
 pub struct SelfMetrics {
     inner: Mutex<Counters>,
+    /// The remote-write exporter's counters.
+    pub remote_write: crate::remote_write::Stats,
 }
 
 fn bounded<'a, V>(map: &HashMap<String, V>, cluster: &'a str) -> &'a str {
@@ -140,6 +142,7 @@ impl SelfMetrics {
             );
         }
         drop(c);
+        self.render_remote_write(enc);
         enc.family(
             "kepler_collector_series_active",
             "Series held by the hub, per cluster (empty cluster: series without one).",
@@ -152,5 +155,47 @@ impl SelfMetrics {
                 n as f64,
             );
         }
+    }
+}
+
+impl SelfMetrics {
+    fn render_remote_write(&self, enc: &mut Encoder) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let rw = &self.remote_write;
+        if !rw.enabled.load(Relaxed) {
+            return;
+        }
+        enc.family(
+            "kepler_collector_remote_write_samples_total",
+            "Samples given to the remote-write receiver (sent) or given up (dropped: queue full or refused).",
+            MetricType::Counter,
+        );
+        for (outcome, n) in [("sent", &rw.samples_sent), ("dropped", &rw.samples_dropped)] {
+            enc.sample(
+                "kepler_collector_remote_write_samples_total",
+                &[("outcome", outcome)],
+                n.load(Relaxed) as f64,
+            );
+        }
+        enc.family(
+            "kepler_collector_remote_write_retries_total",
+            "Remote-write sends that failed and will be retried.",
+            MetricType::Counter,
+        );
+        enc.sample(
+            "kepler_collector_remote_write_retries_total",
+            &[],
+            rw.retries.load(Relaxed) as f64,
+        );
+        enc.family(
+            "kepler_collector_remote_write_requests_failed_total",
+            "Remote-write requests refused permanently by the receiver (4xx other than 429).",
+            MetricType::Counter,
+        );
+        enc.sample(
+            "kepler_collector_remote_write_requests_failed_total",
+            &[],
+            rw.requests_failed.load(Relaxed) as f64,
+        );
     }
 }

@@ -243,6 +243,15 @@ pub struct Prometheus {
 impl Prometheus {
     /// `None` (skip) when the `prometheus` binary is not installed.
     pub fn start(target: SocketAddr, extra_flags: &[&str]) -> Option<Self> {
+        Self::start_at(None, target, extra_flags)
+    }
+
+    /// Like [`Prometheus::start`], listening on `at` when given.
+    pub fn start_at(
+        at: Option<SocketAddr>,
+        target: SocketAddr,
+        extra_flags: &[&str],
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
@@ -254,7 +263,8 @@ impl Prometheus {
         )
         .unwrap();
         for attempt in 0..5 {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let addr: SocketAddr =
+                at.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
             let spawned = Command::new("prometheus")
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!(

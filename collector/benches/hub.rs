@@ -1,0 +1,219 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Hub benchmark (not a test): OTLP requests of 1,000 points, each point carrying 6 string
+//! attributes (the shape of a Kepler container series: container_id, pod_name, container_name,
+//! container_namespace, mode, source) on the monotonic sum `kepler_container_joules_total`.
+//!
+//! Reports, on one thread (so per core):
+//! - bare decode: `prost` decoding the encoded requests, points/s;
+//! - hub ingest: decode + ingest (translation, cluster insert, store update) of the same
+//!   requests when the series are already known (steady state), points/s, and the ratio;
+//! - hub ingest of new series (first sight);
+//! - memory per active series at 1,000,000 series (RSS growth / series);
+//! - `/metrics` render time at 1,000,000 series.
+//!
+//! Run: `cargo bench -p kepler-collector --bench hub` (or `-- 200000` for fewer series).
+//! The gRPC transport (tonic, HTTP/2) is not in these numbers: it is measured separately by
+//! sending the same requests to the running binary (see docs/benchmarks.md).
+
+use kepler_collector::clock::SystemClock;
+use kepler_collector::decode;
+use kepler_collector::exposition::render;
+use kepler_collector::ingest::{Hub, Labeling};
+use kepler_collector::store::{Limits, Store};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Instant;
+
+const POINTS: usize = 1_000;
+
+fn kv(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        key_strindex: 0,
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+    }
+}
+
+/// Request `r` of the series space: points `r*1000 .. r*1000+999`, value `v`.
+fn request(r: usize, v: f64, time: u64) -> ExportMetricsServiceRequest {
+    let points = (0..POINTS)
+        .map(|i| {
+            let n = r * POINTS + i;
+            NumberDataPoint {
+                attributes: vec![
+                    kv("container_id", format!("{n:064x}")),
+                    kv("pod_name", format!("pod-{}-7d9f8b6c5d-x2k4q", n / 4)),
+                    kv("container_name", format!("container-{}", n % 4)),
+                    kv("container_namespace", format!("namespace-{}", n / 400)),
+                    kv("mode", if n % 2 == 0 { "dynamic" } else { "idle" }.into()),
+                    kv("source", "rapl-sysfs".into()),
+                ],
+                start_time_unix_nano: 1,
+                time_unix_nano: time,
+                value: Some(number_data_point::Value::AsDouble(v + n as f64)),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "kepler".into()),
+                    kv("service.instance.id", format!("node-{}", r % 100)),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "kepler_container_joules_total".into(),
+                    unit: "J".into(),
+                    description: "Energy consumption of containers.".into(),
+                    data: Some(Data::Sum(Sum {
+                        data_points: points,
+                        aggregation_temporality: 2,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn rate(points: usize, seconds: f64) -> String {
+    format!("{:.0}", points as f64 / seconds)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("hub benchmark: not run (use `cargo bench -p kepler-collector --bench hub`)");
+        return;
+    }
+    let series: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let requests = series / POINTS;
+
+    // Throughput on a working set of 100 requests (100,000 series), several rounds.
+    let working = 100;
+    let rounds = 10;
+    let encoded: Vec<Vec<Vec<u8>>> = (0..rounds)
+        .map(|round| {
+            (0..working)
+                .map(|r| request(r, round as f64, 10 + round as u64).encode_to_vec())
+                .collect()
+        })
+        .collect();
+    let bytes_per_request = encoded[0][0].len();
+
+    let start = Instant::now();
+    let mut n = 0;
+    for round in &encoded {
+        for body in round {
+            n += decode::protobuf(body).unwrap().resource_metrics.len();
+        }
+    }
+    let bare = start.elapsed().as_secs_f64();
+    assert_eq!(n, working * rounds);
+    let points_total = working * rounds * POINTS;
+
+    let hub = Hub::new(Store::new(
+        Limits::default(),
+        300_000,
+        Arc::new(SystemClock),
+    ));
+    let labeling = Labeling {
+        insert_cluster: Some("hub"),
+        force_cluster: None,
+    };
+    let start = Instant::now();
+    for body in &encoded[0] {
+        hub.ingest(&decode::protobuf(body).unwrap(), labeling);
+    }
+    let first = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for round in &encoded[1..] {
+        for body in round {
+            let outcome = hub.ingest(&decode::protobuf(body).unwrap(), labeling);
+            assert_eq!(outcome.rejected, 0);
+        }
+    }
+    let steady = start.elapsed().as_secs_f64();
+    let steady_points = (rounds - 1) * working * POINTS;
+    drop(encoded);
+    drop(hub);
+
+    println!("request: {POINTS} points x 6 string attributes, {bytes_per_request} bytes encoded");
+    println!("| measure (1 thread) | points/s | seconds |");
+    println!("|---|---:|---:|");
+    println!(
+        "| bare prost decode | {} | {bare:.3} |",
+        rate(points_total, bare)
+    );
+    println!(
+        "| hub decode + ingest, known series | {} | {steady:.3} |",
+        rate(steady_points, steady)
+    );
+    println!(
+        "| hub decode + ingest, new series | {} | {first:.3} |",
+        rate(working * POINTS, first)
+    );
+    let bare_per_point = bare / points_total as f64;
+    let steady_per_point = steady / steady_points as f64;
+    println!(
+        "hub ingest cost / bare decode cost (known series): {:.2}",
+        steady_per_point / bare_per_point
+    );
+
+    // Memory and render at `series` series.
+    let before = rss_bytes();
+    let hub = Hub::new(Store::new(
+        Limits {
+            max_series: 0,
+            max_series_per_cluster: 0,
+        },
+        3_600_000,
+        Arc::new(SystemClock),
+    ));
+    let start = Instant::now();
+    for r in 0..requests {
+        let body = request(r, 1.0, 10).encode_to_vec();
+        hub.ingest(&decode::protobuf(&body).unwrap(), labeling);
+    }
+    let fill = start.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    let stored = hub.store.len();
+    let start = Instant::now();
+    let text = render(&hub);
+    let render_s = start.elapsed().as_secs_f64();
+    println!("| at {stored} series | value |");
+    println!("|---|---:|");
+    println!(
+        "| RSS growth per series | {} bytes |",
+        (after.saturating_sub(before)) / stored.max(1) as u64
+    );
+    println!("| fill (build + encode + decode + ingest) | {fill:.1} s |");
+    println!(
+        "| render /metrics | {render_s:.2} s ({} MB of text) |",
+        text.len() / 1_000_000
+    );
+}
