@@ -127,6 +127,7 @@ fn node_info(config: &Config, meter: &dyn PowerMeter) -> NodeInfo {
         } else {
             "none".to_string()
         },
+        cpus: host::cpu_infos(&config.procfs),
     }
 }
 

@@ -111,6 +111,48 @@ fn parse_cpu_model(content: &str) -> Option<String> {
     })
 }
 
+/// One logical CPU as `/proc/cpuinfo` describes it (empty strings where it says nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuInfo {
+    pub processor: String,
+    pub vendor_id: String,
+    pub model_name: String,
+    pub physical_id: String,
+    pub core_id: String,
+}
+
+/// Every logical CPU in `<procfs>/cpuinfo` (empty when unreadable).
+pub fn cpu_infos(procfs: &Path) -> Vec<CpuInfo> {
+    let content = fs::read_to_string(procfs.join("cpuinfo")).unwrap_or_default();
+    parse_cpu_infos(&content)
+}
+
+fn parse_cpu_infos(content: &str) -> Vec<CpuInfo> {
+    let mut cpus: Vec<CpuInfo> = Vec::new();
+    for line in content.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        if key.trim() == "processor" {
+            cpus.push(CpuInfo {
+                processor: value,
+                ..CpuInfo::default()
+            });
+            continue;
+        }
+        let Some(cpu) = cpus.last_mut() else { continue };
+        match key.trim() {
+            "vendor_id" => cpu.vendor_id = value,
+            "model name" => cpu.model_name = value,
+            "physical id" => cpu.physical_id = value,
+            "core id" => cpu.core_id = value,
+            _ => {}
+        }
+    }
+    cpus
+}
+
 /// How many CPUs and sockets the host has, from `<procfs>/cpuinfo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTopology {
@@ -150,6 +192,24 @@ fn parse_cpu_topology(content: &str) -> CpuTopology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_infos_one_per_processor() {
+        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\nphysical id\t: 0\ncore id\t: 3\n\nprocessor\t: 1\nvendor_id\t: GenuineIntel\n";
+        let cpus = parse_cpu_infos(text);
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(
+            cpus[0],
+            CpuInfo {
+                processor: "0".into(),
+                vendor_id: "GenuineIntel".into(),
+                model_name: "Xeon".into(),
+                physical_id: "0".into(),
+                core_id: "3".into()
+            }
+        );
+        assert_eq!(cpus[1].core_id, "");
+    }
 
     #[test]
     fn topology_counts_processors_and_sockets() {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use crate::host::CpuInfo;
 use crate::power::units::{CpuNanos, Microjoules, Watts};
 use crate::power::{ZoneId, ZoneKind};
 use crate::workload::{ContainerIdentity, WorkloadKey};
@@ -37,6 +38,15 @@ impl std::ops::AddAssign for ModeSplit {
 pub struct EnergyByKind {
     pub zones: BTreeMap<ZoneKind, ModeSplit>,
     pub other: ModeSplit,
+}
+
+impl std::ops::AddAssign<&EnergyByKind> for EnergyByKind {
+    fn add_assign(&mut self, rhs: &EnergyByKind) {
+        for (kind, split) in &rhs.zones {
+            *self.zones.entry(*kind).or_default() += *split;
+        }
+        self.other += rhs.other;
+    }
 }
 
 impl EnergyByKind {
@@ -82,8 +92,9 @@ pub struct WorkloadEnergy {
     pub container_name: String,
     pub namespace: String,
     pub energy: EnergyByKind,
-    /// Power over the last interval (dynamic + idle, package + dram + other).
-    pub watts: Watts,
+    /// Energy of the last interval only (zero once terminated): divided by the snapshot's
+    /// `interval` it gives the power gauges.
+    pub interval: EnergyByKind,
     pub cpu_time: CpuNanos,
     pub state: State,
 }
@@ -95,6 +106,8 @@ pub struct ProcessEnergy {
     pub comm: String,
     pub workload: WorkloadKey,
     pub energy: EnergyByKind,
+    /// Energy of the last interval only (zero once terminated).
+    pub interval: EnergyByKind,
     pub cpu_time: CpuNanos,
     pub state: State,
 }
@@ -108,6 +121,8 @@ pub struct NodeInfo {
     pub components_power_source: String,
     /// `source` of the platform counter, or `none`.
     pub platform_power_source: String,
+    /// One entry per logical CPU, for the modern `kepler_node_cpu_info`.
+    pub cpus: Vec<CpuInfo>,
 }
 
 /// One published measurement.

@@ -84,7 +84,7 @@ fn container(
         container_name: name.into(),
         namespace: namespace.into(),
         energy,
-        watts: Watts(2.0),
+        interval: EnergyByKind::default(),
         cpu_time: CpuNanos(cpu_ms * 1_000_000 + 250_000),
         state,
     }
@@ -98,7 +98,7 @@ fn pseudo(key: WorkloadKey, energy: EnergyByKind, cpu_ms: u64) -> WorkloadEnergy
         container_name: String::new(),
         namespace: String::new(),
         energy,
-        watts: Watts(1.0),
+        interval: EnergyByKind::default(),
         cpu_time: CpuNanos(cpu_ms * 1_000_000),
         state: State::Running,
     }
@@ -110,6 +110,7 @@ fn process(pid: u32, comm: &str, workload: WorkloadKey, energy: EnergyByKind) ->
         comm: comm.into(),
         workload,
         energy,
+        interval: Default::default(),
         cpu_time: CpuNanos(u64::from(pid) * 1_000_500),
         state: State::Running,
     }
@@ -159,6 +160,7 @@ fn base_snapshot(node: &str, power_source: &'static str, platform: &str) -> Snap
             cpu_architecture: "x86_64".into(),
             components_power_source: power_source.into(),
             platform_power_source: platform.into(),
+            cpus: Vec::new(),
         },
         power_source,
         "procfs",
@@ -350,6 +352,7 @@ fn cases() -> Vec<(&'static str, String, Format)> {
             cpu_architecture: "aarch64".into(),
             components_power_source: "estimator".into(),
             platform_power_source: "none".into(),
+            cpus: Vec::new(),
         },
         "estimator",
         "procfs",

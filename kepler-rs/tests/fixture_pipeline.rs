@@ -188,6 +188,7 @@ fn run_pipeline() -> (Snapshot, Arc<SelfMetrics>) {
         cpu_architecture: "Fixture CPU".into(),
         components_power_source: "rapl-sysfs".into(),
         platform_power_source: "rapl-sysfs".into(),
+        cpus: Vec::new(),
     };
     let mut monitor = Monitor::new(
         Box::new(meter),

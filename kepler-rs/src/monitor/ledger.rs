@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::attribution::ZoneEnergy;
-use crate::power::units::{CpuNanos, Microjoules};
+use crate::power::units::CpuNanos;
 use crate::power::ZoneKind;
 use crate::snapshot::{EnergyByKind, ModeSplit, State};
 use crate::workload::kube::PodNames;
@@ -45,8 +45,8 @@ pub struct Entry<M> {
     pub meta: M,
     pub energy: EnergyByKind,
     pub cpu_time: CpuNanos,
-    /// Energy of the last interval (package + dram + other), for the watts gauges.
-    pub last_interval: Microjoules,
+    /// Energy of the last interval, for the watts gauges.
+    pub last_interval: EnergyByKind,
     pub state: State,
 }
 
@@ -90,17 +90,18 @@ impl<K: Ord + Clone, M: Clone> Ledger<K, M> {
             meta: meta.clone(),
             energy: EnergyByKind::default(),
             cpu_time: CpuNanos::ZERO,
-            last_interval: Microjoules::ZERO,
+            last_interval: EnergyByKind::default(),
             state: State::Running,
         });
         entry.meta = meta;
         entry.state = State::Running;
         entry.cpu_time += cpu;
-        let before = entry.energy.total().total();
+        let mut this_interval = EnergyByKind::default();
         if let Some(interval) = interval {
-            add_interval(&mut entry.energy, interval);
+            add_interval(&mut this_interval, interval);
         }
-        entry.last_interval = entry.energy.total().total().saturating_sub(before);
+        entry.energy += &this_interval;
+        entry.last_interval = this_interval;
     }
 
     /// Marks every running entry not in `alive` as terminated at `now`, then drops terminated
@@ -109,7 +110,7 @@ impl<K: Ord + Clone, M: Clone> Ledger<K, M> {
         for (key, entry) in self.entries.iter_mut() {
             if entry.state == State::Running && !alive(key) {
                 entry.state = State::Terminated(now);
-                entry.last_interval = Microjoules::ZERO;
+                entry.last_interval = EnergyByKind::default();
             }
         }
         let retention = self.retention;
@@ -154,6 +155,7 @@ impl<K: Ord + Clone, M: Clone> Ledger<K, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::power::units::Microjoules;
     use crate::power::ZoneId;
 
     fn zone(kind: ZoneKind, dynamic: u64, idle: u64) -> (ZoneId, ModeSplit) {

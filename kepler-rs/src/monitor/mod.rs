@@ -308,7 +308,7 @@ impl Monitor {
                     container_name: names.container_name,
                     namespace: names.namespace,
                     energy: e.energy.clone(),
-                    watts: e.last_interval.over(elapsed),
+                    interval: e.last_interval.clone(),
                     cpu_time: e.cpu_time,
                     state: e.state,
                 }
@@ -322,6 +322,7 @@ impl Monitor {
                 comm: key.comm.clone(),
                 workload: key.workload.clone(),
                 energy: e.energy.clone(),
+                interval: e.last_interval.clone(),
                 cpu_time: e.cpu_time,
                 state: e.state,
             })

@@ -500,6 +500,7 @@ mod tests {
                 cpu_architecture: "x86_64".into(),
                 components_power_source: "rapl-sysfs".into(),
                 platform_power_source: "none".into(),
+                cpus: Vec::new(),
             },
             "rapl-sysfs",
             "procfs",
@@ -527,7 +528,7 @@ mod tests {
             container_name: String::new(),
             namespace: String::new(),
             energy,
-            watts: Watts(1.0),
+            interval: EnergyByKind::default(),
             cpu_time: CpuNanos(1_500_000),
             state: State::Running,
         });

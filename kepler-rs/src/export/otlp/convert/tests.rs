@@ -58,6 +58,7 @@ fn snapshot() -> Snapshot {
             cpu_architecture: "x86_64".into(),
             components_power_source: "rapl-sysfs".into(),
             platform_power_source: "rapl-sysfs".into(),
+            cpus: Vec::new(),
         },
         "rapl-sysfs",
         "procfs",
@@ -91,7 +92,7 @@ fn snapshot() -> Snapshot {
         container_name: String::new(),
         namespace: String::new(),
         energy: energy.clone(),
-        watts: Watts(1.0),
+        interval: EnergyByKind::default(),
         cpu_time: CpuNanos(1_500_000),
         state: State::Running,
     });
@@ -100,6 +101,7 @@ fn snapshot() -> Snapshot {
         comm: "sh".into(),
         workload: WorkloadKey::System,
         energy,
+        interval: Default::default(),
         cpu_time: CpuNanos(7),
         state: State::Running,
     });
