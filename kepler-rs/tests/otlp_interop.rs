@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::otlp::{
-    attrs, free_port, metrics, metrics_of, num, points, python, start_exporter, Sink,
+    attrs, free_port, metrics, metrics_of, num, points, python, start_exporter,
+    start_exporter_logging, Sink,
 };
 use serde_json::Value;
 
@@ -259,4 +260,157 @@ fn hub_down_then_up_counters_continue_and_memory_stays_bounded() {
     }
     let text = metrics(exporter.port).unwrap();
     assert!(export_count(&text, "sent") >= 1.0, "{text}");
+}
+
+/// Polls /metrics until `done` holds (bounded), returning the last text.
+fn wait_metrics(port: u16, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics(port).unwrap();
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn log_of(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn http_429_with_retry_after_is_retried_until_accepted() {
+    let Some(py) = python() else { return };
+    let sink = Sink::start(
+        &py,
+        0,
+        0,
+        &["--fail", "3", "--http-status", "429", "--retry-after", "0"],
+    );
+    let endpoint = format!("http://127.0.0.1:{}", sink.http);
+    let exporter = start_exporter(&[
+        "--otlp.endpoint",
+        &endpoint,
+        "--otlp.protocol",
+        "http/protobuf",
+        // Without Retry-After the first retry would wait about an hour.
+        "--otlp.retry.initial-interval",
+        "1h",
+        "--otlp.retry.max-interval",
+        "1h",
+    ]);
+    sink.wait_for(2);
+    let text = wait_metrics(exporter.port, "429s not retried", |t| {
+        export_count(t, "sent") >= 2.0
+    });
+    assert_eq!(export_count(&text, "failed"), 3.0, "{text}");
+}
+
+#[test]
+fn http_400_and_413_are_dropped_not_retried_with_a_clear_log_line() {
+    let Some(py) = python() else { return };
+    for (status, says) in [
+        (400, "rejected the data as malformed"),
+        (413, "request too large"),
+    ] {
+        let sink = Sink::start(
+            &py,
+            0,
+            0,
+            &["--fail", "1000", "--http-status", &status.to_string()],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        let endpoint = format!("http://127.0.0.1:{}", sink.http);
+        let exporter = start_exporter_logging(
+            &[
+                "--otlp.endpoint",
+                &endpoint,
+                "--otlp.protocol",
+                "http/protobuf",
+                "--otlp.retry.initial-interval",
+                "10ms",
+            ],
+            std::fs::File::create(&log).unwrap(),
+        );
+        let text = wait_metrics(exporter.port, "no failures counted", |t| {
+            export_count(t, "failed") >= 4.0
+        });
+        // Every failure is a drop: nothing is retried (a retry would fail without a drop).
+        let (failed, dropped) = (
+            export_count(&text, "failed"),
+            export_count(&text, "dropped"),
+        );
+        assert!(
+            dropped >= failed - 1.0 && dropped <= failed,
+            "failed {failed}, dropped {dropped}"
+        );
+        assert_eq!(export_count(&text, "sent"), 0.0);
+        let log = log_of(&log);
+        assert!(
+            log.contains(&format!("HTTP {status}")) && log.contains(says),
+            "{log}"
+        );
+        assert!(log.contains("OTLP export failed permanently"), "{log}");
+        // /metrics is still served.
+        assert!(text.contains("kepler_node_package_joules_total{"));
+    }
+}
+
+#[test]
+fn grpc_unimplemented_says_what_to_check() {
+    let Some(py) = python() else { return };
+    let sink = Sink::start(
+        &py,
+        0,
+        0,
+        &["--fail", "1000", "--grpc-code", "UNIMPLEMENTED"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let endpoint = format!("http://127.0.0.1:{}", sink.grpc);
+    let exporter = start_exporter_logging(
+        &["--otlp.endpoint", &endpoint],
+        std::fs::File::create(&log).unwrap(),
+    );
+    let text = wait_metrics(exporter.port, "no failures counted", |t| {
+        export_count(t, "dropped") >= 2.0
+    });
+    assert_eq!(export_count(&text, "sent"), 0.0);
+    let log = log_of(&log);
+    assert!(
+        log.contains("Unimplemented") && log.contains("otlp.protocol=http/protobuf"),
+        "{log}"
+    );
+}
+
+#[test]
+fn tls_to_a_plaintext_hub_fails_with_a_clear_line_and_keeps_serving() {
+    let Some(py) = python() else { return };
+    let sink = Sink::start(&py, 0, 0, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    for (protocol, port) in [("grpc", sink.grpc), ("http/protobuf", sink.http)] {
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let exporter = start_exporter_logging(
+            &["--otlp.endpoint", &endpoint, "--otlp.protocol", protocol],
+            std::fs::File::create(&log).unwrap(),
+        );
+        let text = wait_metrics(exporter.port, "TLS failure not counted", |t| {
+            export_count(t, "failed") >= 1.0
+        });
+        assert_eq!(export_count(&text, "sent"), 0.0);
+        let log = log_of(&log);
+        assert!(
+            log.contains("will retry"),
+            "a TLS failure is retried: {log}"
+        );
+        assert!(
+            log.contains("TLS with the hub failed") && log.contains("needs http://"),
+            "{protocol}: the log line should say it is TLS: {log}"
+        );
+        assert!(text.contains("kepler_node_package_joules_total{"));
+    }
+    assert!(sink.received().is_empty());
 }

@@ -154,6 +154,11 @@ impl Drop for Exporter {
 }
 
 pub fn start_exporter(extra: &[&str]) -> Exporter {
+    start_exporter_logging(extra, Stdio::inherit())
+}
+
+/// Like [`start_exporter`], with the exporter's log (stderr) going to `log`.
+pub fn start_exporter_logging(extra: &[&str], log: impl Into<Stdio>) -> Exporter {
     let port = free_port();
     let child = Command::new(BIN)
         .args([
@@ -169,7 +174,7 @@ pub fn start_exporter(extra: &[&str]) -> Exporter {
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut exporter = Exporter { child, port };

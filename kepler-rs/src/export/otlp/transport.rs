@@ -75,6 +75,7 @@ pub enum Transport {
     Grpc {
         client: MetricsServiceClient<Channel>,
         metadata: MetadataMap,
+        tls: bool,
     },
     Http {
         client: reqwest::Client,
@@ -104,7 +105,11 @@ impl Transport {
     /// Sends `request` once.
     pub async fn send(&self, request: ExportMetricsServiceRequest) -> Outcome {
         match self {
-            Transport::Grpc { client, metadata } => {
+            Transport::Grpc {
+                client,
+                metadata,
+                tls,
+            } => {
                 let mut req = tonic::Request::new(request);
                 for kv in metadata.iter() {
                     if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
@@ -120,7 +125,7 @@ impl Transport {
                         };
                         // Raised on our side (connection lost, TLS handshake): a network
                         // failure, retried like UNAVAILABLE, not a status from the hub.
-                        message = format!("{message} ({})", error_chain(source));
+                        message = tls_hint(*tls, format!("{message} ({})", error_chain(source)));
                         match status.code() {
                             tonic::Code::Unknown | tonic::Code::Internal => Outcome::Retryable {
                                 reason: format!("cannot reach the hub over gRPC: {message}"),
@@ -151,7 +156,10 @@ impl Transport {
                     Ok(r) => r,
                     Err(e) => {
                         return Outcome::Retryable {
-                            reason: format!("cannot reach the hub: {}", error_chain(&e)),
+                            reason: tls_hint(
+                                url.scheme() == "https",
+                                format!("cannot reach the hub: {}", error_chain(&e)),
+                            ),
                             after: None,
                         }
                     }
@@ -188,6 +196,28 @@ fn sent(response: ExportMetricsServiceResponse) -> Outcome {
             rejected: 0,
             message: String::new(),
         },
+    }
+}
+
+/// Says that a connection error of an `https://` endpoint is a TLS failure, and what to check.
+fn tls_hint(tls: bool, message: String) -> String {
+    let lower = message.to_ascii_lowercase();
+    let handshake = [
+        "invalidcontenttype",
+        "corrupt message",
+        "certificate",
+        "tls",
+        "handshake",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle));
+    if tls && handshake {
+        format!(
+            "TLS with the hub failed: {message} (a plaintext hub needs http://; an unknown CA \
+             needs otlp.caFile)"
+        )
+    } else {
+        message
     }
 }
 
@@ -237,7 +267,11 @@ fn grpc(options: &TransportOptions, ca: Option<Vec<u8>>) -> Result<Transport, Tr
         let value: MetadataValue<_> = value.parse().map_err(|_| bad())?;
         metadata.insert(key, value);
     }
-    Ok(Transport::Grpc { client, metadata })
+    Ok(Transport::Grpc {
+        client,
+        metadata,
+        tls: options.endpoint.scheme() == "https",
+    })
 }
 
 fn http(options: &TransportOptions, ca: Option<Vec<u8>>) -> Result<Transport, TransportError> {
