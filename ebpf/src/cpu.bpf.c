@@ -152,3 +152,19 @@ int kepler_process_exit(struct bpf_raw_tracepoint_args *ctx)
 	bpf_map_update_elem(&exits, &tgid, &now, BPF_ANY);
 	return 0;
 }
+
+/* Attached for a moment to a hardware cycles event to learn whether the PMU allows hardware
+ * counters here; it never runs (the sample period is never reached before it is detached). */
+SEC("perf_event")
+int kepler_pmu_probe(void *ctx)
+{
+	return 0;
+}
+
+/* Not attached by the exporter: the benchmark attaches it next to kepler_sched_switch to measure
+ * what the kernel's BPF statistics cost by themselves (their floor on this machine). */
+SEC("raw_tp/sched_switch")
+int kepler_calibration_noop(struct bpf_raw_tracepoint_args *ctx)
+{
+	return 0;
+}

@@ -26,6 +26,14 @@ pub const TIMER_FLUSH_PROGRAM: &str = "kepler_timer_flush";
 /// Records exited processes in [`EXITS_MAP`].
 pub const PROCESS_EXIT_PROGRAM: &str = "kepler_process_exit";
 
+/// A `perf_event` program attached for a moment to a hardware cycles event: whether the PMU
+/// allows hardware counters.
+pub const PMU_PROBE_PROGRAM: &str = "kepler_pmu_probe";
+
+/// An empty `sched_switch` program that only the benchmark attaches: the floor of the kernel's
+/// BPF run-time statistics on the machine.
+pub const CALIBRATION_PROGRAM: &str = "kepler_calibration_noop";
+
 /// The two per-interval maps ([`CpuKey`] -> [`CpuValue`]); [`GENERATION_MAP`] says which one the
 /// kernel writes (0: the first).
 pub const CPU_MAPS: [&str; 2] = ["cpu_a", "cpu_b"];

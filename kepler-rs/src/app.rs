@@ -218,7 +218,7 @@ pub fn select_cpu_source(config: &Config, metrics: &Arc<SelfMetrics>) -> Box<dyn
         match EbpfSource::new(config.procfs.clone(), &cgroups, metrics.clone()) {
             Ok(source) => {
                 tracing::info!(source = "ebpf", "CPU time source");
-                return Box::new(source);
+                return Box::new(source.list_idle_processes(config.process_metrics));
             }
             Err(e) => e,
         }

@@ -71,8 +71,22 @@ fn program_loads_attaches_and_sees_this_process() {
         });
     println!("this process: {} ran {:?}", me.comm, me.cpu);
     assert!(me.cpu > CpuNanos::ZERO);
+    // The process's name, not that of whichever of its threads ran (the test thread's).
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert_eq!(me.comm, comm.trim_end());
     let kernel = second.workloads[&WorkloadKey::Kernel].cpu;
     println!("kernel threads ran {kernel:?}");
+    println!("hardware counters: {}", src.hardware_counters());
+    // Without process metrics, a sample lists only the processes that ran.
+    let mut lean = source(&metrics).list_idle_processes(false);
+    lean.sample();
+    std::thread::sleep(Duration::from_millis(50));
+    let s = lean.sample();
+    assert!(!s.processes.is_empty());
+    assert!(
+        s.processes.iter().all(|p| p.cpu > CpuNanos::ZERO),
+        "idle processes listed"
+    );
     let stats = src.program_stats();
     assert_eq!(stats.len(), 3, "{stats:?}");
     assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, MapError};
-use aya::programs::{ProgramError, RawTracePoint};
+use aya::programs::perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy};
+use aya::programs::{PerfEvent, ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use kepler_ebpf::{CpuKey, CpuValue};
 use thiserror::Error;
@@ -167,6 +168,32 @@ impl EbpfProgram {
         }
         out.exits = exited;
         out
+    }
+
+    /// Whether the PMU allows hardware counters (CPU cycles, system-wide on CPU 0): opens the
+    /// event with the probe program attached, then detaches it. `Err` says why not.
+    pub fn probe_hardware_counters(&mut self) -> Result<(), String> {
+        let name = kepler_ebpf::PMU_PROBE_PROGRAM;
+        let program: &mut PerfEvent = self
+            .bpf
+            .program_mut(name)
+            .ok_or_else(|| format!("{name} missing from the object"))?
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())?;
+        program.load().map_err(|e| e.to_string())?;
+        let attached = program.attach(
+            PerfEventConfig::Hardware(HardwareEvent::CpuCycles),
+            PerfEventScope::AllProcessesOneCpu { cpu: 0 },
+            SamplePolicy::Period(u64::MAX >> 1),
+            false,
+        );
+        let result = match attached {
+            Ok(link) => program.detach(link).map_err(|e| e.to_string()),
+            Err(ProgramError::SyscallError(e)) => Err(format!("perf_event_open: {}", e.io_error)),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = program.unload();
+        result
     }
 
     /// Run time and count of each attached program, as the kernel counts them (zero unless

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cgroup_ids::{CgroupClass, CgroupIds};
+use cgroup_ids::{CgroupClass, CgroupIds, Unresolved};
 pub use loader::{EbpfError, EbpfProgram, ProgramStats};
 
 use super::cgroup::{self, CgroupRef, Classification};
@@ -74,6 +74,10 @@ pub struct EbpfSource {
     processes: HashMap<u32, KnownProcess>,
     /// Exited in the previous sample: their last time slice may still arrive.
     recently_exited: HashSet<u32>,
+    /// Whether samples list live processes that did not run (only process metrics need them).
+    list_idle: bool,
+    /// Whether the PMU allows hardware counters (probed at start).
+    hardware_counters: bool,
     tick: u64,
 }
 
@@ -108,11 +112,36 @@ impl EbpfSource {
             containers: HashMap::new(),
             processes: HashMap::new(),
             recently_exited: HashSet::new(),
+            list_idle: true,
+            hardware_counters: false,
             tick: 0,
         };
         source.seed_containers();
+        source.hardware_counters = match source.program.probe_hardware_counters() {
+            Ok(()) => {
+                tracing::info!("hardware counters (cycles, instructions, cache misses) are available, but kepler-rs does not collect them yet: their series are absent");
+                true
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "hardware counters (cycles, instructions, cache misses) not supported here: their series are absent");
+                false
+            }
+        };
         tracing::info!(v2 = %source.cgroups.v2_root().display(), containers = source.containers.len(), "eBPF CPU-time source: sched_switch attached");
         Ok(source)
+    }
+
+    /// Whether samples list every known live process (default) or only those that ran in the
+    /// interval. Only per-process metrics need idle processes; without them a sample costs
+    /// nothing per idle process.
+    pub fn list_idle_processes(mut self, list: bool) -> Self {
+        self.list_idle = list;
+        self
+    }
+
+    /// Whether the PMU allowed a hardware counter at start.
+    pub fn hardware_counters(&self) -> bool {
+        self.hardware_counters
     }
 
     /// Kernel statistics of the attached programs.
@@ -164,14 +193,22 @@ impl EbpfSource {
                 WorkloadKey::Container(id)
             }
             Ok(CgroupClass::Other) => WorkloadKey::System,
-            Err(why) => {
+            Err(Unresolved::Gone) => {
+                // The cgroup was removed before this sample (a container that ended): normal.
+                tracing::debug!(
+                    cgroup_id = key.cgroup_id,
+                    tgid = key.tgid,
+                    "CPU time of a removed cgroup counted as system_processes"
+                );
+                WorkloadKey::System
+            }
+            Err(Unresolved::Mismatch) => {
                 report_error!(
                     self.metrics,
                     COMPONENT,
                     "unresolved_cgroup",
                     cgroup_id = key.cgroup_id,
                     tgid = key.tgid,
-                    ?why,
                     "cannot tell which cgroup a process ran in; counting it as system_processes"
                 );
                 WorkloadKey::System
@@ -238,18 +275,31 @@ impl CpuTimeSource for EbpfSource {
         for tgid in &exited {
             self.processes.remove(tgid);
         }
-        for (tgid, acc) in &ran {
+        for (tgid, acc) in ran.iter_mut() {
             if exited.contains(tgid) || self.recently_exited.contains(tgid) {
                 continue;
             }
-            self.processes.insert(
-                *tgid,
-                KnownProcess {
-                    comm: acc.comm.clone(),
-                    workload: acc.workload.clone(),
-                    last_ran: tick,
-                },
-            );
+            match self.processes.get_mut(tgid) {
+                Some(known) => {
+                    known.workload = acc.workload.clone();
+                    known.last_ran = tick;
+                    // The kernel reports the name of whichever thread ran; keep the process's.
+                    acc.comm.clone_from(&known.comm);
+                }
+                None => {
+                    if let Some(comm) = read_comm(&self.procfs, *tgid) {
+                        acc.comm = comm;
+                    }
+                    self.processes.insert(
+                        *tgid,
+                        KnownProcess {
+                            comm: acc.comm.clone(),
+                            workload: acc.workload.clone(),
+                            last_ran: tick,
+                        },
+                    );
+                }
+            }
         }
         self.recently_exited = exited;
         if tick % PROCESS_RECHECK_TICKS == 0 {
@@ -296,7 +346,7 @@ impl CpuTimeSource for EbpfSource {
                 },
             );
         }
-        for (tgid, p) in &self.processes {
+        for (tgid, p) in self.processes.iter().filter(|_| self.list_idle) {
             if !ran.contains_key(tgid) {
                 sample.processes.push(ProcessUsage {
                     pid: *tgid,
@@ -335,6 +385,12 @@ impl CpuTimeSource for EbpfSource {
         sample.processes.sort_by_key(|p| p.pid);
         sample
     }
+}
+
+/// The process name (`comm` of the thread-group leader), if the process is still alive.
+fn read_comm(procfs: &Path, tgid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(procfs.join(tgid.to_string()).join("comm")).ok()?;
+    Some(comm.trim_end_matches('\n').to_string())
 }
 
 /// The kernel reports host tgids; they only match `/proc` when `procfs` shows the initial pid

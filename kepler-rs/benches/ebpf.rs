@@ -1,0 +1,270 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! eBPF CPU accounting benchmark (not a test; needs root). Two tables for docs/benchmarks.md:
+//!
+//! 1. Cost per context switch of the attached programs, from the kernel's own BPF statistics
+//!    (`BPF_ENABLE_STATS`, i.e. `kernel.bpf_stats_enabled=1` while the bench runs):
+//!    `run_time_ns / run_cnt`, under a ping-pong workload that switches a lot.
+//! 2. CPU time of one refresh (`CpuTimeSource::sample`) of the eBPF and the procfs source, with
+//!    100, 1,000 and 10,000 idle processes in a kubepods-shaped container cgroup: the calling
+//!    thread's on-CPU nanoseconds (`CLOCK_THREAD_CPUTIME_ID`, user + kernel), median of 7.
+//!
+//! Run: `cargo bench -p kepler-rs --bench ebpf` (or `-- 100 1000` for some sizes only).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use aya::programs::RawTracePoint;
+use aya::sys::{enable_stats, Stats};
+use kepler_rs::selfmetrics::SelfMetrics;
+use kepler_rs::workload::ebpf::EbpfSource;
+use kepler_rs::workload::procfs::ProcfsSource;
+use kepler_rs::workload::CpuTimeSource;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const SAMPLES: usize = 7;
+
+fn v2_root() -> PathBuf {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").is_file())
+        .expect("no cgroup v2 mount")
+}
+
+/// This thread's on-CPU time in nanoseconds (user + kernel), exact to now.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec into the valid, exclusively borrowed `ts`.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn context_switches() -> u64 {
+    let s = fs::read_to_string("/proc/stat").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("ctxt "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// N idle processes (`sleep`) started inside `cgroup`, killed on drop.
+struct Idle {
+    shell: Child,
+    cgroup: PathBuf,
+}
+
+impl Idle {
+    fn spawn(cgroup: &Path, n: usize) -> Self {
+        let script = format!(
+            "echo $$ > '{}/cgroup.procs'; i=0; while [ $i -lt {n} ]; do sleep 3600 & i=$((i+1)); done; echo started; wait",
+            cgroup.display()
+        );
+        let mut shell = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for "started" so that every process exists before measuring.
+        let mut out = shell.stdout.take().unwrap();
+        let mut buf = [0u8; 8];
+        std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+        Self {
+            shell,
+            cgroup: cgroup.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        let _ = fs::write(self.cgroup.join("cgroup.kill"), "1");
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
+        for _ in 0..200 {
+            let procs = fs::read_to_string(self.cgroup.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A kubepods-shaped container cgroup, removed on drop.
+struct Cgroup(Vec<PathBuf>);
+
+impl Cgroup {
+    fn create(tag: &str) -> Self {
+        let id = format!("{:0>64}", format!("{:x}{}", std::process::id(), tag));
+        let mut dir = v2_root();
+        let mut made = Vec::new();
+        for seg in [
+            "kubepods.slice".to_string(),
+            "kubepods-besteffort.slice".to_string(),
+            "kubepods-besteffort-pod0000bench_0000_4000_8000_000000000001.slice".to_string(),
+            format!("cri-containerd-{id}.scope"),
+        ] {
+            dir.push(seg);
+            if fs::create_dir(&dir).is_ok() {
+                made.push(dir.clone());
+            }
+        }
+        Self(made)
+    }
+    fn dir(&self) -> &Path {
+        self.0.last().unwrap()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Median CPU nanoseconds of one `sample()`, samples 300 ms apart.
+fn refresh_cost(source: &mut dyn CpuTimeSource) -> (u64, usize) {
+    source.sample();
+    let mut costs = Vec::new();
+    let mut processes = 0;
+    for _ in 0..SAMPLES {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = thread_cpu_ns();
+        let s = source.sample();
+        costs.push(thread_cpu_ns() - before);
+        processes = s.processes.len();
+    }
+    (median(costs), processes)
+}
+
+/// The stats floor: an empty program on the same tracepoint, loaded from the same object.
+fn calibration() -> aya::Ebpf {
+    let object = kepler_ebpf::cpu_object().expect("BPF object built in");
+    let mut bpf = aya::Ebpf::load(object).unwrap();
+    let p: &mut RawTracePoint = bpf
+        .program_mut(kepler_ebpf::CALIBRATION_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    p.load().unwrap();
+    p.attach("sched_switch").unwrap();
+    bpf
+}
+
+fn noop_stats(bpf: &aya::Ebpf) -> (Duration, u64) {
+    let info = bpf
+        .program(kepler_ebpf::CALIBRATION_PROGRAM)
+        .unwrap()
+        .info()
+        .unwrap();
+    (info.run_time(), info.run_count())
+}
+
+fn per_switch_table(source: &EbpfSource) {
+    let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let noop = calibration();
+    let noop_before = noop_stats(&noop);
+    let before = source.program_stats();
+    let ctxt0 = context_switches();
+    // Ping-pong between two threads: every message is a wake-up and a context switch.
+    let (to_b, from_a) = mpsc::channel::<u32>();
+    let (to_a, from_b) = mpsc::channel::<u32>();
+    let b = std::thread::spawn(move || {
+        while let Ok(x) = from_a.recv() {
+            if to_a.send(x).is_err() {
+                break;
+            }
+        }
+    });
+    for i in 0..200_000 {
+        to_b.send(i).unwrap();
+        from_b.recv().unwrap();
+    }
+    drop(to_b);
+    b.join().unwrap();
+    let after = source.program_stats();
+    let noop_after = noop_stats(&noop);
+    let ctxt = context_switches() - ctxt0;
+    println!("\n| program | runs | ns per run |\n|---|---:|---:|");
+    let runs = noop_after.1 - noop_before.1;
+    println!(
+        "| (empty program on sched_switch: the statistics' own floor) | {runs} | {:.1} |",
+        (noop_after.0 - noop_before.0).as_nanos() as f64 / runs.max(1) as f64
+    );
+    for (a, b) in after.iter().zip(&before) {
+        let runs = a.run_count - b.run_count;
+        let ns = (a.run_time - b.run_time).as_nanos() as f64;
+        println!(
+            "| {} | {runs} | {:.1} |",
+            a.name,
+            if runs > 0 { ns / runs as f64 } else { 0.0 }
+        );
+    }
+    println!("(context switches on the node meanwhile, from /proc/stat ctxt: {ctxt})");
+}
+
+fn main() {
+    // SAFETY: geteuid(2) has no preconditions.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        println!("skipped: the eBPF benchmark needs root");
+        return;
+    }
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1_000, 10_000]
+    } else {
+        sizes
+    };
+    let metrics = Arc::new(SelfMetrics::new());
+    let lean = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())
+        .expect("eBPF source");
+    per_switch_table(&lean);
+    // As the exporter runs it by default (no per-process metrics), and with them.
+    let mut lean = lean.list_idle_processes(false);
+    let mut full = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())
+        .expect("eBPF source");
+    let mut procfs = ProcfsSource::new("/proc".into(), CGROUP_ROOT.into(), metrics.clone());
+
+    println!(
+        "\n| idle processes | procfs refresh CPU | eBPF refresh CPU | eBPF / procfs | eBPF with --metrics.processes | processes listed (procfs / eBPF / eBPF with processes) |\n|---:|---:|---:|---:|---:|---:|"
+    );
+    for n in sizes {
+        let cgroup = Cgroup::create(&n.to_string());
+        let idle = Idle::spawn(cgroup.dir(), n);
+        let (p, pn) = refresh_cost(&mut procfs);
+        let (e, en) = refresh_cost(&mut lean);
+        let (f, fun) = refresh_cost(&mut full);
+        println!(
+            "| {n} | {:.2} ms | {:.3} ms | {:.3} | {:.3} ms | {pn} / {en} / {fun} |",
+            p as f64 / 1e6,
+            e as f64 / 1e6,
+            e as f64 / p as f64,
+            f as f64 / 1e6,
+        );
+        drop(idle);
+        drop(cgroup);
+    }
+    println!("\nerrors: {:?}", metrics.errors());
+}
