@@ -33,8 +33,13 @@ fn free_port() -> u16 {
 }
 
 fn start(extra: &[&str]) -> Exporter {
+    start_with(Command::new(BIN), extra)
+}
+
+/// Like [`start`], with a prepared command (e.g. a wrapper that drops privileges).
+fn start_with(mut command: Command, extra: &[&str]) -> Exporter {
     let port = free_port();
-    let child = Command::new(BIN)
+    let child = command
         .args([
             "--fake-rapl",
             "--log.level",
@@ -385,4 +390,24 @@ fn cpu_time_source_is_ebpf_by_default_as_root() {
     }
     let exporter = start(&[]);
     check_cpu_source(&exporter, "ebpf");
+}
+
+#[test]
+fn cpu_time_source_falls_back_to_procfs_when_the_program_cannot_load() {
+    if !common::require_ebpf("dropping the capabilities eBPF needs") {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        println!("skipped: setpriv (util-linux) not installed");
+        return;
+    }
+    // Root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN: bpf(2) refuses to load the program.
+    let mut command = Command::new("setpriv");
+    command.args([
+        "--bounding-set=-bpf,-perfmon,-sys_admin",
+        "--inh-caps=-bpf,-perfmon,-sys_admin",
+        BIN,
+    ]);
+    let exporter = start_with(command, &[]);
+    check_cpu_source(&exporter, "procfs");
 }

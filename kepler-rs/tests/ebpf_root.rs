@@ -217,4 +217,24 @@ fn thousand_short_lived_processes_are_accounted() {
         measured.as_secs_f64() <= 1.02 * truth.as_secs_f64(),
         "eBPF {measured:?} > cpu.stat {truth:?}"
     );
+
+    // The kernel reported their exits: the next sample no longer lists them, and once the
+    // container's cgroup is removed the container leaves too (unless it ran in that interval).
+    let again = ebpf.sample();
+    let listed: HashSet<u32> = again.processes.iter().map(|p| p.pid).collect();
+    let still = pids.iter().filter(|p| listed.contains(p)).count();
+    assert!(still <= 1, "{still} exited processes still listed"); // the container's sleep
+    assert!(again.workloads.contains_key(&key));
+    let dir = container.dir.clone();
+    drop(main);
+    drop(container);
+    assert!(!dir.exists());
+    // The sample that drains the last process's final time slice still reports the container
+    // (with that time); the one after no longer does.
+    ebpf.sample();
+    let gone = ebpf.sample();
+    assert!(
+        !gone.workloads.contains_key(&key),
+        "removed container still listed"
+    );
 }
