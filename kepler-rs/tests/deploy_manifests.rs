@@ -123,17 +123,10 @@ fn env_names(c: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// KEPLER_* names the exporter reads; those of issue 4 (OTLP push) are accepted before it lands.
+/// KEPLER_* names must be settings of the exporter.
 fn assert_known_env(name: &str) {
-    const PENDING_ISSUE_4: [&str; 4] = [
-        "KEPLER_CLUSTER",
-        "KEPLER_OTLP_ENDPOINT",
-        "KEPLER_OTLP_PROTOCOL",
-        "KEPLER_OTLP_HEADERS",
-    ];
-    let known = SETTINGS.iter().any(|s| env_name(s.path) == name);
     assert!(
-        known || PENDING_ISSUE_4.contains(&name),
+        SETTINGS.iter().any(|s| env_name(s.path) == name),
         "{name} is not a kepler-rs setting"
     );
 }
@@ -437,6 +430,11 @@ fn kind_dry_run_prints_a_plan_that_names_every_manifest_and_writes_nothing() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".yaml") {
             expected.push(format!("--config deploy/kind/{name}"));
+            let config = fs::read_to_string(repo().join("deploy/kind").join(&name)).unwrap();
+            assert!(
+                config.contains("KubeletFineGrainedAuthz: true"),
+                "{name}: nodes/pods needs the kubelet's fine-grained authorization"
+            );
         }
     }
     for cluster in ["hub", "cluster1", "cluster2"] {

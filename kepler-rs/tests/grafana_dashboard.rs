@@ -1,11 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The hub dashboard (deploy/grafana/kepler-hub.json) against a real Prometheus: three real
-//! exporters on fake RAPL stand for three clusters, a real Prometheus (the Debian package, on
-//! loopback with a temporary config and data directory) scrapes them with the `cluster` label the
-//! hub adds (here as a static target label, until the hub binary is on main), and every PromQL
-//! expression of every panel, with Grafana's variables filled in, must return data; the
-//! `cluster` variable must list the three clusters. Missing prometheus skips, or fails under
-//! KEPLER_REQUIRE_TOOLS=1.
+//! The hub dashboard (deploy/grafana/kepler-hub.json) against the real pipeline: three real
+//! exporters on fake RAPL push OTLP to the real `kepler-collector` hub, configured with the hub
+//! overlay's own config file (deploy/kustomize/overlays/hub/config.yaml, on loopback ports): the
+//! "hub" exporter to the hub listener without a cluster name (the hub inserts cluster="hub"),
+//! cluster1 and cluster2 to the spoke listener with their bearer tokens. A real Prometheus (the
+//! Debian package, loopback, temporary config and data directory) scrapes the hub's exposition,
+//! and every PromQL expression of every panel, with Grafana's variables filled in, must return
+//! data; the `cluster` variable must list the three clusters. Where the hub binary is not built
+//! (`cargo test -p kepler-rs` alone) Prometheus scrapes the exporters directly with `cluster` as
+//! a target label instead. Missing tools skip, or fail under KEPLER_REQUIRE_TOOLS=1.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -98,7 +101,65 @@ fn encode(q: &str) -> String {
         .collect()
 }
 
-fn start_exporter(dir: &Path, name: &str) -> (Killed, u16) {
+/// The `kepler-collector` binary of this workspace build, if built.
+fn collector_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("kepler-collector");
+    if candidate.is_file() {
+        return Some(candidate);
+    }
+    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("kepler-collector not built (run cargo test --workspace)");
+    }
+    println!("note: kepler-collector is not built; scraping the exporters directly");
+    None
+}
+
+/// The hub with the hub overlay's config on loopback: (process, hub gRPC port, spoke gRPC
+/// port, exposition port, token per spoke).
+fn start_hub(collector: &Path, dir: &Path) -> (Killed, u16, u16, u16, Vec<(String, String)>) {
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/overlays/hub/config.yaml");
+    let mut text = fs::read_to_string(config).unwrap().replace(
+        "/etc/kepler-collector/tokens",
+        &dir.join("tokens").display().to_string(),
+    );
+    let mut ports = std::collections::BTreeMap::new();
+    for port in ["4317", "4318", "4327", "4328", "9464"] {
+        let free = free_port();
+        ports.insert(port, free);
+        text = text.replace(&format!("0.0.0.0:{port}"), &format!("127.0.0.1:{free}"));
+    }
+    let tokens: Vec<(String, String)> = ["cluster1", "cluster2"]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), format!("{i:x}").repeat(64)))
+        .collect();
+    fs::create_dir_all(dir.join("tokens")).unwrap();
+    for (cluster, token) in &tokens {
+        fs::write(dir.join("tokens").join(cluster), token).unwrap();
+    }
+    fs::write(dir.join("hub.yaml"), text).unwrap();
+    let child = Command::new(collector)
+        .arg(format!("--config.file={}", dir.join("hub.yaml").display()))
+        .args(["--log.level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(ports["9464"], "/metrics").is_none() {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("kepler-collector exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "hub never served /metrics");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, ports["4317"], ports["4327"], ports["9464"], tokens)
+}
+
+fn start_exporter(dir: &Path, name: &str, push: &[String]) -> (Killed, u16) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
         .args([
@@ -111,6 +172,7 @@ fn start_exporter(dir: &Path, name: &str) -> (Killed, u16) {
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg(format!("--fake-rapl.dir={}", dir.join(name).display()))
         .arg(format!("--kube.node-name={name}-node"))
+        .args(push)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -193,17 +255,43 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let exporters: Vec<(Killed, u16)> = CLUSTERS
-        .iter()
-        .map(|c| start_exporter(dir.path(), c))
-        .collect();
     let mut config = String::from(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: kepler-pods\n    static_configs:\n",
     );
-    for (cluster, (_, port)) in CLUSTERS.iter().zip(&exporters) {
-        config.push_str(&format!(
-            "      - targets: [\"127.0.0.1:{port}\"]\n        labels:\n          cluster: {cluster}\n"
-        ));
+    let _hub;
+    let _exporters: Vec<(Killed, u16)>;
+    if let Some(collector) = collector_binary() {
+        let (hub, hub_grpc, spoke_grpc, exposition, tokens) = start_hub(&collector, dir.path());
+        _hub = Some(hub);
+        let mut exporters = vec![start_exporter(
+            dir.path(),
+            "hub",
+            &[format!("--otlp.endpoint=http://127.0.0.1:{hub_grpc}")],
+        )];
+        for (cluster, token) in &tokens {
+            exporters.push(start_exporter(
+                dir.path(),
+                cluster,
+                &[
+                    format!("--cluster={cluster}"),
+                    format!("--otlp.endpoint=http://127.0.0.1:{spoke_grpc}"),
+                    format!("--otlp.headers=authorization=Bearer%20{token}"),
+                ],
+            ));
+        }
+        _exporters = exporters;
+        config.push_str(&format!("      - targets: [\"127.0.0.1:{exposition}\"]\n"));
+    } else {
+        _hub = None;
+        _exporters = CLUSTERS
+            .iter()
+            .map(|c| start_exporter(dir.path(), c, &[]))
+            .collect();
+        for (cluster, (_, port)) in CLUSTERS.iter().zip(&_exporters) {
+            config.push_str(&format!(
+                "      - targets: [\"127.0.0.1:{port}\"]\n        labels:\n          cluster: {cluster}\n"
+            ));
+        }
     }
     fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let prom_port = free_port();
