@@ -238,6 +238,7 @@ then open http://localhost:9090 (or curl -s localhost:9090/api/v1/query --data-u
   rate(kepler_container_joules_total{cluster="cluster1"}[5m])
   rate(kepler_container_joules_total{cluster="cluster2"}[5m])
   topk(10, sum by (cluster, container_namespace, pod_name) (rate(kepler_container_joules_total[5m])))
+  rate(container_cpu_usage_seconds_total{cluster="cluster1"}[5m])
 Every cluster must appear with its own series; with the node share on, the three clusters'
 node power adds up to at most the machine's (fake RAPL) power. The dashboard:
 deploy/grafana/kepler-hub.json.

@@ -225,6 +225,7 @@ fn kustomize_overlays_render_validate_and_carry_what_the_binaries_need() {
     );
     let env = configmap_env(&spoke, "kepler-spoke");
     assert!(env.iter().any(|(k, _)| k == "KEPLER_CLUSTER"));
+    assert!(env.contains(&("KEPLER_RELAY_KUBELET_ENABLED".into(), "true".into())));
     let ds = find(&spoke, "DaemonSet", "kepler-exporter");
     let from = container(ds)["envFrom"].as_sequence().unwrap();
     let cm_name = find(&spoke, "ConfigMap", "kepler-spoke")["metadata"]["name"].clone();
@@ -455,6 +456,7 @@ fn kind_dry_run_prints_a_plan_that_names_every_manifest_and_writes_nothing() {
     expected.push("KEPLER_CLUSTER=cluster2".into());
     expected.push("port-forward service/prometheus-operated 9090:9090".into());
     expected.push("rate(kepler_container_joules_total{cluster=\"cluster1\"}[5m])".into());
+    expected.push("rate(container_cpu_usage_seconds_total{cluster=\"cluster1\"}[5m])".into());
     for e in &expected {
         assert!(plan.contains(e.as_str()), "plan lacks {e:?}:\n{plan}");
     }
