@@ -1,0 +1,125 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Spoke -> hub on one machine: two real `kepler-rs` exporters push to the real
+//! `kepler-collector` hub (built by `cargo test --workspace`), one as spoke `cluster1` on the
+//! spoke listener, one without `--cluster` on the hub's own listener (which inserts
+//! `cluster="hub"`). The hub's exposition must carry exactly the families `/metrics` serves,
+//! with the same names, each series labelled with its cluster. Skips when the hub binary was not
+//! built (e.g. `cargo test -p kepler-rs`) unless KEPLER_REQUIRE_TOOLS=1.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::otlp::{free_port, metrics, start_exporter, BIN};
+
+struct Hub(Child);
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hub_binary() -> Option<PathBuf> {
+    let path = PathBuf::from(BIN).with_file_name("kepler-collector");
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{} not built (run cargo test --workspace)", path.display());
+    }
+    println!(
+        "skipped: {} not built (cargo test --workspace builds it)",
+        path.display()
+    );
+    None
+}
+
+fn get(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+fn families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(str::to_string)
+        .filter(|l| l.starts_with("kepler_") && !l.starts_with("kepler_collector_"))
+        .collect()
+}
+
+#[test]
+fn spoke_and_hub_exporters_appear_at_the_hub_with_the_same_names_and_their_cluster() {
+    let Some(hub_bin) = hub_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (own, spokes, expo) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("hub.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - name: hub-grpc\n    protocol: grpc\n    address: 127.0.0.1:{own}\n    insert_cluster: hub\n  - name: spokes-grpc\n    protocol: grpc\n    address: 127.0.0.1:{spokes}\nexposition:\n  address: 127.0.0.1:{expo}\n"
+        ),
+    )
+    .unwrap();
+    let _hub = Hub(Command::new(hub_bin)
+        .arg("--config.file")
+        .arg(&config)
+        .args(["--log.level", "error"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let spoke = start_exporter(&[
+        "--cluster",
+        "cluster1",
+        "--otlp.endpoint",
+        &format!("http://127.0.0.1:{spokes}"),
+    ]);
+    let _local = start_exporter(&["--otlp.endpoint", &format!("http://127.0.0.1:{own}")]);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hub = loop {
+        let text = get(expo).unwrap_or_default();
+        if text.contains("cluster=\"cluster1\"")
+            && text.contains("cluster=\"hub\"")
+            && text.contains("kepler_exporter_otlp_exports_total{")
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hub did not get both exporters:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let served = metrics(spoke.port).unwrap();
+    assert_eq!(
+        families(&hub),
+        families(&served),
+        "hub and /metrics families differ"
+    );
+    for line in hub
+        .lines()
+        .filter(|l| l.starts_with("kepler_") && !l.starts_with("kepler_collector_"))
+    {
+        assert!(
+            line.contains("cluster=\"cluster1\"") || line.contains("cluster=\"hub\""),
+            "series without its cluster: {line}"
+        );
+    }
+    assert!(hub.contains(
+        "kepler_node_package_joules_total{cluster=\"cluster1\",instance=\"node-a\",job=\"kepler-pods\",mode=\"idle\""
+    ), "{hub}");
+}
