@@ -103,20 +103,20 @@ impl EbpfSource {
         let cgroups = CgroupIds::new(v2, procfs.clone()).map_err(|e| {
             EbpfError::Unsupported(format!("cannot open cgroup v2 mount {}: {e}", v2.display()))
         })?;
+        let containers = seed_containers(&procfs)?;
         let program = EbpfProgram::load()?;
         let mut source = Self {
             program,
             cgroups,
             procfs,
             metrics,
-            containers: HashMap::new(),
+            containers,
             processes: HashMap::new(),
             recently_exited: HashSet::new(),
             list_idle: true,
             hardware_counters: false,
             tick: 0,
         };
-        source.seed_containers();
         source.hardware_counters = match source.program.probe_hardware_counters() {
             Ok(()) => {
                 tracing::info!("hardware counters (cycles, instructions, cache misses) are available, but kepler-rs does not collect them yet: their series are absent");
@@ -147,30 +147,6 @@ impl EbpfSource {
     /// Kernel statistics of the attached programs.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
         self.program.stats()
-    }
-
-    /// Learns the containers that exist now, so idle ones are reported before they run.
-    fn seed_containers(&mut self) {
-        let Ok(dir) = std::fs::read_dir(&self.procfs) else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Ok(content) = std::fs::read_to_string(entry.path().join("cgroup")) else {
-                continue;
-            };
-            let r = cgroup::resolve(&content);
-            if let (Classification::Container(identity), Some(dir)) = (r.class, r.cgroup) {
-                if dir.hierarchy == cgroup::Hierarchy::V2 {
-                    self.containers
-                        .entry(identity.id.clone())
-                        .or_insert(KnownContainer { identity, dir });
-                }
-            }
-        }
     }
 
     /// The workload of one drained (process, cgroup) pair.
@@ -387,6 +363,41 @@ impl CpuTimeSource for EbpfSource {
     }
 }
 
+/// The containers that exist now (from each process's `/proc/<pid>/cgroup`, once at start), so
+/// idle ones are reported before they run. Refuses a host whose containers live only in cgroup
+/// v1 hierarchies (e.g. the kubelet's cgroupfs driver on a hybrid host): the kernel's cgroup ids
+/// name v2 cgroups, so their CPU time could not be told apart from the host's.
+fn seed_containers(procfs: &Path) -> Result<HashMap<String, KnownContainer>, EbpfError> {
+    let mut containers = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(procfs) else {
+        return Ok(containers);
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(content) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+            continue;
+        };
+        let r = cgroup::resolve(&content);
+        if let (Classification::Container(identity), Some(dir)) = (r.class, r.cgroup) {
+            if dir.hierarchy != cgroup::Hierarchy::V2 {
+                return Err(EbpfError::Unsupported(format!(
+                    "container {} of process {} is in a cgroup v1 hierarchy only ({}): the kernel's cgroup ids name v2 cgroups",
+                    identity.id,
+                    name.to_string_lossy(),
+                    dir.path
+                )));
+            }
+            containers
+                .entry(identity.id.clone())
+                .or_insert(KnownContainer { identity, dir });
+        }
+    }
+    Ok(containers)
+}
+
 /// The process name (`comm` of the thread-group leader), if the process is still alive.
 fn read_comm(procfs: &Path, tgid: u32) -> Option<String> {
     let comm = std::fs::read_to_string(procfs.join(tgid.to_string()).join("comm")).ok()?;
@@ -423,5 +434,51 @@ fn check_host_pid_namespace(procfs: &Path) -> Result<(), EbpfError> {
             status.display()
         )),
         None => unsupported(format!("no NSpid line in {}", status.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn procfs(processes: &[(u32, String)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (pid, cgroup) in processes {
+            let p = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("cgroup"), cgroup).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("self")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn seeds_v2_containers_once() {
+        let scope = format!("/kubepods.slice/kubepods-besteffort.slice/cri-containerd-{ID}.scope");
+        let dir = procfs(&[
+            (1, "0::/init.scope\n".into()),
+            (10, format!("0::{scope}\n")),
+            (11, format!("0::{scope}/sub\n")),
+            (12, "0::/\n".into()),
+        ]);
+        let seeded = seed_containers(dir.path()).unwrap();
+        assert_eq!(seeded.len(), 1);
+        assert_eq!(seeded[ID].dir.path, scope);
+        assert_eq!(seeded[ID].dir.hierarchy, cgroup::Hierarchy::V2);
+        assert!(seed_containers(Path::new("/nonexistent"))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn refuses_containers_that_only_cgroup_v1_knows() {
+        // The kubelet's cgroupfs driver on a hybrid host: the container is in v1 hierarchies,
+        // its v2 cgroup is the root.
+        let v1 = format!("/kubepods/besteffort/pod6b2d2c5e-5f0a-4d3b-9c1e-8a7f6e5d4c3b/{ID}");
+        let dir = procfs(&[(20, format!("4:cpu,cpuacct:{v1}\n2:memory:{v1}\n0::/\n"))]);
+        let err = seed_containers(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("cgroup v1"), "{err}");
     }
 }
