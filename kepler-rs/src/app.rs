@@ -296,6 +296,7 @@ pub async fn run(
         self_metrics: metrics,
         render: RenderOptions {
             process_metrics: config.process_metrics,
+            schema: config.schema,
         },
         build: BuildInfo::current(),
     };

@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::compression::CompressionLayer;
 
-use crate::export::prometheus::{render_classic, BuildInfo, Format, RenderOptions};
+use crate::export::prometheus::{render, BuildInfo, Format, RenderOptions};
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 
@@ -59,7 +59,7 @@ pub async fn serve(
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let format = negotiate(&headers);
     let snapshot = state.snapshot.load();
-    let body = render_classic(
+    let body = render(
         &snapshot,
         &state.self_metrics,
         &state.render,

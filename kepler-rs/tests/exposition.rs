@@ -336,7 +336,10 @@ fn render(s: &Snapshot, metrics: &SelfMetrics, process_metrics: bool, format: Fo
     render_classic(
         s,
         metrics,
-        &RenderOptions { process_metrics },
+        &RenderOptions {
+            process_metrics,
+            ..Default::default()
+        },
         &build_info(),
         format,
     )
@@ -785,7 +788,10 @@ fn state(snapshot: Snapshot, process_metrics: bool) -> AppState {
     AppState {
         snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
         self_metrics: Arc::new(errors()),
-        render: RenderOptions { process_metrics },
+        render: RenderOptions {
+            process_metrics,
+            ..Default::default()
+        },
         build: build_info(),
     }
 }

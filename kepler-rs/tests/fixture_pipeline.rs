@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kepler_rs::config::IdlePolicy;
-use kepler_rs::export::prometheus::{render_classic, BuildInfo, Format, RenderOptions};
+use kepler_rs::config::Schema;
+use kepler_rs::export::prometheus::{render, render_classic, BuildInfo, Format, RenderOptions};
 use kepler_rs::monitor::{Monitor, MonitorOptions};
 use kepler_rs::power::rapl::RaplMeter;
 use kepler_rs::power::ZoneKind;
@@ -21,6 +22,7 @@ use kepler_rs::selfmetrics::SelfMetrics;
 use kepler_rs::snapshot::{NodeInfo, Snapshot};
 use kepler_rs::workload::procfs::ProcfsSource;
 use kepler_rs::workload::WorkloadKey;
+use std::collections::{BTreeMap, BTreeSet};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -188,7 +190,15 @@ fn run_pipeline() -> (Snapshot, Arc<SelfMetrics>) {
         cpu_architecture: "Fixture CPU".into(),
         components_power_source: "rapl-sysfs".into(),
         platform_power_source: "rapl-sysfs".into(),
-        cpus: Vec::new(),
+        cpus: (0..2)
+            .map(|n| kepler_rs::host::CpuInfo {
+                processor: n.to_string(),
+                vendor_id: "GenuineIntel".into(),
+                model_name: "Fixture CPU".into(),
+                physical_id: "0".into(),
+                core_id: n.to_string(),
+            })
+            .collect(),
     };
     let mut monitor = Monitor::new(
         Box::new(meter),
@@ -232,6 +242,7 @@ fn fixture_host_renders_the_golden_metrics() {
         &metrics,
         &RenderOptions {
             process_metrics: true,
+            ..Default::default()
         },
         &build_info(),
         Format::Text,
@@ -296,4 +307,257 @@ fn fixture_host_resolves_every_container_and_conserves_energy() {
         .unwrap();
     assert_eq!(kernel.cpu_time.0, 4 * 2 * 10_000_000);
     assert_eq!(system.cpu_time.0, 4 * (4 + 2) * 10_000_000);
+}
+
+/// Modern label sets from shared/spec/metrics.md, each plus the constant `node_name`.
+fn modern_spec() -> BTreeMap<&'static str, &'static [&'static str]> {
+    const NODE_ZONE: &[&str] = &["node_name", "zone", "path"];
+    const PROCESS: &[&str] = &[
+        "node_name",
+        "pid",
+        "comm",
+        "exe",
+        "type",
+        "state",
+        "container_id",
+        "vm_id",
+        "zone",
+    ];
+    const CONTAINER: &[&str] = &[
+        "node_name",
+        "container_id",
+        "container_name",
+        "runtime",
+        "state",
+        "zone",
+        "pod_id",
+    ];
+    const POD: &[&str] = &[
+        "node_name",
+        "pod_id",
+        "pod_name",
+        "pod_namespace",
+        "state",
+        "zone",
+    ];
+    BTreeMap::from([
+        ("kepler_node_cpu_joules_total", NODE_ZONE),
+        ("kepler_node_cpu_watts", NODE_ZONE),
+        ("kepler_node_cpu_active_joules_total", NODE_ZONE),
+        ("kepler_node_cpu_active_watts", NODE_ZONE),
+        ("kepler_node_cpu_idle_joules_total", NODE_ZONE),
+        ("kepler_node_cpu_idle_watts", NODE_ZONE),
+        ("kepler_node_cpu_usage_ratio", &["node_name"][..]),
+        (
+            "kepler_node_cpu_info",
+            &[
+                "node_name",
+                "processor",
+                "vendor_id",
+                "model_name",
+                "physical_id",
+                "core_id",
+            ][..],
+        ),
+        ("kepler_process_cpu_joules_total", PROCESS),
+        ("kepler_process_cpu_watts", PROCESS),
+        (
+            "kepler_process_cpu_seconds_total",
+            &[
+                "node_name",
+                "pid",
+                "comm",
+                "exe",
+                "type",
+                "container_id",
+                "vm_id",
+            ][..],
+        ),
+        ("kepler_container_cpu_joules_total", CONTAINER),
+        ("kepler_container_cpu_watts", CONTAINER),
+        ("kepler_pod_cpu_joules_total", POD),
+        ("kepler_pod_cpu_watts", POD),
+        (
+            "kepler_build_info",
+            &["arch", "branch", "revision", "version", "rustversion"][..],
+        ),
+    ])
+}
+
+/// One sample line: name, label names in order, label values, value.
+type Sample = (String, Vec<String>, BTreeMap<String, String>, f64);
+
+/// Every sample line of an exposition.
+fn samples(text: &str) -> Vec<Sample> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name = line.split(['{', ' ']).next().unwrap().to_string();
+        let names: Vec<String> = line
+            .split_once('{')
+            .map(|(_, rest)| rest.rsplit_once('}').unwrap().0)
+            .unwrap_or("")
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split('=').next().unwrap().to_string())
+            .collect();
+        out.push((name, names, BTreeMap::new(), 0.0));
+    }
+    // Values and label values from a real parser.
+    for (i, sample) in scrape.samples.iter().enumerate() {
+        let labels: BTreeMap<String, String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        };
+        out[i].2 = labels;
+        out[i].3 = value;
+    }
+    out
+}
+
+#[test]
+fn fixture_host_renders_the_modern_schema() {
+    let (snapshot, metrics) = run_pipeline();
+    let options = RenderOptions {
+        process_metrics: true,
+        schema: Schema::Modern,
+    };
+    let text = render(&snapshot, &metrics, &options, &build_info(), Format::Text);
+    // Zone paths point into this run's temporary host tree: show them as on a host.
+    let tmp_sysfs = snapshot
+        .node_zones
+        .values()
+        .next()
+        .and_then(|z| z.path.split_once("/sys/class/powercap"))
+        .map(|(prefix, _)| format!("{prefix}/sys/"))
+        .unwrap();
+    let text = text.replace(&tmp_sysfs, "/sys/");
+    common::check_golden("fixture-client-psys-pipeline-modern.prom", &text);
+    common::assert_promtool_accepts("modern fixture pipeline", &text);
+
+    let spec = modern_spec();
+    let mut seen = BTreeSet::new();
+    let all = samples(&text);
+    for (name, labels, values, value) in &all {
+        if name.starts_with("kepler_exporter_") {
+            continue;
+        }
+        let expected = spec
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{name} is not in the modern spec"));
+        assert_eq!(labels, &expected.to_vec(), "{name} label names");
+        assert!(
+            value.is_finite() && *value >= 0.0,
+            "{name} {values:?} = {value}"
+        );
+        if let Some(zone) = values.get("zone") {
+            assert!(
+                ["package", "core", "uncore", "dram", "psys"].contains(&zone.as_str()),
+                "{zone}"
+            );
+        }
+        if let Some(state) = values.get("state") {
+            assert!(state == "running" || state == "terminated");
+        }
+        seen.insert(name.clone());
+    }
+    for name in spec.keys() {
+        assert!(
+            seen.contains(*name),
+            "{name} missing from the modern output"
+        );
+    }
+    assert!(
+        !text.contains("kepler_container_joules_total"),
+        "modern only"
+    );
+
+    // Pods are the sum of their containers, zone by zone.
+    let sum = |metric: &str, key: &str, id: &str, zone: &str| -> f64 {
+        all.iter()
+            .filter(|(n, _, v, _)| {
+                n == metric
+                    && v.get(key).map(String::as_str) == Some(id)
+                    && v.get("zone").map(String::as_str) == Some(zone)
+            })
+            .map(|s| s.3)
+            .sum()
+    };
+    let pod = "6b2d2c5e-5f0a-4d3b-9c1e-8a7f6e5d4c3b";
+    let pod_joules = sum("kepler_pod_cpu_joules_total", "pod_id", pod, "package");
+    let container_joules = sum(
+        "kepler_container_cpu_joules_total",
+        "pod_id",
+        pod,
+        "package",
+    );
+    assert!(
+        pod_joules > 0.0 && (pod_joules - container_joules).abs() < 1e-6,
+        "{pod_joules} vs {container_joules}"
+    );
+    // The node's package counter is active + idle.
+    let node = sum(
+        "kepler_node_cpu_joules_total",
+        "node_name",
+        "worker-1",
+        "package",
+    );
+    let active = sum(
+        "kepler_node_cpu_active_joules_total",
+        "node_name",
+        "worker-1",
+        "package",
+    );
+    let idle = sum(
+        "kepler_node_cpu_idle_joules_total",
+        "node_name",
+        "worker-1",
+        "package",
+    );
+    assert!((node - active - idle).abs() < 1e-6 && node > 0.0);
+}
+
+#[test]
+fn both_schemas_together() {
+    let (snapshot, metrics) = run_pipeline();
+    let options = RenderOptions {
+        process_metrics: false,
+        schema: Schema::Both,
+    };
+    let text = render(&snapshot, &metrics, &options, &build_info(), Format::Text);
+    assert!(text.contains("\nkepler_container_joules_total{"));
+    assert!(text.contains("\nkepler_container_cpu_joules_total{"));
+    assert!(
+        !text.contains("kepler_process_"),
+        "process metrics stay opt-in"
+    );
+    common::assert_promtool_accepts("both schemas", &text);
+    let classic = render(
+        &snapshot,
+        &metrics,
+        &RenderOptions::default(),
+        &build_info(),
+        Format::Text,
+    );
+    let only_classic = render_classic(
+        &snapshot,
+        &metrics,
+        &RenderOptions::default(),
+        &build_info(),
+        Format::Text,
+    );
+    assert_eq!(
+        classic, only_classic,
+        "the default schema is classic, byte for byte"
+    );
 }

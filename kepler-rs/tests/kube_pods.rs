@@ -234,6 +234,7 @@ fn render(s: &Snapshot, metrics: &SelfMetrics) -> String {
         metrics,
         &RenderOptions {
             process_metrics: false,
+            ..Default::default()
         },
         &build,
         Format::Text,

@@ -68,6 +68,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Kepler's two metric families (`metrics.schema`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Schema {
+    /// Kepler <= 0.9 names (`kepler_container_joules_total`): the default.
+    #[default]
+    Classic,
+    /// Kepler >= 0.10 names (`kepler_container_cpu_joules_total`, watts gauges, pods).
+    Modern,
+    Both,
+}
+
 /// How idle energy is shared among workloads (see docs/attribution.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdlePolicy {
@@ -91,6 +102,7 @@ pub struct Config {
     pub idle_window: Duration,
     pub idle_half_life: Duration,
     pub process_metrics: bool,
+    pub schema: Schema,
     /// Try the eBPF CPU-time source first (`ebpf.enabled`).
     pub ebpf_enabled: bool,
     /// Empty: decided at start-up from $NODE_NAME or the host name.
@@ -294,6 +306,19 @@ impl Config {
             );
         }
         let process_metrics = p.bool("metrics.processes");
+        let schema = match p.raw("metrics.schema").trim() {
+            "classic" => Schema::Classic,
+            "modern" => Schema::Modern,
+            "both" => Schema::Both,
+            other => {
+                let other = other.to_string();
+                p.fail(
+                    "metrics.schema",
+                    format!("must be classic, modern or both, got {other:?}"),
+                );
+                Schema::Classic
+            }
+        };
         let ebpf_enabled = p.bool("ebpf.enabled");
         let sysfs = p.path("host.sysfs");
         let procfs = p.path("host.procfs");
@@ -327,6 +352,7 @@ impl Config {
                 idle_window,
                 idle_half_life,
                 process_metrics,
+                schema,
                 ebpf_enabled,
                 node_name,
                 fake_rapl,
@@ -864,6 +890,29 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().contains("relaying needs otlp.endpoint"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metrics_schema() {
+        assert_eq!(load(&[], &[], None).unwrap().schema, Schema::Classic);
+        assert_eq!(
+            load(&["--metrics.schema", "both"], &[], None)
+                .unwrap()
+                .schema,
+            Schema::Both
+        );
+        assert_eq!(
+            load(&[], &[("KEPLER_METRICS_SCHEMA", "modern")], None)
+                .unwrap()
+                .schema,
+            Schema::Modern
+        );
+        let err = load(&["--metrics.schema", "v2"], &[], None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("metrics.schema: must be classic, modern or both"),
             "{err}"
         );
     }

@@ -83,6 +83,11 @@ pub const SETTINGS: &[Setting] = &[
         "monitor.nodeShare",
         "Take only this node's share of the host's energy, by its share of host CPU time (several nodes on one host, e.g. kind; see deploy/README.md)",
     ),
+    value(
+        "metrics.schema",
+        "classic",
+        "Kepler metric family to serve: classic (Kepler <= 0.9 names), modern (Kepler >= 0.10 names) or both",
+    ),
     switch("metrics.processes", "Also export per-process metrics (kepler_process_*)"),
     Setting {
         path: "ebpf.enabled",

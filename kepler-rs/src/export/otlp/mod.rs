@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
-use crate::export::prometheus::{classic_families, BuildInfo, RenderOptions};
+use crate::export::prometheus::{families, BuildInfo, RenderOptions};
 use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
@@ -82,7 +82,7 @@ impl SnapshotSource {
 
     /// The OTLP request for `snapshot`: the classic families, as `/metrics` renders them.
     pub fn to_request(&self, snapshot: &Snapshot) -> ExportMetricsServiceRequest {
-        let families = classic_families(snapshot, &self.self_metrics, &self.render, &self.build);
+        let families = families(snapshot, &self.self_metrics, &self.render, &self.build);
         let metrics = convert::families_to_metrics(
             &families,
             self.start.min(snapshot.taken_at),

@@ -10,7 +10,7 @@ use std::time::UNIX_EPOCH;
 
 use std::rc::Rc;
 
-use super::text::{Encoder, Format, MetricType};
+use super::text::{Format, MetricType};
 use super::BuildInfo;
 use crate::export::family::{Family, Value, Visit};
 use crate::power::ZoneKind;
@@ -23,7 +23,11 @@ use crate::workload::WorkloadKey;
 pub struct RenderOptions {
     /// Per-process series (`kepler_process_*`); off by default as in Kepler (they are many).
     pub process_metrics: bool,
+    /// Which of Kepler's metric families to serve.
+    pub schema: Schema,
 }
+
+pub use crate::config::Schema;
 
 /// Per zone kind: the classic metric name at each level and what the zone measures.
 struct ZoneNames {
@@ -114,22 +118,7 @@ pub fn render_classic(
     format: Format,
 ) -> String {
     let families = classic_families(snapshot, self_metrics, options, build);
-    let samples = snapshot.workloads.len() * 16
-        + if options.process_metrics {
-            snapshot.processes.len() * 16
-        } else {
-            0
-        };
-    let mut enc = Encoder::with_capacity(format, 4096 + samples * 256);
-    for family in &families {
-        let name = family.name;
-        enc.family(name, &family.help, family.ty);
-        family.for_each_sample(|labels, value| match value {
-            Value::Millionths(n) => enc.sample_millionths(name, labels, n),
-            Value::Float(v) => enc.sample(name, labels, v),
-        });
-    }
-    enc.finish()
+    super::write_families(&families, format, snapshot)
 }
 
 /// Whether the node has a zone of `kind` (the classic zone families exist only then).
@@ -374,8 +363,12 @@ fn info_and_self_families<'a>(
     self_metrics: &SelfMetrics,
     out: &mut Vec<Family<'a>>,
 ) {
-    let errors = self_metrics.errors();
-    let exports = self_metrics.exports();
+    classic_info_families(s, build, out);
+    self_families(s, self_metrics, out);
+}
+
+/// Kepler's classic info gauges.
+fn classic_info_families<'a>(s: &'a Snapshot, build: &'a BuildInfo, out: &mut Vec<Family<'a>>) {
     out.push(Family::new(
         "kepler_node_info",
         "Facts about the node (always 1): CPU architecture and the sources of the component \
@@ -415,6 +408,16 @@ fn info_and_self_families<'a>(
             out(&labels, Value::Float(1.0));
         },
     ));
+}
+
+/// The exporter's own health metrics (`kepler_exporter_*`), served with every schema.
+pub(crate) fn self_families<'a>(
+    s: &'a Snapshot,
+    self_metrics: &SelfMetrics,
+    out: &mut Vec<Family<'a>>,
+) {
+    let errors = self_metrics.errors();
+    let exports = self_metrics.exports();
     out.push(Family::new(
         "kepler_exporter_errors_total",
         "Runtime errors of the exporter since start-up, by component and reason.",
@@ -547,7 +550,10 @@ mod tests {
         render_classic(
             s,
             &SelfMetrics::new(),
-            &RenderOptions { process_metrics },
+            &RenderOptions {
+                process_metrics,
+                ..Default::default()
+            },
             &build,
             Format::Text,
         )

@@ -6,10 +6,72 @@
 //! Rendering only reads; it never measures. [`BuildInfo`] feeds `kepler_exporter_build_info`.
 
 pub mod classic;
+pub mod modern;
 /// The shared text writer (crate `kepler-prom-text`, also used by the hub in `collector/`).
 pub use kepler_prom_text as text;
 
-pub use classic::{classic_families, render_classic, RenderOptions};
+pub use classic::{classic_families, render_classic, RenderOptions, Schema};
+
+use crate::export::family::{Family, Value};
+use crate::selfmetrics::SelfMetrics;
+use crate::snapshot::Snapshot;
+
+/// The families `options.schema` asks for (self-metrics always), sorted by name: what
+/// `/metrics` serves and OTLP pushes.
+pub fn families<'a>(
+    snapshot: &'a Snapshot,
+    self_metrics: &SelfMetrics,
+    options: &RenderOptions,
+    build: &'a BuildInfo,
+) -> Vec<Family<'a>> {
+    let mut out = match options.schema {
+        Schema::Classic | Schema::Both => classic_families(snapshot, self_metrics, options, build),
+        Schema::Modern => {
+            let mut own = Vec::new();
+            classic::self_families(snapshot, self_metrics, &mut own);
+            own
+        }
+    };
+    if options.schema != Schema::Classic {
+        out.extend(modern::modern_families(snapshot, options, build));
+    }
+    out.sort_by_key(|f| f.name);
+    out
+}
+
+/// Renders the families `options.schema` asks for in `format`.
+pub fn render(
+    snapshot: &Snapshot,
+    self_metrics: &SelfMetrics,
+    options: &RenderOptions,
+    build: &BuildInfo,
+    format: Format,
+) -> String {
+    write_families(
+        &families(snapshot, self_metrics, options, build),
+        format,
+        snapshot,
+    )
+}
+
+/// Writes families with the text encoder, sized for the snapshot.
+pub(crate) fn write_families(
+    families: &[Family<'_>],
+    format: Format,
+    snapshot: &Snapshot,
+) -> String {
+    let samples = (snapshot.workloads.len() + snapshot.processes.len()) * 16;
+    let mut enc = Encoder::with_capacity(format, 4096 + samples * 256);
+    for family in families {
+        let name = family.name;
+        enc.family(name, &family.help, family.ty);
+        family.for_each_sample(|labels, value| match value {
+            Value::Millionths(n) => enc.sample_millionths(name, labels, n),
+            Value::Float(v) => enc.sample(name, labels, v),
+        });
+    }
+    enc.finish()
+}
 pub use text::{Encoder, Format, MetricType, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 
 /// What this binary is, for the build-info metrics. [`BuildInfo::current`] reads what

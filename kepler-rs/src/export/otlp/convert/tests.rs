@@ -131,6 +131,7 @@ fn collector_translation_gives_back_every_metrics_name() {
         &metrics,
         &RenderOptions {
             process_metrics: true,
+            ..Default::default()
         },
         &b,
     );
@@ -283,6 +284,7 @@ fn text_and_otlp_carry_the_same_samples() {
     let b = build();
     let options = RenderOptions {
         process_metrics: true,
+        ..Default::default()
     };
     let text = crate::export::prometheus::render_classic(
         &s,

@@ -1,0 +1,379 @@
+//! Kepler's modern metric family (Kepler >= 0.10), rendered from one snapshot.
+//!
+//! Every power metric carries `node_name`; `zone` is the RAPL zone without its socket suffix
+//! (`package`, `core`, `uncore`, `dram`, `psys`); `state` is `running` or `terminated`; there is
+//! no `mode` and no `source`. Unlike modern Kepler, our node counters are monotonic (wraps
+//! corrected), terminated workloads stay visible for the retention window to every scraper,
+//! and containers and pods carry their idle share (see docs/attribution.md). Containers are
+//! real containers only: processes outside any container appear as `type="regular"` processes.
+
+use std::collections::BTreeMap;
+
+use super::classic::RenderOptions;
+use super::text::MetricType;
+use super::BuildInfo;
+use crate::export::family::{Family, Value};
+use crate::power::units::Microjoules;
+use crate::power::ZoneKind;
+use crate::snapshot::{EnergyByKind, ModeSplit, Snapshot, State, WorkloadEnergy};
+use crate::workload::WorkloadKey;
+
+const JOULES: &str = "J";
+const WATTS: &str = "W";
+
+fn state(s: State) -> &'static str {
+    match s {
+        State::Running => "running",
+        State::Terminated(_) => "terminated",
+    }
+}
+
+/// Average power of `energy` over the snapshot's interval (0 before the first interval).
+fn watts(s: &Snapshot, energy: Microjoules) -> f64 {
+    energy.over(s.interval).0
+}
+
+/// Zone kinds present on this node, in a stable order.
+fn kinds(s: &Snapshot) -> Vec<ZoneKind> {
+    let mut kinds: Vec<ZoneKind> = s.node_zones.keys().map(|z| z.kind).collect();
+    kinds.dedup();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+fn kind_total(e: &EnergyByKind, kind: ZoneKind) -> Microjoules {
+    e.zones.get(&kind).map(ModeSplit::total).unwrap_or_default()
+}
+
+/// Kepler's modern family from `snapshot` (unsorted; the caller sorts all families).
+pub fn modern_families<'a>(
+    s: &'a Snapshot,
+    options: &RenderOptions,
+    build: &'a BuildInfo,
+) -> Vec<Family<'a>> {
+    let mut out = Vec::with_capacity(24);
+    node_families(s, &mut out);
+    container_families(s, &mut out);
+    pod_families(s, &mut out);
+    if options.process_metrics {
+        process_families(s, &mut out);
+    }
+    out.push(Family::new(
+        "kepler_build_info",
+        "Build facts of this exporter (always 1): architecture, git branch and revision, \
+         version, and the Rust compiler that built it.",
+        MetricType::Gauge,
+        "",
+        move |out| {
+            let labels = [
+                ("arch", build.arch.as_str()),
+                ("branch", build.branch.as_str()),
+                ("revision", build.revision.as_str()),
+                ("version", build.version.as_str()),
+                ("rustversion", build.rust_version.as_str()),
+            ];
+            out(&labels, Value::Float(1.0));
+        },
+    ));
+    out
+}
+
+fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    type Pick = fn(&Snapshot, &crate::snapshot::NodeZone) -> Value;
+    let specs: [(&'static str, &'static str, MetricType, &'static str, Pick); 6] = [
+        (
+            "kepler_node_cpu_joules_total",
+            "Energy of each RAPL zone in joules since the exporter started (monotonic: counter \
+             wraps are corrected).",
+            MetricType::Counter,
+            JOULES,
+            |_, z| Value::Millionths(z.energy.total().0),
+        ),
+        (
+            "kepler_node_cpu_watts",
+            "Power of each RAPL zone in watts over the last interval.",
+            MetricType::Gauge,
+            WATTS,
+            |_, z| Value::Float(z.watts.0),
+        ),
+        (
+            "kepler_node_cpu_active_joules_total",
+            "Energy of each RAPL zone above its estimated idle power, in joules.",
+            MetricType::Counter,
+            JOULES,
+            |_, z| Value::Millionths(z.energy.dynamic.0),
+        ),
+        (
+            "kepler_node_cpu_active_watts",
+            "Power of each RAPL zone above its estimated idle power, in watts, over the last \
+             interval.",
+            MetricType::Gauge,
+            WATTS,
+            |_, z| Value::Float((z.watts.0 - z.idle_watts.0.min(z.watts.0)).max(0.0)),
+        ),
+        (
+            "kepler_node_cpu_idle_joules_total",
+            "Energy of each RAPL zone attributed to idle, in joules.",
+            MetricType::Counter,
+            JOULES,
+            |_, z| Value::Millionths(z.energy.idle.0),
+        ),
+        (
+            "kepler_node_cpu_idle_watts",
+            "Idle power of each RAPL zone in watts over the last interval (the estimate, capped \
+             at the measured power).",
+            MetricType::Gauge,
+            WATTS,
+            |_, z| Value::Float(z.idle_watts.0.min(z.watts.0).max(0.0)),
+        ),
+    ];
+    for (name, help, ty, unit, pick) in specs {
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            for (id, zone) in &s.node_zones {
+                let labels = [
+                    ("node_name", s.info.node_name.as_str()),
+                    ("zone", id.kind.as_str()),
+                    ("path", zone.path.as_str()),
+                ];
+                out(&labels, pick(s, zone));
+            }
+        }));
+    }
+    out.push(Family::new(
+        "kepler_node_cpu_usage_ratio",
+        "CPU utilisation of the node over the last interval (0 to 1).",
+        MetricType::Gauge,
+        "1",
+        move |out| {
+            out(
+                &[("node_name", s.info.node_name.as_str())],
+                Value::Float(s.node_cpu_usage_ratio),
+            )
+        },
+    ));
+    out.push(Family::new(
+        "kepler_node_cpu_info",
+        "One series per logical CPU (always 1) as /proc/cpuinfo describes it.",
+        MetricType::Gauge,
+        "",
+        move |out| {
+            for cpu in &s.info.cpus {
+                let labels = [
+                    ("node_name", s.info.node_name.as_str()),
+                    ("processor", cpu.processor.as_str()),
+                    ("vendor_id", cpu.vendor_id.as_str()),
+                    ("model_name", cpu.model_name.as_str()),
+                    ("physical_id", cpu.physical_id.as_str()),
+                    ("core_id", cpu.core_id.as_str()),
+                ];
+                out(&labels, Value::Float(1.0));
+            }
+        },
+    ));
+}
+
+fn containers(s: &Snapshot) -> impl Iterator<Item = (&str, &WorkloadEnergy)> {
+    s.workloads.iter().filter_map(|w| match &w.key {
+        WorkloadKey::Container(id) => Some((id.as_str(), w)),
+        WorkloadKey::System | WorkloadKey::Kernel => None,
+    })
+}
+
+fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    let kinds = kinds(s);
+    for (name, help, ty, unit, is_power) in [
+        (
+            "kepler_container_cpu_joules_total",
+            "Energy attributed to the container per zone in joules (dynamic and idle share).",
+            MetricType::Counter,
+            JOULES,
+            false,
+        ),
+        (
+            "kepler_container_cpu_watts",
+            "Power attributed to the container per zone in watts over the last interval.",
+            MetricType::Gauge,
+            WATTS,
+            true,
+        ),
+    ] {
+        let kinds = kinds.clone();
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            for (id, w) in containers(s) {
+                let (runtime, pod_id) = w
+                    .identity
+                    .as_ref()
+                    .map(|i| (i.runtime.as_str(), i.pod_uid.as_deref().unwrap_or("")))
+                    .unwrap_or(("unknown", ""));
+                for kind in &kinds {
+                    let labels = [
+                        ("node_name", s.info.node_name.as_str()),
+                        ("container_id", id),
+                        ("container_name", w.container_name.as_str()),
+                        ("runtime", runtime),
+                        ("state", state(w.state)),
+                        ("zone", kind.as_str()),
+                        ("pod_id", pod_id),
+                    ];
+                    let value = if is_power {
+                        Value::Float(watts(s, kind_total(&w.interval, *kind)))
+                    } else {
+                        Value::Millionths(kind_total(&w.energy, *kind).0)
+                    };
+                    out(&labels, value);
+                }
+            }
+        }));
+    }
+}
+
+/// Containers summed per pod UID: (names, state, energy, last-interval energy).
+struct PodAcc<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    running: bool,
+    energy: EnergyByKind,
+    interval: EnergyByKind,
+}
+
+fn pods(s: &Snapshot) -> BTreeMap<&str, PodAcc<'_>> {
+    let mut pods: BTreeMap<&str, PodAcc<'_>> = BTreeMap::new();
+    for (_, w) in containers(s) {
+        let Some(uid) = w.identity.as_ref().and_then(|i| i.pod_uid.as_deref()) else {
+            continue;
+        };
+        let acc = pods.entry(uid).or_insert_with(|| PodAcc {
+            name: w.pod_name.as_str(),
+            namespace: w.namespace.as_str(),
+            running: false,
+            energy: EnergyByKind::default(),
+            interval: EnergyByKind::default(),
+        });
+        if acc.name.is_empty() {
+            acc.name = w.pod_name.as_str();
+            acc.namespace = w.namespace.as_str();
+        }
+        acc.running |= w.state == State::Running;
+        acc.energy += &w.energy;
+        acc.interval += &w.interval;
+    }
+    pods
+}
+
+fn pod_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    let kinds = kinds(s);
+    for (name, help, ty, unit, is_power) in [
+        (
+            "kepler_pod_cpu_joules_total",
+            "Energy attributed to the pod (its containers) per zone in joules.",
+            MetricType::Counter,
+            JOULES,
+            false,
+        ),
+        (
+            "kepler_pod_cpu_watts",
+            "Power attributed to the pod (its containers) per zone in watts over the last \
+             interval.",
+            MetricType::Gauge,
+            WATTS,
+            true,
+        ),
+    ] {
+        let kinds = kinds.clone();
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            for (uid, pod) in pods(s) {
+                for kind in &kinds {
+                    let labels = [
+                        ("node_name", s.info.node_name.as_str()),
+                        ("pod_id", uid),
+                        ("pod_name", pod.name),
+                        ("pod_namespace", pod.namespace),
+                        ("state", if pod.running { "running" } else { "terminated" }),
+                        ("zone", kind.as_str()),
+                    ];
+                    let value = if is_power {
+                        Value::Float(watts(s, kind_total(&pod.interval, *kind)))
+                    } else {
+                        Value::Millionths(kind_total(&pod.energy, *kind).0)
+                    };
+                    out(&labels, value);
+                }
+            }
+        }));
+    }
+}
+
+fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    let kinds = kinds(s);
+    let pids: Vec<String> = s.processes.iter().map(|p| p.pid.to_string()).collect();
+    let pids = std::rc::Rc::new(pids);
+    let typed = |key: &WorkloadKey| match key {
+        WorkloadKey::Container(id) => ("container", id.clone()),
+        WorkloadKey::System | WorkloadKey::Kernel => ("regular", String::new()),
+    };
+    let types: std::rc::Rc<Vec<(&'static str, String)>> =
+        std::rc::Rc::new(s.processes.iter().map(|p| typed(&p.workload)).collect());
+    for (name, help, ty, unit, is_power) in [
+        (
+            "kepler_process_cpu_joules_total",
+            "Energy attributed to the process per zone in joules.",
+            MetricType::Counter,
+            JOULES,
+            false,
+        ),
+        (
+            "kepler_process_cpu_watts",
+            "Power attributed to the process per zone in watts over the last interval.",
+            MetricType::Gauge,
+            WATTS,
+            true,
+        ),
+    ] {
+        let (kinds, pids, types) = (kinds.clone(), pids.clone(), types.clone());
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            for (i, p) in s.processes.iter().enumerate() {
+                for kind in &kinds {
+                    let labels = [
+                        ("node_name", s.info.node_name.as_str()),
+                        ("pid", pids[i].as_str()),
+                        ("comm", p.comm.as_str()),
+                        ("exe", ""),
+                        ("type", types[i].0),
+                        ("state", state(p.state)),
+                        ("container_id", types[i].1.as_str()),
+                        ("vm_id", ""),
+                        ("zone", kind.as_str()),
+                    ];
+                    let value = if is_power {
+                        Value::Float(watts(s, kind_total(&p.interval, *kind)))
+                    } else {
+                        Value::Millionths(kind_total(&p.energy, *kind).0)
+                    };
+                    out(&labels, value);
+                }
+            }
+        }));
+    }
+    out.push(Family::new(
+        "kepler_process_cpu_seconds_total",
+        "CPU time of the process in seconds since the exporter first saw it.",
+        MetricType::Counter,
+        "s",
+        move |out| {
+            for (i, p) in s.processes.iter().enumerate() {
+                let labels = [
+                    ("node_name", s.info.node_name.as_str()),
+                    ("pid", pids[i].as_str()),
+                    ("comm", p.comm.as_str()),
+                    ("exe", ""),
+                    ("type", types[i].0),
+                    ("container_id", types[i].1.as_str()),
+                    ("vm_id", ""),
+                ];
+                // Nanoseconds -> seconds would not be an exact decimal in millionths; use f64.
+                out(&labels, Value::Float(p.cpu_time.as_secs_f64()));
+            }
+        },
+    ));
+}
