@@ -17,6 +17,7 @@ use crate::power::estimator::EstimatorModel;
 use crate::power::rapl::{self, DiscoverError, RaplMeter};
 use crate::power::PowerMeter;
 use crate::workload::cgroup_cpu::CgroupLayout;
+use crate::workload::ebpf::EbpfProgram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -96,6 +97,7 @@ pub fn diagnose(config: &Config, env: impl Fn(&str) -> Option<String>) -> Report
         power_source_check(config, real_measurements),
         btf_check(&config.sysfs),
         privilege_check(&config.procfs),
+        ebpf_load_check(config),
         perf_check(&config.sysfs),
         cgroup_check(&config.sysfs),
         runtime_check(&config.sysfs, &config.procfs),
@@ -223,6 +225,39 @@ fn privilege_check(procfs: &Path) -> Check {
             Status::Warn,
             format!("cannot read CapEff from {}", path.display()),
             "",
+        ),
+    }
+}
+
+/// Loads and attaches the real program (then drops it), as the exporter would, and asks the
+/// PMU for a hardware counter through it.
+fn ebpf_load_check(config: &Config) -> Check {
+    if !config.ebpf_enabled {
+        return check(
+            "ebpf load",
+            Status::Warn,
+            "not tried: ebpf.enabled=false (procfs will be used)",
+            "",
+        );
+    }
+    match EbpfProgram::load() {
+        Ok(mut program) => {
+            let pmu = match program.probe_hardware_counters() {
+                Ok(()) => "hardware counters available".to_string(),
+                Err(e) => format!("hardware counters unavailable ({e})"),
+            };
+            check(
+                "ebpf load",
+                Status::Ok,
+                format!("sched_switch program loaded and attached; {pmu}"),
+                "",
+            )
+        }
+        Err(e) => check(
+            "ebpf load",
+            Status::Missing,
+            format!("cannot load the eBPF program: {e}"),
+            "CPU time will come from procfs (exact for containers via cgroups, misses short-lived processes outside them)",
         ),
     }
 }

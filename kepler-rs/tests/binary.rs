@@ -301,6 +301,12 @@ fn doctor_exit_code_says_whether_real_measurements_are_possible() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("OK       rapl"), "{stdout}");
     assert!(stdout.contains("package-0, package-1"), "{stdout}");
+    if common::require_root("the doctor's eBPF load check") {
+        assert!(
+            stdout.contains("OK       ebpf load      sched_switch program loaded"),
+            "{stdout}"
+        );
+    }
 
     let vm = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
