@@ -11,11 +11,16 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::{BusyProcess, TestContainer};
+use kepler_rs::config::IdlePolicy;
+use kepler_rs::monitor::{Monitor, MonitorOptions};
+use kepler_rs::power::fake::{FakeRapl, FakeRaplModel};
+use kepler_rs::power::rapl::RaplMeter;
 use kepler_rs::power::units::CpuNanos;
 use kepler_rs::selfmetrics::SelfMetrics;
+use kepler_rs::snapshot::NodeInfo;
 use kepler_rs::workload::ebpf::EbpfSource;
 use kepler_rs::workload::procfs::ProcfsSource;
 use kepler_rs::workload::{CpuTimeSource, Runtime, WorkloadKey, WorkloadSample};
@@ -237,4 +242,86 @@ fn thousand_short_lived_processes_are_accounted() {
         !gone.workloads.contains_key(&key),
         "removed container still listed"
     );
+}
+
+#[test]
+fn monitor_on_ebpf_conserves_energy_and_credits_short_lived_processes() {
+    if !common::require_ebpf("loading the BPF program") {
+        return;
+    }
+    let Some(container) = TestContainer::create() else {
+        return;
+    };
+    let main = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let main = common::ChildGuard(main);
+    std::fs::write(container.dir.join("cgroup.procs"), main.0.id().to_string()).unwrap();
+
+    let metrics = Arc::new(SelfMetrics::new());
+    let fake = FakeRapl::start(None, FakeRaplModel::default(), "/proc".into()).unwrap();
+    let meter = RaplMeter::discover(fake.sysfs_root(), "fake-rapl").unwrap();
+    let options = MonitorOptions {
+        procfs: "/proc".into(),
+        terminated_retention: Duration::from_secs(600),
+        max_terminated: 10_000,
+        process_metrics: true,
+        idle_policy: IdlePolicy::CpuShare,
+        idle_window: Duration::from_secs(60),
+        idle_half_life: Duration::from_secs(3600),
+    };
+    let mut monitor = Monitor::new(
+        Box::new(meter),
+        Box::new(source(&metrics)),
+        options,
+        NodeInfo::default(),
+        metrics.clone(),
+    );
+    monitor.step(SystemTime::now());
+    let mut last = None;
+    for _ in 0..3 {
+        // 100 processes of a few ms each per interval, all gone before the interval ends.
+        let mut spawner = common::spawn_in_cgroup(
+            &container.dir,
+            "i=0; while [ $i -lt 100 ]; do sh -c 'j=0; while [ $j -lt 1500 ]; do j=$((j+1)); done'; i=$((i+1)); done",
+        );
+        assert!(spawner.wait().unwrap().success());
+        std::thread::sleep(Duration::from_millis(200));
+        last = Some(monitor.step(SystemTime::now()));
+    }
+    let s = last.unwrap();
+    assert_eq!(s.cpu_time_source, "ebpf");
+    assert!(s.cpu_time_exact);
+
+    for (kind, node) in &s.node.zones {
+        assert_eq!(
+            s.workloads_total(*kind),
+            *node,
+            "{kind}: workloads must add up to the node"
+        );
+    }
+    let key = WorkloadKey::Container(container.id.clone());
+    let w = s.workloads.iter().find(|w| w.key == key).unwrap();
+    let container_energy = w.energy.total().total().0;
+    let processes: Vec<_> = s.processes.iter().filter(|p| p.workload == key).collect();
+    let sum: u64 = processes.iter().map(|p| p.energy.total().total().0).sum();
+    let credited = processes
+        .iter()
+        .filter(|p| p.energy.total().total().0 > 0)
+        .count();
+    println!(
+        "container {:.3} J, CPU {:?}, {} processes ({credited} with energy)",
+        container_energy as f64 / 1e6,
+        w.cpu_time,
+        processes.len()
+    );
+    assert_eq!(
+        sum, container_energy,
+        "processes must add up to the container"
+    );
+    assert!(container_energy > 0);
+    // Short-lived processes that ran and exited within an interval carry their energy.
+    assert!(credited >= 250, "only {credited} processes got energy");
+    drop(fake);
 }
