@@ -390,6 +390,40 @@ fn kubelet_mode_uses_token_and_ca_over_https() {
 }
 
 #[test]
+fn a_page_over_the_series_cap_is_skipped_and_counted() {
+    let Some(py) = python() else { return };
+    let sink = Sink::start(&py, 0, 0, &[]);
+    let (port, _) = serve(Serve::Cadvisor, None, None);
+    let exporter = start_exporter(&[
+        "--otlp.endpoint",
+        &format!("http://127.0.0.1:{}", sink.grpc),
+        "--relay.targets",
+        &format!("cadvisor=http://127.0.0.1:{port}/metrics/cadvisor"),
+        "--relay.interval",
+        "200ms",
+        // The fixture has 8 allowed series.
+        "--relay.max-series",
+        "7",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics(exporter.port).unwrap();
+        if text.contains(
+            "kepler_exporter_errors_total{component=\"relay\",reason=\"too_many_series\"}",
+        ) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cap not applied:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sink.wait_for(1);
+    assert!(relayed(&sink.received(), "cadvisor").is_empty());
+}
+
+#[test]
 fn kubelet_with_a_wrong_token_is_logged_and_counted() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -232,7 +232,12 @@ pub(super) fn relay_config(
         None
     };
     let interval = p.duration("relay.interval", Duration::from_millis(100));
-    let filter = MetricFilter::new(list(p, "relay.metrics"), list(p, "relay.dropLabels"));
+    let max_series = p.parse::<usize>("relay.maxSeries", "a whole number of series");
+    if max_series == 0 {
+        p.fail("relay.maxSeries", "must be > 0, got 0".to_string());
+    }
+    let filter = MetricFilter::new(list(p, "relay.metrics"), list(p, "relay.dropLabels"))
+        .with_max_series(max_series);
     if targets.is_empty() && kubelet.is_none() {
         return None;
     }

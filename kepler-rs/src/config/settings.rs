@@ -190,6 +190,11 @@ pub const SETTINGS: &[Setting] = &[
     ),
     value("relay.interval", "30s", "How often relay targets are scraped and pushed"),
     value(
+        "relay.maxSeries",
+        "100000",
+        "Most series relayed from one target per scrape (after relay.metrics); a bigger page is skipped with a log line",
+    ),
+    value(
         "relay.metrics",
         "container_cpu_*,container_memory_*,container_network_*,container_fs_*,machine_*",
         "Metric allow-list: comma-separated names, a trailing * matches a prefix; * relays everything",

@@ -88,11 +88,22 @@ pub struct MetricFilter {
     /// Names, or prefixes ending in `*`; `*` alone keeps everything.
     pub allow: Vec<String>,
     pub drop_labels: Vec<String>,
+    /// Most series relayed from one target per scrape; a page with more is skipped (logged).
+    pub max_series: usize,
 }
 
 impl MetricFilter {
     pub fn new(allow: Vec<String>, drop_labels: Vec<String>) -> Self {
-        Self { allow, drop_labels }
+        Self {
+            allow,
+            drop_labels,
+            max_series: usize::MAX,
+        }
+    }
+
+    /// The same filter with a series cap per target.
+    pub fn with_max_series(self, max_series: usize) -> Self {
+        Self { max_series, ..self }
     }
 
     /// Whether the family `name` is relayed.

@@ -33,6 +33,8 @@ pub enum ScrapeError {
     NotText,
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error("{series} series after the allow-list, more than relay.maxSeries ({max}): narrow relay.metrics")]
+    TooManySeries { series: usize, max: usize },
 }
 
 impl ScrapeError {
@@ -46,6 +48,7 @@ impl ScrapeError {
             ScrapeError::Status(_) => "http_status",
             ScrapeError::TooLarge => "too_large",
             ScrapeError::NotText | ScrapeError::Parse(_) => "garbage",
+            ScrapeError::TooManySeries { .. } => "too_many_series",
         }
     }
 }
@@ -126,6 +129,14 @@ impl Scraper {
             body.extend_from_slice(&chunk);
         }
         let text = String::from_utf8(body).map_err(|_| ScrapeError::NotText)?;
-        Ok(parse(&text, |name| filter.allows(name))?)
+        let families = parse(&text, |name| filter.allows(name))?;
+        let series = families.iter().map(|f| f.series.len()).sum();
+        if series > filter.max_series {
+            return Err(ScrapeError::TooManySeries {
+                series,
+                max: filter.max_series,
+            });
+        }
+        Ok(families)
     }
 }
