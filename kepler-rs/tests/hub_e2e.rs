@@ -9,8 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,18 +37,6 @@ fn hub_binary() -> Option<PathBuf> {
         path.display()
     );
     None
-}
-
-fn get(port: u16) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
 }
 
 fn families(text: &str) -> BTreeSet<String> {
@@ -91,7 +77,7 @@ fn spoke_and_hub_exporters_appear_at_the_hub_with_the_same_names_and_their_clust
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let hub = loop {
-        let text = get(expo).unwrap_or_default();
+        let text = metrics(expo).unwrap_or_default();
         if text.contains("cluster=\"cluster1\"")
             && text.contains("cluster=\"hub\"")
             && text.contains("kepler_exporter_otlp_exports_total{")

@@ -126,16 +126,17 @@ fn collector_translation_gives_back_every_metrics_name() {
     metrics.record("rapl", "garbage");
     metrics.record_export("push", "sent", 1);
     let b = build();
-    let families = classic_families(
+    // Both schemas: every family /metrics can serve.
+    let families = crate::export::prometheus::families(
         &s,
         &metrics,
         &RenderOptions {
             process_metrics: true,
-            ..Default::default()
+            schema: crate::export::prometheus::Schema::Both,
         },
         &b,
     );
-    assert!(families.len() > 25, "{}", families.len());
+    assert!(families.len() > 35, "{}", families.len());
     for f in &families {
         let counter = f.ty == MetricType::Counter;
         assert_eq!(
