@@ -187,12 +187,20 @@ fn draw(
     error: Option<&str>,
 ) -> Result<()> {
     let (width, height) = terminal::size().unwrap_or((120, 40));
-    let text = match (previous, latest) {
-        (Some((before, t0)), Some((after, t1))) => {
+    let text = match latest {
+        Some((after, t1)) => {
+            // Before a second scrape there is no rate yet: power shows as 0.
+            let (before, elapsed) = match previous {
+                Some((before, t0)) => (
+                    table::counters(before, opts.group),
+                    table::elapsed_between(before, after, t1.duration_since(*t0)),
+                ),
+                None => (Counters::new(), Duration::ZERO),
+            };
             let rows = table::build(
-                &table::counters(before, opts.group),
+                &before,
                 &table::counters(after, opts.group),
-                table::elapsed_between(before, after, t1.duration_since(*t0)),
+                elapsed,
                 opts.sort,
             );
             table::render(
@@ -204,24 +212,7 @@ fn draw(
                 usize::from(height).saturating_sub(4),
             )
         }
-        (None, Some((after, _))) => {
-            let empty = Counters::new();
-            let rows = table::build(
-                &empty,
-                &table::counters(after, opts.group),
-                Duration::ZERO,
-                opts.sort,
-            );
-            table::render(
-                &rows,
-                &opts.url,
-                opts.group,
-                opts.sort,
-                usize::from(width),
-                usize::from(height).saturating_sub(4),
-            )
-        }
-        _ => format!(
+        None => format!(
             "kepler-rs top  {}  waiting for the first scrape...",
             opts.url
         ),
