@@ -41,6 +41,8 @@ fn page(n: u64) -> String {
 enum Serve {
     Cadvisor,
     Garbage,
+    /// Accepts and never answers in time (a hung endpoint).
+    Hang,
 }
 
 /// A tiny HTTP/1.0 server on a thread: answers every GET with the page (counting scrapes), or
@@ -106,6 +108,10 @@ fn answer(
         }
     }
     let body = match serve {
+        Serve::Hang => {
+            std::thread::sleep(Duration::from_secs(3));
+            return Ok(());
+        }
         Serve::Cadvisor => page(count.fetch_add(1, Ordering::SeqCst)),
         Serve::Garbage => "<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_string(),
     };
@@ -164,9 +170,10 @@ fn cadvisor_page_reaches_the_receiver_with_cluster_and_counter_semantics() {
     let sink = Sink::start(&py, 0, 0, &[]);
     let (port, scrapes) = serve(Serve::Cadvisor, None, None);
     let (garbage, _) = serve(Serve::Garbage, None, None);
+    let (hung, _) = serve(Serve::Hang, None, None);
     let unreachable = free_port();
     let targets = format!(
-        "cadvisor=http://127.0.0.1:{port}/metrics/cadvisor,junk=http://127.0.0.1:{garbage}/metrics,gone=http://127.0.0.1:{unreachable}/metrics"
+        "cadvisor=http://127.0.0.1:{port}/metrics/cadvisor,junk=http://127.0.0.1:{garbage}/metrics,gone=http://127.0.0.1:{unreachable}/metrics,slow=http://127.0.0.1:{hung}/metrics"
     );
     let endpoint = format!("http://127.0.0.1:{}", sink.grpc);
     let exporter = start_exporter(&[
@@ -297,6 +304,10 @@ fn cadvisor_page_reaches_the_receiver_with_cluster_and_counter_semantics() {
     );
     assert!(
         text.contains("kepler_exporter_errors_total{component=\"relay\",reason=\"unreachable\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kepler_exporter_errors_total{component=\"relay\",reason=\"timeout\"}"),
         "{text}"
     );
     assert!(

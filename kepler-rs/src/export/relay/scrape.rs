@@ -23,8 +23,10 @@ pub enum ScrapeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("unreachable or too slow: {0}")]
+    #[error("unreachable: {0}")]
     Request(String),
+    #[error("no answer within {0:?}: {1}")]
+    Timeout(Duration, String),
     #[error("answered HTTP {0}")]
     Status(u16),
     #[error("answered more than {MAX_PAGE} bytes")]
@@ -44,6 +46,7 @@ impl ScrapeError {
             ScrapeError::Setup(_) => "tls_setup",
             ScrapeError::Token { .. } => "token",
             ScrapeError::Request(_) => "unreachable",
+            ScrapeError::Timeout(..) => "timeout",
             ScrapeError::Status(401 | 403) => "unauthorized",
             ScrapeError::Status(_) => "http_status",
             ScrapeError::TooLarge => "too_large",
@@ -114,7 +117,12 @@ impl Scraper {
             request = request.bearer_auth(token.trim());
         }
         let request_error = |e: reqwest::Error| {
-            ScrapeError::Request(crate::export::otlp::transport::error_chain(&e))
+            let text = crate::export::otlp::transport::error_chain(&e);
+            if e.is_timeout() {
+                ScrapeError::Timeout(timeout, text)
+            } else {
+                ScrapeError::Request(text)
+            }
         };
         let mut response = request.send().await.map_err(request_error)?;
         let status = response.status();
