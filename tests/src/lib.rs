@@ -1,0 +1,4 @@
+//! End-to-end tests of the whole pipeline on one host (issue 7): the seed's three clusters
+//! (`hub`, `cluster1`, `cluster2`) as network namespaces joined by veth links to a bridge, running
+//! the real `kepler-rs` and `kepler-collector` binaries and a real Prometheus. Everything lives in
+//! `tests/` (integration tests) and `tests/common/` (the namespace harness); this library is empty.

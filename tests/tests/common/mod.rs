@@ -1,0 +1,795 @@
+//! The three-cluster harness: network namespaces `<prefix>-hub`, `<prefix>-c1`, `<prefix>-c2`
+//! (prefix `kre2e-<pid>-<n>`, unique per run) whose veth links meet on a bridge in the hub
+//! namespace (10.200.7.0/24: hub 10.200.7.1, cluster1 .11, cluster2 .12; these addresses exist
+//! only inside the test's namespaces). Processes run in a namespace through `nsenter --net`
+//! (only the network namespace changes: /proc, /sys and the cgroup tree stay the host's), and the
+//! test talks to them with `curl` run the same way. Everything is torn down on drop (processes
+//! killed, namespaces deleted), also when a test panics; namespaces left by a killed run (whose
+//! pid is gone) are deleted at the next start.
+//!
+//! Binaries: `KEPLER_E2E_BIN_DIR` (a directory with `kepler-rs` and `kepler-collector`), else
+//! the directory above this test executable (`target/<profile>/`, where `cargo test
+//! --workspace` puts them). Missing binaries or Prometheus skip, or fail under
+//! KEPLER_REQUIRE_TOOLS=1; not being root or lacking `ip netns` skips.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const SUBNET_PREFIX: &str = "10.200.7";
+pub const HUB_IP: &str = "10.200.7.1";
+pub const SPOKES: [&str; 2] = ["cluster1", "cluster2"];
+pub const CLUSTERS: [&str; 3] = ["hub", "cluster1", "cluster2"];
+
+fn require_tools() -> bool {
+    std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1")
+}
+
+/// One test at a time in this binary: each starts several processes on shared CPUs.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// Preconditions
+
+/// Root, `ip netns`, `nsenter` and `curl`; prints the skip line when not.
+pub fn require_netns(what: &str) -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        println!("skipped: {what} needs root for network namespaces (euid {euid})");
+        return false;
+    }
+    for tool in ["ip", "nsenter", "curl"] {
+        if which(tool).is_none() {
+            if require_tools() {
+                panic!("{tool} not installed but KEPLER_REQUIRE_TOOLS=1");
+            }
+            println!("skipped: {what} needs {tool}");
+            return false;
+        }
+    }
+    let ok = Command::new("ip")
+        .args(["netns", "list"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("skipped: {what}: `ip netns` is unavailable");
+    }
+    ok
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The workspace binaries: (kepler-rs, kepler-collector), or `None` with a skip line.
+pub fn binaries() -> Option<(PathBuf, PathBuf)> {
+    let dir = match std::env::var_os("KEPLER_E2E_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().parent().unwrap().to_path_buf()
+        }
+    };
+    let exporter = dir.join("kepler-rs");
+    let collector = dir.join("kepler-collector");
+    if exporter.is_file() && collector.is_file() {
+        return Some((exporter, collector));
+    }
+    let msg = format!(
+        "kepler-rs and kepler-collector not both built in {} (cargo test --workspace builds them; or set KEPLER_E2E_BIN_DIR)",
+        dir.display()
+    );
+    if require_tools() {
+        panic!("{msg}");
+    }
+    println!("skipped: {msg}");
+    None
+}
+
+/// The Debian `prometheus`, or `None` with a skip line.
+pub fn prometheus_binary() -> Option<PathBuf> {
+    if let Some(p) = which("prometheus") {
+        return Some(p);
+    }
+    if require_tools() {
+        panic!("prometheus not installed but KEPLER_REQUIRE_TOOLS=1 (run scripts/setup.sh)");
+    }
+    println!("skipped: prometheus is not installed (scripts/setup.sh installs it)");
+    None
+}
+
+// Commands
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+fn must(cmd: &mut Command) {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip(args: &[&str]) {
+    must(Command::new("ip").args(args));
+}
+
+/// A command that runs in network namespace `ns`.
+pub fn in_ns(ns: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
+/// HTTP GET from inside `ns`: (status code, body); `None` when nothing answered.
+pub fn http_get(ns: &str, url: &str) -> Option<(u16, String)> {
+    let out = run(in_ns(ns, Path::new("curl")).args([
+        "-s",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        url,
+    ]));
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
+}
+
+/// HTTP POST of a file from inside `ns` with extra headers: the status code (0: no answer).
+pub fn http_post_file(ns: &str, url: &str, file: &Path, headers: &[&str]) -> u16 {
+    let mut cmd = in_ns(ns, Path::new("curl"));
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "30",
+        "-w",
+        "%{http_code}",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+    cmd.arg(url);
+    let out = run(&mut cmd);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+// Processes
+
+/// A process killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        let log = fs::File::create(log).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    /// Panics (naming the process) when it has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("{} exited: {status}", self.name);
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// Namespaces
+
+/// The three namespaces and their links; deleted on drop.
+#[derive(Debug)]
+pub struct Topology {
+    pub hub: String,
+    /// Spoke namespaces, in the order of [`SPOKES`].
+    pub spokes: Vec<String>,
+}
+
+impl Topology {
+    pub fn create() -> Topology {
+        remove_stale();
+        static RUN: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "kre2e-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        );
+        let topo = Topology {
+            hub: format!("{prefix}-hub"),
+            spokes: (1..=SPOKES.len())
+                .map(|i| format!("{prefix}-c{i}"))
+                .collect(),
+        };
+        // From here on, drop deletes whatever was created.
+        for ns in topo.all() {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let hub = topo.hub.as_str();
+        ip(&["-n", hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            hub,
+            "addr",
+            "add",
+            &format!("{HUB_IP}/24"),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", hub, "link", "set", "br0", "up"]);
+        for (i, spoke) in topo.spokes.iter().enumerate() {
+            let port = format!("p{}", i + 1);
+            ip(&[
+                "-n", hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                spoke,
+            ]);
+            ip(&["-n", hub, "link", "set", &port, "master", "br0", "up"]);
+            ip(&[
+                "-n",
+                spoke,
+                "addr",
+                "add",
+                &format!("{}/24", topo.spoke_ip(i)),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", spoke, "link", "set", "eth0", "up"]);
+        }
+        topo
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.hub.as_str()).chain(self.spokes.iter().map(String::as_str))
+    }
+
+    pub fn spoke_ip(&self, i: usize) -> String {
+        format!("{SUBNET_PREFIX}.{}", 11 + i)
+    }
+
+    /// Takes spoke `i`'s link down (`up == false`) or up again, on the hub's side of the veth.
+    pub fn set_link(&self, i: usize, up: bool) {
+        let port = format!("p{}", i + 1);
+        ip(&[
+            "-n",
+            &self.hub,
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.all() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Deletes `kre2e-<pid>-*` namespaces whose pid no longer runs (a run killed before drop).
+fn remove_stale() {
+    let out = run(Command::new("ip").args(["netns", "list"]));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("kre2e-") else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or("");
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+// Workloads
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup v2 mount: `/sys/fs/cgroup` (unified) or `/sys/fs/cgroup/unified` (hybrid).
+pub fn v2_root() -> Option<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    [root.to_path_buf(), root.join("unified")]
+        .into_iter()
+        .find(|p| p.join("cgroup.controllers").is_file())
+}
+
+/// A kubepods-shaped containerd container cgroup (systemd driver, besteffort QoS) with a
+/// CPU-burning shell loop in it; the process is killed and the directories removed on drop.
+#[derive(Debug)]
+pub struct Workload {
+    pub id: String,
+    burner: Option<Child>,
+    created: Vec<PathBuf>,
+}
+
+impl Workload {
+    /// `None` (with a skip line) when no cgroup v2 hierarchy is mounted.
+    pub fn start() -> Option<Workload> {
+        let Some(v2) = v2_root() else {
+            println!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup");
+            return None;
+        };
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let pid = std::process::id();
+        let id = format!("{nanos:032x}{pid:016x}{n:016x}");
+        let uid = format!(
+            "{pid:08x}_{n:04x}_4000_8000_{:012x}",
+            nanos as u64 & 0xffff_ffff_ffff
+        );
+        let segments = [
+            "kubepods.slice".to_string(),
+            "kubepods-besteffort.slice".to_string(),
+            format!("kubepods-besteffort-pod{uid}.slice"),
+            format!("cri-containerd-{id}.scope"),
+        ];
+        let mut created = Vec::new();
+        let mut dir = v2;
+        for seg in &segments {
+            dir.push(seg);
+            match fs::create_dir(&dir) {
+                Ok(()) => created.push(dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("mkdir {}: {e}", dir.display()),
+            }
+        }
+        // About half a CPU: a counting loop, then a short sleep.
+        let burner = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && while :; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.05; done",
+                dir.join("cgroup.procs").display()
+            ))
+            .spawn()
+            .unwrap();
+        Some(Workload {
+            id,
+            burner: Some(burner),
+            created,
+        })
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.burner.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for dir in self.created.iter().rev() {
+            for _ in 0..100 {
+                match fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+// Prometheus text
+
+/// One sample: metric name and labels (sorted).
+pub type SeriesKey = (String, BTreeMap<String, String>);
+
+/// Parses Prometheus text exposition (comments skipped) into samples.
+pub fn parse_text(text: &str) -> BTreeMap<SeriesKey, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (name, labels, rest) = match line.find('{') {
+            Some(open) => {
+                let (labels, rest) = parse_labels(&line[open + 1..]);
+                (&line[..open], labels, rest)
+            }
+            None => {
+                let (name, rest) = line.split_once(' ').unwrap_or((line, ""));
+                (name, BTreeMap::new(), rest)
+            }
+        };
+        let value = rest.split_whitespace().next().unwrap_or("");
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or(f64::NAN),
+        };
+        out.insert((name.to_string(), labels), value);
+    }
+    out
+}
+
+/// Parses `k="v",...}` (after the opening brace): the labels and the text after `}`.
+fn parse_labels(s: &str) -> (BTreeMap<String, String>, &str) {
+    let mut labels = BTreeMap::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && (bytes[i] == b',' || bytes[i] == b' ') {
+            i += 1;
+        }
+        if i >= bytes.len() || bytes[i] == b'}' {
+            return (labels, s.get(i + 1..).unwrap_or(""));
+        }
+        let eq = s[i..].find('=').map(|p| p + i).unwrap_or(bytes.len());
+        let key = s[i..eq].to_string();
+        i = eq + 2; // past ="
+        let mut value = String::new();
+        while i < bytes.len() && bytes[i] != b'"' {
+            if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                i += 1;
+                value.push(match bytes[i] {
+                    b'n' => '\n',
+                    c => c as char,
+                });
+            } else {
+                let c = s[i..].chars().next().unwrap();
+                value.push(c);
+                i += c.len_utf8() - 1;
+            }
+            i += 1;
+        }
+        i += 1; // past closing quote
+        labels.insert(key, value);
+    }
+}
+
+// Prometheus
+
+/// A real Prometheus in the hub namespace (127.0.0.1:9090 there) scraping the hub's exposition
+/// every second; temporary config and data directory.
+#[derive(Debug)]
+pub struct Prometheus {
+    pub ns: String,
+    pub proc: Proc,
+}
+
+impl Prometheus {
+    pub fn start(bin: &Path, ns: &str, dir: &Path) -> Prometheus {
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: kepler-hub\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:9464\"]\n",
+        )
+        .unwrap();
+        let proc = Proc::spawn(
+            "prometheus",
+            in_ns(ns, bin)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("prom-data").display()
+                ))
+                .arg("--web.listen-address=127.0.0.1:9090")
+                .arg("--log.level=warn"),
+            &dir.join("prometheus.log"),
+        );
+        Prometheus {
+            ns: ns.to_string(),
+            proc,
+        }
+    }
+
+    /// An instant query: `Some(result array)`, `None` while Prometheus is not up.
+    pub fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
+        let url = format!(
+            "http://127.0.0.1:9090/api/v1/query?query={}",
+            url_encode(promql)
+        );
+        let (_, body) = http_get(&self.ns, &url)?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        assert_eq!(v["status"], "success", "{promql}: {body}");
+        v["data"]["result"].as_array().cloned()
+    }
+
+    /// Polls `promql` until `accept` holds for its result (deadline `secs`); the last result.
+    pub fn wait_for(
+        &self,
+        promql: &str,
+        secs: u64,
+        accept: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = Vec::new();
+        loop {
+            if let Some(result) = self.query(promql) {
+                if accept(&result) {
+                    return result;
+                }
+                last = result;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql}: not answered as expected within {secs} s; last answer: {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+pub fn url_encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The numeric value of a PromQL vector element.
+pub fn sample_value(v: &serde_json::Value) -> f64 {
+    v["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+// The pipeline
+
+/// Per-cluster bearer tokens (at least 16 characters).
+pub fn token(cluster: &str) -> String {
+    format!("{cluster}-token-{}", "0123456789abcdef")
+}
+
+/// The hub's config: the seed's four listeners with tokens on the spoke listeners, the
+/// exposition on :9464, series expiring after `expiration`.
+pub fn hub_config(expiration: &str) -> String {
+    let mut tokens = String::from("    auth:\n      tokens:\n");
+    for c in SPOKES {
+        tokens.push_str(&format!(
+            "        - {{cluster: {c}, token: \"{}\"}}\n",
+            token(c)
+        ));
+    }
+    format!(
+        "listeners:\n  - name: hub-grpc\n    protocol: grpc\n    address: 0.0.0.0:4317\n    insert_cluster: hub\n  - name: hub-http\n    protocol: http\n    address: 0.0.0.0:4318\n    insert_cluster: hub\n  - name: spokes-grpc\n    protocol: grpc\n    address: 0.0.0.0:4327\n{tokens}  - name: spokes-http\n    protocol: http\n    address: 0.0.0.0:4328\n{tokens}exposition:\n  address: 0.0.0.0:9464\n  metric_expiration: {expiration}\n"
+    )
+}
+
+/// The whole three-cluster pipeline: namespaces, hub, exporters, workloads, Prometheus.
+/// Field order is drop order: processes first, namespaces last.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub prometheus: Prometheus,
+    /// Exporters in the order of [`CLUSTERS`] (hub, cluster1, cluster2).
+    pub exporters: Vec<Proc>,
+    pub collector: Proc,
+    pub workloads: Vec<Workload>,
+    pub exporter_bin: PathBuf,
+    pub collector_bin: PathBuf,
+    pub topo: Topology,
+    pub dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    /// Starts everything, or `None` (with a skip line) where the host cannot run it.
+    pub fn start(what: &str, expiration: &str) -> Option<Pipeline> {
+        if !require_netns(what) {
+            return None;
+        }
+        let (exporter_bin, collector_bin) = binaries()?;
+        let prometheus_bin = prometheus_binary()?;
+        let workloads: Vec<Workload> = SPOKES.iter().filter_map(|_| Workload::start()).collect();
+        if workloads.len() != SPOKES.len() {
+            return None;
+        }
+        let topo = Topology::create();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("hub.yaml"), hub_config(expiration)).unwrap();
+        let collector = start_collector(&collector_bin, &topo.hub, dir.path());
+        let mut exporters = Vec::new();
+        for (i, cluster) in CLUSTERS.iter().enumerate() {
+            exporters.push(start_exporter(&exporter_bin, &topo, i, cluster, dir.path()));
+        }
+        let prometheus = Prometheus::start(&prometheus_bin, &topo.hub, dir.path());
+        Some(Pipeline {
+            prometheus,
+            exporters,
+            collector,
+            workloads,
+            exporter_bin,
+            collector_bin,
+            topo,
+            dir,
+        })
+    }
+
+    /// The namespace of cluster `i` (order of [`CLUSTERS`]).
+    pub fn ns(&self, i: usize) -> &str {
+        if i == 0 {
+            &self.topo.hub
+        } else {
+            &self.topo.spokes[i - 1]
+        }
+    }
+
+    /// The hub's exposition, parsed.
+    pub fn hub_metrics(&self) -> Option<BTreeMap<SeriesKey, f64>> {
+        let (code, body) = http_get(&self.topo.hub, "http://127.0.0.1:9464/metrics")?;
+        (code == 200).then(|| parse_text(&body))
+    }
+
+    /// Exporter `i`'s /metrics, parsed.
+    pub fn exporter_metrics(&self, i: usize) -> Option<BTreeMap<SeriesKey, f64>> {
+        let (code, body) = http_get(self.ns(i), "http://127.0.0.1:9102/metrics")?;
+        (code == 200).then(|| parse_text(&body))
+    }
+
+    /// Restarts the collector (after [`Proc::kill`] on it).
+    pub fn restart_collector(&mut self) {
+        self.collector = start_collector(&self.collector_bin, &self.topo.hub, self.dir.path());
+    }
+
+    /// Restarts exporter `i` (after [`Proc::kill`] on it).
+    pub fn restart_exporter(&mut self, i: usize) {
+        self.exporters[i] = start_exporter(
+            &self.exporter_bin,
+            &self.topo,
+            i,
+            CLUSTERS[i],
+            self.dir.path(),
+        );
+    }
+}
+
+pub fn start_collector(bin: &Path, ns: &str, dir: &Path) -> Proc {
+    let mut proc = Proc::spawn(
+        "kepler-collector",
+        in_ns(ns, bin)
+            .arg(format!("--config.file={}", dir.join("hub.yaml").display()))
+            .args(["--log.level", "warn"]),
+        &dir.join("collector.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(ns, "http://127.0.0.1:9464/healthz").is_none_or(|(c, _)| c != 200) {
+        proc.assert_running();
+        assert!(Instant::now() < deadline, "the hub never served /healthz");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    proc
+}
+
+/// Exporter `i` of [`CLUSTERS`]: the hub's pushes to 127.0.0.1:4317 (no cluster name, the hub
+/// inserts it), each spoke's across its link to the hub's spoke listener with its token.
+pub fn start_exporter(bin: &Path, topo: &Topology, i: usize, cluster: &str, dir: &Path) -> Proc {
+    let ns = if i == 0 {
+        topo.hub.clone()
+    } else {
+        topo.spokes[i - 1].clone()
+    };
+    let mut cmd = in_ns(&ns, bin);
+    cmd.args([
+        "--fake-rapl",
+        "--ebpf.enabled=false",
+        "--log.level=warn",
+        "--monitor.interval=1s",
+        "--otlp.interval=1s",
+        "--otlp.retry.initial-interval=1s",
+        "--otlp.retry.max-interval=2s",
+        "--web.listen-address=127.0.0.1:9102",
+    ])
+    .arg(format!("--kube.node-name={cluster}-node"))
+    .arg(format!(
+        "--fake-rapl.dir={}",
+        dir.join(format!("rapl-{cluster}")).display()
+    ))
+    .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+    .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+    if i == 0 {
+        cmd.arg("--otlp.endpoint=http://127.0.0.1:4317");
+    } else {
+        cmd.arg(format!("--cluster={cluster}"))
+            .arg(format!("--otlp.endpoint=http://{HUB_IP}:4327"))
+            .arg(format!(
+                "--otlp.headers=authorization=Bearer%20{}",
+                token(cluster)
+            ));
+    }
+    let mut proc = Proc::spawn(
+        &format!("kepler-rs ({cluster})"),
+        &mut cmd,
+        &dir.join(format!("exporter-{cluster}.log")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&ns, "http://127.0.0.1:9102/healthz").is_none_or(|(c, _)| c != 200) {
+        proc.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "exporter {cluster} never served /healthz"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    proc
+}
+
+/// Samples of `name` in `metrics` with `cluster` (or all, for `None`), keyed by their other
+/// labels minus the ones the hub adds or rewrites (`cluster`, `job`, `instance`, `otel_scope_*`).
+pub fn series_of(
+    metrics: &BTreeMap<SeriesKey, f64>,
+    name: &str,
+    cluster: Option<&str>,
+) -> BTreeMap<BTreeMap<String, String>, f64> {
+    metrics
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name
+                && cluster.is_none_or(|c| labels.get("cluster").map(String::as_str) == Some(c))
+        })
+        .map(|((_, labels), v)| {
+            let mut labels = labels.clone();
+            labels.remove("cluster");
+            labels.remove("job");
+            for added in ["instance", "otel_scope_name", "otel_scope_version"] {
+                labels.remove(added);
+            }
+            (labels, *v)
+        })
+        .collect()
+}
