@@ -134,7 +134,9 @@ fn dynamic_energy_follows_a_three_to_one_cpu_ratio() {
     let options = MonitorOptions {
         procfs: "/proc".into(),
         terminated_retention: Duration::from_secs(60),
-        max_terminated: 100,
+        // Other tests may churn containers on this host meanwhile: keep every terminated one so
+        // the conservation check below sees all the energy.
+        max_terminated: 100_000,
         process_metrics: true,
         idle_policy: IdlePolicy::CpuShare,
         idle_window: Duration::from_secs(60),
@@ -181,9 +183,16 @@ fn dynamic_energy_follows_a_three_to_one_cpu_ratio() {
         s.node_zones.values().map(|z| z.idle_watts.0).collect::<Vec<_>>()
     );
     assert!(dyn_b > 0.0, "container B got no dynamic energy");
+    // The CPU bandwidth limits hold the kernel's own ratio at 3:1 on an idle machine; under
+    // heavy load from other jobs CFS may give less than the quota, so the attributed energy is
+    // checked against the ratio the kernel actually measured, and that ratio against 3:1 loosely.
     assert!(
-        (ratio / 3.0 - 1.0).abs() <= 0.03,
-        "dynamic energy ratio {ratio}, want 3 ± 3 %"
+        (kernel_ratio / 3.0 - 1.0).abs() <= 0.1,
+        "the cgroups did not run 3:1 ({kernel_ratio}): is the machine overloaded?"
+    );
+    assert!(
+        (ratio / kernel_ratio - 1.0).abs() <= 0.03,
+        "dynamic energy ratio {ratio}, kernel cpu.stat ratio {kernel_ratio}: want equal within 3 %"
     );
 
     // Conservation through the whole live pipeline, for every zone kind.
