@@ -12,43 +12,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-use common::{sample_value, series_of, Pipeline, SeriesKey, CLUSTERS};
-
-fn close(a: f64, b: f64, rel: f64) -> bool {
-    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1.0)
-}
-
-/// Energy families (`kepler_{container,node}_*joules_total`) in an exporter's `/metrics`.
-fn energy_families(metrics: &BTreeMap<SeriesKey, f64>) -> Vec<String> {
-    let mut names: Vec<String> = metrics
-        .keys()
-        .map(|(n, _)| n.clone())
-        .filter(|n| {
-            (n.starts_with("kepler_container_") || n.starts_with("kepler_node_"))
-                && n.ends_with("joules_total")
-        })
-        .collect();
-    names.dedup();
-    names
-}
-
-fn single(metrics: &BTreeMap<SeriesKey, f64>, name: &str, cluster: Option<&str>) -> Option<f64> {
-    let s = series_of(metrics, name, cluster);
-    (s.len() == 1).then(|| *s.values().next().unwrap())
-}
-
-/// Sum of `name` per `mode`.
-fn by_mode(metrics: &BTreeMap<SeriesKey, f64>, name: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for (labels, v) in series_of(metrics, name, None) {
-        *out.entry(labels.get("mode").cloned().unwrap_or_default())
-            .or_insert(0.0) += v;
-    }
-    out
-}
+use common::{by_mode, close, sample_value, Pipeline, CLUSTERS};
 
 #[test]
 fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserved() {
@@ -82,43 +46,7 @@ fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserve
 
     // Conservation: the hub holds what each exporter served, snapshot for snapshot.
     for (i, cluster) in CLUSTERS.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (exporter, hub) = loop {
-            let exporter = pipeline.exporter_metrics(i).unwrap_or_default();
-            let hub = pipeline.hub_metrics().unwrap_or_default();
-            let seq = single(&exporter, "kepler_exporter_snapshot_sequence", None);
-            let hub_seq = single(&hub, "kepler_exporter_snapshot_sequence", Some(cluster));
-            if seq.is_some() && seq == hub_seq {
-                break (exporter, hub);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{cluster}: never caught the hub and the exporter at the same snapshot (exporter {seq:?}, hub {hub_seq:?})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let families = energy_families(&exporter);
-        assert!(
-            families.contains(&"kepler_container_joules_total".to_string())
-                && families.contains(&"kepler_node_package_joules_total".to_string()),
-            "{cluster}: {families:?}"
-        );
-        for name in &families {
-            let served = series_of(&exporter, name, None);
-            let relayed = series_of(&hub, name, Some(cluster));
-            assert_eq!(
-                served.keys().collect::<Vec<_>>(),
-                relayed.keys().collect::<Vec<_>>(),
-                "{cluster} {name}: different series at the hub"
-            );
-            for (labels, v) in &served {
-                assert!(
-                    close(*v, relayed[labels], 1e-9),
-                    "{cluster} {name}{labels:?}: exporter {v}, hub {}",
-                    relayed[labels]
-                );
-            }
-        }
+        let (exporter, _hub) = pipeline.assert_hub_holds_the_exporters_energy(i);
         // Containers add up to the node, zone by zone and mode by mode.
         for zone in ["package", "dram"] {
             let containers = by_mode(&exporter, &format!("kepler_container_{zone}_joules_total"));

@@ -733,6 +733,7 @@ pub fn start_exporter(bin: &Path, topo: &Topology, i: usize, cluster: &str, dir:
         "--otlp.interval=1s",
         "--otlp.retry.initial-interval=1s",
         "--otlp.retry.max-interval=2s",
+        "--otlp.timeout=3s",
         "--web.listen-address=127.0.0.1:9102",
     ])
     .arg(format!("--kube.node-name={cluster}-node"))
@@ -792,4 +793,93 @@ pub fn series_of(
             (labels, *v)
         })
         .collect()
+}
+
+// Conservation
+
+pub fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Energy families (`kepler_{container,node}_*joules_total`) in an exporter's `/metrics`.
+pub fn energy_families(metrics: &BTreeMap<SeriesKey, f64>) -> Vec<String> {
+    let mut names: Vec<String> = metrics
+        .keys()
+        .map(|(n, _)| n.clone())
+        .filter(|n| {
+            (n.starts_with("kepler_container_") || n.starts_with("kepler_node_"))
+                && n.ends_with("joules_total")
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
+pub fn single(
+    metrics: &BTreeMap<SeriesKey, f64>,
+    name: &str,
+    cluster: Option<&str>,
+) -> Option<f64> {
+    let s = series_of(metrics, name, cluster);
+    (s.len() == 1).then(|| *s.values().next().unwrap())
+}
+
+/// Sum of `name` per `mode`.
+pub fn by_mode(metrics: &BTreeMap<SeriesKey, f64>, name: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (labels, v) in series_of(metrics, name, None) {
+        *out.entry(labels.get("mode").cloned().unwrap_or_default())
+            .or_insert(0.0) += v;
+    }
+    out
+}
+
+impl Pipeline {
+    /// Polls (deadline 60 s) until exporter `i` and the hub show the same snapshot
+    /// (`kepler_exporter_snapshot_sequence`, which travels with the data), then asserts that the
+    /// hub holds exactly the exporter's energy series and values: (exporter, hub) metrics.
+    pub fn assert_hub_holds_the_exporters_energy(
+        &self,
+        i: usize,
+    ) -> (BTreeMap<SeriesKey, f64>, BTreeMap<SeriesKey, f64>) {
+        let cluster = CLUSTERS[i];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (exporter, hub) = loop {
+            let exporter = self.exporter_metrics(i).unwrap_or_default();
+            let hub = self.hub_metrics().unwrap_or_default();
+            let seq = single(&exporter, "kepler_exporter_snapshot_sequence", None);
+            let hub_seq = single(&hub, "kepler_exporter_snapshot_sequence", Some(cluster));
+            if seq.is_some() && seq == hub_seq {
+                break (exporter, hub);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cluster}: never caught the hub and the exporter at the same snapshot (exporter {seq:?}, hub {hub_seq:?})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let families = energy_families(&exporter);
+        assert!(
+            families.contains(&"kepler_container_joules_total".to_string())
+                && families.contains(&"kepler_node_package_joules_total".to_string()),
+            "{cluster}: {families:?}"
+        );
+        for name in &families {
+            let served = series_of(&exporter, name, None);
+            let relayed = series_of(&hub, name, Some(cluster));
+            assert_eq!(
+                served.keys().collect::<Vec<_>>(),
+                relayed.keys().collect::<Vec<_>>(),
+                "{cluster} {name}: different series at the hub"
+            );
+            for (labels, v) in &served {
+                assert!(
+                    close(*v, relayed[labels], 1e-9),
+                    "{cluster} {name}{labels:?}: exporter {v}, hub {}",
+                    relayed[labels]
+                );
+            }
+        }
+        (exporter, hub)
+    }
 }
