@@ -12,8 +12,10 @@
 //! - `/metrics` render time at 1,000,000 series.
 //!
 //! Run: `cargo bench -p kepler-collector --bench hub` (or `-- 200000` for fewer series).
-//! The gRPC transport (tonic, HTTP/2) is not in these numbers: it is measured separately by
-//! sending the same requests to the running binary (see docs/benchmarks.md).
+//! Then over gRPC: the hub started in process (`app::start`, tokio) and a tonic client in the
+//! same process sending the same requests (no compression) one after another on loopback;
+//! points/s of wall time and points per CPU-second of the whole process (client encoding
+//! included, so the hub's own cost per point is lower).
 
 use kepler_collector::clock::SystemClock;
 use kepler_collector::decode;
@@ -111,7 +113,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let requests = series / POINTS;
+    memory_and_render(series);
 
     // Throughput on a working set of 100 requests (100,000 series), several rounds.
     let working = 100;
@@ -125,6 +127,7 @@ fn main() {
         .collect();
     let bytes_per_request = encoded[0][0].len();
 
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     let mut n = 0;
     for round in &encoded {
@@ -133,6 +136,7 @@ fn main() {
         }
     }
     let bare = start.elapsed().as_secs_f64();
+    let bare_cpu = cpu_seconds() - cpu0;
     assert_eq!(n, working * rounds);
     let points_total = working * rounds * POINTS;
 
@@ -145,11 +149,14 @@ fn main() {
         insert_cluster: Some("hub"),
         force_cluster: None,
     };
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     for body in &encoded[0] {
         hub.ingest(&decode::protobuf(body).unwrap(), labeling);
     }
     let first = start.elapsed().as_secs_f64();
+    let first_cpu = cpu_seconds() - cpu0;
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     for round in &encoded[1..] {
         for body in round {
@@ -158,33 +165,45 @@ fn main() {
         }
     }
     let steady = start.elapsed().as_secs_f64();
+    let steady_cpu = cpu_seconds() - cpu0;
     let steady_points = (rounds - 1) * working * POINTS;
     drop(encoded);
     drop(hub);
 
     println!("request: {POINTS} points x 6 string attributes, {bytes_per_request} bytes encoded");
-    println!("| measure (1 thread) | points/s | seconds |");
-    println!("|---|---:|---:|");
+    println!("| measure (1 thread) | points/s (wall) | points per CPU-second | CPU s |");
+    println!("|---|---:|---:|---:|");
     println!(
-        "| bare prost decode | {} | {bare:.3} |",
-        rate(points_total, bare)
+        "| bare prost decode | {} | {} | {bare_cpu:.2} |",
+        rate(points_total, bare),
+        rate(points_total, bare_cpu)
     );
     println!(
-        "| hub decode + ingest, known series | {} | {steady:.3} |",
-        rate(steady_points, steady)
+        "| hub decode + ingest, known series | {} | {} | {steady_cpu:.2} |",
+        rate(steady_points, steady),
+        rate(steady_points, steady_cpu)
     );
     println!(
-        "| hub decode + ingest, new series | {} | {first:.3} |",
-        rate(working * POINTS, first)
+        "| hub decode + ingest, new series | {} | {} | {first_cpu:.2} |",
+        rate(working * POINTS, first),
+        rate(working * POINTS, first_cpu)
     );
-    let bare_per_point = bare / points_total as f64;
-    let steady_per_point = steady / steady_points as f64;
     println!(
-        "hub ingest cost / bare decode cost (known series): {:.2}",
-        steady_per_point / bare_per_point
+        "hub ingest cost / bare decode cost (known series, CPU): {:.2}",
+        (steady_cpu / steady_points as f64) / (bare_cpu / points_total as f64)
     );
 
-    // Memory and render at `series` series.
+    grpc(working, rounds);
+}
+
+/// Memory and render at `series` series, first, in a fresh process (so that the RSS growth is
+/// not hidden by memory freed by earlier phases).
+fn memory_and_render(series: usize) {
+    let requests = series / POINTS;
+    let labeling = Labeling {
+        insert_cluster: Some("hub"),
+        force_cluster: None,
+    };
     let before = rss_bytes();
     let hub = Hub::new(Store::new(
         Limits {
@@ -202,9 +221,11 @@ fn main() {
     let fill = start.elapsed().as_secs_f64();
     let after = rss_bytes();
     let stored = hub.store.len();
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     let text = render(&hub);
     let render_s = start.elapsed().as_secs_f64();
+    let render_cpu = cpu_seconds() - cpu0;
     println!("| at {stored} series | value |");
     println!("|---|---:|");
     println!(
@@ -213,7 +234,69 @@ fn main() {
     );
     println!("| fill (build + encode + decode + ingest) | {fill:.1} s |");
     println!(
-        "| render /metrics | {render_s:.2} s ({} MB of text) |",
+        "| render /metrics | {render_s:.2} s wall, {render_cpu:.2} s CPU ({} MB of text) |",
         text.len() / 1_000_000
     );
+}
+
+/// CPU seconds (user + system) used by this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn grpc(working: usize, rounds: usize) {
+    use kepler_collector::config::RawConfig;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    let yaml = r#"
+listeners:
+  - {name: hub-grpc, protocol: grpc, address: "127.0.0.1:0", insert_cluster: hub, max_request_size: 16MiB}
+exposition: {address: "127.0.0.1:0"}
+"#;
+    let config = RawConfig::from_yaml(yaml, "bench")
+        .unwrap()
+        .validate()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let running = kepler_collector::app::start(&config, Arc::new(SystemClock)).await.unwrap();
+        let addr = running.address("hub-grpc").unwrap();
+        let mut client = MetricsServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .max_encoding_message_size(16 << 20);
+        let batches: Vec<Vec<ExportMetricsServiceRequest>> = (0..rounds)
+            .map(|round| (0..working).map(|r| request(r, round as f64, 10 + round as u64)).collect())
+            .collect();
+        // First round inserts the series; the rest update them.
+        for req in &batches[0] {
+            client.export(req.clone()).await.unwrap();
+        }
+        let start = Instant::now();
+        let cpu = cpu_seconds();
+        let mut points = 0;
+        for round in batches.into_iter().skip(1) {
+            for req in round {
+                let r = client.export(req).await.unwrap().into_inner();
+                assert!(r.partial_success.is_none());
+                points += POINTS;
+            }
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu;
+        println!("| over gRPC, known series (client in process) | points/s wall | points per CPU-second |");
+        println!("|---|---:|---:|");
+        println!("| tonic unary Export, no compression | {} | {} |", rate(points, wall), rate(points, cpu));
+        running.run_until(async {}).await.unwrap();
+    });
 }
