@@ -28,8 +28,23 @@ pub fn from_otel_env(lookup: impl Fn(&str) -> Option<String>) -> Values {
             .or_else(|| lookup(&format!("OTEL_EXPORTER_OTLP_{name}")))
             .filter(|v| !v.trim().is_empty())
     };
+    // The metrics-specific endpoint is used as is; the generic one is a base URL to which the
+    // HTTP exporter appends the signal path (OTLP exporter spec), e.g. `/otlp` -> `/otlp/v1/metrics`.
+    let endpoint = lookup("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| {
+            let base = lookup("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty())?;
+            let http = pick("PROTOCOL").is_some_and(|p| p.trim().starts_with("http"));
+            Some(if http {
+                format!("{}/v1/metrics", base.trim().trim_end_matches('/'))
+            } else {
+                base
+            })
+        });
+    if let Some(v) = endpoint {
+        values.insert("otlp.endpoint", v);
+    }
     for (var, path) in [
-        ("ENDPOINT", "otlp.endpoint"),
         ("PROTOCOL", "otlp.protocol"),
         ("HEADERS", "otlp.headers"),
         ("COMPRESSION", "otlp.compression"),
@@ -288,5 +303,24 @@ mod tests {
         assert_eq!(v["otlp.timeout"], "2500ms");
         assert_eq!(v["otlp.serviceName"], "svc");
         assert!(!v.contains_key("otlp.protocol"));
+    }
+
+    #[test]
+    fn generic_endpoint_is_a_base_url_for_http() {
+        let env = |protocol: &'static str| {
+            move |k: &str| match k {
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318/otlp/".to_string()),
+                "OTEL_EXPORTER_OTLP_PROTOCOL" => Some(protocol.to_string()),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            from_otel_env(env("http/protobuf"))["otlp.endpoint"],
+            "http://collector:4318/otlp/v1/metrics"
+        );
+        assert_eq!(
+            from_otel_env(env("grpc"))["otlp.endpoint"],
+            "http://collector:4318/otlp/"
+        );
     }
 }
