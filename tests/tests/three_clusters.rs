@@ -2,7 +2,7 @@
 //! The seed's verification on the seed's topology, as real processes in three network
 //! namespaces (see `common/mod.rs`): in `hub` the real `kepler-collector` (default listeners,
 //! per-cluster tokens on 4327/4328), a `kepler-rs --fake-rapl` pushing to 4317 and a real
-//! Prometheus scraping :9464 every second; in `cluster1` and `cluster2` a `kepler-rs --fake-rapl
+//! Prometheus scraping :9464 every 2 s; in `cluster1` and `cluster2` a `kepler-rs --fake-rapl
 //! --cluster clusterN` pushing across its veth link to the hub's spoke port with its own token,
 //! and a CPU-burning workload in a kubepods-shaped cgroup. PromQL must answer the seed's queries
 //! with data for all three clusters, and energy is conserved through the pipeline: at the same

@@ -148,7 +148,7 @@ pub fn http_get(ns: &str, url: &str) -> Option<(u16, String)> {
     let out = run(in_ns(ns, Path::new("curl")).args([
         "-s",
         "--max-time",
-        "10",
+        "30",
         "-w",
         "\n%{http_code}",
         url,
@@ -161,28 +161,21 @@ pub fn http_get(ns: &str, url: &str) -> Option<(u16, String)> {
     Some((code.trim().parse().ok()?, body.to_string()))
 }
 
-/// HTTP POST of a file from inside `ns` with extra headers: the status code (0: no answer).
-pub fn http_post_file(ns: &str, url: &str, file: &Path, headers: &[&str]) -> u16 {
+/// HTTP POST of a file from inside `ns` with extra headers: (status code (0: no answer), body).
+pub fn http_post(ns: &str, url: &str, file: &Path, headers: &[&str]) -> (u16, String) {
     let mut cmd = in_ns(ns, Path::new("curl"));
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "--max-time",
-        "30",
-        "-w",
-        "%{http_code}",
-    ]);
+    cmd.args(["-s", "--max-time", "60", "-w", "\n%{http_code}"]);
     for h in headers {
         cmd.args(["-H", h]);
     }
     cmd.arg("--data-binary").arg(format!("@{}", file.display()));
     cmd.arg(url);
     let out = run(&mut cmd);
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match text.rsplit_once('\n') {
+        Some((body, code)) => (code.trim().parse().unwrap_or(0), body.to_string()),
+        None => (text.trim().parse().unwrap_or(0), String::new()),
+    }
 }
 
 // Processes
@@ -239,6 +232,8 @@ pub struct Topology {
     pub hub: String,
     /// Spoke namespaces, in the order of [`SPOKES`].
     pub spokes: Vec<String>,
+    /// Namespaces added later with [`Topology::add_ns`].
+    pub extra: Vec<String>,
 }
 
 impl Topology {
@@ -255,6 +250,7 @@ impl Topology {
             spokes: (1..=SPOKES.len())
                 .map(|i| format!("{prefix}-c{i}"))
                 .collect(),
+            extra: Vec::new(),
         };
         // From here on, drop deletes whatever was created.
         for ns in topo.all() {
@@ -295,7 +291,34 @@ impl Topology {
     }
 
     pub fn all(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.hub.as_str()).chain(self.spokes.iter().map(String::as_str))
+        std::iter::once(self.hub.as_str())
+            .chain(self.spokes.iter().map(String::as_str))
+            .chain(self.extra.iter().map(String::as_str))
+    }
+
+    /// Another namespace on the bridge (e.g. a rogue sender) at `10.200.7.<host>`: its name.
+    pub fn add_ns(&mut self, suffix: &str, host: u8) -> String {
+        let ns = format!("{}-{suffix}", self.hub.trim_end_matches("-hub"));
+        ip(&["netns", "add", &ns]);
+        self.extra.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let port = format!("x{}", self.extra.len());
+        ip(&[
+            "-n", &self.hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        ip(&["-n", &self.hub, "link", "set", &port, "master", "br0", "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{SUBNET_PREFIX}.{host}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ns
     }
 
     pub fn spoke_ip(&self, i: usize) -> String {
@@ -505,7 +528,7 @@ fn parse_labels(s: &str) -> (BTreeMap<String, String>, &str) {
 // Prometheus
 
 /// A real Prometheus in the hub namespace (127.0.0.1:9090 there) scraping the hub's exposition
-/// every second; temporary config and data directory.
+/// every 2 s (timeout 2 s); temporary config and data directory.
 #[derive(Debug)]
 pub struct Prometheus {
     pub ns: String,
@@ -517,7 +540,7 @@ impl Prometheus {
         let config = dir.join("prometheus.yml");
         fs::write(
             &config,
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: kepler-hub\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:9464\"]\n",
+            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\nscrape_configs:\n  - job_name: kepler-hub\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:9464\"]\n",
         )
         .unwrap();
         let proc = Proc::spawn(
@@ -593,6 +616,9 @@ pub fn sample_value(v: &serde_json::Value) -> f64 {
 
 // The pipeline
 
+/// A cluster with a token but no exporter (attack tests send as it).
+pub const FLOOD: &str = "flood";
+
 /// Per-cluster bearer tokens (at least 16 characters).
 pub fn token(cluster: &str) -> String {
     format!("{cluster}-token-{}", "0123456789abcdef")
@@ -600,16 +626,16 @@ pub fn token(cluster: &str) -> String {
 
 /// The hub's config: the seed's four listeners with tokens on the spoke listeners, the
 /// exposition on :9464, series expiring after `expiration`.
-pub fn hub_config(expiration: &str) -> String {
+pub fn hub_config(expiration: &str, extra: &str) -> String {
     let mut tokens = String::from("    auth:\n      tokens:\n");
-    for c in SPOKES {
+    for c in SPOKES.iter().chain(&[FLOOD]) {
         tokens.push_str(&format!(
             "        - {{cluster: {c}, token: \"{}\"}}\n",
             token(c)
         ));
     }
     format!(
-        "listeners:\n  - name: hub-grpc\n    protocol: grpc\n    address: 0.0.0.0:4317\n    insert_cluster: hub\n  - name: hub-http\n    protocol: http\n    address: 0.0.0.0:4318\n    insert_cluster: hub\n  - name: spokes-grpc\n    protocol: grpc\n    address: 0.0.0.0:4327\n{tokens}  - name: spokes-http\n    protocol: http\n    address: 0.0.0.0:4328\n{tokens}exposition:\n  address: 0.0.0.0:9464\n  metric_expiration: {expiration}\n"
+        "listeners:\n  - name: hub-grpc\n    protocol: grpc\n    address: 0.0.0.0:4317\n    insert_cluster: hub\n  - name: hub-http\n    protocol: http\n    address: 0.0.0.0:4318\n    insert_cluster: hub\n  - name: spokes-grpc\n    protocol: grpc\n    address: 0.0.0.0:4327\n{tokens}  - name: spokes-http\n    protocol: http\n    address: 0.0.0.0:4328\n{tokens}exposition:\n  address: 0.0.0.0:9464\n  metric_expiration: {expiration}\n{extra}"
     )
 }
 
@@ -631,6 +657,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts everything, or `None` (with a skip line) where the host cannot run it.
     pub fn start(what: &str, expiration: &str) -> Option<Pipeline> {
+        Self::start_with(what, expiration, "")
+    }
+
+    /// Like [`Pipeline::start`], with `extra` appended to the hub's config (e.g. `limits:`).
+    pub fn start_with(what: &str, expiration: &str, extra: &str) -> Option<Pipeline> {
         if !require_netns(what) {
             return None;
         }
@@ -642,7 +673,7 @@ impl Pipeline {
         }
         let topo = Topology::create();
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("hub.yaml"), hub_config(expiration)).unwrap();
+        fs::write(dir.path().join("hub.yaml"), hub_config(expiration, extra)).unwrap();
         let collector = start_collector(&collector_bin, &topo.hub, dir.path());
         let mut exporters = Vec::new();
         for (i, cluster) in CLUSTERS.iter().enumerate() {
@@ -680,6 +711,16 @@ impl Pipeline {
     pub fn exporter_metrics(&self, i: usize) -> Option<BTreeMap<SeriesKey, f64>> {
         let (code, body) = http_get(self.ns(i), "http://127.0.0.1:9102/metrics")?;
         (code == 200).then(|| parse_text(&body))
+    }
+
+    /// The collector's resident memory in KiB (`nsenter` execs it, so the pid is its own).
+    pub fn collector_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.collector.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// Restarts the collector (after [`Proc::kill`] on it).
@@ -724,7 +765,29 @@ pub fn start_exporter(bin: &Path, topo: &Topology, i: usize, cluster: &str, dir:
     } else {
         topo.spokes[i - 1].clone()
     };
-    let mut cmd = in_ns(&ns, bin);
+    let push = if i == 0 {
+        vec!["--otlp.endpoint=http://127.0.0.1:4317".to_string()]
+    } else {
+        vec![
+            format!("--cluster={cluster}"),
+            format!("--otlp.endpoint=http://{HUB_IP}:4327"),
+            format!("--otlp.headers=authorization=Bearer%20{}", token(cluster)),
+        ]
+    };
+    spawn_exporter(bin, &ns, cluster, 9102, &push, dir)
+}
+
+/// A fake-RAPL `kepler-rs` named `name` in `ns` serving on 127.0.0.1:`web_port` there, with
+/// the push flags `push`; waits (bounded) for its /healthz.
+pub fn spawn_exporter(
+    bin: &Path,
+    ns: &str,
+    name: &str,
+    web_port: u16,
+    push: &[String],
+    dir: &Path,
+) -> Proc {
+    let mut cmd = in_ns(ns, bin);
     cmd.args([
         "--fake-rapl",
         "--ebpf.enabled=false",
@@ -734,36 +797,28 @@ pub fn start_exporter(bin: &Path, topo: &Topology, i: usize, cluster: &str, dir:
         "--otlp.retry.initial-interval=1s",
         "--otlp.retry.max-interval=2s",
         "--otlp.timeout=3s",
-        "--web.listen-address=127.0.0.1:9102",
     ])
-    .arg(format!("--kube.node-name={cluster}-node"))
+    .arg(format!("--web.listen-address=127.0.0.1:{web_port}"))
+    .arg(format!("--kube.node-name={name}-node"))
     .arg(format!(
         "--fake-rapl.dir={}",
-        dir.join(format!("rapl-{cluster}")).display()
+        dir.join(format!("rapl-{name}")).display()
     ))
+    .args(push)
     .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
     .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
-    if i == 0 {
-        cmd.arg("--otlp.endpoint=http://127.0.0.1:4317");
-    } else {
-        cmd.arg(format!("--cluster={cluster}"))
-            .arg(format!("--otlp.endpoint=http://{HUB_IP}:4327"))
-            .arg(format!(
-                "--otlp.headers=authorization=Bearer%20{}",
-                token(cluster)
-            ));
-    }
     let mut proc = Proc::spawn(
-        &format!("kepler-rs ({cluster})"),
+        &format!("kepler-rs ({name})"),
         &mut cmd,
-        &dir.join(format!("exporter-{cluster}.log")),
+        &dir.join(format!("exporter-{name}.log")),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&ns, "http://127.0.0.1:9102/healthz").is_none_or(|(c, _)| c != 200) {
+    let health = format!("http://127.0.0.1:{web_port}/healthz");
+    while http_get(ns, &health).is_none_or(|(c, _)| c != 200) {
         proc.assert_running();
         assert!(
             Instant::now() < deadline,
-            "exporter {cluster} never served /healthz"
+            "exporter {name} never served /healthz"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -834,52 +889,96 @@ pub fn by_mode(metrics: &BTreeMap<SeriesKey, f64>, name: &str) -> BTreeMap<Strin
     out
 }
 
+/// Whether the hub holds every one of `exporter`'s energy series for `cluster`, each with the
+/// exporter's value.
+pub fn compare_energy(
+    cluster: &str,
+    exporter: &BTreeMap<SeriesKey, f64>,
+    hub: &BTreeMap<SeriesKey, f64>,
+) -> Result<(), String> {
+    let families = energy_families(exporter);
+    if !(families.contains(&"kepler_container_joules_total".to_string())
+        && families.contains(&"kepler_node_package_joules_total".to_string()))
+    {
+        return Err(format!("{cluster}: energy families missing: {families:?}"));
+    }
+    for name in &families {
+        let served = series_of(exporter, name, None);
+        let relayed = series_of(hub, name, Some(cluster));
+        // The hub may still hold series the exporter has since dropped (a removed container
+        // past its retention) until they expire; every series the exporter serves must be there.
+        for (labels, v) in &served {
+            match relayed.get(labels) {
+                None => return Err(format!("{cluster} {name}{labels:?}: missing at the hub")),
+                Some(h) if !close(*v, *h, 1e-9) => {
+                    return Err(format!("{cluster} {name}{labels:?}: exporter {v}, hub {h}"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Pipeline {
-    /// Polls (deadline 60 s) until exporter `i` and the hub show the same snapshot
-    /// (`kepler_exporter_snapshot_sequence`, which travels with the data), then asserts that the
-    /// hub holds exactly the exporter's energy series and values: (exporter, hub) metrics.
+    /// Polls (deadline 60 s) until the hub holds exactly exporter `i`'s energy series and
+    /// values at the same snapshot (`kepler_exporter_snapshot_sequence`, which travels with the
+    /// data): (exporter, hub) metrics. A thread records every snapshot the exporter serves;
+    /// the hub's render is compared with the recorded snapshot of the sequence it shows. A
+    /// render in the middle of ingesting a request just does not match and is read again;
+    /// energy lost or altered anywhere never matches.
     pub fn assert_hub_holds_the_exporters_energy(
         &self,
         i: usize,
     ) -> (BTreeMap<SeriesKey, f64>, BTreeMap<SeriesKey, f64>) {
         let cluster = CLUSTERS[i];
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (exporter, hub) = loop {
-            let exporter = self.exporter_metrics(i).unwrap_or_default();
-            let hub = self.hub_metrics().unwrap_or_default();
-            let seq = single(&exporter, "kepler_exporter_snapshot_sequence", None);
-            let hub_seq = single(&hub, "kepler_exporter_snapshot_sequence", Some(cluster));
-            if seq.is_some() && seq == hub_seq {
-                break (exporter, hub);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{cluster}: never caught the hub and the exporter at the same snapshot (exporter {seq:?}, hub {hub_seq:?})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let families = energy_families(&exporter);
-        assert!(
-            families.contains(&"kepler_container_joules_total".to_string())
-                && families.contains(&"kepler_node_package_joules_total".to_string()),
-            "{cluster}: {families:?}"
-        );
-        for name in &families {
-            let served = series_of(&exporter, name, None);
-            let relayed = series_of(&hub, name, Some(cluster));
-            assert_eq!(
-                served.keys().collect::<Vec<_>>(),
-                relayed.keys().collect::<Vec<_>>(),
-                "{cluster} {name}: different series at the hub"
-            );
-            for (labels, v) in &served {
-                assert!(
-                    close(*v, relayed[labels], 1e-9),
-                    "{cluster} {name}{labels:?}: exporter {v}, hub {}",
-                    relayed[labels]
-                );
-            }
-        }
-        (exporter, hub)
+        // Every snapshot the exporter serves meanwhile, by sequence (a loaded hub can take
+        // longer to render than the exporter takes to move on).
+        let history = Mutex::new(BTreeMap::<u64, BTreeMap<SeriesKey, f64>>::new());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let m = self.exporter_metrics(i).unwrap_or_default();
+                    if let Some(seq) = single(&m, "kepler_exporter_snapshot_sequence", None) {
+                        let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+                        h.insert(seq as u64, m);
+                        while h.len() > 64 {
+                            h.pop_first();
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let result = loop {
+                let hub = self.hub_metrics().unwrap_or_default();
+                let hub_seq = single(&hub, "kepler_exporter_snapshot_sequence", Some(cluster));
+                let exporter = hub_seq.and_then(|s| {
+                    history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&(s as u64))
+                        .cloned()
+                });
+                let outcome = match &exporter {
+                    Some(exporter) => compare_energy(cluster, exporter, &hub),
+                    None => Err(format!(
+                        "{cluster}: the hub's snapshot {hub_seq:?} was not seen at the exporter"
+                    )),
+                };
+                match outcome {
+                    Ok(()) => break (exporter.unwrap_or_default(), hub),
+                    Err(e) if Instant::now() >= deadline => {
+                        done.store(true, Ordering::Relaxed);
+                        panic!("the hub never held exactly the exporter's energy within 60 s; last: {e}");
+                    }
+                    Err(_) => {}
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            done.store(true, Ordering::Relaxed);
+            result
+        })
     }
 }
