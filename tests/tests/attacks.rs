@@ -212,8 +212,13 @@ fn garbage_and_oversized_bodies_to_every_listener_leave_the_hub_serving() {
         json[0] = "content-type: application/json";
         let (code, body) = http_post(&rogue, &url, &small, &json);
         assert_eq!(code, 400, "{port}: garbage JSON: {body}");
+        // 413, or (under load) the hub's answer races curl's upload and the connection is
+        // reset first; the too_large counters below show the hub refused it either way.
         let (code, body) = http_post(&rogue, &url, &big, &headers);
-        assert_eq!(code, 413, "{port}: 25 MiB body: {body}");
+        assert!(
+            code == 413 || code == 0,
+            "{port}: 25 MiB body: {code} {body}"
+        );
     }
     for (port, authed) in [(4317, false), (4327, true)] {
         let url = format!(
