@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent):
-# Debian packages (promtool/prometheus, clang and bpftool for the eBPF build, iproute2) and a
-# Python venv in .venv with the packages in tests/requirements.txt.
+# Debian packages (promtool/prometheus, clang and bpftool for the eBPF build, iproute2 and curl
+# for the namespace end-to-end tests) and a Python venv in .venv with the packages in
+# tests/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus clang bpftool iproute2 python3-venv shellcheck tmux systemd)
+APT_PACKAGES=(prometheus clang bpftool iproute2 curl python3-venv shellcheck tmux systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
