@@ -165,6 +165,9 @@ pub fn http_get(ns: &str, url: &str) -> Option<(u16, String)> {
 pub fn http_post(ns: &str, url: &str, file: &Path, headers: &[&str]) -> (u16, String) {
     let mut cmd = in_ns(ns, Path::new("curl"));
     cmd.args(["-s", "--max-time", "60", "-w", "\n%{http_code}"]);
+    // No `Expect: 100-continue` for large bodies: otherwise a refusal that closes the
+    // connection after the interim 100 is reported by curl as status 100.
+    cmd.args(["-H", "Expect:"]);
     for h in headers {
         cmd.args(["-H", h]);
     }
