@@ -123,10 +123,7 @@ impl FakeHost {
         for p in &self.procs {
             let utime = 1000 + p.ticks_per_interval * n;
             busy += p.ticks_per_interval * n;
-            let stat = format!(
-                "{} ({}) S 1 {} {} 0 -1 {} 100 0 0 0 {} 0 0 0 20 0 1 0 {} 1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-                p.pid, p.comm, p.pid, p.pid, p.flags, utime, 5000 + p.pid
-            );
+            let stat = common::proc_stat_line(p.pid, p.comm, p.flags, utime);
             fs::write(self.procfs().join(p.pid.to_string()).join("stat"), stat).unwrap();
             if let Some(cg) = p.container_cgroup {
                 // The cgroup saw 10 % more than the live process: a short-lived child that exited.

@@ -10,6 +10,8 @@
 
 mod kubelet_server;
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -149,10 +151,7 @@ impl FakeHost {
             }
             let utime = 1000 + 20 * n;
             busy += 20 * n;
-            let stat = format!(
-                "{pid} ({comm}) S 1 {pid} {pid} 0 -1 0 100 0 0 0 {utime} 0 0 0 20 0 1 0 {} 1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-                5000 + pid
-            );
+            let stat = common::proc_stat_line(pid, comm, 0, utime);
             fs::write(self.procfs().join(pid.to_string()).join("stat"), stat).unwrap();
             let usec = utime * 10_000;
             fs::write(

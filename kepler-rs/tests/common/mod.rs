@@ -69,6 +69,15 @@ pub fn copy_powercap_fixture(host: &str, sysfs: &Path) {
     }
 }
 
+/// A real-shaped `/proc/<pid>/stat` line (all 52 fields): parent 1, `flags`, `utime` ticks, no
+/// system time, and a start time derived from the pid (so a pid is one process per test).
+pub fn proc_stat_line(pid: u32, comm: &str, flags: u64, utime: u64) -> String {
+    format!(
+        "{pid} ({comm}) S 1 {pid} {pid} 0 -1 {flags} 100 0 0 0 {utime} 0 0 0 20 0 1 0 {} 1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+        5000 + pid
+    )
+}
+
 /// `cpu.stat usage_usec` of a v2 cgroup directory.
 pub fn usage_usec(cgroup: &Path) -> u64 {
     let stat = fs::read_to_string(cgroup.join("cpu.stat")).unwrap();
