@@ -204,6 +204,62 @@ async fn grpc_gzip_empty_request_and_size_cap() {
     assert_eq!(ok.into_inner().partial_success, None);
 }
 
+/// The official protobuf runtime (Python `google.protobuf.json_format` with the OTLP protos)
+/// parses `body` as an `ExportMetricsServiceResponse` and writes it back in the proto3 JSON
+/// mapping; `None` when the venv is missing.
+fn proto3_json_round_trip(body: &[u8]) -> Option<serde_json::Value> {
+    let python = python()?;
+    let script = "import json, sys\n\
+        from google.protobuf import json_format\n\
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import \
+        ExportMetricsServiceResponse\n\
+        m = json_format.Parse(sys.stdin.read(), ExportMetricsServiceResponse())\n\
+        print(json.dumps(json_format.MessageToDict(m)))\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn json_answers_are_what_the_official_protobuf_runtime_writes() {
+    let hub = HubProcess::start(&loopback_config("", ""));
+    let addr = hub.addr("spokes-http");
+    // Two points of which one has a value of the wrong type: a partial success.
+    let request = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"v","gauge":
+        {"dataPoints":[{"asDouble":"abc"},{"asDouble":2}]}}]}]}]}"#;
+    let (status, _, body) = http(addr, "POST", "/v1/metrics", &[JSON], request);
+    assert_eq!(status, 200);
+    let ours: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ours["partialSuccess"]["rejectedDataPoints"], "1", "{ours}");
+    assert!(
+        ours["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 of 2")),
+        "{ours}"
+    );
+    let Some(official) = proto3_json_round_trip(&body) else {
+        return;
+    };
+    assert_eq!(ours, official);
+    // Full success: an empty answer, the same in both.
+    let (status, _, body) = http(addr, "POST", "/v1/metrics", &[JSON], b"{}");
+    assert_eq!(status, 200);
+    let ours: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ours, proto3_json_round_trip(&body).unwrap());
+}
+
 #[test]
 fn bad_input_gets_a_clear_error_and_leaves_other_clients_data_alone() {
     // Default caps (20 MiB for HTTP).
@@ -245,9 +301,10 @@ fn bad_input_gets_a_clear_error_and_leaves_other_clients_data_alone() {
     let (status, _, body) = http(addr, "POST", "/v1/metrics", &[JSON], bad_value);
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // int64 in the proto3 JSON mapping: a decimal string.
     assert_eq!(
         v["partialSuccess"]["rejectedDataPoints"],
-        serde_json::json!(1),
+        serde_json::json!("1"),
         "{v}"
     );
 

@@ -3,6 +3,8 @@
 //! other methods (axum's method router), 401 without a valid bearer token when auth is on, 400
 //! for bodies that do not decode. Every answer, errors included, is written in the request's
 //! content type: an `ExportMetricsServiceResponse` on success, a `google.rpc.Status` otherwise.
+//! JSON answers follow the proto3 JSON mapping: lowerCamelCase names, fields at their default
+//! value left out, and 64-bit integers (`rejectedDataPoints`) written as decimal strings.
 
 use super::Listener;
 use crate::decode::{self, DecodeError};
@@ -22,7 +24,7 @@ const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
 /// `google.rpc.Status`, the OTLP/HTTP error body.
-#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct RpcStatus {
     #[prost(int32, tag = "1")]
     pub code: i32,
@@ -54,14 +56,50 @@ fn content_type(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
-fn respond<M: Message + serde::Serialize>(
-    status: StatusCode,
-    encoding: Encoding,
-    message: &M,
-) -> Response {
+/// A message the receiver answers with, in either encoding.
+trait Answer: Message {
+    /// The proto3 JSON form.
+    fn to_json(&self) -> serde_json::Value;
+}
+
+impl Answer for RpcStatus {
+    fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        if self.code != 0 {
+            object.insert("code".into(), self.code.into());
+        }
+        if !self.message.is_empty() {
+            object.insert("message".into(), self.message.clone().into());
+        }
+        object.into()
+    }
+}
+
+impl Answer for ExportMetricsServiceResponse {
+    fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        if let Some(partial) = &self.partial_success {
+            let mut inner = serde_json::Map::new();
+            if partial.rejected_data_points != 0 {
+                // int64: a JSON string in the proto3 mapping.
+                inner.insert(
+                    "rejectedDataPoints".into(),
+                    partial.rejected_data_points.to_string().into(),
+                );
+            }
+            if !partial.error_message.is_empty() {
+                inner.insert("errorMessage".into(), partial.error_message.clone().into());
+            }
+            object.insert("partialSuccess".into(), inner.into());
+        }
+        object.into()
+    }
+}
+
+fn respond(status: StatusCode, encoding: Encoding, message: &impl Answer) -> Response {
     let (body, ct) = match encoding {
         Encoding::Protobuf => (message.encode_to_vec(), PROTOBUF),
-        Encoding::Json => (serde_json::to_vec(message).unwrap_or_default(), JSON),
+        Encoding::Json => (message.to_json().to_string().into_bytes(), JSON),
     };
     (
         status,
