@@ -1,9 +1,12 @@
 //! Renders the store as Prometheus text 0.0.4, as the Collector's prometheus exporter would:
 //! one family per translated name (sorted), samples sorted by labels, data-point attributes as
-//! sanitized labels (attributes that sanitize to the same label have their values joined with
-//! `;` in key order), `otel_scope_name`/`otel_scope_version` when the scope has a name, `job` and
-//! `instance` from the resource, and one `target_info` per job + instance. The hub's own
-//! `kepler_collector_*` metrics follow.
+//! sanitized labels (ingest refused points whose attributes collide with each other or with the
+//! labels written here, see [`translate::label_conflict`]), `otel_scope_name`/
+//! `otel_scope_version` when the scope has a name, `job` and `instance` from the resource, and
+//! one `target_info` per job + instance, whose resource attributes that sanitize to the same
+//! label have their values joined with `;` in key order (as the Collector does there); a
+//! resource with a reserved `__*` label gets no `target_info`, as in the Collector. The hub's
+//! own `kepler_collector_*` metrics follow.
 //!
 //! The store is read one shard at a time (see [`crate::store`]), so a render never stops
 //! ingestion for long; the text is built from the copies.
@@ -52,7 +55,8 @@ pub fn series_labels(key: &SeriesKey) -> Vec<(String, String)> {
     labels
 }
 
-/// Adds attributes (in key order) as labels; colliding sanitized names join values with `;`.
+/// Adds attributes (in key order) as labels; colliding sanitized names join values with `;`
+/// (only resource attributes can collide: ingest refuses data points whose attributes do).
 fn push_attrs<'a>(
     labels: &mut Vec<(String, String)>,
     attrs: impl Iterator<Item = (&'a str, &'a str)>,
@@ -108,6 +112,9 @@ pub fn render(hub: &Hub) -> String {
             &mut labels,
             attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        if labels.iter().any(|(n, _)| n.starts_with("__")) {
+            continue;
+        }
         labels.retain(|(n, _)| n != "job" && n != "instance");
         labels.push(("job".to_string(), job.to_string()));
         labels.push(("instance".to_string(), instance.to_string()));

@@ -92,7 +92,11 @@ impl Hub {
         for ((cluster, reason), n) in &tally.rejected {
             self.metrics.rejected(cluster, reason.as_str(), *n);
             rejected += n;
-            reasons.push(format!("{n} {}", describe(*reason)));
+            let mut text = format!("{n} {}", describe(*reason));
+            if let (Reject::LabelConflict, Some(example)) = (reason, &tally.conflict) {
+                text.push_str(&format!(" (first: {example})"));
+            }
+            reasons.push(text);
         }
         let received: u64 = tally.received.values().sum();
         Outcome {
@@ -120,6 +124,10 @@ fn describe(reason: Reject) -> &'static str {
             "malformed points (no value, bucket counts not matching bounds, or a metric name \
              without letters or digits)"
         }
+        Reject::LabelConflict => {
+            "points whose attributes make colliding or reserved Prometheus labels (not \
+             exposable)"
+        }
     }
 }
 
@@ -127,6 +135,8 @@ fn describe(reason: Reject) -> &'static str {
 struct Tally {
     received: BTreeMap<Arc<str>, u64>,
     rejected: BTreeMap<(Arc<str>, Reject), u64>,
+    /// The first label conflict seen, for the message.
+    conflict: Option<translate::LabelConflict>,
 }
 
 impl Tally {
@@ -306,6 +316,17 @@ impl Ctx<'_> {
         let cluster: Arc<str> = store::cluster_of(&attrs).into();
         if skip {
             tally.count(&cluster, Ok(Applied::Ignored));
+            return;
+        }
+        let conflict = translate::label_conflict(
+            attrs.iter().map(|(k, _)| &**k),
+            meta.kind,
+            !self.job.is_empty(),
+            !self.instance.is_empty(),
+        );
+        if let Some(conflict) = conflict {
+            tally.conflict.get_or_insert(conflict);
+            tally.count(&cluster, Err(Reject::LabelConflict));
             return;
         }
         let result = point.and_then(|point| {

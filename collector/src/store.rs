@@ -118,6 +118,9 @@ pub enum Reject {
     Unsupported,
     /// The point is malformed (histogram buckets that do not match their bounds, no value).
     Invalid,
+    /// The point's attributes make colliding or reserved labels
+    /// ([`translate::label_conflict`]).
+    LabelConflict,
 }
 
 impl Reject {
@@ -127,6 +130,7 @@ impl Reject {
             Reject::ClusterSeriesLimit => "cluster_series_limit",
             Reject::Unsupported => "unsupported_type",
             Reject::Invalid => "invalid_point",
+            Reject::LabelConflict => "label_conflict",
         }
     }
 }

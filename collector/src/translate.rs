@@ -5,7 +5,9 @@
 //! UCUM, `{annotations}` dropped, `a/b` -> `a_per_b`) unless the name already has that token,
 //! monotonic sums get exactly one trailing `total`, gauges with unit `1` get `ratio`, a leading
 //! digit gets `_`. Labels: every run of characters outside `[a-zA-Z0-9_]` becomes one `_`, a
-//! leading digit gets `key_`. Attribute values are written as the Collector's `AsString` does.
+//! leading digit gets `key_`, a single leading `_` gets `key`. [`label_conflict`] finds the
+//! attribute sets the Collector cannot expose (colliding or reserved labels). Attribute values
+//! are written as the Collector's `AsString` does.
 //! The rules are in ../shared/spec/pipeline.md; golden tests are in tests/translation.rs.
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
@@ -161,8 +163,10 @@ pub fn metric_name(name: &str, unit: &str, kind: Kind) -> String {
     out
 }
 
-/// The Prometheus label name of an attribute key: runs outside `[a-zA-Z0-9_]` -> one `_`,
-/// a leading digit gets `key_`, a leading `__` (reserved) gets `key`. `None` for an empty key.
+/// The Prometheus label name of an attribute key, as the Collector's label namer builds it:
+/// runs outside `[a-zA-Z0-9_]` -> one `_`, a leading digit gets `key_`, a single leading `_`
+/// gets `key`. A leading `__` is kept: such names are reserved for Prometheus itself
+/// (`__name__`), and [`label_conflict`] refuses them. `None` for an empty key.
 pub fn label_name(key: &str) -> Option<String> {
     if key.is_empty() {
         return None;
@@ -180,18 +184,135 @@ pub fn label_name(key: &str) -> Option<String> {
     }
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert_str(0, "key_");
-    } else if out.starts_with("__") {
-        // `__*` names are reserved for Prometheus itself (`__name__`).
+    } else if out.starts_with('_') && !out.starts_with("__") {
         out.insert_str(0, "key");
     }
     Some(out)
 }
 
-/// Whether `key` is already a valid label name that [`label_name`] leaves unchanged.
+/// Whether `key` is already a label name that [`label_name`] leaves unchanged and that is not
+/// reserved: an ASCII letter, then letters, digits and `_`.
 pub fn is_clean_label(key: &str) -> bool {
-    !key.is_empty()
-        && !key.starts_with(|c: char| c.is_ascii_digit())
+    key.starts_with(|c: char| c.is_ascii_alphabetic())
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Labels the exposition writes itself for every series, whatever its attributes (the
+/// Collector always declares the three scope labels, empty or not).
+const SCOPE_LABELS: [&str; 3] = [
+    "otel_scope_name",
+    "otel_scope_version",
+    "otel_scope_schema_url",
+];
+
+/// Why a data point's attributes cannot be the labels of its series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelConflict {
+    /// The attribute becomes a `__*` label, reserved for Prometheus.
+    Reserved { key: String, label: String },
+    /// The attribute becomes a label the exposition writes itself (`le` of a histogram,
+    /// `quantile` of a summary, `job` / `instance` from the resource, the scope labels).
+    Exposition { key: String, label: String },
+    /// Two attributes become the same label.
+    Attributes {
+        first: String,
+        second: String,
+        label: String,
+    },
+}
+
+impl std::fmt::Display for LabelConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelConflict::Reserved { key, label } => write!(
+                f,
+                "attribute {key:?} becomes label {label:?}, a name reserved for Prometheus"
+            ),
+            LabelConflict::Exposition { key, label } => write!(
+                f,
+                "attribute {key:?} becomes label {label:?}, which the exposition writes itself"
+            ),
+            LabelConflict::Attributes {
+                first,
+                second,
+                label,
+            } => write!(
+                f,
+                "attributes {first:?} and {second:?} both become label {label:?}"
+            ),
+        }
+    }
+}
+
+/// Whether a label of this name is written by the exposition for a series of `kind` (with a
+/// `job` / `instance` from its resource when `job` / `instance`).
+fn exposition_label(label: &str, kind: Kind, job: bool, instance: bool) -> bool {
+    match label {
+        "le" => kind == Kind::Histogram,
+        "quantile" => kind == Kind::Summary,
+        "job" => job,
+        "instance" => instance,
+        other => SCOPE_LABELS.contains(&other),
+    }
+}
+
+/// Checks that the attribute keys of a data point (distinct, as stored) make distinct,
+/// non-reserved labels that the exposition does not write itself. The Collector's prometheus
+/// exporter cannot expose such a series: it drops it at every scrape ("duplicate label names",
+/// "invalid label name", "must not have an explicit quantile label"), or for `le` on a
+/// histogram writes two `le` labels, which fails the whole scrape in Prometheus. The hub
+/// refuses the point instead (see the README). Keys that are already clean label names cost one
+/// pass over their bytes; only other keys are translated.
+pub fn label_conflict<'a, I>(
+    keys: I,
+    kind: Kind,
+    job: bool,
+    instance: bool,
+) -> Option<LabelConflict>
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    let keys = keys.into_iter();
+    let mut translated = false;
+    for key in keys.clone() {
+        let label = if is_clean_label(key) {
+            std::borrow::Cow::Borrowed(key)
+        } else {
+            translated = true;
+            match label_name(key) {
+                Some(label) => std::borrow::Cow::Owned(label),
+                None => continue,
+            }
+        };
+        if label.starts_with("__") {
+            return Some(LabelConflict::Reserved {
+                key: key.to_string(),
+                label: label.into_owned(),
+            });
+        }
+        if exposition_label(&label, kind, job, instance) {
+            return Some(LabelConflict::Exposition {
+                key: key.to_string(),
+                label: label.into_owned(),
+            });
+        }
+    }
+    if !translated {
+        // Distinct clean keys are distinct labels.
+        return None;
+    }
+    let mut labels: Vec<(String, &str)> = keys
+        .filter_map(|key| label_name(key).map(|label| (label, key)))
+        .collect();
+    labels.sort();
+    labels.windows(2).find_map(|pair| {
+        (pair[0].0 == pair[1].0).then(|| LabelConflict::Attributes {
+            first: pair[0].1.to_string(),
+            second: pair[1].1.to_string(),
+            label: pair[0].0.clone(),
+        })
+    })
 }
 
 /// An attribute value as a label value: strings as they are, bools `true`/`false`, ints in
@@ -373,13 +494,81 @@ mod tests {
         assert_eq!(label_name("k8s.pod.name").as_deref(), Some("k8s_pod_name"));
         assert_eq!(label_name("a..b").as_deref(), Some("a_b"));
         assert_eq!(label_name("2fa").as_deref(), Some("key_2fa"));
-        assert_eq!(label_name("_x").as_deref(), Some("_x"));
-        assert_eq!(label_name("__name__").as_deref(), Some("key__name__"));
-        assert_eq!(label_name("..x").as_deref(), Some("_x"));
-        assert_eq!(label_name("ünï").as_deref(), Some("_n_"));
+        assert_eq!(label_name("_x").as_deref(), Some("key_x"));
+        assert_eq!(label_name("__name__").as_deref(), Some("__name__"));
+        assert_eq!(label_name("..x").as_deref(), Some("key_x"));
+        assert_eq!(label_name("_.x").as_deref(), Some("__x"));
+        assert_eq!(label_name("ünï").as_deref(), Some("key_n_"));
+        assert_eq!(label_name(".").as_deref(), Some("key_"));
         assert_eq!(label_name(""), None);
         assert!(is_clean_label("cluster"));
+        assert!(is_clean_label("k8s_pod"));
         assert!(!is_clean_label("a.b"));
+        assert!(!is_clean_label("_x"));
+        assert!(!is_clean_label("2x"));
+        assert!(!is_clean_label(""));
+    }
+
+    #[test]
+    fn label_conflicts() {
+        let check = |keys: &[&str], kind| label_conflict(keys.iter().copied(), kind, true, true);
+        let none = |keys: &[&str], kind| assert_eq!(check(keys, kind), None, "{keys:?}");
+        none(&["cluster", "le", "mode"], Kind::Counter);
+        none(&["quantile"], Kind::Histogram);
+        none(&["le"], Kind::Summary);
+        none(&["a.b", "a_c", "_x"], Kind::Gauge);
+        none(&[""], Kind::Gauge);
+        let exposition = |key: &str, label: &str| LabelConflict::Exposition {
+            key: key.into(),
+            label: label.into(),
+        };
+        assert_eq!(
+            check(&["le"], Kind::Histogram),
+            Some(exposition("le", "le"))
+        );
+        assert_eq!(
+            check(&["quantile"], Kind::Summary),
+            Some(exposition("quantile", "quantile"))
+        );
+        assert_eq!(check(&["job"], Kind::Gauge), Some(exposition("job", "job")));
+        assert_eq!(
+            check(&["a", "instance"], Kind::Counter),
+            Some(exposition("instance", "instance"))
+        );
+        assert_eq!(
+            check(&["otel.scope.name"], Kind::Gauge),
+            Some(exposition("otel.scope.name", "otel_scope_name"))
+        );
+        // Without service.name / service.instance.id, `job` and `instance` are plain labels.
+        assert_eq!(
+            label_conflict(["job", "instance"], Kind::Gauge, false, false),
+            None
+        );
+        assert_eq!(
+            check(&["__name__"], Kind::Gauge),
+            Some(LabelConflict::Reserved {
+                key: "__name__".into(),
+                label: "__name__".into()
+            })
+        );
+        assert_eq!(
+            check(&["a-b", "a.b", "a_b"], Kind::Gauge),
+            Some(LabelConflict::Attributes {
+                first: "a-b".into(),
+                second: "a.b".into(),
+                label: "a_b".into()
+            })
+        );
+        assert_eq!(
+            check(&["_x", "key_x"], Kind::Gauge),
+            Some(LabelConflict::Attributes {
+                first: "_x".into(),
+                second: "key_x".into(),
+                label: "key_x".into()
+            })
+        );
+        assert!(check(&["a-b", "le"], Kind::Histogram)
+            .is_some_and(|c| c.to_string().contains("which the exposition writes itself")));
     }
 
     #[test]

@@ -111,8 +111,7 @@ fn odd_request() -> ExportMetricsServiceRequest {
     let odd_attrs = vec![
         kv("k8s.pod.name", s("p\"q\\r\nnewline")),
         kv("a.b", s("dot")),
-        kv("a_b", s("underscore")),
-        kv("a-b", s("dash")),
+        kv("_private", s("leading underscore")),
         kv("2xx", Any::BoolValue(true)),
         kv("ünï", Any::IntValue(-7)),
         kv("", s("empty key is dropped")),
@@ -281,6 +280,156 @@ fn odd_names_units_keys_and_values_render_as_the_collector_would() {
     let text = render(&hub);
     common::check_golden("translation.prom", &text);
     common::assert_promtool_accepts(&text);
+}
+
+fn gauge(name: &str, attrs: Vec<KeyValue>) -> Metric {
+    metric(
+        name,
+        "",
+        "",
+        Data::Gauge(Gauge {
+            data_points: vec![number(attrs, 0, 10, Num::AsInt(1))],
+        }),
+    )
+}
+
+fn histogram(name: &str, attrs: Vec<KeyValue>) -> Metric {
+    metric(
+        name,
+        "",
+        "",
+        Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                attributes: attrs,
+                time_unix_nano: 10,
+                count: 1,
+                sum: Some(1.0),
+                bucket_counts: vec![1, 0],
+                explicit_bounds: vec![5.0],
+                ..Default::default()
+            }],
+            aggregation_temporality: CUMULATIVE as i32,
+        }),
+    )
+}
+
+fn summary(name: &str, attrs: Vec<KeyValue>) -> Metric {
+    metric(
+        name,
+        "",
+        "",
+        Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint {
+                attributes: attrs,
+                time_unix_nano: 10,
+                count: 1,
+                sum: 1.0,
+                quantile_values: vec![ValueAtQuantile {
+                    quantile: 0.5,
+                    value: 1.0,
+                }],
+                ..Default::default()
+            }],
+        }),
+    )
+}
+
+/// Attributes that would become labels the exposition writes itself, reserved labels, and
+/// attributes that sanitize to one label. The Collector's prometheus exporter cannot expose
+/// such series (it drops them, or for `le` on a histogram writes a sample Prometheus rejects);
+/// the hub refuses those points with a partial success and exposes the rest.
+fn collision_request() -> ExportMetricsServiceRequest {
+    let with_job = vec![
+        kv("service.name", s("app")),
+        kv("service.instance.id", s("i-1")),
+        kv("host.name", s("n1")),
+        kv("host-name", s("n2")),
+    ];
+    let one = |k: &str| vec![kv(k, s("attribute"))];
+    let mut req = request(
+        with_job,
+        "scope",
+        vec![
+            // Refused: 7 points.
+            histogram("h.le", one("le")),
+            summary("s.quantile", one("quantile")),
+            gauge("g.job", one("job")),
+            gauge("g.instance", one("instance")),
+            gauge("g.scope", one("otel.scope.name")),
+            gauge("g.reserved", one("__name__")),
+            gauge(
+                "g.collide",
+                vec![kv("k8s.pod.name", s("a")), kv("k8s_pod_name", s("b"))],
+            ),
+            // Exposed: `le` and `quantile` only belong to their own types; `_x` -> `key_x`.
+            histogram("h.quantile", one("quantile")),
+            summary("s.le", one("le")),
+            gauge("g.le", one("le")),
+            gauge("g.underscore", one("_private")),
+        ],
+    );
+    // Without service.name / service.instance.id, `job` and `instance` are plain labels.
+    req.resource_metrics.extend(
+        request(
+            vec![],
+            "",
+            vec![gauge(
+                "g.plain",
+                vec![kv("job", s("attr-job")), kv("instance", s("attr-instance"))],
+            )],
+        )
+        .resource_metrics,
+    );
+    // A resource attribute with a reserved name: no target_info for that resource.
+    req.resource_metrics.extend(
+        request(
+            vec![
+                kv("service.name", s("other")),
+                kv("service.instance.id", s("i-2")),
+                kv("__secret", s("x")),
+            ],
+            "",
+            vec![gauge("g.other", vec![])],
+        )
+        .resource_metrics,
+    );
+    req
+}
+
+#[test]
+fn attributes_that_collide_with_labels_are_refused_as_the_collector_cannot_expose_them() {
+    let (hub, _clock) = hub();
+    let outcome = hub.ingest(&collision_request(), Labeling::default());
+    assert_eq!(outcome.rejected, 7, "{outcome:?}");
+    assert_eq!(outcome.accepted, 6, "{outcome:?}");
+    assert!(
+        outcome.message.contains(
+            "7 points whose attributes make colliding or reserved Prometheus labels"
+        ) && outcome.message.contains(
+            "(first: attribute \"le\" becomes label \"le\", which the exposition writes itself)"
+        ),
+        "{}",
+        outcome.message
+    );
+    assert_eq!(hub.metrics.rejected_total("", "label_conflict"), 7);
+    let text = render(&hub);
+    common::check_golden("collisions.prom", &text);
+    common::assert_promtool_accepts(&text);
+    for refused in [
+        "h_le",
+        "s_quantile",
+        "g_job",
+        "g_instance",
+        "g_scope",
+        "g_reserved",
+        "g_collide",
+    ] {
+        assert!(
+            !text.contains(&format!("\n{refused}")),
+            "{refused} exposed:\n{text}"
+        );
+    }
+    assert!(!text.contains("__secret"), "{text}");
 }
 
 #[test]
