@@ -319,10 +319,10 @@ impl Ctx<'_> {
             return;
         }
         let conflict = translate::label_conflict(
-            attrs.iter().map(|(k, _)| &**k),
+            attrs.iter().map(|(k, v)| (&**k, &**v)),
             meta.kind,
-            !self.job.is_empty(),
-            !self.instance.is_empty(),
+            self.job,
+            self.instance,
         );
         if let Some(conflict) = conflict {
             tally.conflict.get_or_insert(conflict);

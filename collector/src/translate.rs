@@ -244,38 +244,40 @@ impl std::fmt::Display for LabelConflict {
     }
 }
 
-/// Whether a label of this name is written by the exposition for a series of `kind` (with a
-/// `job` / `instance` from its resource when `job` / `instance`).
-fn exposition_label(label: &str, kind: Kind, job: bool, instance: bool) -> bool {
+/// Whether an attribute that becomes label `label` with `value` clashes with a label the
+/// exposition writes for a series of `kind`. `job` / `instance` are the values the resource
+/// gives (empty: none): an attribute repeating the same value is no clash (kepler-rs sends
+/// Kepler's `instance` label, the node name, beside `service.instance.id`, the same name).
+fn exposition_clash(label: &str, value: &str, kind: Kind, job: &str, instance: &str) -> bool {
     match label {
         "le" => kind == Kind::Histogram,
         "quantile" => kind == Kind::Summary,
-        "job" => job,
-        "instance" => instance,
+        "job" => !job.is_empty() && value != job,
+        "instance" => !instance.is_empty() && value != instance,
         other => SCOPE_LABELS.contains(&other),
     }
 }
 
-/// Checks that the attribute keys of a data point (distinct, as stored) make distinct,
-/// non-reserved labels that the exposition does not write itself. The Collector's prometheus
-/// exporter cannot expose such a series: it drops it at every scrape ("duplicate label names",
-/// "invalid label name", "must not have an explicit quantile label"), or for `le` on a
-/// histogram writes two `le` labels, which fails the whole scrape in Prometheus. The hub
-/// refuses the point instead (see the README). Keys that are already clean label names cost one
-/// pass over their bytes; only other keys are translated.
+/// Checks that the attributes of a data point (distinct keys, as stored; values as label
+/// values) make distinct, non-reserved labels that do not clash with the labels the exposition
+/// writes itself. The Collector's prometheus exporter cannot expose such a series: it drops it
+/// at every scrape ("duplicate label names", "invalid label name", "must not have an explicit
+/// quantile label"), or for `le` on a histogram writes two `le` labels, which fails the whole
+/// scrape in Prometheus. The hub refuses the point instead (see the README). Keys that are
+/// already clean label names cost one pass over their bytes; only other keys are translated.
 pub fn label_conflict<'a, I>(
-    keys: I,
+    attrs: I,
     kind: Kind,
-    job: bool,
-    instance: bool,
+    job: &str,
+    instance: &str,
 ) -> Option<LabelConflict>
 where
-    I: IntoIterator<Item = &'a str>,
+    I: IntoIterator<Item = (&'a str, &'a str)>,
     I::IntoIter: Clone,
 {
-    let keys = keys.into_iter();
+    let attrs = attrs.into_iter();
     let mut translated = false;
-    for key in keys.clone() {
+    for (key, value) in attrs.clone() {
         let label = if is_clean_label(key) {
             std::borrow::Cow::Borrowed(key)
         } else {
@@ -291,7 +293,7 @@ where
                 label: label.into_owned(),
             });
         }
-        if exposition_label(&label, kind, job, instance) {
+        if exposition_clash(&label, value, kind, job, instance) {
             return Some(LabelConflict::Exposition {
                 key: key.to_string(),
                 label: label.into_owned(),
@@ -302,8 +304,8 @@ where
         // Distinct clean keys are distinct labels.
         return None;
     }
-    let mut labels: Vec<(String, &str)> = keys
-        .filter_map(|key| label_name(key).map(|label| (label, key)))
+    let mut labels: Vec<(String, &str)> = attrs
+        .filter_map(|(key, _)| label_name(key).map(|label| (label, key)))
         .collect();
     labels.sort();
     labels.windows(2).find_map(|pair| {
@@ -511,7 +513,9 @@ mod tests {
 
     #[test]
     fn label_conflicts() {
-        let check = |keys: &[&str], kind| label_conflict(keys.iter().copied(), kind, true, true);
+        let check = |keys: &[&str], kind| {
+            label_conflict(keys.iter().map(|k| (*k, "v")), kind, "app", "node-1")
+        };
         let none = |keys: &[&str], kind| assert_eq!(check(keys, kind), None, "{keys:?}");
         none(&["cluster", "le", "mode"], Kind::Counter);
         none(&["quantile"], Kind::Histogram);
@@ -539,10 +543,14 @@ mod tests {
             check(&["otel.scope.name"], Kind::Gauge),
             Some(exposition("otel.scope.name", "otel_scope_name"))
         );
-        // Without service.name / service.instance.id, `job` and `instance` are plain labels.
+        // Without service.name / service.instance.id, `job` and `instance` are plain labels;
+        // with them, an attribute repeating their value is no clash.
+        let pairs = [("instance", "node-1"), ("job", "app")];
+        assert_eq!(label_conflict(pairs, Kind::Gauge, "", ""), None);
+        assert_eq!(label_conflict(pairs, Kind::Gauge, "app", "node-1"), None);
         assert_eq!(
-            label_conflict(["job", "instance"], Kind::Gauge, false, false),
-            None
+            label_conflict(pairs, Kind::Gauge, "app", "node-2"),
+            Some(exposition("instance", "instance"))
         );
         assert_eq!(
             check(&["__name__"], Kind::Gauge),
