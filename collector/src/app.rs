@@ -140,7 +140,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
             }
         }
     }
-    let router = server::router(hub.clone());
+    let router = server::router(hub.clone(), config.enable_open_metrics);
     let shutdown = stopped(stop_rx.clone());
     tasks.spawn(async move {
         axum::serve(exposition, router)

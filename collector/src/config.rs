@@ -100,6 +100,10 @@ pub struct RawExposition {
     pub address: String,
     #[serde(default = "default_expiration")]
     pub metric_expiration: String,
+    /// Serve OpenMetrics 1.0 text to scrapers whose `Accept` header prefers it (the
+    /// Collector's prometheus exporter option of the same name; off by default, as there).
+    #[serde(default)]
+    pub enable_open_metrics: bool,
 }
 
 impl Default for RawExposition {
@@ -107,6 +111,7 @@ impl Default for RawExposition {
         Self {
             address: default_exposition_address(),
             metric_expiration: default_expiration(),
+            enable_open_metrics: false,
         }
     }
 }
@@ -244,6 +249,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub exposition_address: SocketAddr,
     pub metric_expiration: Duration,
+    /// Whether `/metrics` offers OpenMetrics to scrapers that ask for it.
+    pub enable_open_metrics: bool,
     pub max_series: usize,
     pub max_series_per_cluster: usize,
     pub remote_write: Option<crate::remote_write::Settings>,
@@ -480,6 +487,7 @@ impl RawConfig {
                     listeners,
                     exposition_address,
                     metric_expiration,
+                    enable_open_metrics: self.exposition.enable_open_metrics,
                     max_series: self.limits.max_series,
                     max_series_per_cluster: self.limits.max_series_per_cluster,
                     remote_write,
@@ -503,6 +511,7 @@ mod tests {
         assert_eq!(c.listeners[2].insert_cluster, None);
         assert_eq!(c.exposition_address.port(), 9464);
         assert_eq!(c.metric_expiration, Duration::from_secs(300));
+        assert!(!c.enable_open_metrics);
         assert_eq!(c.listeners[0].max_request_bytes, 4 << 20);
         assert_eq!(c.listeners[1].max_request_bytes, 20 << 20);
     }

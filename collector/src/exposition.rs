@@ -75,8 +75,14 @@ fn push_attrs<'a>(
     }
 }
 
-/// Renders everything the hub exposes.
+/// Renders everything the hub exposes as Prometheus text 0.0.4.
 pub fn render(hub: &Hub) -> String {
+    render_as(hub, Format::Text)
+}
+
+/// Renders everything the hub exposes in `format` (OpenMetrics: counter families named
+/// without `_total`, `# EOF` at the end; the samples are the same).
+pub fn render_as(hub: &Hub, format: Format) -> String {
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     hub.store.for_each_live(|key: &SeriesKey, series: &Series| {
         let family = families
@@ -95,7 +101,7 @@ pub fn render(hub: &Hub) -> String {
             .samples
             .push((series_labels(key), series.point.value.clone()));
     });
-    let mut enc = Encoder::with_capacity(Format::Text, 1 << 16);
+    let mut enc = Encoder::with_capacity(format, 1 << 16);
     for (name, mut family) in families {
         family.samples.sort_by(|a, b| a.0.cmp(&b.0));
         enc.family(&name, &family.help, metric_type(family.kind));

@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::compression::CompressionLayer;
 
-use crate::export::prometheus::{render, BuildInfo, Format, RenderOptions};
+use crate::export::prometheus::{render, text, BuildInfo, Format, RenderOptions};
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 
@@ -94,6 +94,16 @@ async fn healthz(State(state): State<AppState>, RawQuery(query): RawQuery) -> St
     )
 }
 
+/// The format the `Accept` header asks for ([`text::negotiate`]).
+fn negotiate(headers: &HeaderMap) -> Format {
+    text::negotiate(
+        headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+}
+
 async fn index() -> Html<&'static str> {
     Html(
         "<!DOCTYPE html>\n<html><head><title>kepler-rs</title></head><body>\n\
@@ -101,67 +111,4 @@ async fn index() -> Html<&'static str> {
          <ul><li><a href=\"metrics\">/metrics</a></li>\
          <li><a href=\"healthz\">/healthz</a> (<a href=\"healthz?verbose=1\">verbose</a>)</li></ul>\n</body></html>\n",
     )
-}
-
-/// OpenMetrics when an `Accept` header asks for `application/openmetrics-text` (any version)
-/// with a quality at least that of the text format (`text/plain`, `text/*`, `*/*`);
-/// the text format otherwise, including when there is no `Accept` header.
-fn negotiate(headers: &HeaderMap) -> Format {
-    let mut openmetrics = 0.0_f32;
-    let mut text = 0.0_f32;
-    for value in headers.get_all(ACCEPT) {
-        let Ok(value) = value.to_str() else {
-            continue;
-        };
-        for range in value.split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
-            match media.as_str() {
-                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
-                "text/plain" | "text/*" | "*/*" => text = text.max(q),
-                _ => {}
-            }
-        }
-    }
-    if openmetrics > 0.0 && openmetrics >= text {
-        Format::OpenMetrics
-    } else {
-        Format::Text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accept(value: &str) -> Format {
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_str(value).unwrap());
-        negotiate(&headers)
-    }
-
-    #[test]
-    fn negotiation() {
-        assert_eq!(negotiate(&HeaderMap::new()), Format::Text);
-        assert_eq!(accept("*/*"), Format::Text);
-        assert_eq!(accept("text/plain;version=0.0.4"), Format::Text);
-        assert_eq!(accept("application/openmetrics-text"), Format::OpenMetrics);
-        // What Prometheus 2.x sends.
-        assert_eq!(
-            accept(
-                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
-                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-            ),
-            Format::OpenMetrics
-        );
-        assert_eq!(
-            accept("text/plain;version=0.0.4,application/openmetrics-text;q=0.5"),
-            Format::Text
-        );
-        assert_eq!(accept("application/openmetrics-text;q=0"), Format::Text);
-    }
 }

@@ -35,6 +35,35 @@ impl Format {
     }
 }
 
+/// The format a scraper asks for in its `Accept` header values: OpenMetrics when it asks for
+/// `application/openmetrics-text` (any version) with a quality at least that of the text
+/// format (`text/plain`, `text/*`, `*/*`); the text format otherwise, including when there is
+/// no `Accept` header. Servers that offer OpenMetrics call this; others always write text.
+pub fn negotiate<'a>(accept: impl IntoIterator<Item = &'a str>) -> Format {
+    let mut openmetrics = 0.0_f32;
+    let mut text = 0.0_f32;
+    for value in accept {
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+    }
+    if openmetrics > 0.0 && openmetrics >= text {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
 /// The type of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {
@@ -326,6 +355,33 @@ mod tests {
         assert_eq!(m(2_000_000), "2");
         assert_eq!(m(1_234_567_890), "1234.56789");
         assert_eq!(m(u64::MAX), "18446744073709.551615");
+    }
+
+    #[test]
+    fn negotiation() {
+        let accept = |v: &str| negotiate([v]);
+        assert_eq!(negotiate([]), Format::Text);
+        assert_eq!(accept("*/*"), Format::Text);
+        assert_eq!(accept("text/plain;version=0.0.4"), Format::Text);
+        assert_eq!(accept("application/openmetrics-text"), Format::OpenMetrics);
+        // What Prometheus 2.x sends.
+        assert_eq!(
+            accept(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            accept("text/plain;version=0.0.4,application/openmetrics-text;q=0.5"),
+            Format::Text
+        );
+        assert_eq!(accept("application/openmetrics-text;q=0"), Format::Text);
+        // Several header values count together.
+        assert_eq!(
+            negotiate(["text/plain;q=0.5", "application/openmetrics-text"]),
+            Format::OpenMetrics
+        );
     }
 
     #[test]
