@@ -44,9 +44,6 @@ pub const EXITS_MAP: &str = "exits";
 /// Capacity of each CPU map (the C side's `CPU_ENTRIES`).
 pub const CPU_MAP_ENTRIES: u32 = 32768;
 
-/// [`CpuValue::flags`] bit: the task was a kernel thread (`PF_KTHREAD`).
-pub const VALUE_KTHREAD: u32 = 1;
-
 /// Key of the CPU maps: a process (kernel tgid) in one cgroup v2 (its id = the directory's inode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
@@ -56,13 +53,12 @@ pub struct CpuKey {
     pub cgroup_id: u64,
 }
 
-/// Value of the CPU maps: on-CPU nanoseconds in the interval, flags and the last `comm`.
+/// Value of the CPU maps: on-CPU nanoseconds in the interval and the `comm` of the thread that
+/// first ran in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct CpuValue {
     pub cpu_ns: u64,
-    pub flags: u32,
-    pub _pad: u32,
     pub comm: [u8; 16],
 }
 
@@ -71,11 +67,6 @@ impl CpuValue {
     pub fn comm(&self) -> String {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
         String::from_utf8_lossy(self.comm.get(..end).unwrap_or(&[])).into_owned()
-    }
-
-    /// Whether the task was a kernel thread.
-    pub fn is_kthread(&self) -> bool {
-        self.flags & VALUE_KTHREAD != 0
     }
 }
 
@@ -94,8 +85,8 @@ mod tests {
     #[test]
     fn layouts_match_the_c_structs() {
         assert_eq!(std::mem::size_of::<CpuKey>(), 16);
-        assert_eq!(std::mem::size_of::<CpuValue>(), 32);
-        assert_eq!(std::mem::offset_of!(CpuValue, comm), 16);
+        assert_eq!(std::mem::size_of::<CpuValue>(), 24);
+        assert_eq!(std::mem::offset_of!(CpuValue, comm), 8);
     }
 
     #[test]

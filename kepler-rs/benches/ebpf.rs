@@ -157,7 +157,7 @@ fn refresh_cost(source: &mut dyn CpuTimeSource) -> (u64, usize) {
 /// The stats floor: an empty program on the same tracepoint, loaded from the same object.
 fn calibration() -> aya::Ebpf {
     let object = kepler_ebpf::cpu_object().expect("BPF object built in");
-    let mut bpf = aya::Ebpf::load(object).unwrap();
+    let mut bpf = aya::EbpfLoader::new().btf(None).load(object).unwrap();
     let p: &mut RawTracePoint = bpf
         .program_mut(kepler_ebpf::CALIBRATION_PROGRAM)
         .unwrap()

@@ -97,6 +97,70 @@ fn program_loads_attaches_and_sees_this_process() {
     assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
 }
 
+/// `PF_KTHREAD` from `/proc/<pid>/stat` (read here independently of the source), `None` once the
+/// process is gone.
+fn is_kthread(pid: u32) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & 0x0020_0000 != 0)
+}
+
+#[test]
+fn kernel_threads_are_kernel_processes_and_root_cgroup_users_are_system() {
+    if !common::require_ebpf("classifying kernel threads") {
+        return;
+    }
+    let Some(v2) = common::v2_root() else {
+        println!("skipped: no cgroup v2 hierarchy");
+        return;
+    };
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut src = source(&metrics).list_idle_processes(false);
+    // A user process in the v2 root cgroup, where the kernel threads are: a system process.
+    let busy = BusyProcess::spawn();
+    busy.join(&v2);
+    src.sample();
+    let mut kthreads = HashSet::new();
+    let mut seen_busy = false;
+    // Kernel threads run on their own (RCU, kworkers, ksoftirqd); a file write and sync wakes
+    // writeback workers too. Up to 20 samples for at least one of them to run.
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![7u8; 1 << 20]).unwrap();
+        std::process::Command::new("sync").status().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let s = src.sample();
+        for p in &s.processes {
+            let Some(kthread) = is_kthread(p.pid) else {
+                continue;
+            };
+            assert_eq!(
+                p.workload == WorkloadKey::Kernel,
+                kthread,
+                "process {} ({}) classified {:?}, PF_KTHREAD {kthread}",
+                p.pid,
+                p.comm,
+                p.workload
+            );
+            if kthread {
+                kthreads.insert(p.pid);
+            }
+            if p.pid == busy.pid() {
+                assert_eq!(p.workload, WorkloadKey::System);
+                seen_busy = true;
+            }
+        }
+        if !kthreads.is_empty() && seen_busy {
+            break;
+        }
+    }
+    println!("kernel threads seen running: {}", kthreads.len());
+    assert!(!kthreads.is_empty(), "no kernel thread ran in 20 samples");
+    assert!(seen_busy, "the busy root-cgroup process never ran");
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+}
+
 #[test]
 fn busy_container_matches_cpu_stat_within_2_percent() {
     if !common::require_ebpf("loading the BPF program") {

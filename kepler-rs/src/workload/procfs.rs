@@ -94,8 +94,7 @@ impl ProcfsSource {
 
     /// Classifies a process seen for the first time (or after its `comm` changed).
     fn classify(&self, proc: &Process, pid: u32, stat: &StatLine) -> Result<Tracked, Skip> {
-        let kthread = stat.flags & PF_KTHREAD != 0 || pid == 2 || stat.ppid == 2;
-        let (workload, container) = if kthread {
+        let (workload, container) = if is_kernel_thread(pid, stat) {
             (WorkloadKey::Kernel, None)
         } else {
             let content = read_relative(proc, "cgroup")?;
@@ -318,6 +317,21 @@ fn read_relative(proc: &Process, name: &'static str) -> Result<String, Skip> {
         }
     })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Whether a process is a kernel thread: `PF_KTHREAD` in its flags, `kthreadd` (pid 2) or a
+/// child of it. The one rule for `kernel_processes`, shared by every CPU-time source.
+fn is_kernel_thread(pid: u32, stat: &StatLine) -> bool {
+    stat.flags & PF_KTHREAD != 0 || pid == 2 || stat.ppid == 2
+}
+
+/// `comm` and whether the process is a kernel thread, from `<procfs>/<pid>/stat`; `None` when it
+/// has exited (or the file cannot be parsed).
+pub(crate) fn read_identity(procfs: &std::path::Path, pid: u32) -> Option<(String, bool)> {
+    let content = std::fs::read_to_string(procfs.join(pid.to_string()).join("stat")).ok()?;
+    let stat = parse_stat(&content)?;
+    let kthread = is_kernel_thread(pid, &stat);
+    Some((stat.comm, kthread))
 }
 
 /// The fields of `/proc/<pid>/stat` this source uses.

@@ -37,6 +37,9 @@ use crate::selfmetrics::SelfMetrics;
 const COMPONENT: &str = "ebpf";
 /// The inode of the initial pid namespace (`PROC_PID_INIT_INO`).
 const INIT_PID_NS: &str = "pid:[4026531836]";
+/// The id of the cgroup v2 root (the kernfs root's inode is always 1), where every kernel
+/// thread runs: only processes there are checked for `PF_KTHREAD`.
+const ROOT_CGROUP_ID: u64 = 1;
 /// A process that has not run for this many samples is checked in `/proc` (once per as many).
 pub const PROCESS_RECHECK_TICKS: u64 = 20;
 
@@ -149,9 +152,19 @@ impl EbpfSource {
         self.program.stats()
     }
 
+    /// Whether a process that ran in the root cgroup is a kernel thread: known from an earlier
+    /// sample, else `PF_KTHREAD` in its `/proc/<tgid>/stat` (one read per new process there).
+    /// One that exited before the drain can no longer tell and counts as a system process.
+    fn is_kernel_thread(&self, tgid: u32) -> bool {
+        match self.processes.get(&tgid) {
+            Some(p) => p.workload == WorkloadKey::Kernel,
+            None => super::procfs::read_identity(&self.procfs, tgid).is_some_and(|(_, k)| k),
+        }
+    }
+
     /// The workload of one drained (process, cgroup) pair.
-    fn workload_of(&mut self, key: &kepler_ebpf::CpuKey, kthread: bool) -> WorkloadKey {
-        if kthread {
+    fn workload_of(&mut self, key: &kepler_ebpf::CpuKey) -> WorkloadKey {
+        if key.cgroup_id == ROOT_CGROUP_ID && self.is_kernel_thread(key.tgid) {
             return WorkloadKey::Kernel;
         }
         match self.cgroups.resolve(key.cgroup_id, key.tgid) {
@@ -225,7 +238,7 @@ impl CpuTimeSource for EbpfSource {
         let mut ran: HashMap<u32, ProcAcc> = HashMap::with_capacity(drained.cpu.len());
         let mut by_workload: BTreeMap<WorkloadKey, CpuNanos> = BTreeMap::new();
         for (key, value) in &drained.cpu {
-            let workload = self.workload_of(key, value.is_kthread());
+            let workload = self.workload_of(key);
             let cpu = if baseline {
                 CpuNanos::ZERO
             } else {
