@@ -12,7 +12,7 @@
 //! ingestion for long; the text is built from the copies.
 
 use crate::ingest::Hub;
-use crate::store::{Series, SeriesKey, Value};
+use crate::store::{Histogram, Series, SeriesKey, Summary, Value};
 use crate::translate::{self, Kind};
 use kepler_prom_text::{write_value, Encoder, Format, MetricType};
 use std::collections::BTreeMap;
@@ -35,7 +35,7 @@ fn metric_type(kind: Kind) -> MetricType {
 /// The labels of a series, sorted by name.
 pub fn series_labels(key: &SeriesKey) -> Vec<(String, String)> {
     let mut labels: Vec<(String, String)> = Vec::with_capacity(key.attrs.len() + 4);
-    push_attrs(&mut labels, key.attrs.iter().map(|(k, v)| (&**k, &**v)));
+    push_attrs(&mut labels, key.attrs.iter());
     let mut set = |name: &str, value: &str| {
         if value.is_empty() {
             return;
@@ -45,12 +45,12 @@ pub fn series_labels(key: &SeriesKey) -> Vec<(String, String)> {
             None => labels.push((name.to_string(), value.to_string())),
         }
     };
-    set("otel_scope_name", &key.scope.name);
+    set("otel_scope_name", key.scope.name);
     if !key.scope.name.is_empty() {
-        set("otel_scope_version", &key.scope.version);
+        set("otel_scope_version", key.scope.version);
     }
-    set("job", &key.job);
-    set("instance", &key.instance);
+    set("job", key.job);
+    set("instance", key.instance);
     labels.sort();
     labels
 }
@@ -148,12 +148,13 @@ fn write_series(enc: &mut Encoder, name: &str, labels: &[(String, String)], valu
     }
     match value {
         Value::Number(v) => enc.sample(name, &refs, *v),
-        Value::Histogram {
-            bounds,
-            counts,
-            sum,
-            count,
-        } => {
+        Value::Histogram(h) => {
+            let Histogram {
+                bounds,
+                counts,
+                sum,
+                count,
+            } = &**h;
             let bucket = format!("{name}_bucket");
             let mut cumulative = 0u64;
             for (bound, n) in bounds.iter().zip(counts) {
@@ -166,11 +167,12 @@ fn write_series(enc: &mut Encoder, name: &str, labels: &[(String, String)], valu
             enc.sample(&format!("{name}_sum"), &refs, *sum);
             enc.sample(&format!("{name}_count"), &refs, *count as f64);
         }
-        Value::Summary {
-            quantiles,
-            sum,
-            count,
-        } => {
+        Value::Summary(s) => {
+            let Summary {
+                quantiles,
+                sum,
+                count,
+            } = &**s;
             for (quantile, v) in quantiles {
                 let mut q = String::new();
                 write_value(&mut q, *quantile);
@@ -207,12 +209,13 @@ pub fn for_each_sample(hub: &Hub, mut f: impl FnMut(&str, &[(&str, &str)], f64))
         };
         match &series.point.value {
             Value::Number(v) => f(name, &refs, *v),
-            Value::Histogram {
-                bounds,
-                counts,
-                sum,
-                count,
-            } => {
+            Value::Histogram(h) => {
+                let Histogram {
+                    bounds,
+                    counts,
+                    sum,
+                    count,
+                } = &**h;
                 let bucket = format!("{name}_bucket");
                 let mut cumulative = 0u64;
                 for (bound, n) in bounds.iter().zip(counts) {
@@ -225,11 +228,12 @@ pub fn for_each_sample(hub: &Hub, mut f: impl FnMut(&str, &[(&str, &str)], f64))
                 f(&format!("{name}_sum"), &refs, *sum);
                 f(&format!("{name}_count"), &refs, *count as f64);
             }
-            Value::Summary {
-                quantiles,
-                sum,
-                count,
-            } => {
+            Value::Summary(s) => {
+                let Summary {
+                    quantiles,
+                    sum,
+                    count,
+                } = &**s;
                 for (q, v) in quantiles {
                     let mut text = String::new();
                     write_value(&mut text, *q);

@@ -4,15 +4,17 @@
 //!
 //! Receivers (gRPC and HTTP) call [`Hub::ingest`]; they own transport concerns only.
 
+use crate::intern::Id;
 use crate::selfmetrics::SelfMetrics;
-use crate::store::{self, Applied, Meta, Point, Reject, Scope, SeriesKey, Store, Value};
+use crate::store::{self, Applied, Attr, KeyRef, Meta, Point, Reject, Store, Value};
 use crate::translate::{self, Kind};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, HistogramDataPoint, Metric,
     NumberDataPoint, SummaryDataPoint,
 };
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -53,9 +55,13 @@ impl Hub {
     }
 
     /// Applies every data point of the request.
-    pub fn ingest(&self, request: &ExportMetricsServiceRequest, labeling: Labeling<'_>) -> Outcome {
+    pub fn ingest<'a>(
+        &self,
+        request: &'a ExportMetricsServiceRequest,
+        labeling: Labeling<'a>,
+    ) -> Outcome {
         let now = self.store.clock().now_ms();
-        let mut tally = Tally::default();
+        let mut state = State::default();
         for rm in &request.resource_metrics {
             let resource_attrs: &[KeyValue] = rm
                 .resource
@@ -67,23 +73,29 @@ impl Hub {
                     .touch_target(&job, &instance, target_labels(resource_attrs), now);
             }
             for sm in &rm.scope_metrics {
-                let scope = Arc::new(sm.scope.as_ref().map_or_else(Scope::default, |s| Scope {
-                    name: s.name.clone(),
-                    version: s.version.clone(),
-                }));
+                let (scope_name, scope_version) = sm
+                    .scope
+                    .as_ref()
+                    .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
                 for metric in &sm.metrics {
                     let ctx = Ctx {
                         hub: self,
                         job: &job,
                         instance: &instance,
-                        scope: &scope,
+                        scope_name,
+                        scope_version,
                         labeling,
                         now,
                     };
-                    ctx.metric(metric, &mut tally);
+                    ctx.metric(metric, &mut state);
                 }
             }
         }
+        self.outcome(&state.tally, now)
+    }
+
+    /// Counts a request's points in the self-metrics and writes the answer.
+    fn outcome(&self, tally: &Tally<'_>, now: u64) -> Outcome {
         for (cluster, n) in &tally.received {
             self.metrics.received(cluster, *n, now);
         }
@@ -131,21 +143,42 @@ fn describe(reason: Reject) -> &'static str {
     }
 }
 
+/// Points received and rejected per cluster in one request.
 #[derive(Debug, Default)]
-struct Tally {
-    received: BTreeMap<Arc<str>, u64>,
-    rejected: BTreeMap<(Arc<str>, Reject), u64>,
+struct Tally<'a> {
+    received: BTreeMap<Cow<'a, str>, u64>,
+    rejected: BTreeMap<(Cow<'a, str>, Reject), u64>,
     /// The first label conflict seen, for the message.
     conflict: Option<translate::LabelConflict>,
 }
 
-impl Tally {
-    fn count(&mut self, cluster: &Arc<str>, result: Result<Applied, Reject>) {
-        *self.received.entry(cluster.clone()).or_default() += 1;
+impl<'a> Tally<'a> {
+    fn count(&mut self, cluster: Cow<'a, str>, result: Result<Applied, Reject>) {
         if let Err(reason) = result {
             *self.rejected.entry((cluster.clone(), reason)).or_default() += 1;
         }
+        match self.received.get_mut(&*cluster) {
+            Some(n) => *n += 1,
+            None => {
+                self.received.insert(cluster, 1);
+            }
+        }
     }
+}
+
+/// What one request's ingest reuses from point to point.
+#[derive(Debug, Default)]
+struct State<'a> {
+    tally: Tally<'a>,
+    attrs: Vec<Attr<'a>>,
+    ids: Vec<Id>,
+}
+
+/// The `cluster` of a sorted attribute set, kept for the tally ("" when absent).
+fn cluster_of<'a>(attrs: &[Attr<'a>]) -> Cow<'a, str> {
+    attrs
+        .binary_search_by(|p| p.0.cmp("cluster"))
+        .map_or(Cow::Borrowed(""), |i| attrs[i].1.clone())
 }
 
 /// `job` = `service.namespace/service.name` (or `service.name`); `instance` =
@@ -180,17 +213,26 @@ fn target_labels(resource: &[KeyValue]) -> Vec<(String, String)> {
         .collect()
 }
 
-struct Ctx<'a> {
-    hub: &'a Hub,
-    job: &'a Arc<str>,
-    instance: &'a Arc<str>,
-    scope: &'a Arc<Scope>,
+/// An attribute's value as a label value, borrowed when it is a string.
+fn label_value(kv: &KeyValue) -> Cow<'_, str> {
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
+        _ => Cow::Owned(translate::value_string(kv.value.as_ref())),
+    }
+}
+
+struct Ctx<'c, 'a> {
+    hub: &'c Hub,
+    job: &'c str,
+    instance: &'c str,
+    scope_name: &'a str,
+    scope_version: &'a str,
     labeling: Labeling<'a>,
     now: u64,
 }
 
-impl Ctx<'_> {
-    fn metric(&self, metric: &Metric, tally: &mut Tally) {
+impl<'a> Ctx<'_, 'a> {
+    fn metric(&self, metric: &'a Metric, state: &mut State<'a>) {
         let Some(data) = &metric.data else {
             return;
         };
@@ -210,7 +252,7 @@ impl Ctx<'_> {
             ),
             Data::Summary(_) => (Kind::Summary, false),
             Data::ExponentialHistogram(_) => {
-                self.reject_all(data, Reject::Unsupported, tally);
+                self.reject_all(data, Reject::Unsupported, state);
                 return;
             }
         };
@@ -220,7 +262,7 @@ impl Ctx<'_> {
             .any(|c| c.is_ascii_alphanumeric() || c == ':')
         {
             // No token survives the translation: there is no Prometheus name to give it.
-            self.reject_all(data, Reject::Invalid, tally);
+            self.reject_all(data, Reject::Invalid, state);
             return;
         }
         let meta = Arc::new(Meta {
@@ -231,7 +273,7 @@ impl Ctx<'_> {
         match data {
             Data::Gauge(g) => {
                 for p in &g.data_points {
-                    self.number(metric, &meta, p, false, tally);
+                    self.number(metric, &meta, p, false, state);
                 }
             }
             Data::Sum(s) => {
@@ -239,21 +281,22 @@ impl Ctx<'_> {
                     if delta && !s.is_monotonic {
                         // Non-monotonic deltas have no Prometheus meaning: dropped, as the
                         // Collector drops them (not an error to the sender).
-                        let attrs = self.attrs(&p.attributes);
-                        tally.count(&store::cluster_of(&attrs).into(), Ok(Applied::Ignored));
+                        self.attrs(&p.attributes, state);
+                        let cluster = cluster_of(&state.attrs);
+                        state.tally.count(cluster, Ok(Applied::Ignored));
                         continue;
                     }
-                    self.number(metric, &meta, p, delta, tally);
+                    self.number(metric, &meta, p, delta, state);
                 }
             }
             Data::Histogram(h) => {
                 for p in &h.data_points {
-                    self.histogram(metric, &meta, p, delta, tally);
+                    self.histogram(metric, &meta, p, delta, state);
                 }
             }
             Data::Summary(s) => {
                 for p in &s.data_points {
-                    self.summary(metric, &meta, p, tally);
+                    self.summary(metric, &meta, p, state);
                 }
             }
             Data::ExponentialHistogram(_) => {}
@@ -261,8 +304,8 @@ impl Ctx<'_> {
     }
 
     /// Counts every point of `data` as rejected for `reason`.
-    fn reject_all(&self, data: &Data, reason: Reject, tally: &mut Tally) {
-        let attributes: Vec<&[KeyValue]> = match data {
+    fn reject_all(&self, data: &'a Data, reason: Reject, state: &mut State<'a>) {
+        let attributes: Vec<&'a [KeyValue]> = match data {
             Data::Gauge(g) => g
                 .data_points
                 .iter()
@@ -290,66 +333,73 @@ impl Ctx<'_> {
                 .collect(),
         };
         for attributes in attributes {
-            let attrs = self.attrs(attributes);
-            tally.count(&store::cluster_of(&attrs).into(), Err(reason));
+            self.attrs(attributes, state);
+            let cluster = cluster_of(&state.attrs);
+            state.tally.count(cluster, Err(reason));
         }
     }
 
-    fn attrs(&self, attributes: &[KeyValue]) -> store::Attrs {
+    /// The point's sorted attribute set, into `state.attrs`.
+    fn attrs(&self, attributes: &'a [KeyValue], state: &mut State<'a>) {
         store::attrs_of(
             attributes,
+            |kv| (kv.key.as_str(), label_value(kv)),
             self.labeling.insert_cluster,
             self.labeling.force_cluster,
-        )
+            &mut state.attrs,
+        );
     }
 
     fn apply(
         &self,
-        metric: &Metric,
+        metric: &'a Metric,
         meta: &Arc<Meta>,
-        attributes: &[KeyValue],
+        attributes: &'a [KeyValue],
         point: Result<Point, Reject>,
         skip: bool,
-        tally: &mut Tally,
+        state: &mut State<'a>,
     ) {
-        let attrs = self.attrs(attributes);
-        let cluster: Arc<str> = store::cluster_of(&attrs).into();
+        self.attrs(attributes, state);
+        let cluster = cluster_of(&state.attrs);
         if skip {
-            tally.count(&cluster, Ok(Applied::Ignored));
+            state.tally.count(cluster, Ok(Applied::Ignored));
             return;
         }
         let conflict = translate::label_conflict(
-            attrs.iter().map(|(k, v)| (&**k, &**v)),
+            state.attrs.iter().map(|(k, v)| (*k, &**v)),
             meta.kind,
             self.job,
             self.instance,
         );
         if let Some(conflict) = conflict {
-            tally.conflict.get_or_insert(conflict);
-            tally.count(&cluster, Err(Reject::LabelConflict));
+            state.tally.conflict.get_or_insert(conflict);
+            state.tally.count(cluster, Err(Reject::LabelConflict));
             return;
         }
         let result = point.and_then(|point| {
-            let key = SeriesKey {
-                metric: metric.name.as_str().into(),
+            let key = KeyRef {
+                metric: &metric.name,
                 kind: meta.kind,
-                scope: self.scope.clone(),
-                job: self.job.clone(),
-                instance: self.instance.clone(),
-                attrs,
+                scope_name: self.scope_name,
+                scope_version: self.scope_version,
+                job: self.job,
+                instance: self.instance,
+                attrs: &state.attrs,
             };
-            self.hub.store.apply(key, meta, &cluster, point, self.now)
+            self.hub
+                .store
+                .apply(&key, meta, point, self.now, &mut state.ids)
         });
-        tally.count(&cluster, result);
+        state.tally.count(cluster, result);
     }
 
     fn number(
         &self,
-        metric: &Metric,
+        metric: &'a Metric,
         meta: &Arc<Meta>,
-        p: &NumberDataPoint,
+        p: &'a NumberDataPoint,
         delta: bool,
-        tally: &mut Tally,
+        state: &mut State<'a>,
     ) {
         let value = match p.value {
             Some(number_data_point::Value::AsDouble(v)) => Ok(v),
@@ -363,16 +413,16 @@ impl Ctx<'_> {
             delta,
         });
         let skip = p.flags & NO_RECORDED_VALUE != 0;
-        self.apply(metric, meta, &p.attributes, point, skip, tally);
+        self.apply(metric, meta, &p.attributes, point, skip, state);
     }
 
     fn histogram(
         &self,
-        metric: &Metric,
+        metric: &'a Metric,
         meta: &Arc<Meta>,
-        p: &HistogramDataPoint,
+        p: &'a HistogramDataPoint,
         delta: bool,
-        tally: &mut Tally,
+        state: &mut State<'a>,
     ) {
         let valid = if p.bucket_counts.is_empty() {
             true
@@ -388,26 +438,32 @@ impl Ctx<'_> {
             Ok(Point {
                 start_unix_nano: p.start_time_unix_nano,
                 time_unix_nano: p.time_unix_nano,
-                value: Value::Histogram {
+                value: Value::Histogram(Box::new(store::Histogram {
                     bounds,
                     counts,
                     sum: p.sum.unwrap_or(0.0),
                     count: p.count,
-                },
+                })),
                 delta,
             })
         } else {
             Err(Reject::Invalid)
         };
         let skip = p.flags & NO_RECORDED_VALUE != 0;
-        self.apply(metric, meta, &p.attributes, point, skip, tally);
+        self.apply(metric, meta, &p.attributes, point, skip, state);
     }
 
-    fn summary(&self, metric: &Metric, meta: &Arc<Meta>, p: &SummaryDataPoint, tally: &mut Tally) {
+    fn summary(
+        &self,
+        metric: &'a Metric,
+        meta: &Arc<Meta>,
+        p: &'a SummaryDataPoint,
+        state: &mut State<'a>,
+    ) {
         let point = Ok(Point {
             start_unix_nano: p.start_time_unix_nano,
             time_unix_nano: p.time_unix_nano,
-            value: Value::Summary {
+            value: Value::Summary(Box::new(store::Summary {
                 quantiles: p
                     .quantile_values
                     .iter()
@@ -415,10 +471,10 @@ impl Ctx<'_> {
                     .collect(),
                 sum: p.sum,
                 count: p.count,
-            },
+            })),
             delta: false,
         });
         let skip = p.flags & NO_RECORDED_VALUE != 0;
-        self.apply(metric, meta, &p.attributes, point, skip, tally);
+        self.apply(metric, meta, &p.attributes, point, skip, state);
     }
 }

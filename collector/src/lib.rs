@@ -12,6 +12,7 @@ pub mod config;
 pub mod decode;
 pub mod exposition;
 pub mod ingest;
+pub mod intern;
 pub mod receiver;
 pub mod remote_write;
 pub mod selfmetrics;

@@ -8,35 +8,78 @@
 //! `target_info` metadata (resource attributes per job + instance) expires with its series.
 
 use crate::clock::Clock;
-use crate::translate::{self, Kind};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use std::collections::hash_map::{Entry, RandomState};
+use crate::intern::{GroupRef, Groups, Id, Interner};
+use crate::translate::Kind;
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const SHARDS: usize = 64;
 
-/// Sorted `(key, value)` attribute pairs, values already written as label values.
-pub type Attrs = Box<[(Box<str>, Box<str>)]>;
+/// One attribute of a series on its way in: key and label value (borrowed from the request
+/// where the value is a string, written out otherwise).
+pub type Attr<'a> = (&'a str, Cow<'a, str>);
 
-/// What identifies a series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SeriesKey {
-    pub metric: Box<str>,
+/// A series key as ingest builds it, borrowing its text; `attrs` are sorted by key, keys
+/// unique (see [`attrs_of`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    pub metric: &'a str,
     pub kind: Kind,
-    pub scope: Arc<Scope>,
-    pub job: Arc<str>,
-    pub instance: Arc<str>,
-    pub attrs: Attrs,
+    pub scope_name: &'a str,
+    pub scope_version: &'a str,
+    pub job: &'a str,
+    pub instance: &'a str,
+    pub attrs: &'a [Attr<'a>],
+}
+
+/// A stored series' key as the exposition reads it (a view into the store's interned text).
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesKey<'a> {
+    pub metric: &'a str,
+    pub kind: Kind,
+    pub scope: Scope<'a>,
+    pub job: &'a str,
+    pub instance: &'a str,
+    pub attrs: Attrs<'a>,
 }
 
 /// An instrumentation scope (name, version).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Scope {
-    pub name: String,
-    pub version: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Scope<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+}
+
+/// The sorted attributes of a stored series.
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs<'a> {
+    strings: &'a Interner,
+    keys: &'a [Id],
+    values: &'a [Id],
+}
+
+impl<'a> Attrs<'a> {
+    /// `(key, value)` pairs in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let strings = self.strings;
+        self.keys
+            .iter()
+            .zip(self.values)
+            .map(move |(&k, &v)| (strings.text(k), strings.text(v)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// Per-metric facts shared by a metric's series: the Prometheus name and HELP text.
@@ -47,23 +90,33 @@ pub struct Meta {
     pub help: String,
 }
 
-/// The latest state of a series.
+/// The latest state of a series. Histograms and summaries are boxed: most series are numbers,
+/// and every stored series pays for the largest variant.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Number(f64),
-    Histogram {
-        /// Upper bounds; the last bucket (`+Inf`) has no bound.
-        bounds: Vec<f64>,
-        /// Per-bucket (not cumulative) counts, `bounds.len() + 1` of them.
-        counts: Vec<u64>,
-        sum: f64,
-        count: u64,
-    },
-    Summary {
-        quantiles: Vec<(f64, f64)>,
-        sum: f64,
-        count: u64,
-    },
+    Histogram(Box<Histogram>),
+    Summary(Box<Summary>),
+}
+
+/// An explicit-bucket histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds; the last bucket (`+Inf`) has no bound.
+    pub bounds: Vec<f64>,
+    /// Per-bucket (not cumulative) counts, `bounds.len() + 1` of them.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// A summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// (quantile, value) pairs.
+    pub quantiles: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: u64,
 }
 
 /// A data point on its way into the store.
@@ -83,8 +136,6 @@ pub struct Series {
     pub point: Point,
     /// Arrival time (clock ms) of the last update.
     pub updated_ms: u64,
-    /// The series' `cluster` attribute ("" when it has none), for the per-cluster limits.
-    pub cluster: Arc<str>,
 }
 
 /// Resource attributes behind a `target_info` sample.
@@ -119,7 +170,7 @@ pub enum Reject {
     /// The point is malformed (histogram buckets that do not match their bounds, no value).
     Invalid,
     /// The point's attributes make colliding or reserved labels
-    /// ([`translate::label_conflict`]).
+    /// ([`crate::translate::label_conflict`]).
     LabelConflict,
 }
 
@@ -144,11 +195,70 @@ pub enum Applied {
     Ignored,
 }
 
-type Shard = HashMap<SeriesKey, Series>;
+/// Attribute values of one series (ids into the interner), in the order of its group's keys;
+/// stored inline up to a Kepler series' 7 (6 attributes and `cluster`).
+#[derive(Debug, Clone)]
+enum Values {
+    Inline { len: u8, ids: [Id; INLINE] },
+    Heap(Box<[Id]>),
+}
+
+const INLINE: usize = 7;
+
+impl Values {
+    fn new(ids: &[Id]) -> Self {
+        match (u8::try_from(ids.len()), ids.len() <= INLINE) {
+            (Ok(len), true) => {
+                let mut inline = [0; INLINE];
+                inline[..ids.len()].copy_from_slice(ids);
+                Values::Inline { len, ids: inline }
+            }
+            _ => Values::Heap(ids.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[Id] {
+        match self {
+            Values::Inline { len, ids } => ids.get(..*len as usize).unwrap_or(&[]),
+            Values::Heap(ids) => ids,
+        }
+    }
+}
+
+/// A stored series with its key: a group (shared by many series) and its attribute values.
+#[derive(Debug)]
+struct Record {
+    group: Id,
+    values: Values,
+    series: Series,
+}
+
+/// One shard: records in a slab, found through a table of slab indices.
+#[derive(Debug, Default)]
+struct Shard {
+    index: HashTable<u32>,
+    slots: Vec<Option<Record>>,
+    free: Vec<u32>,
+}
+
+/// The interned text and groups every series key refers to.
+#[derive(Debug, Default)]
+struct Names {
+    strings: Interner,
+    groups: Groups,
+}
+
+/// Ids of a key whose strings and group are all interned.
+struct Resolved {
+    group: Id,
+    hash: u64,
+}
 
 /// The store.
 #[derive(Debug)]
 pub struct Store {
+    /// Locked before any shard.
+    names: RwLock<Names>,
     shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
     targets: Mutex<Targets>,
@@ -165,11 +275,80 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn series_hash(hasher: &RandomState, group: Id, values: &[Id]) -> u64 {
+    hasher.hash_one((group, values))
+}
+
+impl Shard {
+    fn find(&self, hash: u64, group: Id, values: &[Id]) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| r.group == group && r.values.as_slice() == values)
+            })
+            .copied()
+    }
+
+    fn series_mut(&mut self, slot: u32) -> Option<&mut Series> {
+        self.slots
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .map(|r| &mut r.series)
+    }
+
+    fn insert(&mut self, hasher: &RandomState, hash: u64, record: Record) {
+        let slots = &self.slots;
+        let slot = match self.free.pop() {
+            Some(slot) if slots.get(slot as usize).is_some_and(Option::is_none) => slot,
+            _ => match u32::try_from(self.slots.len()) {
+                Ok(slot) => slot,
+                // 4 billion series in one shard: the limits stop this long before.
+                Err(_) => return,
+            },
+        };
+        match self.slots.get_mut(slot as usize) {
+            Some(place) => *place = Some(record),
+            None => self.slots.push(Some(record)),
+        }
+        let slots = &self.slots;
+        self.index.insert_unique(hash, slot, |&i| {
+            slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |r| series_hash(hasher, r.group, r.values.as_slice()))
+        });
+    }
+}
+
+/// Updates a stored series with a point.
+fn update(series: &mut Series, meta: &Arc<Meta>, point: Point, now_ms: u64) -> Applied {
+    if !Arc::ptr_eq(&series.meta, meta) && *series.meta != **meta {
+        series.meta = meta.clone();
+    }
+    let applied = merge(&mut series.point, point);
+    if applied != Applied::Ignored {
+        series.updated_ms = now_ms;
+    }
+    applied
+}
+
 impl Store {
     pub fn new(limits: Limits, expiration_ms: u64, clock: Arc<dyn Clock>) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            names: RwLock::new(Names::default()),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::default(),
             targets: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
             per_cluster: Mutex::new(HashMap::new()),
@@ -192,6 +371,13 @@ impl Store {
         self.len() == 0
     }
 
+    /// Interned strings and groups held (for tests and benchmarks: they must follow the live
+    /// series, not everything ever seen).
+    pub fn interned(&self) -> (usize, usize) {
+        let names = read(&self.names);
+        (names.strings.len(), names.groups.len())
+    }
+
     /// Series per cluster ("" for series without a `cluster` attribute).
     pub fn series_per_cluster(&self) -> Vec<(Arc<str>, usize)> {
         let mut out: Vec<_> = lock(&self.per_cluster)
@@ -202,48 +388,186 @@ impl Store {
         out
     }
 
-    fn shard_of(&self, key: &SeriesKey) -> &Mutex<Shard> {
-        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
-        &self.shards[index]
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        &self.shards[((hash >> 32) as usize) % SHARDS]
+    }
+
+    /// The ids of `key` when all of its text and its group are interned; `values` receives the
+    /// attribute value ids.
+    fn resolve(&self, names: &Names, key: &KeyRef<'_>, values: &mut Vec<Id>) -> Option<Resolved> {
+        let strings = &names.strings;
+        let mut keys: [Id; 16] = [0; 16];
+        let mut heap_keys: Vec<Id> = Vec::new();
+        let keys: &[Id] = if key.attrs.len() <= keys.len() {
+            for (slot, (k, _)) in keys.iter_mut().zip(key.attrs) {
+                *slot = strings.get(k)?;
+            }
+            &keys[..key.attrs.len()]
+        } else {
+            for (k, _) in key.attrs {
+                heap_keys.push(strings.get(k)?);
+            }
+            &heap_keys
+        };
+        let group = names.groups.get(&GroupRef {
+            metric: strings.get(key.metric)?,
+            kind: key.kind,
+            scope_name: strings.get(key.scope_name)?,
+            scope_version: strings.get(key.scope_version)?,
+            job: strings.get(key.job)?,
+            instance: strings.get(key.instance)?,
+            keys,
+        })?;
+        values.clear();
+        for (_, v) in key.attrs {
+            values.push(strings.get(v)?);
+        }
+        Some(Resolved {
+            group,
+            hash: series_hash(&self.hasher, group, values),
+        })
     }
 
     /// Applies one point. New series count against the limits; existing ones always update.
+    /// `scratch` is reused between calls to save allocations.
     pub fn apply(
         &self,
-        key: SeriesKey,
+        key: &KeyRef<'_>,
         meta: &Arc<Meta>,
-        cluster: &Arc<str>,
         point: Point,
         now_ms: u64,
+        scratch: &mut Vec<Id>,
     ) -> Result<Applied, Reject> {
-        let mut shard = lock(self.shard_of(&key));
-        match shard.entry(key) {
-            Entry::Occupied(mut entry) => {
-                let series = entry.get_mut();
-                if !Arc::ptr_eq(&series.meta, meta) && *series.meta != **meta {
-                    series.meta = meta.clone();
+        {
+            let names = read(&self.names);
+            if let Some(r) = self.resolve(&names, key, scratch) {
+                let mut shard = lock(self.shard(r.hash));
+                if let Some(slot) = shard.find(r.hash, r.group, scratch) {
+                    if let Some(series) = shard.series_mut(slot) {
+                        return Ok(update(series, meta, point, now_ms));
+                    }
                 }
-                let applied = merge(&mut series.point, point);
-                if applied != Applied::Ignored {
-                    series.updated_ms = now_ms;
-                }
-                Ok(applied)
             }
-            Entry::Vacant(entry) => {
-                self.reserve(cluster)?;
-                entry.insert(Series {
+        }
+        self.insert(key, meta, point, now_ms, scratch)
+    }
+
+    /// The slow path of [`Store::apply`]: interns what is new and inserts the series (or
+    /// updates it, when another request inserted it meanwhile).
+    fn insert(
+        &self,
+        key: &KeyRef<'_>,
+        meta: &Arc<Meta>,
+        point: Point,
+        now_ms: u64,
+        values: &mut Vec<Id>,
+    ) -> Result<Applied, Reject> {
+        let mut guard = write(&self.names);
+        let names = &mut *guard;
+        let strings = &mut names.strings;
+        // Every id taken here is given back below unless the new series keeps it.
+        let mut taken: Vec<Id> = Vec::with_capacity(5 + key.attrs.len());
+        let mut intern = |s: &str, taken: &mut Vec<Id>| -> Result<Id, Reject> {
+            let id = strings.intern(s).ok_or(Reject::SeriesLimit)?;
+            taken.push(id);
+            Ok(id)
+        };
+        let interned = (|| {
+            let metric = intern(key.metric, &mut taken)?;
+            let scope_name = intern(key.scope_name, &mut taken)?;
+            let scope_version = intern(key.scope_version, &mut taken)?;
+            let job = intern(key.job, &mut taken)?;
+            let instance = intern(key.instance, &mut taken)?;
+            let mut keys = Vec::with_capacity(key.attrs.len());
+            for (k, _) in key.attrs {
+                keys.push(intern(k, &mut taken)?);
+            }
+            let group_strings = taken.len();
+            values.clear();
+            for (_, v) in key.attrs {
+                values.push(intern(v, &mut taken)?);
+            }
+            Ok::<_, Reject>((
+                GroupRef {
+                    metric,
+                    kind: key.kind,
+                    scope_name,
+                    scope_version,
+                    job,
+                    instance,
+                    keys: &[],
+                },
+                keys,
+                group_strings,
+            ))
+        })();
+        let (group_key, keys, group_strings) = match interned {
+            Ok(x) => x,
+            Err(reject) => {
+                for id in taken {
+                    strings.release(id);
+                }
+                return Err(reject);
+            }
+        };
+        let group = names.groups.intern(
+            &GroupRef {
+                keys: &keys,
+                ..group_key
+            },
+            &mut names.strings,
+        );
+        // The group holds its own references on its strings.
+        for &id in &taken[..group_strings] {
+            names.strings.release(id);
+        }
+        let release_values = |names: &mut Names, group: Option<Id>, values: &[Id]| {
+            for &id in values {
+                names.strings.release(id);
+            }
+            if let Some(group) = group {
+                names.groups.release(group, &mut names.strings);
+            }
+        };
+        let Some(group) = group else {
+            release_values(names, None, values);
+            return Err(Reject::SeriesLimit);
+        };
+        let hash = series_hash(&self.hasher, group, values);
+        let mut shard = lock(self.shard(hash));
+        if let Some(slot) = shard.find(hash, group, values) {
+            release_values(names, Some(group), values);
+            return match shard.series_mut(slot) {
+                Some(series) => Ok(update(series, meta, point, now_ms)),
+                None => Err(Reject::Invalid),
+            };
+        }
+        let cluster = key
+            .attrs
+            .binary_search_by(|(k, _)| (*k).cmp("cluster"))
+            .map_or("", |i| &*key.attrs[i].1);
+        if let Err(reject) = self.reserve(cluster) {
+            release_values(names, Some(group), values);
+            return Err(reject);
+        }
+        shard.insert(
+            &self.hasher,
+            hash,
+            Record {
+                group,
+                values: Values::new(values),
+                series: Series {
                     meta: meta.clone(),
                     point,
                     updated_ms: now_ms,
-                    cluster: cluster.clone(),
-                });
-                Ok(Applied::Inserted)
-            }
-        }
+                },
+            },
+        );
+        Ok(Applied::Inserted)
     }
 
     /// Counts a new series against the limits.
-    fn reserve(&self, cluster: &Arc<str>) -> Result<(), Reject> {
+    fn reserve(&self, cluster: &str) -> Result<(), Reject> {
         let mut per_cluster = lock(&self.per_cluster);
         let total = self.total.load(Ordering::Relaxed);
         if self.limits.max_series > 0 && total >= self.limits.max_series {
@@ -253,12 +577,17 @@ impl Store {
         if self.limits.max_series_per_cluster > 0 && count >= self.limits.max_series_per_cluster {
             return Err(Reject::ClusterSeriesLimit);
         }
-        per_cluster.insert(cluster.clone(), count + 1);
+        match per_cluster.get_mut(cluster) {
+            Some(n) => *n += 1,
+            None => {
+                per_cluster.insert(cluster.into(), 1);
+            }
+        }
         self.total.store(total + 1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn release(&self, cluster: &Arc<str>, n: usize) {
+    fn release(&self, cluster: &str, n: usize) {
         let mut per_cluster = lock(&self.per_cluster);
         if let Some(count) = per_cluster.get_mut(cluster) {
             *count = count.saturating_sub(n);
@@ -293,22 +622,49 @@ impl Store {
         self.expiration_ms == 0 || now_ms < updated_ms.saturating_add(self.expiration_ms)
     }
 
-    /// Removes expired series and targets; returns how many series went.
+    /// Removes expired series and targets; returns how many series went. Their interned text
+    /// and groups are released with them.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ms();
         let mut removed = 0;
         for shard in &self.shards {
-            let mut gone: Vec<Arc<str>> = Vec::new();
-            lock(shard).retain(|_, series| {
-                let keep = self.alive(series.updated_ms, now);
-                if !keep {
-                    gone.push(series.cluster.clone());
+            let mut guard = write(&self.names);
+            let names = &mut *guard;
+            let mut shard = lock(shard);
+            let Shard { index, slots, free } = &mut *shard;
+            index.retain(|&mut i| {
+                let Some(place) = slots.get_mut(i as usize) else {
+                    return false;
+                };
+                let keep = place
+                    .as_ref()
+                    .is_some_and(|r| self.alive(r.series.updated_ms, now));
+                if keep {
+                    return true;
                 }
-                keep
+                if let Some(record) = place.take() {
+                    let cluster = names
+                        .groups
+                        .group(record.group)
+                        .and_then(|g| g.cluster)
+                        .and_then(|at| record.values.as_slice().get(at))
+                        .map_or("", |&id| names.strings.text(id));
+                    self.release(cluster, 1);
+                    for &id in record.values.as_slice() {
+                        names.strings.release(id);
+                    }
+                    names.groups.release(record.group, &mut names.strings);
+                    removed += 1;
+                }
+                free.push(i);
+                false
             });
-            removed += gone.len();
-            for cluster in gone {
-                self.release(&cluster, 1);
+            while slots.last().is_some_and(Option::is_none) {
+                slots.pop();
+            }
+            let len = slots.len();
+            if free.len() > len {
+                free.retain(|&i| (i as usize) < len);
             }
         }
         lock(&self.targets).retain(|_, t| self.alive(t.updated_ms, now));
@@ -317,14 +673,35 @@ impl Store {
 
     /// Calls `f` for every live series, one shard at a time (each shard locked only while it is
     /// visited).
-    pub fn for_each_live(&self, mut f: impl FnMut(&SeriesKey, &Series)) {
+    pub fn for_each_live(&self, mut f: impl FnMut(&SeriesKey<'_>, &Series)) {
         let now = self.clock.now_ms();
         for shard in &self.shards {
+            let names = read(&self.names);
             let shard = lock(shard);
-            for (key, series) in shard.iter() {
-                if self.alive(series.updated_ms, now) {
-                    f(key, series);
+            for record in shard.slots.iter().flatten() {
+                if !self.alive(record.series.updated_ms, now) {
+                    continue;
                 }
+                let Some(group) = names.groups.group(record.group) else {
+                    continue;
+                };
+                let text = |id| names.strings.text(id);
+                let key = SeriesKey {
+                    metric: text(group.metric),
+                    kind: group.kind,
+                    scope: Scope {
+                        name: text(group.scope_name),
+                        version: text(group.scope_version),
+                    },
+                    job: text(group.job),
+                    instance: text(group.instance),
+                    attrs: Attrs {
+                        strings: &names.strings,
+                        keys: &group.keys,
+                        values: record.values.as_slice(),
+                    },
+                };
+                f(&key, &record.series);
             }
         }
     }
@@ -353,25 +730,14 @@ fn merge(stored: &mut Point, new: Point) -> Applied {
                 *a += b;
                 true
             }
-            (
-                Value::Histogram {
-                    bounds,
-                    counts,
-                    sum,
-                    count,
-                },
-                Value::Histogram {
-                    bounds: nb,
-                    counts: nc,
-                    sum: ns,
-                    count: ncount,
-                },
-            ) if bounds == nb && counts.len() == nc.len() => {
-                for (a, b) in counts.iter_mut().zip(nc) {
-                    *a = a.saturating_add(*b);
+            (Value::Histogram(a), Value::Histogram(b))
+                if a.bounds == b.bounds && a.counts.len() == b.counts.len() =>
+            {
+                for (x, y) in a.counts.iter_mut().zip(&b.counts) {
+                    *x = x.saturating_add(*y);
                 }
-                *sum += ns;
-                *count = count.saturating_add(*ncount);
+                a.sum += b.sum;
+                a.count = a.count.saturating_add(b.count);
                 true
             }
             _ => false,
@@ -385,40 +751,37 @@ fn merge(stored: &mut Point, new: Point) -> Applied {
     Applied::Updated
 }
 
-/// Builds the sorted attribute set of a data point: duplicate keys keep their first value;
-/// `cluster` is inserted when absent (`insert`) or set (`force`, from an auth token).
-pub fn attrs_of(attributes: &[KeyValue], insert: Option<&str>, force: Option<&str>) -> Attrs {
-    let mut pairs: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(attributes.len() + 1);
-    for kv in attributes {
-        pairs.push((
-            kv.key.as_str().into(),
-            translate::value_string(kv.value.as_ref()).into_boxed_str(),
-        ));
-    }
+/// Builds the sorted attribute set of a data point into `out`: duplicate keys keep their first
+/// value; `cluster` is inserted when absent (`insert`) or set (`force`, from an auth token).
+/// `value` writes an attribute's value as a label value.
+pub fn attrs_of<'a, T>(
+    attributes: impl IntoIterator<Item = T>,
+    pair: impl Fn(T) -> Attr<'a>,
+    insert: Option<&'a str>,
+    force: Option<&'a str>,
+    out: &mut Vec<Attr<'a>>,
+) {
+    out.clear();
+    out.extend(attributes.into_iter().map(pair));
     // Stable sort keeps the first of duplicate keys first; dedup keeps it.
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    pairs.dedup_by(|later, first| later.0 == first.0);
-    let cluster = force.or_else(|| {
-        let present = pairs.binary_search_by(|p| (*p.0).cmp("cluster")).is_ok();
-        if present {
-            None
-        } else {
-            insert
-        }
-    });
+    if !out.is_sorted_by(|a, b| a.0 < b.0) {
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out.dedup_by(|later, first| later.0 == first.0);
+    }
+    let found = out.binary_search_by(|p| p.0.cmp("cluster"));
+    let cluster = force.or_else(|| if found.is_ok() { None } else { insert });
     if let Some(cluster) = cluster {
-        match pairs.binary_search_by(|p| (*p.0).cmp("cluster")) {
-            Ok(i) => pairs[i].1 = cluster.into(),
-            Err(i) => pairs.insert(i, ("cluster".into(), cluster.into())),
+        match found {
+            Ok(i) => out[i].1 = Cow::Borrowed(cluster),
+            Err(i) => out.insert(i, ("cluster", Cow::Borrowed(cluster))),
         }
     }
-    pairs.into_boxed_slice()
 }
 
 /// The `cluster` attribute of a sorted attribute set ("" when absent).
-pub fn cluster_of(attrs: &Attrs) -> &str {
+pub fn cluster_of<'s, 'a>(attrs: &'s [Attr<'a>]) -> &'s str {
     attrs
-        .binary_search_by(|p| (*p.0).cmp("cluster"))
+        .binary_search_by(|p| p.0.cmp("cluster"))
         .map_or("", |i| &attrs[i].1)
 }
 
@@ -426,27 +789,41 @@ pub fn cluster_of(attrs: &Attrs) -> &str {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 
-    fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            key_strindex: 0,
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-        }
+    fn attrs<'a>(
+        pairs: &[(&'a str, &'a str)],
+        insert: Option<&'a str>,
+        force: Option<&'a str>,
+    ) -> Vec<Attr<'a>> {
+        let mut out = Vec::new();
+        attrs_of(
+            pairs.iter().copied(),
+            |(k, v)| (k, Cow::Borrowed(v)),
+            insert,
+            force,
+            &mut out,
+        );
+        out
     }
 
-    fn key(name: &str, cluster: &str) -> SeriesKey {
-        SeriesKey {
-            metric: name.into(),
+    fn apply(
+        store: &Store,
+        name: &str,
+        cluster: &str,
+        p: Point,
+        now: u64,
+    ) -> Result<Applied, Reject> {
+        let attrs = attrs(&[("cluster", cluster)], None, None);
+        let key = KeyRef {
+            metric: name,
             kind: Kind::Counter,
-            scope: Arc::new(Scope::default()),
-            job: "j".into(),
-            instance: "i".into(),
-            attrs: attrs_of(&[kv("cluster", cluster)], None, None),
-        }
+            scope_name: "",
+            scope_version: "",
+            job: "j",
+            instance: "i",
+            attrs: &attrs,
+        };
+        store.apply(&key, &meta(), p, now, &mut Vec::new())
     }
 
     fn point(t: u64, v: f64) -> Point {
@@ -468,18 +845,18 @@ mod tests {
 
     #[test]
     fn attrs_insert_force_and_duplicates() {
-        let a = attrs_of(
-            &[kv("b", "1"), kv("a", "x"), kv("a", "y")],
-            Some("hub"),
-            None,
-        );
+        let a = attrs(&[("b", "1"), ("a", "x"), ("a", "y")], Some("hub"), None);
         let got: Vec<_> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(got, ["a=x", "b=1", "cluster=hub"]);
-        let a = attrs_of(&[kv("cluster", "c1")], Some("hub"), None);
+        let a = attrs(&[("cluster", "c1")], Some("hub"), None);
         assert_eq!(cluster_of(&a), "c1");
-        let a = attrs_of(&[kv("cluster", "c2")], Some("hub"), Some("c1"));
+        let a = attrs(&[("cluster", "c2")], Some("hub"), Some("c1"));
         assert_eq!(cluster_of(&a), "c1");
         assert_eq!(a.len(), 1);
+        // Already sorted, with a duplicate: still deduplicated.
+        let a = attrs(&[("a", "x"), ("a", "y")], None, None);
+        assert_eq!(a.len(), 1);
+        assert_eq!(cluster_of(&a), "");
     }
 
     #[test]
@@ -513,45 +890,40 @@ mod tests {
             300_000,
             clock.clone(),
         );
-        let m = meta();
-        let c1: Arc<str> = "c1".into();
-        let c2: Arc<str> = "c2".into();
         assert_eq!(
-            store.apply(key("a", "c1"), &m, &c1, point(1, 1.0), 0),
+            apply(&store, "a", "c1", point(1, 1.0), 0),
             Ok(Applied::Inserted)
         );
         assert_eq!(
-            store.apply(key("b", "c1"), &m, &c1, point(1, 1.0), 0),
+            apply(&store, "b", "c1", point(1, 1.0), 0),
             Ok(Applied::Inserted)
         );
         assert_eq!(
-            store.apply(key("c", "c1"), &m, &c1, point(1, 1.0), 0),
+            apply(&store, "c", "c1", point(1, 1.0), 0),
             Err(Reject::ClusterSeriesLimit)
         );
         assert_eq!(
-            store.apply(key("a", "c1"), &m, &c1, point(2, 2.0), 0),
+            apply(&store, "a", "c1", point(2, 2.0), 0),
             Ok(Applied::Updated)
         );
         assert_eq!(
-            store.apply(key("a", "c2"), &m, &c2, point(1, 1.0), 0),
+            apply(&store, "a", "c2", point(1, 1.0), 0),
             Ok(Applied::Inserted)
         );
         assert_eq!(
-            store.apply(key("b", "c2"), &m, &c2, point(1, 1.0), 0),
+            apply(&store, "b", "c2", point(1, 1.0), 0),
             Err(Reject::SeriesLimit)
         );
         assert_eq!(store.len(), 3);
+        // Rejected series leave nothing interned behind: a, b, j, i, "", cluster, c1, c2.
+        assert_eq!(store.interned(), (8, 2));
     }
 
     #[test]
     fn expiry_by_arrival_time() {
         let clock = Arc::new(ManualClock::new(1_000));
         let store = Store::new(Limits::default(), 300_000, clock.clone());
-        let m = meta();
-        let c1: Arc<str> = "c1".into();
-        store
-            .apply(key("a", "c1"), &m, &c1, point(1, 1.0), clock.now_ms())
-            .unwrap();
+        apply(&store, "a", "c1", point(1, 1.0), clock.now_ms()).unwrap();
         clock.advance_ms(299_999);
         let mut n = 0;
         store.for_each_live(|_, _| n += 1);
@@ -564,5 +936,61 @@ mod tests {
         assert_eq!(store.sweep(), 1);
         assert!(store.is_empty());
         assert!(store.series_per_cluster().is_empty());
+        assert_eq!(store.interned(), (0, 0));
+    }
+
+    #[test]
+    fn keys_read_back_and_interned_text_follows_the_live_series() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = Store::new(Limits::default(), 1_000, clock.clone());
+        // 50 generations of 100 containers; each generation expires before the next arrives.
+        for generation in 0..50 {
+            for n in 0..100 {
+                let id = format!("{generation}-{n:060}");
+                let attrs = attrs(
+                    &[("container_id", &id), ("mode", "idle"), ("source", "rapl")],
+                    Some("hub"),
+                    None,
+                );
+                let key = KeyRef {
+                    metric: "kepler_container_joules_total",
+                    kind: Kind::Counter,
+                    scope_name: "kepler",
+                    scope_version: "1",
+                    job: "kepler",
+                    instance: "node-1",
+                    attrs: &attrs,
+                };
+                let now = clock.now_ms();
+                assert_eq!(
+                    store.apply(&key, &meta(), point(1, 1.0), now, &mut Vec::new()),
+                    Ok(Applied::Inserted)
+                );
+            }
+            let mut seen = 0;
+            store.for_each_live(|key, series| {
+                seen += 1;
+                assert_eq!(key.metric, "kepler_container_joules_total");
+                assert_eq!((key.scope.name, key.scope.version), ("kepler", "1"));
+                assert_eq!((key.job, key.instance), ("kepler", "node-1"));
+                let pairs: Vec<_> = key.attrs.iter().collect();
+                assert_eq!(pairs.len(), 4);
+                assert_eq!(pairs[0], ("cluster", "hub"));
+                assert_eq!(pairs[1].0, "container_id");
+                assert!(
+                    pairs[1].1.starts_with(&format!("{generation}-")),
+                    "{pairs:?}"
+                );
+                assert_eq!(&pairs[2..], [("mode", "idle"), ("source", "rapl")]);
+                assert_eq!(series.point.value, Value::Number(1.0));
+            });
+            assert_eq!(seen, 100);
+            // metric, "kepler" (scope and job), "1", "node-1", 4 keys, 3 shared values, 100 ids.
+            assert_eq!(store.interned(), (111, 1));
+            clock.advance_ms(1_000);
+            assert_eq!(store.sweep(), 100);
+        }
+        assert_eq!(store.interned(), (0, 0));
+        assert!(store.is_empty());
     }
 }
