@@ -9,6 +9,13 @@
  * from the timer interrupt (hrtimer_expire_entry) at most every FLUSH_NS, so an interval never
  * misses a long run; idle CPUs take no timer for this.
  *
+ * Hardware counters (cycles, instructions, cache misses): user space opens one perf event per
+ * CPU per counter and puts the fds into the counter's perf event array; at each accounting point
+ * the program reads this CPU's counters (bpf_perf_event_read_value) and charges the increase since
+ * the previous point to the same task as the time. `counters_enabled` says which counters have
+ * events; it is fixed at load time, so where the PMU offers none the verifier removes the reads
+ * and the program costs what it did without counters.
+ *
  * Time goes into one of two LRU hash maps, chosen by `generation`: user space flips the
  * generation on its monitor interval and drains (reads and deletes) the other map, so its work
  * grows with the processes that ran in the interval, not with all processes on the node.
@@ -18,6 +25,7 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define FLUSH_NS 10000000ULL /* 10 ms */
+#define COUNTERS 3 /* cycles, instructions, cache misses */
 #define CPU_ENTRIES 32768
 #define EXIT_ENTRIES 16384
 
@@ -30,8 +38,31 @@ struct cpu_key {
 
 struct cpu_value {
 	__u64 cpu_ns;
+	__u64 counters[COUNTERS];
 	char comm[16];
 };
+
+/* Bit i: counter i has an event on every CPU in its array. Set by user space at load time. */
+const volatile __u32 counters_enabled = 0;
+
+/* One perf event per CPU (index = CPU id) per counter; max_entries 0: the loader sizes them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} cycles_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} instructions_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} cache_misses_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -55,13 +86,18 @@ struct {
 	__type(value, __u32);
 } generation SEC(".maps");
 
-/* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns). */
+/* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns), and its counters then. */
+struct cpu_state {
+	__u64 ts;
+	__u64 counters[COUNTERS];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} last_ts SEC(".maps");
+	__type(value, struct cpu_state);
+} last_state SEC(".maps");
 
 /* Processes (thread-group leaders) that exited, with the exit time. Drained by user space. */
 struct {
@@ -71,36 +107,61 @@ struct {
 	__type(value, __u64);
 } exits SEC(".maps");
 
-static __always_inline void add(void *map, struct cpu_key *key, __u64 delta)
+static __always_inline void add(void *map, struct cpu_key *key, __u64 delta, __u64 *counters)
 {
 	struct cpu_value *v = bpf_map_lookup_elem(map, key);
-	if (v) {
-		__sync_fetch_and_add(&v->cpu_ns, delta);
-		return;
-	}
-	struct cpu_value fresh = { .cpu_ns = delta };
-	bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-	if (bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST) != 0) {
+	if (!v) {
+		struct cpu_value fresh = { .cpu_ns = delta };
+		for (int i = 0; i < COUNTERS; i++)
+			fresh.counters[i] = counters[i];
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+		if (bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST) == 0)
+			return;
 		/* Another CPU inserted it first. */
 		v = bpf_map_lookup_elem(map, key);
-		if (v)
-			__sync_fetch_and_add(&v->cpu_ns, delta);
+		if (!v)
+			return;
+	}
+	__sync_fetch_and_add(&v->cpu_ns, delta);
+	if (counters_enabled) {
+		for (int i = 0; i < COUNTERS; i++)
+			if (counters[i])
+				__sync_fetch_and_add(&v->counters[i], counters[i]);
 	}
 }
 
-/* Charges the time since this CPU's last accounting point to the current task; with
- * `min_ns`, only if at least that much has passed. */
+/* The increase of one counter on this CPU since `*last`, which it then updates; 0 when the
+ * event cannot be read (or on the first read). */
+static __always_inline __u64 counter_delta(void *events, __u64 *last)
+{
+	struct bpf_perf_event_value value = {};
+	if (bpf_perf_event_read_value(events, BPF_F_CURRENT_CPU, &value, sizeof(value)) != 0)
+		return 0;
+	__u64 prev = *last;
+	*last = value.counter;
+	return prev && value.counter > prev ? value.counter - prev : 0;
+}
+
+/* Charges the time (and counters) since this CPU's last accounting point to the current task;
+ * with `min_ns`, only if at least that much has passed. */
 static __always_inline void account(__u64 min_ns)
 {
 	__u32 zero = 0;
-	__u64 *last = bpf_map_lookup_elem(&last_ts, &zero);
-	if (!last)
+	struct cpu_state *st = bpf_map_lookup_elem(&last_state, &zero);
+	if (!st)
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 prev = *last;
+	__u64 prev = st->ts;
 	if (min_ns && now - prev < min_ns)
 		return;
-	*last = now;
+	st->ts = now;
+	__u64 counters[COUNTERS] = {};
+	if (counters_enabled & 1)
+		counters[0] = counter_delta(&cycles_events, &st->counters[0]);
+	if (counters_enabled & 2)
+		counters[1] = counter_delta(&instructions_events, &st->counters[1]);
+	if (counters_enabled & 4)
+		counters[2] = counter_delta(&cache_misses_events, &st->counters[2]);
 	if (prev == 0 || now <= prev)
 		return;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -109,9 +170,9 @@ static __always_inline void account(__u64 min_ns)
 	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
 	__u32 *gen = bpf_map_lookup_elem(&generation, &zero);
 	if (gen && *gen)
-		add(&cpu_b, &key, now - prev);
+		add(&cpu_b, &key, now - prev, counters);
 	else
-		add(&cpu_a, &key, now - prev);
+		add(&cpu_a, &key, now - prev, counters);
 }
 
 SEC("raw_tp/sched_switch")
@@ -137,14 +198,6 @@ int kepler_process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&exits, &tgid, &now, BPF_ANY);
-	return 0;
-}
-
-/* Attached for a moment to a hardware cycles event to learn whether the PMU allows hardware
- * counters here; it never runs (the sample period is never reached before it is detached). */
-SEC("perf_event")
-int kepler_pmu_probe(void *ctx)
-{
 	return 0;
 }
 

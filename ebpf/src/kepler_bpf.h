@@ -20,6 +20,7 @@ typedef signed long long __s64;
 
 enum {
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 };
@@ -27,6 +28,15 @@ enum {
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
+};
+
+/* bpf_perf_event_read_value: the event on the CPU the program runs on. */
+#define BPF_F_CURRENT_CPU 0xffffffffULL
+
+struct bpf_perf_event_value {
+	__u64 counter;
+	__u64 enabled;
+	__u64 running;
 };
 
 /* The context of raw tracepoint programs: the tracepoint's arguments. */
@@ -41,6 +51,8 @@ static long (*bpf_map_update_elem)(void *map, const void *key, const void *value
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
+static long (*bpf_perf_event_read_value)(void *map, __u64 flags, struct bpf_perf_event_value *buf,
+					 __u32 buf_size) = (void *)55;
 static __u64 (*bpf_get_current_cgroup_id)(void) = (void *)80;
 
 #endif

@@ -26,10 +26,6 @@ pub const TIMER_FLUSH_PROGRAM: &str = "kepler_timer_flush";
 /// Records exited processes in [`EXITS_MAP`].
 pub const PROCESS_EXIT_PROGRAM: &str = "kepler_process_exit";
 
-/// A `perf_event` program attached for a moment to a hardware cycles event: whether the PMU
-/// allows hardware counters.
-pub const PMU_PROBE_PROGRAM: &str = "kepler_pmu_probe";
-
 /// An empty `sched_switch` program that only the benchmark attaches: the floor of the kernel's
 /// BPF run-time statistics on the machine.
 pub const CALIBRATION_PROGRAM: &str = "kepler_calibration_noop";
@@ -44,6 +40,16 @@ pub const EXITS_MAP: &str = "exits";
 /// Capacity of each CPU map (the C side's `CPU_ENTRIES`).
 pub const CPU_MAP_ENTRIES: u32 = 32768;
 
+/// The `u32` global (`const volatile`, set at load time) whose bit `i` switches counter `i` on.
+pub const COUNTERS_ENABLED: &str = "counters_enabled";
+/// The perf event arrays (one event per CPU, index = CPU id) of the counters, in the order of
+/// [`CpuValue::counters`]: CPU cycles, instructions, cache misses.
+pub const COUNTER_MAPS: [&str; 3] = [
+    "cycles_events",
+    "instructions_events",
+    "cache_misses_events",
+];
+
 /// Key of the CPU maps: a process (kernel tgid) in one cgroup v2 (its id = the directory's inode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
@@ -53,12 +59,13 @@ pub struct CpuKey {
     pub cgroup_id: u64,
 }
 
-/// Value of the CPU maps: on-CPU nanoseconds in the interval and the `comm` of the thread that
-/// first ran in it.
+/// Value of the CPU maps: on-CPU nanoseconds in the interval, the counters' increase over the
+/// same time (zero for counters that are off), and the `comm` of the thread that first ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct CpuValue {
     pub cpu_ns: u64,
+    pub counters: [u64; 3],
     pub comm: [u8; 16],
 }
 
@@ -85,8 +92,9 @@ mod tests {
     #[test]
     fn layouts_match_the_c_structs() {
         assert_eq!(std::mem::size_of::<CpuKey>(), 16);
-        assert_eq!(std::mem::size_of::<CpuValue>(), 24);
-        assert_eq!(std::mem::offset_of!(CpuValue, comm), 8);
+        assert_eq!(std::mem::size_of::<CpuValue>(), 48);
+        assert_eq!(std::mem::offset_of!(CpuValue, counters), 8);
+        assert_eq!(std::mem::offset_of!(CpuValue, comm), 32);
     }
 
     #[test]

@@ -230,8 +230,8 @@ fn privilege_check(procfs: &Path) -> Check {
     }
 }
 
-/// Loads and attaches the real program (then drops it), as the exporter would, and asks the
-/// PMU for a hardware counter through it.
+/// Loads and attaches the real program (then drops it), as the exporter would, with the
+/// hardware counters the PMU allows, and says which it does not.
 fn ebpf_load_check(config: &Config) -> Check {
     if !config.ebpf_enabled {
         return check(
@@ -242,10 +242,18 @@ fn ebpf_load_check(config: &Config) -> Check {
         );
     }
     match EbpfProgram::load() {
-        Ok(mut program) => {
-            let pmu = match program.probe_hardware_counters() {
-                Ok(()) => "hardware counters available".to_string(),
-                Err(e) => format!("hardware counters unavailable ({e})"),
+        Ok(program) => {
+            let unavailable: Vec<String> = program
+                .counter_status()
+                .filter_map(|(c, r)| r.err().map(|why| format!("{}: {why}", c.as_str())))
+                .collect();
+            let pmu = if unavailable.is_empty() {
+                "hardware counters (cycles, instructions, cache misses) collected".to_string()
+            } else {
+                format!(
+                    "hardware counters unavailable, their series will be absent ({})",
+                    unavailable.join("; ")
+                )
             };
             check(
                 "ebpf load",

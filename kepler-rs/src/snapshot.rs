@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use crate::host::CpuInfo;
 use crate::power::units::{CpuNanos, Microjoules, Watts};
 use crate::power::{ZoneId, ZoneKind};
-use crate::workload::{ContainerIdentity, WorkloadKey};
+use crate::workload::{ContainerIdentity, HardwareCounterSet, HardwareCounts, WorkloadKey};
 
 /// Energy split into Kepler's two modes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub struct WorkloadEnergy {
     /// `interval` it gives the power gauges.
     pub interval: EnergyByKind,
     pub cpu_time: CpuNanos,
+    /// Cumulative hardware counters (meaningful for [`Snapshot::hardware_counters`] only).
+    pub counters: HardwareCounts,
     pub state: State,
 }
 
@@ -109,6 +111,8 @@ pub struct ProcessEnergy {
     /// Energy of the last interval only (zero once terminated).
     pub interval: EnergyByKind,
     pub cpu_time: CpuNanos,
+    /// Cumulative hardware counters (meaningful for [`Snapshot::hardware_counters`] only).
+    pub counters: HardwareCounts,
     pub state: State,
 }
 
@@ -139,6 +143,8 @@ pub struct Snapshot {
     pub cpu_time_source: &'static str,
     /// Whether the CPU time is exact scheduler time (fills `*_bpf_cpu_time_ms_total`).
     pub cpu_time_exact: bool,
+    /// The hardware counters measured (fill `*_cpu_cycles_total` etc.; the others are absent).
+    pub hardware_counters: HardwareCounterSet,
     pub info: NodeInfo,
     pub node_zones: BTreeMap<ZoneId, NodeZone>,
     /// Node energy by kind, summed over sockets (with `other`).
@@ -175,6 +181,7 @@ impl Snapshot {
             power_source,
             cpu_time_source,
             cpu_time_exact: false,
+            hardware_counters: HardwareCounterSet::NONE,
             info,
             node_zones: BTreeMap::new(),
             node: EnergyByKind::default(),

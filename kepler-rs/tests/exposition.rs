@@ -86,6 +86,7 @@ fn container(
         energy,
         interval: EnergyByKind::default(),
         cpu_time: CpuNanos(cpu_ms * 1_000_000 + 250_000),
+        counters: Default::default(),
         state,
     }
 }
@@ -100,6 +101,7 @@ fn pseudo(key: WorkloadKey, energy: EnergyByKind, cpu_ms: u64) -> WorkloadEnergy
         energy,
         interval: EnergyByKind::default(),
         cpu_time: CpuNanos(cpu_ms * 1_000_000),
+        counters: Default::default(),
         state: State::Running,
     }
 }
@@ -112,6 +114,7 @@ fn process(pid: u32, comm: &str, workload: WorkloadKey, energy: EnergyByKind) ->
         energy,
         interval: Default::default(),
         cpu_time: CpuNanos(u64::from(pid) * 1_000_500),
+        counters: Default::default(),
         state: State::Running,
     }
 }
@@ -1047,6 +1050,11 @@ fn metrics_reference_is_up_to_date() {
         physical_id: "0".into(),
         core_id: "0".into(),
     }];
+    s.hardware_counters = kepler_rs::workload::HardwareCounter::ALL
+        .into_iter()
+        .fold(kepler_rs::workload::HardwareCounterSet::NONE, |set, c| {
+            set.with(c)
+        });
     let metrics = errors();
     metrics.record_export("push", "sent", 1);
     let classic = reference_rows(&s, &metrics, Schema::Classic);
@@ -1069,7 +1077,9 @@ fn metrics_reference_is_up_to_date() {
          CI fails when it is stale). `metrics.schema` chooses the families: `classic` (default),\n\
          `modern` or `both`. Labels are listed in exposition order. Energy counters are in joules\n\
          and monotonic; process series appear only with `--metrics.processes`;\n\
-         `*_bpf_cpu_time_ms_total` only with the eBPF CPU-time source. OTLP push sends the same\n\
+         `*_bpf_cpu_time_ms_total` only with the eBPF CPU-time source, the hardware counter\n\
+         families (`*_cpu_cycles_total`, `*_cpu_instructions_total`, `*_cache_miss_total`) only\n\
+         for the counters the PMU offers (absent in most VMs). OTLP push sends the same\n\
          families with the unit shown, so a Collector's Prometheus exporter gives back these names.\n\n\
          ## Classic family (Kepler <= 0.9)\n\n{}\n\
          ## Modern family (Kepler >= 0.10)\n\n{}\n\

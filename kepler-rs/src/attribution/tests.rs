@@ -150,6 +150,7 @@ fn processes_sum_to_their_container() {
             comm: "w".into(),
             workload: container(1),
             cpu: CpuNanos(cpu),
+            counters: Default::default(),
         });
     }
     s.processes.push(ProcessUsage {
@@ -157,6 +158,7 @@ fn processes_sum_to_their_container() {
         comm: "init".into(),
         workload: WorkloadKey::System,
         cpu: CpuNanos::ZERO,
+        counters: Default::default(),
     });
     let a = at.attribute(
         &[(PKG0, Microjoules(30_777_777)), (DRAM0, Microjoules(333))],

@@ -13,7 +13,7 @@ use crate::power::units::CpuNanos;
 use crate::power::ZoneKind;
 use crate::snapshot::{EnergyByKind, ModeSplit, State};
 use crate::workload::kube::PodNames;
-use crate::workload::{ContainerIdentity, WorkloadKey};
+use crate::workload::{ContainerIdentity, HardwareCounts, WorkloadKey};
 
 /// Folds per-zone energy into per-kind totals and adds Kepler's `other`
 /// (platform − package − dram, per mode, never negative) for the interval.
@@ -45,6 +45,7 @@ pub struct Entry<M> {
     pub meta: M,
     pub energy: EnergyByKind,
     pub cpu_time: CpuNanos,
+    pub counters: HardwareCounts,
     /// Energy of the last interval, for the watts gauges.
     pub last_interval: EnergyByKind,
     pub state: State,
@@ -84,18 +85,27 @@ impl<K: Ord + Clone, M: Clone> Ledger<K, M> {
         }
     }
 
-    /// Records that `key` is alive now, with this interval's energy and CPU time.
-    pub fn update(&mut self, key: &K, meta: M, interval: Option<&ZoneEnergy>, cpu: CpuNanos) {
+    /// Records that `key` is alive now, with this interval's energy, CPU time and counters.
+    pub fn update(
+        &mut self,
+        key: &K,
+        meta: M,
+        interval: Option<&ZoneEnergy>,
+        cpu: CpuNanos,
+        counters: HardwareCounts,
+    ) {
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             meta: meta.clone(),
             energy: EnergyByKind::default(),
             cpu_time: CpuNanos::ZERO,
+            counters: HardwareCounts::default(),
             last_interval: EnergyByKind::default(),
             state: State::Running,
         });
         entry.meta = meta;
         entry.state = State::Running;
         entry.cpu_time += cpu;
+        entry.counters += counters;
         let mut this_interval = EnergyByKind::default();
         if let Some(interval) = interval {
             add_interval(&mut this_interval, interval);
@@ -197,13 +207,13 @@ mod tests {
         let mut l: Ledger<u32, ()> = Ledger::new(Duration::from_secs(60), 2);
         let e: ZoneEnergy = [zone(ZoneKind::Package, 10, 0)].into();
         for k in 0..4 {
-            l.update(&k, (), Some(&e), CpuNanos(1));
+            l.update(&k, (), Some(&e), CpuNanos(1), HardwareCounts::default());
         }
         l.sweep(|k| *k == 0, t0);
         // Three terminated, at most two kept.
         assert_eq!(l.len(), 3);
         let later = t0 + Duration::from_secs(30);
-        l.update(&9, (), None, CpuNanos(0));
+        l.update(&9, (), None, CpuNanos(0), HardwareCounts::default());
         l.sweep(|k| *k == 0 || *k == 9, later);
         assert_eq!(l.len(), 4);
         l.sweep(|k| *k == 0 || *k == 9, t0 + Duration::from_secs(61));
@@ -215,9 +225,9 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH;
         let mut l: Ledger<u32, ()> = Ledger::new(Duration::from_secs(60), 10);
         let e: ZoneEnergy = [zone(ZoneKind::Package, 10, 0)].into();
-        l.update(&1, (), Some(&e), CpuNanos(1));
+        l.update(&1, (), Some(&e), CpuNanos(1), HardwareCounts::default());
         l.sweep(|_| false, t0);
-        l.update(&1, (), Some(&e), CpuNanos(1));
+        l.update(&1, (), Some(&e), CpuNanos(1), HardwareCounts::default());
         let (_, entry) = l.iter().next().unwrap();
         assert_eq!(entry.state, State::Running);
         assert_eq!(entry.energy.total().total(), Microjoules(20));

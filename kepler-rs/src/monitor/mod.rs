@@ -124,6 +124,7 @@ impl Monitor {
     pub fn initial_snapshot(&self) -> Snapshot {
         let mut s = Snapshot::empty(self.info.clone(), self.meter.source(), self.cpu.name());
         s.cpu_time_exact = self.cpu.is_scheduler_exact();
+        s.hardware_counters = self.cpu.hardware_counters();
         s
     }
 
@@ -164,8 +165,13 @@ impl Monitor {
                 .collect();
             for (key, usage) in &sample.workloads {
                 let meta = self.meta(key, usage);
-                self.workloads
-                    .update(key, meta, attribution.workloads.get(key), usage.cpu);
+                self.workloads.update(
+                    key,
+                    meta,
+                    attribution.workloads.get(key),
+                    usage.cpu,
+                    usage.counters,
+                );
             }
             if self.options.process_metrics {
                 for (process, energy) in sample.processes.iter().zip(&attribution.processes) {
@@ -174,7 +180,8 @@ impl Monitor {
                         comm: process.comm.clone(),
                         workload: process.workload.clone(),
                     };
-                    self.processes.update(&key, (), Some(energy), process.cpu);
+                    self.processes
+                        .update(&key, (), Some(energy), process.cpu, process.counters);
                 }
             }
             self.sequence += 1;
@@ -183,7 +190,8 @@ impl Monitor {
         } else {
             for (key, usage) in &sample.workloads {
                 let meta = self.meta(key, usage);
-                self.workloads.update(key, meta, None, usage.cpu);
+                self.workloads
+                    .update(key, meta, None, usage.cpu, usage.counters);
             }
         }
         self.workloads
@@ -310,6 +318,7 @@ impl Monitor {
                     energy: e.energy.clone(),
                     interval: e.last_interval.clone(),
                     cpu_time: e.cpu_time,
+                    counters: e.counters,
                     state: e.state,
                 }
             })
@@ -324,6 +333,7 @@ impl Monitor {
                 energy: e.energy.clone(),
                 interval: e.last_interval.clone(),
                 cpu_time: e.cpu_time,
+                counters: e.counters,
                 state: e.state,
             })
             .collect();
@@ -334,6 +344,7 @@ impl Monitor {
             power_source: self.meter.source(),
             cpu_time_source: self.cpu.name(),
             cpu_time_exact: self.cpu.is_scheduler_exact(),
+            hardware_counters: self.cpu.hardware_counters(),
             info: self.info.clone(),
             node_zones,
             node: self.node.clone(),

@@ -82,12 +82,84 @@ pub struct ContainerIdentity {
     pub runtime: Runtime,
 }
 
+/// A hardware counter Kepler exports per process and container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HardwareCounter {
+    Cycles,
+    Instructions,
+    CacheMisses,
+}
+
+impl HardwareCounter {
+    /// Every counter, in the order of [`HardwareCounts`] and of the BPF program's bits.
+    pub const ALL: [Self; 3] = [Self::Cycles, Self::Instructions, Self::CacheMisses];
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Cycles => 0,
+            Self::Instructions => 1,
+            Self::CacheMisses => 2,
+        }
+    }
+
+    /// For logs and `doctor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cycles => "cycles",
+            Self::Instructions => "instructions",
+            Self::CacheMisses => "cache misses",
+        }
+    }
+}
+
+/// Hardware event counts (in an interval, or cumulative), indexed by [`HardwareCounter::index`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HardwareCounts(pub [u64; 3]);
+
+impl HardwareCounts {
+    pub fn get(&self, counter: HardwareCounter) -> u64 {
+        self.0[counter.index()]
+    }
+}
+
+impl std::ops::AddAssign for HardwareCounts {
+    fn add_assign(&mut self, rhs: Self) {
+        for (a, b) in self.0.iter_mut().zip(rhs.0) {
+            *a = a.saturating_add(b);
+        }
+    }
+}
+
+/// Which hardware counters a source collects; the series of the others are absent (not zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HardwareCounterSet(u8);
+
+impl HardwareCounterSet {
+    pub const NONE: Self = Self(0);
+
+    /// This set plus `counter`.
+    pub fn with(self, counter: HardwareCounter) -> Self {
+        Self(self.0 | 1 << counter.index())
+    }
+
+    pub fn contains(self, counter: HardwareCounter) -> bool {
+        self.0 & 1 << counter.index() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// CPU time one container (or pseudo container) used in the interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadUsage {
     /// `None` for the pseudo containers.
     pub identity: Option<ContainerIdentity>,
     pub cpu: CpuNanos,
+    /// Hardware counters over the same time (zero unless the source collects them).
+    pub counters: HardwareCounts,
 }
 
 /// CPU time one process used in the interval.
@@ -97,6 +169,8 @@ pub struct ProcessUsage {
     pub comm: String,
     pub workload: WorkloadKey,
     pub cpu: CpuNanos,
+    /// Hardware counters over the same time (zero unless the source collects them).
+    pub counters: HardwareCounts,
 }
 
 /// Everything a CPU-time source measured since its previous sample.
@@ -115,6 +189,11 @@ pub trait CpuTimeSource: Send + fmt::Debug {
     /// Whether the CPU time is exact on-CPU time from the scheduler (fills `bpf_cpu_time`).
     fn is_scheduler_exact(&self) -> bool {
         false
+    }
+    /// The hardware counters this source fills in [`WorkloadUsage::counters`] and
+    /// [`ProcessUsage::counters`]; the series of the others are absent, not zero.
+    fn hardware_counters(&self) -> HardwareCounterSet {
+        HardwareCounterSet::NONE
     }
     /// CPU time used since the previous call (the first call reports what it sees as a baseline
     /// with zero CPU).

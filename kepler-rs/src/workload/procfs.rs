@@ -224,6 +224,7 @@ impl CpuTimeSource for ProcfsSource {
                         comm: tracked.comm.clone(),
                         workload: tracked.workload.clone(),
                         cpu,
+                        counters: Default::default(),
                     });
                     live.insert(id, tracked);
                 }
@@ -258,6 +259,7 @@ impl CpuTimeSource for ProcfsSource {
                 WorkloadUsage {
                     identity: Some(acc.identity),
                     cpu,
+                    counters: Default::default(),
                 },
             );
         }
@@ -268,6 +270,7 @@ impl CpuTimeSource for ProcfsSource {
                 WorkloadUsage {
                     identity: None,
                     cpu,
+                    counters: Default::default(),
                 },
             );
         }

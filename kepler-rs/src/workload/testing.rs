@@ -20,6 +20,7 @@ pub fn sample(cpu: &[(WorkloadKey, u64)]) -> WorkloadSample {
             WorkloadUsage {
                 identity: None,
                 cpu: CpuNanos::ZERO,
+                counters: Default::default(),
             },
         );
     }
@@ -29,6 +30,7 @@ pub fn sample(cpu: &[(WorkloadKey, u64)]) -> WorkloadSample {
             WorkloadUsage {
                 identity: None,
                 cpu: CpuNanos(*ns),
+                counters: Default::default(),
             },
         );
     }
@@ -44,6 +46,7 @@ pub fn sample_with_processes(cpu: &[(WorkloadKey, u64)]) -> WorkloadSample {
             comm: "busy".into(),
             workload: key.clone(),
             cpu: CpuNanos(*ns),
+            counters: Default::default(),
         });
     }
     s

@@ -2,7 +2,8 @@
 //!
 //! Names and label sets are fixed by compatibility (shared/spec/metrics.md): container,
 //! process and node energy counters in joules with `mode` (`dynamic`/`idle`) and `source`,
-//! `kepler_container_bpf_cpu_time_ms_total` when CPU time is exact scheduler time, the node and
+//! `kepler_container_bpf_cpu_time_ms_total` when CPU time is exact scheduler time, the hardware
+//! counter families (`*_cpu_cycles_total`, ...) only for the counters measured, the node and
 //! build info gauges, plus our own `kepler_exporter_*` self-metrics. Families come out sorted by
 //! name and samples in snapshot order, so the output is stable for golden tests and diffs.
 
@@ -16,7 +17,7 @@ use crate::export::family::{Family, Value, Visit};
 use crate::power::ZoneKind;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, WorkloadEnergy};
-use crate::workload::WorkloadKey;
+use crate::workload::{HardwareCounter, WorkloadKey};
 
 /// What to include beyond the defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +78,32 @@ const ZONES: [ZoneNames; 5] = [
 ];
 
 const MODES: &str = "split by mode: dynamic (above idle) and idle";
+
+/// Per hardware counter: the classic container and process names and what it counts.
+const COUNTER_FAMILIES: [(HardwareCounter, &str, &str, &str); 3] = [
+    (
+        HardwareCounter::Cycles,
+        "kepler_container_cpu_cycles_total",
+        "kepler_process_cpu_cycles_total",
+        "CPU cycles",
+    ),
+    (
+        HardwareCounter::Instructions,
+        "kepler_container_cpu_instructions_total",
+        "kepler_process_cpu_instructions_total",
+        "instructions retired",
+    ),
+    (
+        HardwareCounter::CacheMisses,
+        "kepler_container_cache_miss_total",
+        "kepler_process_cache_miss_total",
+        "cache misses (last-level cache)",
+    ),
+];
+
+/// Where the counter families' values come from, for their help texts.
+const COUNTER_ORIGIN: &str = "counted by the CPU's PMU while they ran (perf events read at \
+     every context switch); absent where the PMU offers no such counter";
 
 /// OTLP unit of the energy families (the Collector's suffix for `J` is `joules`, already in the
 /// names).
@@ -235,6 +262,25 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             },
         ));
     }
+    for (counter, name, _, what) in COUNTER_FAMILIES {
+        if !s.hardware_counters.contains(counter) {
+            continue;
+        }
+        out.push(Family::new(
+            name,
+            format!("Cumulative {what} of the container's processes, {COUNTER_ORIGIN}."),
+            MetricType::Counter,
+            "",
+            move |out| {
+                for w in &s.workloads {
+                    out(
+                        &container_ids(w),
+                        Value::Float(w.counters.get(counter) as f64),
+                    );
+                }
+            },
+        ));
+    }
 }
 
 fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
@@ -351,6 +397,26 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
             move |out| {
                 for (p, pid) in s.processes.iter().zip(pids_.iter()) {
                     out(&process_ids(p, pid), Value::Millionths(p.cpu_time.0));
+                }
+            },
+        ));
+    }
+    for (counter, _, name, what) in COUNTER_FAMILIES {
+        if !s.hardware_counters.contains(counter) {
+            continue;
+        }
+        let pids_ = pids.clone();
+        out.push(Family::new(
+            name,
+            format!("Cumulative {what} of the process, {COUNTER_ORIGIN}."),
+            MetricType::Counter,
+            "",
+            move |out| {
+                for (p, pid) in s.processes.iter().zip(pids_.iter()) {
+                    out(
+                        &process_ids(p, pid),
+                        Value::Float(p.counters.get(counter) as f64),
+                    );
                 }
             },
         ));
@@ -533,6 +599,7 @@ mod tests {
             energy,
             interval: EnergyByKind::default(),
             cpu_time: CpuNanos(1_500_000),
+            counters: Default::default(),
             state: State::Running,
         });
         s
@@ -597,5 +664,32 @@ mod tests {
         assert!(names.contains(&"kepler_container_bpf_cpu_time_ms_total"));
         // Process families exist as headers only when there are processes.
         assert!(!names.iter().any(|n| n.starts_with("kepler_process_")));
+    }
+
+    #[test]
+    fn hardware_counter_series_exist_only_for_measured_counters() {
+        use crate::workload::{HardwareCounterSet, HardwareCounts};
+        let mut s = snapshot();
+        s.workloads[0].counters = HardwareCounts([1_000_000, 2_000, 30]);
+        // Not measured: absent, not zero.
+        let text = render(&s, false);
+        assert!(!text.contains("cycles"), "{text}");
+        assert!(!text.contains("instructions"));
+        assert!(!text.contains("cache_miss"));
+        s.hardware_counters = HardwareCounterSet::NONE
+            .with(HardwareCounter::Cycles)
+            .with(HardwareCounter::CacheMisses);
+        let text = render(&s, false);
+        let ids = "container_id=\"system_processes\",pod_name=\"system_processes\",\
+                   container_name=\"system_processes\",container_namespace=\"system\"";
+        assert!(
+            text.contains(&format!(
+                "kepler_container_cpu_cycles_total{{{ids}}} 1000000\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!("kepler_container_cache_miss_total{{{ids}}} 30\n")));
+        assert!(text.contains("# TYPE kepler_container_cpu_cycles_total counter\n"));
+        assert!(!text.contains("instructions"));
     }
 }

@@ -6,15 +6,24 @@
 //! (process, cgroup) pair that ran in the interval, nothing for processes that did not run.
 //! Exited processes are drained from the `exits` map the same way. Everything the kernel wrote
 //! is owned by the returned [`Drained`]; the maps and links live as long as the program.
+//!
+//! Hardware counters: before loading, [`EbpfProgram::load`] opens each counter's perf event on
+//! every online CPU ([`super::perf`]); the counters whose events all opened are switched on in
+//! the program (`counters_enabled`, fixed at load so the verifier drops the others' reads) and
+//! their events put into the counter's perf event array. A counter that cannot be opened (no
+//! PMU, as in most VMs) stays off, with the reason in [`EbpfProgram::counter_status`].
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, MapError};
-use aya::programs::perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy};
-use aya::programs::{PerfEvent, ProgramError, RawTracePoint};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::programs::{ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use kepler_ebpf::{CpuKey, CpuValue};
 use thiserror::Error;
+
+use super::perf::{self, PerfEventSpec};
+use crate::workload::{HardwareCounter, HardwareCounterSet};
 
 /// Why the eBPF CPU accounting is not available; the message is the one log line the exporter
 /// prints before falling back to procfs.
@@ -72,6 +81,23 @@ pub struct ProgramStats {
     pub run_count: u64,
 }
 
+/// The perf event each hardware counter is read from, in [`HardwareCounter::ALL`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterEvents(pub [PerfEventSpec; 3]);
+
+impl CounterEvents {
+    /// CPU cycles, instructions and cache misses from the PMU: what the exporter uses.
+    pub const HARDWARE: Self = Self([
+        PerfEventSpec::CPU_CYCLES,
+        PerfEventSpec::INSTRUCTIONS,
+        PerfEventSpec::CACHE_MISSES,
+    ]);
+
+    fn get(&self, counter: HardwareCounter) -> PerfEventSpec {
+        self.0[counter.index()]
+    }
+}
+
 /// The loaded and attached BPF object.
 pub struct EbpfProgram {
     bpf: Ebpf,
@@ -79,6 +105,10 @@ pub struct EbpfProgram {
     generation: Array<MapData, u32>,
     exits: HashMap<MapData, u32, u64>,
     current: u32,
+    /// Per counter: on, or why not.
+    counters: [Result<(), String>; 3],
+    /// The perf event arrays of the counters that are on: their entries live as long as these fds.
+    _counter_maps: Vec<MapData>,
 }
 
 impl std::fmt::Debug for EbpfProgram {
@@ -90,16 +120,51 @@ impl std::fmt::Debug for EbpfProgram {
 }
 
 impl EbpfProgram {
-    /// Loads the object built into this binary and attaches every program.
+    /// Loads the object built into this binary with the hardware counters the PMU allows and
+    /// attaches every program.
     pub fn load() -> Result<Self, EbpfError> {
+        Self::load_with(&CounterEvents::HARDWARE)
+    }
+
+    /// As [`Self::load`], reading each counter from the given event (tests use a software event
+    /// where there is no PMU).
+    pub fn load_with(events: &CounterEvents) -> Result<Self, EbpfError> {
         let object = kepler_ebpf::cpu_object().ok_or(EbpfError::NotBuiltIn)?;
-        // No kernel BTF: the program reads no kernel struct (no CO-RE relocation), and parsing
-        // /sys/kernel/btf/vmlinux, which EbpfLoader::new() does by default, would add ~13 MiB
-        // to the exporter's peak RSS.
-        let mut bpf = EbpfLoader::new()
-            .btf(None)
-            .load(object)
-            .map_err(EbpfError::Load)?;
+        let mut counters: [Result<(), String>; 3] = std::array::from_fn(|_| Ok(()));
+        let mut opened: [Vec<(u32, OwnedFd)>; 3] = Default::default();
+        match aya::util::online_cpus() {
+            Ok(cpus) => {
+                for c in HardwareCounter::ALL {
+                    match perf::open_per_cpu(events.get(c), &cpus) {
+                        Ok(fds) => opened[c.index()] = fds,
+                        Err(e) => counters[c.index()] = Err(format!("perf_event_open: {e}")),
+                    }
+                }
+            }
+            Err((path, e)) => {
+                counters = std::array::from_fn(|_| Err(format!("cannot read {path}: {e}")));
+            }
+        }
+        // A counter whose events the map refuses is switched off and the object loaded again
+        // (at most once per counter), so a counter is either on everywhere or absent.
+        let (mut bpf, counter_maps) = loop {
+            let on = counters
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.is_ok())
+                .fold(0u32, |mask, (i, _)| mask | 1 << i);
+            // No kernel BTF: the program reads no kernel struct (no CO-RE relocation); parsing
+            // /sys/kernel/btf/vmlinux would add ~13 MiB to the exporter's peak RSS.
+            let mut bpf = EbpfLoader::new()
+                .btf(None)
+                .override_global(kepler_ebpf::COUNTERS_ENABLED, &on, true)
+                .load(object)
+                .map_err(EbpfError::Load)?;
+            match fill_counter_maps(&mut bpf, &counters, &opened) {
+                Ok(maps) => break (bpf, maps),
+                Err((counter, why)) => counters[counter.index()] = Err(why),
+            }
+        };
         let [a, b] = kepler_ebpf::CPU_MAPS;
         let cpu = [take_hash(&mut bpf, a)?, take_hash(&mut bpf, b)?];
         let generation = take_map(&mut bpf, kepler_ebpf::GENERATION_MAP)?;
@@ -135,6 +200,8 @@ impl EbpfProgram {
             generation,
             exits,
             current: 0,
+            counters,
+            _counter_maps: counter_maps,
         })
     }
 
@@ -176,30 +243,25 @@ impl EbpfProgram {
         out
     }
 
-    /// Whether the PMU allows hardware counters (CPU cycles, system-wide on CPU 0): opens the
-    /// event with the probe program attached, then detaches it. `Err` says why not.
-    pub fn probe_hardware_counters(&mut self) -> Result<(), String> {
-        let name = kepler_ebpf::PMU_PROBE_PROGRAM;
-        let program: &mut PerfEvent = self
-            .bpf
-            .program_mut(name)
-            .ok_or_else(|| format!("{name} missing from the object"))?
-            .try_into()
-            .map_err(|e: ProgramError| e.to_string())?;
-        program.load().map_err(|e| e.to_string())?;
-        let attached = program.attach(
-            PerfEventConfig::Hardware(HardwareEvent::CpuCycles),
-            PerfEventScope::AllProcessesOneCpu { cpu: 0 },
-            SamplePolicy::Period(u64::MAX >> 1),
-            false,
-        );
-        let result = match attached {
-            Ok(link) => program.detach(link).map_err(|e| e.to_string()),
-            Err(ProgramError::SyscallError(e)) => Err(format!("perf_event_open: {}", e.io_error)),
-            Err(e) => Err(e.to_string()),
-        };
-        let _ = program.unload();
-        result
+    /// The hardware counters that are collected.
+    pub fn counters(&self) -> HardwareCounterSet {
+        HardwareCounter::ALL
+            .into_iter()
+            .filter(|c| self.counters[c.index()].is_ok())
+            .fold(HardwareCounterSet::NONE, HardwareCounterSet::with)
+    }
+
+    /// Per counter: collected, or why not (one line each).
+    pub fn counter_status(&self) -> impl Iterator<Item = (HardwareCounter, Result<(), &str>)> {
+        HardwareCounter::ALL.into_iter().map(|c| {
+            (
+                c,
+                self.counters[c.index()]
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(String::as_str),
+            )
+        })
     }
 
     /// Run time and count of each attached program, as the kernel counts them (zero unless
@@ -217,6 +279,32 @@ impl EbpfProgram {
             })
             .collect()
     }
+}
+
+/// Puts each opened counter's per-CPU events into its perf event array; the first refusal names
+/// the counter and why.
+fn fill_counter_maps(
+    bpf: &mut Ebpf,
+    counters: &[Result<(), String>; 3],
+    opened: &[Vec<(u32, OwnedFd)>; 3],
+) -> Result<Vec<MapData>, (HardwareCounter, String)> {
+    let mut maps = Vec::new();
+    for c in HardwareCounter::ALL {
+        if counters[c.index()].is_err() {
+            continue;
+        }
+        let name = kepler_ebpf::COUNTER_MAPS[c.index()];
+        let map = match bpf.take_map(name) {
+            Some(Map::PerfEventArray(map)) => map,
+            _ => return Err((c, format!("BPF map {name} missing from the object"))),
+        };
+        for (cpu, event) in &opened[c.index()] {
+            perf::set_event(map.fd().as_fd(), *cpu, event.as_fd())
+                .map_err(|e| (c, format!("BPF map {name}, CPU {cpu}: {e}")))?;
+        }
+        maps.push(map);
+    }
+    Ok(maps)
 }
 
 fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {

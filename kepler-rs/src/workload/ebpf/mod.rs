@@ -13,21 +13,28 @@
 //! learnt when they run; each sample checks that their cgroup directories still exist.
 //! Processes leave when the kernel reports their exit; as a safety net, one that has not run
 //! for [`PROCESS_RECHECK_TICKS`] samples is checked in `/proc` once per that many samples.
+//!
+//! Hardware counters (cycles, instructions, cache misses) come with the CPU time, per (process,
+//! cgroup), for the counters whose perf events the PMU allowed at load ([`loader`]); the others
+//! are not in [`CpuTimeSource::hardware_counters`], so their series are absent.
 
 pub mod cgroup_ids;
 pub mod loader;
+pub mod perf;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cgroup_ids::{CgroupClass, CgroupIds, Unresolved};
-pub use loader::{EbpfError, EbpfProgram, ProgramStats};
+pub use loader::{CounterEvents, EbpfError, EbpfProgram, ProgramStats};
+pub use perf::PerfEventSpec;
 
 use super::cgroup::{self, CgroupRef, Classification};
 use super::cgroup_cpu::CgroupLayout;
 use super::{
-    ContainerIdentity, CpuTimeSource, ProcessUsage, WorkloadKey, WorkloadSample, WorkloadUsage,
+    ContainerIdentity, CpuTimeSource, HardwareCounterSet, HardwareCounts, ProcessUsage,
+    WorkloadKey, WorkloadSample, WorkloadUsage,
 };
 use crate::power::units::CpuNanos;
 use crate::report_error;
@@ -62,6 +69,7 @@ struct ProcAcc {
     comm: String,
     workload: WorkloadKey,
     cpu: CpuNanos,
+    counters: HardwareCounts,
     /// CPU of the (process, cgroup) pair that decided `workload`.
     best: CpuNanos,
 }
@@ -79,8 +87,8 @@ pub struct EbpfSource {
     recently_exited: HashSet<u32>,
     /// Whether samples list live processes that did not run (only process metrics need them).
     list_idle: bool,
-    /// Whether the PMU allows hardware counters (probed at start).
-    hardware_counters: bool,
+    /// The hardware counters collected (those the PMU allowed at load).
+    hardware_counters: HardwareCounterSet,
     tick: u64,
 }
 
@@ -91,6 +99,17 @@ impl EbpfSource {
         procfs: PathBuf,
         cgroup_root: &Path,
         metrics: Arc<SelfMetrics>,
+    ) -> Result<Self, EbpfError> {
+        Self::with_counter_events(procfs, cgroup_root, metrics, &CounterEvents::HARDWARE)
+    }
+
+    /// As [`Self::new`], reading the counters from the given perf events instead of the PMU's
+    /// (tests use a software event on machines without a PMU).
+    pub fn with_counter_events(
+        procfs: PathBuf,
+        cgroup_root: &Path,
+        metrics: Arc<SelfMetrics>,
+        events: &CounterEvents,
     ) -> Result<Self, EbpfError> {
         if kepler_ebpf::cpu_object().is_none() {
             return Err(EbpfError::NotBuiltIn);
@@ -107,8 +126,9 @@ impl EbpfSource {
             EbpfError::Unsupported(format!("cannot open cgroup v2 mount {}: {e}", v2.display()))
         })?;
         let containers = seed_containers(&procfs)?;
-        let program = EbpfProgram::load()?;
-        let mut source = Self {
+        let program = EbpfProgram::load_with(events)?;
+        let hardware_counters = program.counters();
+        let source = Self {
             program,
             cgroups,
             procfs,
@@ -117,19 +137,21 @@ impl EbpfSource {
             processes: HashMap::new(),
             recently_exited: HashSet::new(),
             list_idle: true,
-            hardware_counters: false,
+            hardware_counters,
             tick: 0,
         };
-        source.hardware_counters = match source.program.probe_hardware_counters() {
-            Ok(()) => {
-                tracing::info!("hardware counters (cycles, instructions, cache misses) are available, but kepler-rs does not collect them yet: their series are absent");
-                true
-            }
-            Err(why) => {
-                tracing::info!(reason = %why, "hardware counters (cycles, instructions, cache misses) not supported here: their series are absent");
-                false
-            }
-        };
+        let unavailable: Vec<String> = source
+            .program
+            .counter_status()
+            .filter_map(|(c, r)| r.err().map(|why| format!("{}: {why}", c.as_str())))
+            .collect();
+        if unavailable.is_empty() {
+            tracing::info!(
+                "hardware counters (cycles, instructions, cache misses) collected per process"
+            );
+        } else {
+            tracing::info!(reason = %unavailable.join("; "), "hardware counters not available here: their series are absent");
+        }
         tracing::info!(v2 = %source.cgroups.v2_root().display(), containers = source.containers.len(), "eBPF CPU-time source: sched_switch attached");
         Ok(source)
     }
@@ -142,9 +164,11 @@ impl EbpfSource {
         self
     }
 
-    /// Whether the PMU allowed a hardware counter at start.
-    pub fn hardware_counters(&self) -> bool {
-        self.hardware_counters
+    /// Per counter: collected, or why not.
+    pub fn counter_status(
+        &self,
+    ) -> impl Iterator<Item = (super::HardwareCounter, Result<(), &str>)> {
+        self.program.counter_status()
     }
 
     /// Kernel statistics of the attached programs.
@@ -215,6 +239,10 @@ impl CpuTimeSource for EbpfSource {
         true
     }
 
+    fn hardware_counters(&self) -> HardwareCounterSet {
+        self.hardware_counters
+    }
+
     fn sample(&mut self) -> WorkloadSample {
         let drained = self.program.drain();
         for e in &drained.errors {
@@ -236,22 +264,26 @@ impl CpuTimeSource for EbpfSource {
         let tick = self.tick;
 
         let mut ran: HashMap<u32, ProcAcc> = HashMap::with_capacity(drained.cpu.len());
-        let mut by_workload: BTreeMap<WorkloadKey, CpuNanos> = BTreeMap::new();
+        let mut by_workload: BTreeMap<WorkloadKey, (CpuNanos, HardwareCounts)> = BTreeMap::new();
         for (key, value) in &drained.cpu {
             let workload = self.workload_of(key);
-            let cpu = if baseline {
-                CpuNanos::ZERO
+            let (cpu, counters) = if baseline {
+                (CpuNanos::ZERO, HardwareCounts::default())
             } else {
-                CpuNanos(value.cpu_ns)
+                (CpuNanos(value.cpu_ns), HardwareCounts(value.counters))
             };
-            *by_workload.entry(workload.clone()).or_default() += cpu;
+            let total = by_workload.entry(workload.clone()).or_default();
+            total.0 += cpu;
+            total.1 += counters;
             let acc = ran.entry(key.tgid).or_insert_with(|| ProcAcc {
                 comm: value.comm(),
                 workload: workload.clone(),
                 cpu: CpuNanos::ZERO,
+                counters: HardwareCounts::default(),
                 best: CpuNanos::ZERO,
             });
             acc.cpu += cpu;
+            acc.counters += counters;
             if cpu > acc.best || acc.best == CpuNanos::ZERO {
                 acc.best = cpu;
                 acc.workload = workload;
@@ -315,23 +347,25 @@ impl CpuTimeSource for EbpfSource {
 
         let mut sample = WorkloadSample::default();
         for key in [WorkloadKey::System, WorkloadKey::Kernel] {
-            let cpu = by_workload.get(&key).copied().unwrap_or_default();
+            let (cpu, counters) = by_workload.get(&key).copied().unwrap_or_default();
             sample.workloads.insert(
                 key,
                 WorkloadUsage {
                     identity: None,
                     cpu,
+                    counters,
                 },
             );
         }
         for (id, c) in &self.containers {
             let key = WorkloadKey::Container(id.clone());
-            let cpu = by_workload.get(&key).copied().unwrap_or_default();
+            let (cpu, counters) = by_workload.get(&key).copied().unwrap_or_default();
             sample.workloads.insert(
                 key,
                 WorkloadUsage {
                     identity: Some(c.identity.clone()),
                     cpu,
+                    counters,
                 },
             );
         }
@@ -342,6 +376,7 @@ impl CpuTimeSource for EbpfSource {
                     comm: p.comm.clone(),
                     workload: p.workload.clone(),
                     cpu: CpuNanos::ZERO,
+                    counters: HardwareCounts::default(),
                 });
             }
         }
@@ -359,14 +394,16 @@ impl CpuTimeSource for EbpfSource {
                 comm: acc.comm,
                 workload,
                 cpu: acc.cpu,
+                counters: acc.counters,
             });
         }
         // Time of containers that vanished within the interval stays on the node as system time.
-        for (key, cpu) in &by_workload {
+        for (key, (cpu, counters)) in &by_workload {
             if let WorkloadKey::Container(_) = key {
                 if !sample.workloads.contains_key(key) {
                     if let Some(system) = sample.workloads.get_mut(&WorkloadKey::System) {
                         system.cpu += *cpu;
+                        system.counters += *counters;
                     }
                 }
             }

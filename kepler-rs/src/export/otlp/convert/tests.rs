@@ -94,6 +94,7 @@ fn snapshot() -> Snapshot {
         energy: energy.clone(),
         interval: EnergyByKind::default(),
         cpu_time: CpuNanos(1_500_000),
+        counters: Default::default(),
         state: State::Running,
     });
     s.processes.push(crate::snapshot::ProcessEnergy {
@@ -103,6 +104,7 @@ fn snapshot() -> Snapshot {
         energy,
         interval: Default::default(),
         cpu_time: CpuNanos(7),
+        counters: Default::default(),
         state: State::Running,
     });
     s
