@@ -24,6 +24,9 @@ pub enum CgroupError {
     NoHierarchy { hierarchy: String, root: PathBuf },
     #[error("cgroup path {path:?} is not a plain absolute path below the hierarchy root")]
     UnsafePath { path: String },
+    /// The cgroup's directory no longer exists: its container ended (normal churn).
+    #[error("cgroup {dir} was removed")]
+    Gone { dir: PathBuf },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("unexpected content in {path}: {reason}")]
@@ -33,7 +36,11 @@ pub enum CgroupError {
 impl CgroupError {
     /// Whether the cgroup directory (or its file) does not exist, e.g. the container just exited.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, CgroupError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        match self {
+            CgroupError::Gone { .. } => true,
+            CgroupError::Read { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
     }
 }
 
@@ -152,10 +159,19 @@ fn safe_relative(path: &str) -> Result<&str, CgroupError> {
     Ok(rel)
 }
 
+/// Reads a cgroup's counter file; a missing file whose cgroup directory is missing too is
+/// [`CgroupError::Gone`] (the container ended between listing and reading), not a read error.
 fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
-        path: path.to_path_buf(),
-        source,
+    std::fs::read_to_string(path).map_err(|source| match path.parent() {
+        Some(dir) if source.kind() == io::ErrorKind::NotFound && !dir.exists() => {
+            CgroupError::Gone {
+                dir: dir.to_path_buf(),
+            }
+        }
+        _ => CgroupError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 
@@ -213,7 +229,16 @@ mod tests {
         ));
         let gone = l.usage(&v2("/gone.scope")).unwrap_err();
         assert!(gone.is_not_found());
-        assert!(gone.to_string().contains("gone.scope/cpu.stat"), "{gone}");
+        assert!(matches!(gone, CgroupError::Gone { .. }), "{gone:?}");
+        assert!(gone.to_string().contains("gone.scope"), "{gone}");
+        // The directory is there but its counter file is not: a real error, not churn.
+        fs::create_dir_all(t.path().join("nostat.scope")).unwrap();
+        let missing = l.usage(&v2("/nostat.scope")).unwrap_err();
+        assert!(matches!(missing, CgroupError::Read { .. }), "{missing:?}");
+        assert!(
+            missing.to_string().contains("nostat.scope/cpu.stat"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use ::procfs::process::Process;
 use ::procfs::ProcError;
 
 use super::cgroup::{self, CgroupRef, Classification};
-use super::cgroup_cpu::CgroupLayout;
+use super::cgroup_cpu::{CgroupError, CgroupLayout};
 use super::{
     ContainerIdentity, CpuTimeSource, ProcessUsage, WorkloadKey, WorkloadSample, WorkloadUsage,
 };
@@ -328,6 +328,11 @@ impl CpuTimeSource for ProcfsSource {
                         let delta = counter.observe(usage.0).map_or(0, Step::delta);
                         counters.insert(id.clone(), counter);
                         CpuNanos(delta)
+                    }
+                    Err(CgroupError::Gone { .. }) => {
+                        // Ended since its processes were listed: normal churn, only counted.
+                        self.metrics.record_n(COMPONENT, "vanished", 1);
+                        acc.process_sum
                     }
                     Err(e) => {
                         report_error!(self.metrics, COMPONENT, "cgroup_cpu", container = %id, error = %e, "cannot read container cgroup CPU time; using the sum of its processes");
@@ -844,6 +849,35 @@ mod tests {
         let mut bare = ProcfsSource::new(h.proc(), h.dir.path().join("none"), m2.clone());
         bare.sample();
         assert!(!m2.errors().iter().any(|e| e.1 == "cgroup_cpu"));
+    }
+
+    #[test]
+    fn a_container_removed_while_listed_is_churn_not_an_error() {
+        let h = Host::new();
+        populate(&h);
+        let m = Arc::new(SelfMetrics::new());
+        let mut src = h.source(&m);
+        src.sample();
+        fs::remove_dir_all(
+            h.dir
+                .path()
+                .join(format!("cgroup/{POD}/cri-containerd-{CID}.scope")),
+        )
+        .unwrap();
+        h.process(
+            100,
+            "my (weird) proc",
+            1,
+            0x400000,
+            (1040, 10),
+            500,
+            &container_cgroup(),
+        );
+        let s = src.sample();
+        assert_eq!(cpu(&s, &WorkloadKey::Container(CID.into())), ticks(40));
+        let errors = m.errors();
+        assert!(errors.contains(&("procfs", "vanished", 1)), "{errors:?}");
+        assert!(!errors.iter().any(|e| e.1 == "cgroup_cpu"), "{errors:?}");
     }
 
     #[test]
