@@ -184,11 +184,12 @@ fn dynamic_energy_follows_a_three_to_one_cpu_ratio() {
     );
     assert!(dyn_b > 0.0, "container B got no dynamic energy");
     // The CPU bandwidth limits hold the kernel's own ratio at 3:1 on an idle machine; under
-    // heavy load from other jobs CFS may give less than the quota, so the attributed energy is
-    // checked against the ratio the kernel actually measured, and that ratio against 3:1 loosely.
+    // heavy load from other jobs CFS gives less than the quota (2.36 seen at load average 40),
+    // so the attributed energy is checked against the ratio the kernel actually measured, and
+    // that ratio only has to be clearly unequal for the check to mean something.
     assert!(
-        (kernel_ratio / 3.0 - 1.0).abs() <= 0.1,
-        "the cgroups did not run 3:1 ({kernel_ratio}): is the machine overloaded?"
+        (1.5..=3.3).contains(&kernel_ratio),
+        "the cgroups did not run clearly unequal ({kernel_ratio}, limits 3:1): is the machine overloaded?"
     );
     assert!(
         (ratio / kernel_ratio - 1.0).abs() <= 0.03,
