@@ -111,6 +111,7 @@ fn a_rogue_namespace_sending_as_cluster1_without_its_token_stores_nothing() {
         &[
             "--cluster=cluster1".to_string(),
             format!("--otlp.endpoint={spoke}"),
+            "--ebpf.enabled=false".to_string(),
         ],
         p.dir.path(),
     );
@@ -122,6 +123,7 @@ fn a_rogue_namespace_sending_as_cluster1_without_its_token_stores_nothing() {
         &[
             "--cluster=cluster1".to_string(),
             format!("--otlp.endpoint={spoke}"),
+            "--ebpf.enabled=false".to_string(),
             "--otlp.headers=authorization=Bearer%20not-a-token-of-this-hub-0000".to_string(),
         ],
         p.dir.path(),

@@ -9,10 +9,17 @@
 //! snapshot (matched by `kepler_exporter_snapshot_sequence`, which travels with the data) the
 //! hub exposes exactly the joules each exporter's `/metrics` shows, and containers add up to
 //! the node. Root only; skips otherwise.
+//!
+//! eBPF: every exporter runs the real eBPF program (each loads its own copy); each must say so
+//! (`kepler_exporter_cpu_time_source{source="ebpf"}`), and each must measure both workload
+//! containers' CPU time as the kernel accounts it (`cpu.stat`), so that three copies on one host
+//! neither lose nor share each other's scheduler events.
 
 mod common;
 
-use common::{by_mode, close, sample_value, Pipeline, CLUSTERS};
+use std::time::{Duration, Instant};
+
+use common::{by_mode, close, sample_value, series_of, single, Pipeline, CLUSTERS};
 
 #[test]
 fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserved() {
@@ -68,6 +75,99 @@ fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserve
                     containers[mode]
                 );
             }
+        }
+    }
+
+    assert_every_exporter_measures_the_workloads_like_the_kernel(&pipeline);
+}
+
+/// Each exporter's eBPF CPU time of a workload container, in ms.
+fn bpf_cpu_ms(p: &Pipeline, i: usize, container_id: &str) -> Option<f64> {
+    let m = p.exporter_metrics(i)?;
+    series_of(&m, "kepler_container_bpf_cpu_time_ms_total", None)
+        .into_iter()
+        .find(|(labels, _)| labels.get("container_id").map(String::as_str) == Some(container_id))
+        .map(|(_, v)| v)
+}
+
+/// With both workloads frozen, waits until every exporter has taken two snapshots since: then
+/// (kernel ms, [exporter ms; 3]) per workload.
+fn frozen_reading(p: &Pipeline) -> Vec<(f64, Vec<f64>)> {
+    let seq = |i: usize| {
+        p.exporter_metrics(i)
+            .and_then(|m| single(&m, "kepler_exporter_snapshot_sequence", None))
+            .unwrap_or(0.0)
+    };
+    let start: Vec<f64> = (0..CLUSTERS.len()).map(seq).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..CLUSTERS.len()).any(|i| seq(i) < start[i] + 2.0) {
+        assert!(
+            Instant::now() < deadline,
+            "exporters stopped taking snapshots"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p.workloads
+        .iter()
+        .map(|w| {
+            let exporters = (0..CLUSTERS.len())
+                .map(|i| {
+                    bpf_cpu_ms(p, i, &w.id)
+                        .unwrap_or_else(|| panic!("{}: no CPU time for {}", CLUSTERS[i], w.id))
+                })
+                .collect();
+            (w.cpu_ms(), exporters)
+        })
+        .collect()
+}
+
+/// Every exporter is on eBPF, and over a few seconds of burning each one's CPU time of each
+/// workload container grows as the kernel's `cpu.stat` does (2 %, as the eBPF root tests; the
+/// containers are frozen while read so both sides stand still).
+fn assert_every_exporter_measures_the_workloads_like_the_kernel(p: &Pipeline) {
+    for (i, cluster) in CLUSTERS.iter().enumerate() {
+        let m = p.exporter_metrics(i).unwrap();
+        let ebpf = m.iter().any(|((n, l), v)| {
+            n == "kepler_exporter_cpu_time_source"
+                && l.get("source").map(String::as_str) == Some("ebpf")
+                && *v == 1.0
+        });
+        assert!(ebpf, "{cluster}: not on the eBPF source");
+    }
+    let freeze = |frozen: bool| p.workloads.iter().for_each(|w| w.freeze(frozen));
+    freeze(true);
+    let before = frozen_reading(p);
+    freeze(false);
+    // Burn until each container has used at least 2 s of CPU (bounded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while p
+        .workloads
+        .iter()
+        .zip(&before)
+        .any(|(w, (k, _))| w.cpu_ms() - k < 2_000.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the workloads did not burn 2 s of CPU"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    freeze(true);
+    let after = frozen_reading(p);
+    freeze(false);
+    for ((w, (k0, e0)), (k1, e1)) in p.workloads.iter().zip(&before).zip(&after) {
+        let kernel = k1 - k0;
+        for (i, cluster) in CLUSTERS.iter().enumerate() {
+            let measured = e1[i] - e0[i];
+            println!(
+                "{cluster}: container {} used {measured:.1} ms (cpu.stat {kernel:.1} ms)",
+                w.id
+            );
+            assert!(
+                (measured - kernel).abs() <= 0.02 * kernel + 5.0,
+                "{cluster}: container {}: eBPF {measured} ms, cpu.stat {kernel} ms",
+                w.id
+            );
         }
     }
 }

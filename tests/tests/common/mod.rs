@@ -181,6 +181,33 @@ pub fn http_post(ns: &str, url: &str, file: &Path, headers: &[&str]) -> (u16, St
     }
 }
 
+/// Runs `f` on a new thread that has joined network namespace `ns` (setns(2) moves only the
+/// calling thread): every socket it opens lives in `ns`, while the rest of the test stays in
+/// the host's namespace.
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    use std::os::fd::AsRawFd;
+    let handle = fs::File::open(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("open /run/netns/{ns}: {e}"));
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        // SAFETY: `handle` is an open namespace file for the whole call; setns(2) only reads it
+        // and changes this thread's network namespace.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "setns into {ns}: {}",
+            std::io::Error::last_os_error()
+        );
+        drop(handle);
+        f()
+    })
+}
+
 // Processes
 
 /// A process killed (and reaped) on drop.
@@ -385,6 +412,8 @@ pub fn v2_root() -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct Workload {
     pub id: String,
+    /// The container's cgroup directory.
+    pub dir: PathBuf,
     burner: Option<Child>,
     created: Vec<PathBuf>,
 }
@@ -435,14 +464,53 @@ impl Workload {
             .unwrap();
         Some(Workload {
             id,
+            dir,
             burner: Some(burner),
             created,
         })
     }
 }
 
+impl Workload {
+    /// Freezes (`true`) or thaws the container's cgroup (cgroup v2 `cgroup.freeze`) and waits
+    /// (bounded) until `cgroup.events` says it is done: a frozen container uses no CPU, so its
+    /// CPU time stands still while exporters catch up with it.
+    pub fn freeze(&self, frozen: bool) {
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        fs::write(
+            self.dir.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !fs::read_to_string(self.dir.join("cgroup.events"))
+            .unwrap()
+            .lines()
+            .any(|l| l == want)
+        {
+            assert!(Instant::now() < deadline, "{}: never {want}", self.id);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The kernel's CPU time of the container (`cpu.stat` `usage_usec`), in milliseconds.
+    pub fn cpu_ms(&self) -> f64 {
+        let stat = fs::read_to_string(self.dir.join("cpu.stat")).unwrap();
+        let usec: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        usec as f64 / 1000.0
+    }
+}
+
 impl Drop for Workload {
     fn drop(&mut self) {
+        // A test that failed with the container frozen: thaw it so the loop dies at once.
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
         if let Some(mut child) = self.burner.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -653,6 +721,8 @@ pub struct Pipeline {
     pub workloads: Vec<Workload>,
     pub exporter_bin: PathBuf,
     pub collector_bin: PathBuf,
+    /// Extra flags of each exporter (order of [`CLUSTERS`]), kept for restarts.
+    pub exporter_args: Vec<Vec<String>>,
     pub topo: Topology,
     pub dir: tempfile::TempDir,
 }
@@ -665,6 +735,18 @@ impl Pipeline {
 
     /// Like [`Pipeline::start`], with `extra` appended to the hub's config (e.g. `limits:`).
     pub fn start_with(what: &str, expiration: &str, extra: &str) -> Option<Pipeline> {
+        Self::start_full(what, expiration, extra, vec![Vec::new(); CLUSTERS.len()])
+    }
+
+    /// Like [`Pipeline::start_with`], with extra flags for each exporter (order of
+    /// [`CLUSTERS`]; e.g. the relay on cluster1's).
+    pub fn start_full(
+        what: &str,
+        expiration: &str,
+        extra: &str,
+        exporter_args: Vec<Vec<String>>,
+    ) -> Option<Pipeline> {
+        assert_eq!(exporter_args.len(), CLUSTERS.len());
         if !require_netns(what) {
             return None;
         }
@@ -680,7 +762,14 @@ impl Pipeline {
         let collector = start_collector(&collector_bin, &topo.hub, dir.path());
         let mut exporters = Vec::new();
         for (i, cluster) in CLUSTERS.iter().enumerate() {
-            exporters.push(start_exporter(&exporter_bin, &topo, i, cluster, dir.path()));
+            exporters.push(start_exporter(
+                &exporter_bin,
+                &topo,
+                i,
+                cluster,
+                dir.path(),
+                &exporter_args[i],
+            ));
         }
         let prometheus = Prometheus::start(&prometheus_bin, &topo.hub, dir.path());
         Some(Pipeline {
@@ -690,6 +779,7 @@ impl Pipeline {
             workloads,
             exporter_bin,
             collector_bin,
+            exporter_args,
             topo,
             dir,
         })
@@ -739,6 +829,7 @@ impl Pipeline {
             i,
             CLUSTERS[i],
             self.dir.path(),
+            &self.exporter_args[i],
         );
     }
 }
@@ -760,15 +851,24 @@ pub fn start_collector(bin: &Path, ns: &str, dir: &Path) -> Proc {
     proc
 }
 
-/// Exporter `i` of [`CLUSTERS`]: the hub's pushes to 127.0.0.1:4317 (no cluster name, the hub
-/// inserts it), each spoke's across its link to the hub's spoke listener with its token.
-pub fn start_exporter(bin: &Path, topo: &Topology, i: usize, cluster: &str, dir: &Path) -> Proc {
+/// Exporter `i` of [`CLUSTERS`] on the real eBPF CPU-time source (each exporter loads its own
+/// copy of the program): the hub's pushes to 127.0.0.1:4317 (no cluster name, the hub inserts
+/// it), each spoke's across its link to the hub's spoke listener with its token; `extra` flags
+/// appended.
+pub fn start_exporter(
+    bin: &Path,
+    topo: &Topology,
+    i: usize,
+    cluster: &str,
+    dir: &Path,
+    extra: &[String],
+) -> Proc {
     let ns = if i == 0 {
         topo.hub.clone()
     } else {
         topo.spokes[i - 1].clone()
     };
-    let push = if i == 0 {
+    let mut args = if i == 0 {
         vec!["--otlp.endpoint=http://127.0.0.1:4317".to_string()]
     } else {
         vec![
@@ -777,11 +877,14 @@ pub fn start_exporter(bin: &Path, topo: &Topology, i: usize, cluster: &str, dir:
             format!("--otlp.headers=authorization=Bearer%20{}", token(cluster)),
         ]
     };
-    spawn_exporter(bin, &ns, cluster, 9102, &push, dir)
+    args.push("--ebpf.enabled=true".to_string());
+    args.extend_from_slice(extra);
+    spawn_exporter(bin, &ns, cluster, 9102, &args, dir)
 }
 
 /// A fake-RAPL `kepler-rs` named `name` in `ns` serving on 127.0.0.1:`web_port` there, with
-/// the push flags `push`; waits (bounded) for its /healthz.
+/// the flags `push` (the push, `--ebpf.enabled`, anything else); waits (bounded) for its
+/// /healthz.
 pub fn spawn_exporter(
     bin: &Path,
     ns: &str,
@@ -793,7 +896,6 @@ pub fn spawn_exporter(
     let mut cmd = in_ns(ns, bin);
     cmd.args([
         "--fake-rapl",
-        "--ebpf.enabled=false",
         "--log.level=warn",
         "--monitor.interval=1s",
         "--otlp.interval=1s",
