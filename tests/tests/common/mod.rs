@@ -834,6 +834,37 @@ impl Pipeline {
     }
 }
 
+impl Drop for Pipeline {
+    /// A failing test prints the last lines of every process's log (the temporary directory
+    /// goes with the pipeline), so a crash or a refusal shows up in the test's output.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut logs: Vec<PathBuf> = fs::read_dir(self.dir.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        for (proc, status) in self
+            .exporters
+            .iter_mut()
+            .chain([&mut self.collector, &mut self.prometheus.proc])
+            .map(|p| (p.name.clone(), p.child.try_wait()))
+        {
+            eprintln!("--- {proc}: {status:?} (None: still running)");
+        }
+        for log in logs {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- {} (last 20 of {} lines)", log.display(), lines.len());
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 pub fn start_collector(bin: &Path, ns: &str, dir: &Path) -> Proc {
     let mut proc = Proc::spawn(
         "kepler-collector",
