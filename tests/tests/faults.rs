@@ -74,12 +74,12 @@ fn hub_killed_for_20_s_and_restarted_loses_no_energy_and_resets_no_counter() {
     }
     // Prometheus saw the hub down, then the counters carry on above where they were.
     p.prometheus
-        .wait_for("min_over_time(up{job=\"kepler-hub\"}[5m])", 30, |r| {
+        .wait_for("min_over_time(up{job=\"kepler-hub\"}[5m])", 120, |r| {
             r.len() == 1 && sample_value(&r[0]) == 0.0
         });
     p.prometheus.wait_for(
         "sum by (cluster) (kepler_node_package_joules_total)",
-        60,
+        120,
         |r| {
             r.len() == 3
                 && r.iter()
@@ -147,7 +147,7 @@ fn a_cut_spoke_link_expires_that_spoke_after_the_window_and_leaves_the_others() 
     p.assert_hub_holds_the_exporters_energy(2);
     p.prometheus.wait_for(
         "count by (cluster) (kepler_node_package_joules_total)",
-        30,
+        120,
         |r| {
             let mut c: Vec<&str> = r
                 .iter()
@@ -173,7 +173,7 @@ fn a_restarted_spoke_resets_its_counters_and_rate_absorbs_it() {
     // Let the counters grow well above what a fresh exporter shows in its first seconds.
     p.prometheus.wait_for(
         "sum(kepler_node_package_joules_total{cluster=\"cluster2\"})",
-        60,
+        120,
         |r| r.len() == 1 && sample_value(&r[0]) > 0.0,
     );
     let exporter = p.exporter_metrics(2).unwrap();
@@ -194,12 +194,12 @@ fn a_restarted_spoke_resets_its_counters_and_rate_absorbs_it() {
 
     p.prometheus.wait_for(
         "resets(kepler_node_package_joules_total{cluster=\"cluster2\"}[5m]) > 0",
-        60,
+        120,
         |r| !r.is_empty(),
     );
     p.prometheus.wait_for(
         "rate(kepler_node_package_joules_total{cluster=\"cluster2\"}[5m])",
-        60,
+        120,
         |r| !r.is_empty() && r.iter().all(|s| sample_value(s) >= 0.0),
     );
     let others = p
@@ -222,7 +222,7 @@ fn dram_offset(p: &Pipeline, i: usize, zone: &std::path::Path) -> f64 {
         single(m, "kepler_exporter_snapshot_sequence", None).unwrap_or(0.0)
     };
     let first = seq(&p.exporter_metrics(i).unwrap_or_default());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let m = p.exporter_metrics(i).unwrap_or_default();
         // Two snapshots on, so the zone was read after anything the caller did.
@@ -274,7 +274,7 @@ fn a_fake_rapl_zone_that_disappears_and_returns_loses_no_energy() {
     // The zone's directory goes away (its sysfs link dangles) for several intervals.
     let away = parent.join(".intel-rapl:0:1.away");
     std::fs::rename(&zone, &away).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while vanished_errors(&p, 1) < GONE_INTERVALS {
         assert!(
             Instant::now() < deadline,
@@ -293,7 +293,7 @@ fn a_fake_rapl_zone_that_disappears_and_returns_loses_no_energy() {
     p.assert_hub_holds_the_exporters_energy(1);
     p.prometheus.wait_for(
         "kepler_exporter_errors_total{cluster=\"cluster1\",component=\"power\",reason=\"vanished\"}",
-        30,
+        120,
         |r| r.iter().any(|s| sample_value(s) >= GONE_INTERVALS),
     );
     let resets = p

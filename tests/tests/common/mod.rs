@@ -932,7 +932,7 @@ pub fn spawn_exporter(
         "--otlp.interval=1s",
         "--otlp.retry.initial-interval=1s",
         "--otlp.retry.max-interval=2s",
-        "--otlp.timeout=3s",
+        "--otlp.timeout=10s",
     ])
     .arg(format!("--web.listen-address=127.0.0.1:{web_port}"))
     .arg(format!("--kube.node-name={name}-node"))
@@ -1057,7 +1057,8 @@ pub fn compare_energy(
 }
 
 impl Pipeline {
-    /// Polls (deadline 60 s) until the hub holds exactly exporter `i`'s energy series and
+    /// Polls (deadline 180 s: generous for a loaded host) until the hub holds exactly exporter
+    /// `i`'s energy series and
     /// values at the same snapshot (`kepler_exporter_snapshot_sequence`, which travels with the
     /// data): (exporter, hub) metrics. A thread records every snapshot the exporter serves;
     /// the hub's render is compared with the recorded snapshot of the sequence it shows. A
@@ -1068,7 +1069,7 @@ impl Pipeline {
         i: usize,
     ) -> (BTreeMap<SeriesKey, f64>, BTreeMap<SeriesKey, f64>) {
         let cluster = CLUSTERS[i];
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(180);
         // Every snapshot the exporter serves meanwhile, by sequence (a loaded hub can take
         // longer to render than the exporter takes to move on).
         let history = Mutex::new(BTreeMap::<u64, BTreeMap<SeriesKey, f64>>::new());
@@ -1107,7 +1108,7 @@ impl Pipeline {
                     Ok(()) => break (exporter.unwrap_or_default(), hub),
                     Err(e) if Instant::now() >= deadline => {
                         done.store(true, Ordering::Relaxed);
-                        panic!("the hub never held exactly the exporter's energy within 60 s; last: {e}");
+                        panic!("the hub never held exactly the exporter's energy within 180 s; last: {e}");
                     }
                     Err(_) => {}
                 }
