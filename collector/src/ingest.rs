@@ -1,19 +1,19 @@
-//! From a decoded `ExportMetricsServiceRequest` to store updates: job/instance from the
-//! resource, the `cluster` insert (or the cluster bound to the sender's token), the metric
-//! type mapping, and the OTLP partial-success answer (rejected points with a message).
+//! From an export request to store updates: job/instance from the resource, the `cluster`
+//! insert (or the cluster bound to the sender's token), the metric type mapping, and the OTLP
+//! partial-success answer (rejected points with a message).
 //!
-//! Receivers (gRPC and HTTP) call [`Hub::ingest`]; they own transport concerns only.
+//! Receivers (gRPC and HTTP) call [`Hub::ingest_protobuf`] with the request bytes (read
+//! through a borrowed [`View`] when they have the common shape, decoded with prost otherwise)
+//! or [`Hub::ingest`] with a decoded request (OTLP/JSON); both go through [`Hub::ingest_view`].
+//! Receivers own transport concerns only.
 
-use crate::intern::Id;
+use crate::decode::{self, DecodeError};
 use crate::selfmetrics::SelfMetrics;
 use crate::store::{self, Applied, Attr, KeyRef, Meta, Point, Reject, Store, Value};
 use crate::translate::{self, Kind};
+use crate::wire::{DataKind, MetricView, PointValue, PointView, View};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, AggregationTemporality, HistogramDataPoint, Metric,
-    NumberDataPoint, SummaryDataPoint,
-};
+use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, SummaryDataPoint};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,36 +54,49 @@ impl Hub {
         }
     }
 
-    /// Applies every data point of the request.
+    /// Applies every data point of a decoded request.
     pub fn ingest<'a>(
         &self,
         request: &'a ExportMetricsServiceRequest,
         labeling: Labeling<'a>,
     ) -> Outcome {
+        self.ingest_view(&View::of_request(request), labeling)
+    }
+
+    /// Applies every data point of an encoded (protobuf) request: read in place when it has the
+    /// common shape, decoded with prost otherwise (so malformed bodies get prost's error and
+    /// nothing is applied).
+    pub fn ingest_protobuf<'a>(
+        &self,
+        body: &'a [u8],
+        labeling: Labeling<'a>,
+    ) -> Result<Outcome, DecodeError> {
+        match View::of_protobuf(body) {
+            Some(view) => Ok(self.ingest_view(&view, labeling)),
+            None => Ok(self.ingest(&decode::protobuf(body)?, labeling)),
+        }
+    }
+
+    /// Applies every data point of a request's view.
+    pub fn ingest_view<'a>(&self, view: &View<'a>, labeling: Labeling<'a>) -> Outcome {
         let now = self.store.clock().now_ms();
         let mut state = State::default();
-        for rm in &request.resource_metrics {
-            let resource_attrs: &[KeyValue] = rm
-                .resource
-                .as_ref()
-                .map_or(&[], |r| r.attributes.as_slice());
+        for rm in &view.resources {
+            let resource_attrs = view.attrs(&rm.attrs);
             let (job, instance) = job_instance(resource_attrs);
             if !job.is_empty() && !instance.is_empty() {
                 self.store
                     .touch_target(&job, &instance, target_labels(resource_attrs), now);
             }
-            for sm in &rm.scope_metrics {
-                let (scope_name, scope_version) = sm
-                    .scope
-                    .as_ref()
-                    .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
-                for metric in &sm.metrics {
+            for sm in view.scopes.get(rm.scopes.clone()).unwrap_or(&[]) {
+                for metric in view.metrics.get(sm.metrics.clone()).unwrap_or(&[]) {
                     let ctx = Ctx {
                         hub: self,
+                        view,
                         job: &job,
                         instance: &instance,
-                        scope_name,
-                        scope_version,
+                        scope_name: sm.name,
+                        scope_version: sm.version,
                         labeling,
                         now,
                     };
@@ -171,7 +184,7 @@ impl<'a> Tally<'a> {
 struct State<'a> {
     tally: Tally<'a>,
     attrs: Vec<Attr<'a>>,
-    ids: Vec<Id>,
+    lookup: store::Lookup,
 }
 
 /// The `cluster` of a sorted attribute set, kept for the tally ("" when absent).
@@ -182,17 +195,17 @@ fn cluster_of<'a>(attrs: &[Attr<'a>]) -> Cow<'a, str> {
 }
 
 /// `job` = `service.namespace/service.name` (or `service.name`); `instance` =
-/// `service.instance.id`; empty when absent.
-pub fn job_instance(resource: &[KeyValue]) -> (Arc<str>, Arc<str>) {
+/// `service.instance.id`; empty when absent. The first of duplicate keys counts.
+pub fn job_instance(resource: &[Attr<'_>]) -> (Arc<str>, Arc<str>) {
     let get = |key: &str| {
         resource
             .iter()
-            .find(|kv| kv.key == key)
-            .map(|kv| translate::value_string(kv.value.as_ref()))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_ref())
     };
     let job = match (get("service.namespace"), get("service.name")) {
         (Some(ns), Some(name)) if !ns.is_empty() => format!("{ns}/{name}"),
-        (_, Some(name)) => name,
+        (_, Some(name)) => name.to_string(),
         _ => String::new(),
     };
     let instance = get("service.instance.id").unwrap_or_default();
@@ -200,29 +213,22 @@ pub fn job_instance(resource: &[KeyValue]) -> (Arc<str>, Arc<str>) {
 }
 
 /// The `target_info` labels: resource attributes other than the ones that make job and instance.
-fn target_labels(resource: &[KeyValue]) -> Vec<(String, String)> {
+fn target_labels(resource: &[Attr<'_>]) -> Vec<(String, String)> {
     resource
         .iter()
-        .filter(|kv| {
+        .filter(|(k, _)| {
             !matches!(
-                kv.key.as_str(),
+                *k,
                 "service.name" | "service.namespace" | "service.instance.id"
             )
         })
-        .map(|kv| (kv.key.clone(), translate::value_string(kv.value.as_ref())))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// An attribute's value as a label value, borrowed when it is a string.
-fn label_value(kv: &KeyValue) -> Cow<'_, str> {
-    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
-        _ => Cow::Owned(translate::value_string(kv.value.as_ref())),
-    }
 }
 
 struct Ctx<'c, 'a> {
     hub: &'c Hub,
+    view: &'c View<'a>,
     job: &'c str,
     instance: &'c str,
     scope_name: &'a str,
@@ -231,28 +237,23 @@ struct Ctx<'c, 'a> {
     now: u64,
 }
 
-impl<'a> Ctx<'_, 'a> {
-    fn metric(&self, metric: &'a Metric, state: &mut State<'a>) {
-        let Some(data) = &metric.data else {
-            return;
-        };
-        let (kind, delta) = match data {
-            Data::Gauge(_) => (Kind::Gauge, false),
-            Data::Sum(sum) => {
-                let delta = sum.aggregation_temporality == AggregationTemporality::Delta as i32;
-                if sum.is_monotonic {
+impl<'c, 'a> Ctx<'c, 'a> {
+    fn metric(&self, metric: &MetricView<'a>, state: &mut State<'a>) {
+        let points = self.view.points.get(metric.points.clone()).unwrap_or(&[]);
+        let (kind, delta) = match metric.data {
+            DataKind::None => return,
+            DataKind::Gauge => (Kind::Gauge, false),
+            DataKind::Sum { delta, monotonic } => {
+                if monotonic {
                     (Kind::Counter, delta)
                 } else {
                     (Kind::Gauge, delta)
                 }
             }
-            Data::Histogram(h) => (
-                Kind::Histogram,
-                h.aggregation_temporality == AggregationTemporality::Delta as i32,
-            ),
-            Data::Summary(_) => (Kind::Summary, false),
-            Data::ExponentialHistogram(_) => {
-                self.reject_all(data, Reject::Unsupported, state);
+            DataKind::Histogram { delta } => (Kind::Histogram, delta),
+            DataKind::Summary => (Kind::Summary, false),
+            DataKind::ExponentialHistogram => {
+                self.reject_all(points, Reject::Unsupported, state);
                 return;
             }
         };
@@ -262,88 +263,75 @@ impl<'a> Ctx<'_, 'a> {
             .any(|c| c.is_ascii_alphanumeric() || c == ':')
         {
             // No token survives the translation: there is no Prometheus name to give it.
-            self.reject_all(data, Reject::Invalid, state);
+            self.reject_all(points, Reject::Invalid, state);
             return;
         }
         let meta = Arc::new(Meta {
-            prom_name: translate::metric_name(&metric.name, &metric.unit, kind),
+            prom_name: translate::metric_name(metric.name, metric.unit, kind),
             kind,
-            help: metric.description.clone(),
+            help: metric.description.to_string(),
         });
-        match data {
-            Data::Gauge(g) => {
-                for p in &g.data_points {
-                    self.number(metric, &meta, p, false, state);
+        let dropped = matches!(
+            metric.data,
+            DataKind::Sum {
+                delta: true,
+                monotonic: false
+            }
+        );
+        for p in points {
+            if dropped {
+                // Non-monotonic deltas have no Prometheus meaning: dropped, as the Collector
+                // drops them (not an error to the sender).
+                self.attrs(p, state);
+                let cluster = cluster_of(&state.attrs);
+                state.tally.count(cluster, Ok(Applied::Ignored));
+                continue;
+            }
+            match &p.value {
+                PointValue::Number {
+                    start_unix_nano,
+                    time_unix_nano,
+                    value,
+                    flags,
+                } => {
+                    let point = value.ok_or(Reject::Invalid).map(|v| Point {
+                        start_unix_nano: *start_unix_nano,
+                        time_unix_nano: *time_unix_nano,
+                        value: Value::Number(v),
+                        delta,
+                    });
+                    let skip = flags & NO_RECORDED_VALUE != 0;
+                    self.apply(metric, &meta, p, point, skip, state);
+                }
+                PointValue::Histogram(h) => {
+                    self.apply(metric, &meta, p, histogram(h, delta), skip(h.flags), state);
+                }
+                PointValue::Summary(s) => {
+                    self.apply(metric, &meta, p, Ok(summary(s)), skip(s.flags), state);
+                }
+                PointValue::Other => {
+                    self.attrs(p, state);
+                    let cluster = cluster_of(&state.attrs);
+                    state.tally.count(cluster, Err(Reject::Unsupported));
                 }
             }
-            Data::Sum(s) => {
-                for p in &s.data_points {
-                    if delta && !s.is_monotonic {
-                        // Non-monotonic deltas have no Prometheus meaning: dropped, as the
-                        // Collector drops them (not an error to the sender).
-                        self.attrs(&p.attributes, state);
-                        let cluster = cluster_of(&state.attrs);
-                        state.tally.count(cluster, Ok(Applied::Ignored));
-                        continue;
-                    }
-                    self.number(metric, &meta, p, delta, state);
-                }
-            }
-            Data::Histogram(h) => {
-                for p in &h.data_points {
-                    self.histogram(metric, &meta, p, delta, state);
-                }
-            }
-            Data::Summary(s) => {
-                for p in &s.data_points {
-                    self.summary(metric, &meta, p, state);
-                }
-            }
-            Data::ExponentialHistogram(_) => {}
         }
     }
 
-    /// Counts every point of `data` as rejected for `reason`.
-    fn reject_all(&self, data: &'a Data, reason: Reject, state: &mut State<'a>) {
-        let attributes: Vec<&'a [KeyValue]> = match data {
-            Data::Gauge(g) => g
-                .data_points
-                .iter()
-                .map(|p| p.attributes.as_slice())
-                .collect(),
-            Data::Sum(s) => s
-                .data_points
-                .iter()
-                .map(|p| p.attributes.as_slice())
-                .collect(),
-            Data::Histogram(h) => h
-                .data_points
-                .iter()
-                .map(|p| p.attributes.as_slice())
-                .collect(),
-            Data::ExponentialHistogram(h) => h
-                .data_points
-                .iter()
-                .map(|p| p.attributes.as_slice())
-                .collect(),
-            Data::Summary(s) => s
-                .data_points
-                .iter()
-                .map(|p| p.attributes.as_slice())
-                .collect(),
-        };
-        for attributes in attributes {
-            self.attrs(attributes, state);
+    /// Counts every point as rejected for `reason`.
+    fn reject_all(&self, points: &[PointView<'a>], reason: Reject, state: &mut State<'a>) {
+        for p in points {
+            self.attrs(p, state);
             let cluster = cluster_of(&state.attrs);
             state.tally.count(cluster, Err(reason));
         }
     }
 
     /// The point's sorted attribute set, into `state.attrs`.
-    fn attrs(&self, attributes: &'a [KeyValue], state: &mut State<'a>) {
+    fn attrs(&self, p: &PointView<'a>, state: &mut State<'a>) {
         store::attrs_of(
-            attributes,
-            |kv| (kv.key.as_str(), label_value(kv)),
+            self.view.attrs(&p.attrs),
+            |(k, v)| (*k, v.clone()),
             self.labeling.insert_cluster,
             self.labeling.force_cluster,
             &mut state.attrs,
@@ -352,14 +340,14 @@ impl<'a> Ctx<'_, 'a> {
 
     fn apply(
         &self,
-        metric: &'a Metric,
+        metric: &MetricView<'a>,
         meta: &Arc<Meta>,
-        attributes: &'a [KeyValue],
+        p: &PointView<'a>,
         point: Result<Point, Reject>,
         skip: bool,
         state: &mut State<'a>,
     ) {
-        self.attrs(attributes, state);
+        self.attrs(p, state);
         let cluster = cluster_of(&state.attrs);
         if skip {
             state.tally.count(cluster, Ok(Applied::Ignored));
@@ -378,7 +366,7 @@ impl<'a> Ctx<'_, 'a> {
         }
         let result = point.and_then(|point| {
             let key = KeyRef {
-                metric: &metric.name,
+                metric: metric.name,
                 kind: meta.kind,
                 scope_name: self.scope_name,
                 scope_version: self.scope_version,
@@ -388,93 +376,56 @@ impl<'a> Ctx<'_, 'a> {
             };
             self.hub
                 .store
-                .apply(&key, meta, point, self.now, &mut state.ids)
+                .apply(&key, meta, point, self.now, &mut state.lookup)
         });
         state.tally.count(cluster, result);
     }
+}
 
-    fn number(
-        &self,
-        metric: &'a Metric,
-        meta: &Arc<Meta>,
-        p: &'a NumberDataPoint,
-        delta: bool,
-        state: &mut State<'a>,
-    ) {
-        let value = match p.value {
-            Some(number_data_point::Value::AsDouble(v)) => Ok(v),
-            Some(number_data_point::Value::AsInt(v)) => Ok(v as f64),
-            None => Err(Reject::Invalid),
-        };
-        let point = value.map(|v| Point {
-            start_unix_nano: p.start_time_unix_nano,
-            time_unix_nano: p.time_unix_nano,
-            value: Value::Number(v),
-            delta,
-        });
-        let skip = p.flags & NO_RECORDED_VALUE != 0;
-        self.apply(metric, meta, &p.attributes, point, skip, state);
+fn skip(flags: u32) -> bool {
+    flags & NO_RECORDED_VALUE != 0
+}
+
+fn histogram(p: &HistogramDataPoint, delta: bool) -> Result<Point, Reject> {
+    let valid = if p.bucket_counts.is_empty() {
+        true
+    } else {
+        p.bucket_counts.len() == p.explicit_bounds.len() + 1
+    };
+    if !valid {
+        return Err(Reject::Invalid);
     }
+    let (bounds, counts) = if p.bucket_counts.is_empty() {
+        (Vec::new(), vec![p.count])
+    } else {
+        (p.explicit_bounds.clone(), p.bucket_counts.clone())
+    };
+    Ok(Point {
+        start_unix_nano: p.start_time_unix_nano,
+        time_unix_nano: p.time_unix_nano,
+        value: Value::Histogram(Box::new(store::Histogram {
+            bounds,
+            counts,
+            sum: p.sum.unwrap_or(0.0),
+            count: p.count,
+        })),
+        delta,
+    })
+}
 
-    fn histogram(
-        &self,
-        metric: &'a Metric,
-        meta: &Arc<Meta>,
-        p: &'a HistogramDataPoint,
-        delta: bool,
-        state: &mut State<'a>,
-    ) {
-        let valid = if p.bucket_counts.is_empty() {
-            true
-        } else {
-            p.bucket_counts.len() == p.explicit_bounds.len() + 1
-        };
-        let point = if valid {
-            let (bounds, counts) = if p.bucket_counts.is_empty() {
-                (Vec::new(), vec![p.count])
-            } else {
-                (p.explicit_bounds.clone(), p.bucket_counts.clone())
-            };
-            Ok(Point {
-                start_unix_nano: p.start_time_unix_nano,
-                time_unix_nano: p.time_unix_nano,
-                value: Value::Histogram(Box::new(store::Histogram {
-                    bounds,
-                    counts,
-                    sum: p.sum.unwrap_or(0.0),
-                    count: p.count,
-                })),
-                delta,
-            })
-        } else {
-            Err(Reject::Invalid)
-        };
-        let skip = p.flags & NO_RECORDED_VALUE != 0;
-        self.apply(metric, meta, &p.attributes, point, skip, state);
-    }
-
-    fn summary(
-        &self,
-        metric: &'a Metric,
-        meta: &Arc<Meta>,
-        p: &'a SummaryDataPoint,
-        state: &mut State<'a>,
-    ) {
-        let point = Ok(Point {
-            start_unix_nano: p.start_time_unix_nano,
-            time_unix_nano: p.time_unix_nano,
-            value: Value::Summary(Box::new(store::Summary {
-                quantiles: p
-                    .quantile_values
-                    .iter()
-                    .map(|q| (q.quantile, q.value))
-                    .collect(),
-                sum: p.sum,
-                count: p.count,
-            })),
-            delta: false,
-        });
-        let skip = p.flags & NO_RECORDED_VALUE != 0;
-        self.apply(metric, meta, &p.attributes, point, skip, state);
+fn summary(p: &SummaryDataPoint) -> Point {
+    Point {
+        start_unix_nano: p.start_time_unix_nano,
+        time_unix_nano: p.time_unix_nano,
+        value: Value::Summary(Box::new(store::Summary {
+            quantiles: p
+                .quantile_values
+                .iter()
+                .map(|q| (q.quantile, q.value))
+                .collect(),
+            sum: p.sum,
+            count: p.count,
+        })),
+        delta: false,
     }
 }

@@ -20,3 +20,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod translate;
+pub mod wire;

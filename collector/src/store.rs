@@ -14,7 +14,7 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -248,6 +248,35 @@ struct Names {
     groups: Groups,
 }
 
+/// What consecutive [`Store::apply`] calls share: the group of the previous point (most points
+/// of a request share metric, scope, job, instance and attribute keys), checked against the
+/// interned text before each use, and reused buffers.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    group: Option<Id>,
+    keys: Vec<Id>,
+    values: Vec<Id>,
+}
+
+/// Whether group `id` is (still) the group of `key`, comparing text.
+fn group_is(names: &Names, id: Id, key: &KeyRef<'_>) -> bool {
+    let Some(g) = names.groups.group(id) else {
+        return false;
+    };
+    let text = |id| names.strings.text(id);
+    g.kind == key.kind
+        && g.keys.len() == key.attrs.len()
+        && text(g.metric) == key.metric
+        && text(g.job) == key.job
+        && text(g.instance) == key.instance
+        && text(g.scope_name) == key.scope_name
+        && text(g.scope_version) == key.scope_version
+        && g.keys
+            .iter()
+            .zip(key.attrs)
+            .all(|(&k, (name, _))| text(k) == *name)
+}
+
 /// Ids of a key whose strings and group are all interned.
 struct Resolved {
     group: Id,
@@ -283,11 +312,30 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn series_hash(hasher: &RandomState, group: Id, values: &[Id]) -> u64 {
-    hasher.hash_one((group, values))
+/// The hash of a series: its group and the text of its attribute values (so that a known
+/// series is found from a request's text without looking each value up in the interner).
+fn series_hash<'t>(hasher: &RandomState, group: Id, values: impl Iterator<Item = &'t str>) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_u32(group);
+    for v in values {
+        h.write(v.as_bytes());
+        // Not a byte of any UTF-8 text: "ab","c" and "a","bc" hash apart.
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+/// The hash of a stored series.
+fn record_hash(hasher: &RandomState, strings: &Interner, r: &Record) -> u64 {
+    series_hash(
+        hasher,
+        r.group,
+        r.values.as_slice().iter().map(|&id| strings.text(id)),
+    )
 }
 
 impl Shard {
+    /// The slot of the series with `group` and attribute value ids `values`.
     fn find(&self, hash: u64, group: Id, values: &[Id]) -> Option<u32> {
         let slots = &self.slots;
         self.index
@@ -300,6 +348,33 @@ impl Shard {
             .copied()
     }
 
+    /// The slot of the series with `group` and the attribute values of `attrs`, comparing text.
+    fn find_text(
+        &self,
+        hash: u64,
+        group: Id,
+        strings: &Interner,
+        attrs: &[Attr<'_>],
+    ) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| {
+                        let values = r.values.as_slice();
+                        r.group == group
+                            && values.len() == attrs.len()
+                            && values
+                                .iter()
+                                .zip(attrs)
+                                .all(|(&id, (_, v))| strings.text(id) == &**v)
+                    })
+            })
+            .copied()
+    }
+
     fn series_mut(&mut self, slot: u32) -> Option<&mut Series> {
         self.slots
             .get_mut(slot as usize)
@@ -307,7 +382,7 @@ impl Shard {
             .map(|r| &mut r.series)
     }
 
-    fn insert(&mut self, hasher: &RandomState, hash: u64, record: Record) {
+    fn insert(&mut self, hasher: &RandomState, strings: &Interner, hash: u64, record: Record) {
         let slots = &self.slots;
         let slot = match self.free.pop() {
             Some(slot) if slots.get(slot as usize).is_some_and(Option::is_none) => slot,
@@ -326,7 +401,7 @@ impl Shard {
             slots
                 .get(i as usize)
                 .and_then(Option::as_ref)
-                .map_or(0, |r| series_hash(hasher, r.group, r.values.as_slice()))
+                .map_or(0, |r| record_hash(hasher, strings, r))
         });
     }
 }
@@ -392,64 +467,58 @@ impl Store {
         &self.shards[((hash >> 32) as usize) % SHARDS]
     }
 
-    /// The ids of `key` when all of its text and its group are interned; `values` receives the
-    /// attribute value ids.
-    fn resolve(&self, names: &Names, key: &KeyRef<'_>, values: &mut Vec<Id>) -> Option<Resolved> {
+    /// The group of `key` (when it is interned) and the series hash.
+    fn resolve(&self, names: &Names, key: &KeyRef<'_>, lookup: &mut Lookup) -> Option<Resolved> {
         let strings = &names.strings;
-        let mut keys: [Id; 16] = [0; 16];
-        let mut heap_keys: Vec<Id> = Vec::new();
-        let keys: &[Id] = if key.attrs.len() <= keys.len() {
-            for (slot, (k, _)) in keys.iter_mut().zip(key.attrs) {
-                *slot = strings.get(k)?;
+        let group = match lookup.group.filter(|&g| group_is(names, g, key)) {
+            Some(group) => group,
+            None => {
+                lookup.keys.clear();
+                for (k, _) in key.attrs {
+                    lookup.keys.push(strings.get(k)?);
+                }
+                let group = names.groups.get(&GroupRef {
+                    metric: strings.get(key.metric)?,
+                    kind: key.kind,
+                    scope_name: strings.get(key.scope_name)?,
+                    scope_version: strings.get(key.scope_version)?,
+                    job: strings.get(key.job)?,
+                    instance: strings.get(key.instance)?,
+                    keys: &lookup.keys,
+                })?;
+                lookup.group = Some(group);
+                group
             }
-            &keys[..key.attrs.len()]
-        } else {
-            for (k, _) in key.attrs {
-                heap_keys.push(strings.get(k)?);
-            }
-            &heap_keys
         };
-        let group = names.groups.get(&GroupRef {
-            metric: strings.get(key.metric)?,
-            kind: key.kind,
-            scope_name: strings.get(key.scope_name)?,
-            scope_version: strings.get(key.scope_version)?,
-            job: strings.get(key.job)?,
-            instance: strings.get(key.instance)?,
-            keys,
-        })?;
-        values.clear();
-        for (_, v) in key.attrs {
-            values.push(strings.get(v)?);
-        }
         Some(Resolved {
             group,
-            hash: series_hash(&self.hasher, group, values),
+            hash: series_hash(&self.hasher, group, key.attrs.iter().map(|(_, v)| &**v)),
         })
     }
 
     /// Applies one point. New series count against the limits; existing ones always update.
-    /// `scratch` is reused between calls to save allocations.
+    /// `lookup` carries what one request's points share (see [`Lookup`]).
     pub fn apply(
         &self,
         key: &KeyRef<'_>,
         meta: &Arc<Meta>,
         point: Point,
         now_ms: u64,
-        scratch: &mut Vec<Id>,
+        lookup: &mut Lookup,
     ) -> Result<Applied, Reject> {
         {
             let names = read(&self.names);
-            if let Some(r) = self.resolve(&names, key, scratch) {
+            if let Some(r) = self.resolve(&names, key, lookup) {
                 let mut shard = lock(self.shard(r.hash));
-                if let Some(slot) = shard.find(r.hash, r.group, scratch) {
+                if let Some(slot) = shard.find_text(r.hash, r.group, &names.strings, key.attrs) {
                     if let Some(series) = shard.series_mut(slot) {
                         return Ok(update(series, meta, point, now_ms));
                     }
                 }
             }
         }
-        self.insert(key, meta, point, now_ms, scratch)
+        lookup.group = None;
+        self.insert(key, meta, point, now_ms, &mut lookup.values)
     }
 
     /// The slow path of [`Store::apply`]: interns what is new and inserts the series (or
@@ -533,7 +602,7 @@ impl Store {
             release_values(names, None, values);
             return Err(Reject::SeriesLimit);
         };
-        let hash = series_hash(&self.hasher, group, values);
+        let hash = series_hash(&self.hasher, group, key.attrs.iter().map(|(_, v)| &**v));
         let mut shard = lock(self.shard(hash));
         if let Some(slot) = shard.find(hash, group, values) {
             release_values(names, Some(group), values);
@@ -552,6 +621,7 @@ impl Store {
         }
         shard.insert(
             &self.hasher,
+            &names.strings,
             hash,
             Record {
                 group,
@@ -823,7 +893,7 @@ mod tests {
             instance: "i",
             attrs: &attrs,
         };
-        store.apply(&key, &meta(), p, now, &mut Vec::new())
+        store.apply(&key, &meta(), p, now, &mut Lookup::default())
     }
 
     fn point(t: u64, v: f64) -> Point {
@@ -963,7 +1033,7 @@ mod tests {
                 };
                 let now = clock.now_ms();
                 assert_eq!(
-                    store.apply(&key, &meta(), point(1, 1.0), now, &mut Vec::new()),
+                    store.apply(&key, &meta(), point(1, 1.0), now, &mut Lookup::default()),
                     Ok(Applied::Inserted)
                 );
             }

@@ -1,50 +1,87 @@
 //! OTLP/gRPC: the unary `MetricsService/Export` with gzip accepted (the Collector's exporter
 //! gzips by default), the request cap checked after decompression (tonic stops a gzip bomb at
-//! the cap), bearer-token auth (UNAUTHENTICATED), partial success for rejected points.
+//! the cap), bearer-token auth (UNAUTHENTICATED), partial success for rejected points. The
+//! request reaches the hub still encoded and is read in place (see [`crate::wire`]).
 //!
 //! tonic answers an oversized uncompressed message with OUT_OF_RANGE, which OTLP clients
 //! retry; [`size_status_layer`] rewrites that answer to RESOURCE_EXHAUSTED (without RetryInfo:
 //! permanent), as the spec asks.
 
 use super::{AuthError, Listener};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
+use crate::decode::DecodeError;
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use tonic::codec::CompressionEncoding;
+use std::task::{Context, Poll};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-/// The tonic service of one listener.
+/// The gRPC service name of OTLP metrics.
+const SERVICE: &str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+/// The path of its one method.
+const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// The `MetricsService` of one listener. Unlike the generated server it leaves the request
+/// encoded, so that [`Hub::ingest_protobuf`](crate::ingest::Hub::ingest_protobuf) reads it in
+/// place; gzip, the size cap and the answers are tonic's, as with the generated server.
 #[derive(Debug, Clone)]
 pub struct GrpcReceiver {
     listener: Arc<Listener>,
 }
+
+/// Hands the (decompressed, size-checked) request bytes over as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = ExportMetricsServiceResponse;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<ExportMetricsServiceResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl GrpcReceiver {
     pub fn new(listener: Arc<Listener>) -> Self {
         Self { listener }
     }
 
-    /// The service with gzip and the size cap configured.
-    pub fn into_service(self) -> MetricsServiceServer<Self> {
-        let limit = self.listener.max_request_bytes;
-        MetricsServiceServer::new(self)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(limit)
+    /// The service (gzip accepted and sent, the size cap applied by tonic).
+    pub fn into_service(self) -> Self {
+        self
     }
-}
 
-#[tonic::async_trait]
-impl MetricsService for GrpcReceiver {
-    async fn export(
+    /// One `Export` call.
+    fn export(
         &self,
-        request: Request<ExportMetricsServiceRequest>,
+        request: Request<Bytes>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let listener = &self.listener;
         let authorization = request
@@ -61,9 +98,21 @@ impl MetricsService for GrpcReceiver {
                 return Err(Status::unauthenticated(e.to_string()));
             }
         };
-        let outcome = listener
+        let outcome = match listener
             .hub
-            .ingest(request.get_ref(), listener.labeling(cluster));
+            .ingest_protobuf(request.get_ref(), listener.labeling(cluster))
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                listener.hub.metrics.request(&listener.name, "invalid");
+                // What tonic's prost codec answers for a message that does not decode.
+                let message = match e {
+                    DecodeError::Protobuf(m) => m,
+                    other => other.to_string(),
+                };
+                return Err(Status::internal(message));
+            }
+        };
         let partial_success = if outcome.rejected > 0 {
             listener.hub.metrics.request(&listener.name, "partial");
             Some(ExportMetricsPartialSuccess {
@@ -77,6 +126,65 @@ impl MetricsService for GrpcReceiver {
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success,
         }))
+    }
+}
+
+/// The unary method handed to tonic's server machinery.
+struct ExportMethod(GrpcReceiver);
+
+impl tonic::server::UnaryService<Bytes> for ExportMethod {
+    type Response = ExportMetricsServiceResponse;
+    type Future = BoxFuture<Result<Response<ExportMetricsServiceResponse>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move { receiver.export(request) })
+    }
+}
+
+impl tonic::server::NamedService for GrpcReceiver {
+    const NAME: &'static str = SERVICE;
+}
+
+impl<B> tower::Service<http::Request<B>> for GrpcReceiver
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT {
+            return Box::pin(async {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(
+                    Status::GRPC_STATUS,
+                    (tonic::Code::Unimplemented as i32).into(),
+                );
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(response)
+            });
+        }
+        let receiver = self.clone();
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let limit = receiver.listener.max_request_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(ExportMethod(receiver), request).await)
+        })
     }
 }
 

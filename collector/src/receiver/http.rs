@@ -185,7 +185,8 @@ async fn export(State(listener): State<Arc<Listener>>, request: Request) -> Resp
             return error(StatusCode::PAYLOAD_TOO_LARGE, encoding, e.to_string());
         }
     };
-    let decoded = (|| {
+    let labeling = listener.labeling(cluster.as_deref());
+    let ingested = (|| {
         let plain;
         let bytes: &[u8] = if gzip {
             plain = decode::gunzip(&raw, limit)?;
@@ -194,12 +195,12 @@ async fn export(State(listener): State<Arc<Listener>>, request: Request) -> Resp
             &raw
         };
         match encoding {
-            Encoding::Protobuf => decode::protobuf(bytes),
-            Encoding::Json => decode::json(bytes),
+            Encoding::Protobuf => listener.hub.ingest_protobuf(bytes, labeling),
+            Encoding::Json => Ok(listener.hub.ingest(&decode::json(bytes)?, labeling)),
         }
     })();
-    let request = match decoded {
-        Ok(request) => request,
+    let outcome = match ingested {
+        Ok(outcome) => outcome,
         Err(e @ DecodeError::TooLarge { .. }) => {
             listener.hub.metrics.request(&listener.name, "too_large");
             return error(StatusCode::PAYLOAD_TOO_LARGE, encoding, e.to_string());
@@ -209,9 +210,6 @@ async fn export(State(listener): State<Arc<Listener>>, request: Request) -> Resp
             return error(StatusCode::BAD_REQUEST, encoding, e.to_string());
         }
     };
-    let outcome = listener
-        .hub
-        .ingest(&request, listener.labeling(cluster.as_deref()));
     let partial_success = if outcome.rejected > 0 {
         listener.hub.metrics.request(&listener.name, "partial");
         Some(ExportMetricsPartialSuccess {
