@@ -17,7 +17,8 @@
 //! Then over gRPC: the hub started in process (`app::start`, tokio) and a tonic client in the
 //! same process sending the same requests (no compression) one after another on loopback;
 //! points/s of wall time and points per CPU-second of the whole process (client encoding
-//! included, so the hub's own cost per point is lower).
+//! included, so the hub's own cost per point is lower). Then the same from a client in another
+//! process (this binary run with `--grpc-client`): points per CPU-second of the hub's process.
 
 use kepler_collector::clock::SystemClock;
 use kepler_collector::decode;
@@ -106,6 +107,14 @@ fn rate(points: usize, seconds: f64) -> String {
 }
 
 fn main() {
+    // The separate-process gRPC client of `grpc` (this binary run again).
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, addr, working, rounds] = args.as_slice() {
+        if flag == "--grpc-client" {
+            grpc_client(addr, working.parse().unwrap(), rounds.parse().unwrap());
+            return;
+        }
+    }
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
     if !std::env::args().any(|a| a == "--bench") {
         println!("hub benchmark: not run (use `cargo bench -p kepler-collector --bench hub`)");
@@ -315,6 +324,45 @@ exposition: {address: "127.0.0.1:0"}
         println!("| over gRPC, known series (client in process) | points/s wall | points per CPU-second |");
         println!("|---|---:|---:|");
         println!("| tonic unary Export, no compression | {} | {} |", rate(points, wall), rate(points, cpu));
+        // The same rounds from a client in another process: this process's CPU is then the
+        // hub's own (receiving, HTTP/2, decode, ingest), with the client on the other core.
+        let cpu = cpu_seconds();
+        let start = Instant::now();
+        // Blocking here is fine: `block_on` runs on this thread, the hub on the workers.
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--grpc-client", &addr.to_string(), &working.to_string(), &rounds.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu;
+        let points = (rounds - 1) * working * POINTS;
+        println!("| over gRPC, known series, client in another process | points/s wall (client building requests included) | points per hub CPU-second |");
+        println!("|---|---:|---:|");
+        println!("| tonic unary Export, no compression | {} | {} |", rate(points, wall), rate(points, cpu));
         running.run_until(async {}).await.unwrap();
+    });
+}
+
+/// The client of the separate-process gRPC measurement: rounds 1.. of the working set (all
+/// series known to the hub), with later timestamps than the in-process run's.
+fn grpc_client(addr: &str, working: usize, rounds: usize) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = MetricsServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .max_encoding_message_size(16 << 20);
+        for round in 1..rounds {
+            for r in 0..working {
+                let req = request(r, round as f64, 100 + round as u64);
+                let response = client.export(req).await.unwrap().into_inner();
+                assert!(response.partial_success.is_none());
+            }
+        }
     });
 }
