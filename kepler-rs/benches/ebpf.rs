@@ -9,6 +9,11 @@
 //!    thread's on-CPU nanoseconds (`CLOCK_THREAD_CPUTIME_ID`, user + kernel), median of 7.
 //!
 //! Run: `cargo bench -p kepler-rs --bench ebpf` (or `-- 100 1000` for some sizes only).
+//!
+//! Comparing program variants: `KEPLER_BENCH_BPF_VARIANTS=a.o,b.o` (objects built from edited
+//! copies of `ebpf/src/cpu.bpf.c` with the build's clang command) attaches each variant's
+//! `kepler_sched_switch` next to the exporter's for the same ping-pong, so every row of the
+//! table ran on the same switches under the same load.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +24,7 @@ use std::time::Duration;
 use aya::programs::RawTracePoint;
 use aya::sys::{enable_stats, Stats};
 use kepler_rs::selfmetrics::SelfMetrics;
-use kepler_rs::workload::ebpf::EbpfSource;
+use kepler_rs::workload::ebpf::{CounterEvents, EbpfSource, PerfEventSpec};
 use kepler_rs::workload::procfs::ProcfsSource;
 use kepler_rs::workload::CpuTimeSource;
 
@@ -177,11 +182,47 @@ fn noop_stats(bpf: &aya::Ebpf) -> (Duration, u64) {
     (info.run_time(), info.run_count())
 }
 
-fn per_switch_table(source: &EbpfSource) {
+/// Variant objects from `KEPLER_BENCH_BPF_VARIANTS`, each with its `sched_switch` program
+/// attached: (file name, object).
+fn variants() -> Vec<(String, aya::Ebpf)> {
+    let list = std::env::var("KEPLER_BENCH_BPF_VARIANTS").unwrap_or_default();
+    list.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|path| {
+            let bytes = fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let mut bpf = aya::EbpfLoader::new().btf(None).load(&bytes).unwrap();
+            let p: &mut RawTracePoint = bpf
+                .program_mut(kepler_ebpf::SCHED_SWITCH_PROGRAM)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            p.load().unwrap();
+            p.attach("sched_switch").unwrap();
+            let name = Path::new(path).file_name().unwrap().to_string_lossy();
+            (name.into_owned(), bpf)
+        })
+        .collect()
+}
+
+fn variant_stats(bpf: &aya::Ebpf) -> (Duration, u64) {
+    let info = bpf
+        .program(kepler_ebpf::SCHED_SWITCH_PROGRAM)
+        .unwrap()
+        .info()
+        .unwrap();
+    (info.run_time(), info.run_count())
+}
+
+/// `counted`: a second source reading three counters (software CPU-clock events in place of
+/// the PMU's, so that it runs on machines without one): what the reads cost per switch.
+fn per_switch_table(source: &EbpfSource, counted: &EbpfSource) {
     let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
     let noop = calibration();
     let noop_before = noop_stats(&noop);
+    let variants = variants();
+    let variants_before: Vec<_> = variants.iter().map(|(_, b)| variant_stats(b)).collect();
     let before = source.program_stats();
+    let counted_before = counted.program_stats();
     let ctxt0 = context_switches();
     // Ping-pong between two threads: every message is a wake-up and a context switch.
     let (to_b, from_a) = mpsc::channel::<u32>();
@@ -200,7 +241,9 @@ fn per_switch_table(source: &EbpfSource) {
     drop(to_b);
     b.join().unwrap();
     let after = source.program_stats();
+    let counted_after = counted.program_stats();
     let noop_after = noop_stats(&noop);
+    let variants_after: Vec<_> = variants.iter().map(|(_, b)| variant_stats(b)).collect();
     let ctxt = context_switches() - ctxt0;
     println!("\n| program | runs | ns per run |\n|---|---:|---:|");
     let runs = noop_after.1 - noop_before.1;
@@ -215,6 +258,23 @@ fn per_switch_table(source: &EbpfSource) {
             "| {} | {runs} | {:.1} |",
             a.name,
             if runs > 0 { ns / runs as f64 } else { 0.0 }
+        );
+    }
+    for (a, b) in counted_after.iter().zip(&counted_before) {
+        let runs = a.run_count - b.run_count;
+        if a.name == kepler_ebpf::SCHED_SWITCH_PROGRAM {
+            println!(
+                "| {}, 3 counters on (software CPU-clock events) | {runs} | {:.1} |",
+                a.name,
+                (a.run_time - b.run_time).as_nanos() as f64 / runs.max(1) as f64
+            );
+        }
+    }
+    for (((name, _), a), b) in variants.iter().zip(&variants_after).zip(&variants_before) {
+        let runs = a.1 - b.1;
+        println!(
+            "| variant {name}: kepler_sched_switch | {runs} | {:.1} |",
+            (a.0 - b.0).as_nanos() as f64 / runs.max(1) as f64
         );
     }
     println!("(context switches on the node meanwhile, from /proc/stat ctxt: {ctxt})");
@@ -240,7 +300,15 @@ fn main() {
     let metrics = Arc::new(SelfMetrics::new());
     let lean = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())
         .expect("eBPF source");
-    per_switch_table(&lean);
+    let counted = EbpfSource::with_counter_events(
+        "/proc".into(),
+        Path::new(CGROUP_ROOT),
+        metrics.clone(),
+        &CounterEvents([PerfEventSpec::SOFTWARE_CPU_CLOCK; 3]),
+    )
+    .expect("eBPF source with software counters");
+    per_switch_table(&lean, &counted);
+    drop(counted);
     // As the exporter runs it by default (no per-process metrics), and with them.
     let mut lean = lean.list_idle_processes(false);
     let mut full = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())
