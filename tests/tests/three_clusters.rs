@@ -10,6 +10,11 @@
 //! hub exposes exactly the joules each exporter's `/metrics` shows, and containers add up to
 //! the node. Root only; skips otherwise.
 //!
+//! The relay: cluster1's exporter also relays a kubelet-shaped cAdvisor page served inside
+//! cluster1's namespace (`common/cadvisor.rs`, counters growing at known rates) to the hub with
+//! cluster1's token, and `rate(container_cpu_usage_seconds_total{cluster="cluster1"}[1m])` at
+//! the hub's Prometheus must come out at those rates.
+//!
 //! eBPF: every exporter runs the real eBPF program (each loads its own copy); each must say so
 //! (`kepler_exporter_cpu_time_source{source="ebpf"}`), and each must measure both workload
 //! containers' CPU time as the kernel accounts it (`cpu.stat`), so that three copies on one host
@@ -17,16 +22,35 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::cadvisor::{self, CadvisorServer};
 use common::{by_mode, close, sample_value, series_of, single, Pipeline, CLUSTERS};
+
+/// The relay flags of cluster1's exporter: the fixture cAdvisor in its namespace, every second.
+fn relay_args() -> Vec<String> {
+    vec![
+        format!(
+            "--relay.targets=cadvisor=http://127.0.0.1:{}/metrics",
+            cadvisor::PORT
+        ),
+        "--relay.interval=1s".to_string(),
+    ]
+}
 
 #[test]
 fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserved() {
     let _serial = common::serial();
-    let Some(pipeline) = Pipeline::start("the three-cluster pipeline", "5m") else {
+    let Some(pipeline) = Pipeline::start_full(
+        "the three-cluster pipeline",
+        "5m",
+        "",
+        vec![Vec::new(), relay_args(), Vec::new()],
+    ) else {
         return;
     };
+    let cadvisor = CadvisorServer::start(&pipeline.topo.spokes[0]);
     let prom = &pipeline.prometheus;
 
     // The seed's verification: per-cluster container power, with data and above zero.
@@ -79,6 +103,9 @@ fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserve
     }
 
     assert_every_exporter_measures_the_workloads_like_the_kernel(&pipeline);
+
+    // The relay: the cAdvisor page served in cluster1 rates at the hub as it was served.
+    assert_relayed_cadvisor_rates(&pipeline, &cadvisor);
 }
 
 /// Each exporter's eBPF CPU time of a workload container, in ms.
@@ -167,6 +194,61 @@ fn assert_every_exporter_measures_the_workloads_like_the_kernel(p: &Pipeline) {
                 (measured - kernel).abs() <= 0.02 * kernel + 5.0,
                 "{cluster}: container {}: eBPF {measured} ms, cpu.stat {kernel} ms",
                 w.id
+            );
+        }
+    }
+}
+
+/// A relayed cAdvisor counter's rate at the hub's Prometheus, per `id`, within `REL` of the rate
+/// the page's counters grow at (the pod cgroup's, which does not grow: exactly 0), once the
+/// series have filled the whole 1 m window (a younger series rates low: `rate` divides by the
+/// range). Relay (1 s), push and scrape (2 s) delays shift samples by a second or two, which
+/// moves a 1 m rate by a few percent; a counter relayed as deltas, reset or duplicated would be
+/// far off.
+fn assert_relayed_cadvisor_rates(pipeline: &Pipeline, server: &CadvisorServer) {
+    const REL: f64 = 0.05;
+    let q = "rate(container_cpu_usage_seconds_total{cluster=\"cluster1\"}[1m])";
+    let rates = |r: &[serde_json::Value]| -> BTreeMap<String, f64> {
+        r.iter()
+            .map(|s| {
+                (
+                    s["metric"]["id"].as_str().unwrap_or("").to_string(),
+                    sample_value(s),
+                )
+            })
+            .collect()
+    };
+    // Served for the whole window (and then some), then every rate where it belongs.
+    let result = pipeline.prometheus.wait_for(q, 240, |r| {
+        let rates = rates(r);
+        server.started.elapsed() > Duration::from_secs(75)
+            && rates.len() == 3
+            && rates
+                .iter()
+                .all(|(id, v)| match cadvisor::expected_rate(id) {
+                    Some(0.0) => *v == 0.0,
+                    Some(want) => (v - want).abs() <= REL * want,
+                    None => false,
+                })
+    });
+    println!(
+        "{q} {} s after the page was first served: {:?}",
+        server.started.elapsed().as_secs(),
+        rates(&result)
+    );
+    for s in &result {
+        assert_eq!(s["metric"]["cluster"], "cluster1", "{s}");
+        assert_eq!(s["metric"]["job"], "cadvisor", "{s}");
+    }
+    assert!(server.scrapes.load(std::sync::atomic::Ordering::Relaxed) >= 10);
+    // The relayed series reached only cluster1.
+    let hub = pipeline.hub_metrics().unwrap();
+    for (name, labels) in hub.keys() {
+        if name == "container_cpu_usage_seconds_total" {
+            assert_eq!(
+                labels.get("cluster").map(String::as_str),
+                Some("cluster1"),
+                "{labels:?}"
             );
         }
     }

@@ -13,6 +13,8 @@
 //! KEPLER_REQUIRE_TOOLS=1; not being root or lacking `ip netns` skips.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cadvisor;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
