@@ -2,8 +2,9 @@
 //! Attacks on the three-cluster pipeline (see `common/mod.rs`), from a fourth, rogue namespace
 //! on the same bridge: real exporters that call themselves cluster1 with no token or an unknown
 //! one (refused, nothing stored, cluster1's data exactly its own exporter's); garbage bytes and
-//! oversized bodies to every listener (refused with 400/413/401 or a closed stream, the hub keeps
-//! serving); a client with a valid token creating series until its cluster's limit (partial
+//! oversized bodies to every listener (refused with 400/413/401, the hub keeps serving; on the
+//! gRPC listeners, through a real gRPC client, exactly INVALID_ARGUMENT for garbage and truncated
+//! messages, RESOURCE_EXHAUSTED for oversized ones, UNAUTHENTICATED without a valid token); a client with a valid token creating series until its cluster's limit (partial
 //! success with the rejected count, existing series still update). In every case the three
 //! clusters' energy at the hub stays exactly what their exporters serve and the hub's resident
 //! memory stays under a bound. Root only; skips otherwise.
@@ -14,7 +15,15 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{http_post, single, spawn_exporter, token, Pipeline, FLOOD, HUB_IP};
+use common::{grpc, http_post, single, spawn_exporter, token, Pipeline, FLOOD, HUB_IP};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use tonic::Code;
 
 /// Resident memory the hub may use in these tests (debug build, 2,000 flood series).
 const RSS_BOUND_KIB: u64 = 512 * 1024;
@@ -170,6 +179,93 @@ fn a_rogue_namespace_sending_as_cluster1_without_its_token_stores_nothing() {
     assert_others_whole(&mut p);
 }
 
+/// A real-shaped request: one gauge point labelled `cluster="cluster1"`, `extra` bytes of
+/// attribute value on it.
+fn rogue_request(extra: usize) -> ExportMetricsServiceRequest {
+    let kv = |k: &str, v: String| KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "rogue".to_string())],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "rogue_gauge".to_string(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            attributes: vec![
+                                kv("cluster", "cluster1".to_string()),
+                                kv("padding", "p".repeat(extra)),
+                            ],
+                            value: Some(number_data_point::Value::AsDouble(1.0)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The exact gRPC status of bad input from the rogue namespace to the gRPC listener on `port`
+/// (`authed`: the spoke listener, where bodies are sent with cluster2's valid token so that only
+/// the body is wrong), with tonic's client: garbage and a truncated request INVALID_ARGUMENT,
+/// a 6 MiB request (cap 4 MiB) RESOURCE_EXHAUSTED plain or gzipped (small on the wire, too
+/// big once inflated), a well-formed request or garbage without a token, or with an unknown
+/// one, UNAUTHENTICATED; and an empty request OK, so the client is sound.
+fn assert_grpc_statuses(rogue: &str, port: u16, authed: bool) {
+    let garbage = garbage(64 * 1024, 13);
+    let garbage_again = garbage.clone();
+    assert!(ExportMetricsServiceRequest::decode(&garbage[..]).is_err());
+    let whole = rogue_request(1024).encode_to_vec();
+    let truncated = whole[..whole.len() * 2 / 3].to_vec();
+    assert!(ExportMetricsServiceRequest::decode(&truncated[..]).is_err());
+    let oversized = rogue_request(6 << 20).encode_to_vec();
+    let valid = token("cluster2");
+    let call = |what, message: Vec<u8>, token: Option<String>, gzip| grpc::Call {
+        what,
+        message,
+        token,
+        gzip,
+    };
+    let body_token = authed.then(|| valid.clone());
+    let mut calls = vec![
+        call("empty", Vec::new(), body_token.clone(), false),
+        call("garbage", garbage, body_token.clone(), false),
+        call("truncated", truncated, body_token.clone(), false),
+        call("oversized", oversized.clone(), body_token.clone(), false),
+        call("oversized gzip", oversized, body_token.clone(), true),
+    ];
+    if authed {
+        calls.push(call("no token", whole.clone(), None, false));
+        // The token is checked before the message is decoded.
+        calls.push(call("garbage, no token", garbage_again, None, false));
+        let wrong = Some("not-a-token-of-this-hub-0000".to_string());
+        calls.push(call("unknown token", whole.clone(), wrong, false));
+    }
+    let answers = grpc::export_from(rogue, format!("{HUB_IP}:{port}"), calls);
+    for (what, code, message) in &answers {
+        println!("gRPC :{port} {what}: {code:?} {message}");
+        let want = match *what {
+            "empty" => Code::Ok,
+            "garbage" | "truncated" => Code::InvalidArgument,
+            "oversized" | "oversized gzip" => Code::ResourceExhausted,
+            _ => Code::Unauthenticated,
+        };
+        assert_eq!(*code, want, ":{port} {what}: {message}");
+    }
+}
+
 #[test]
 fn garbage_and_oversized_bodies_to_every_listener_leave_the_hub_serving() {
     let _serial = common::serial();
@@ -182,17 +278,6 @@ fn garbage_and_oversized_bodies_to_every_listener_leave_the_hub_serving() {
     write(&small, &garbage(64 * 1024, 7));
     let big = dir.join("big");
     write(&big, &garbage(25 * 1024 * 1024, 11));
-    // gRPC frames: flag 0, big-endian length, payload.
-    let frame = |payload: &[u8]| {
-        let mut f = vec![0u8];
-        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
-    let grpc_small = dir.join("grpc-small");
-    write(&grpc_small, &frame(&garbage(64 * 1024, 13)));
-    let grpc_big = dir.join("grpc-big");
-    write(&grpc_big, &frame(&garbage(6 * 1024 * 1024, 17)));
     let auth = format!("authorization: Bearer {}", token("cluster2"));
 
     for (port, authed) in [(4318, false), (4328, true)] {
@@ -223,6 +308,7 @@ fn garbage_and_oversized_bodies_to_every_listener_leave_the_hub_serving() {
         );
     }
     for (port, authed) in [(4317, false), (4327, true)] {
+        assert_grpc_statuses(&rogue, port, authed);
         let url = format!(
             "http://{HUB_IP}:{port}/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
         );
@@ -230,7 +316,9 @@ fn garbage_and_oversized_bodies_to_every_listener_leave_the_hub_serving() {
         if authed {
             headers.push(&auth);
         }
-        for body in [&grpc_small, &grpc_big, &small] {
+        // A body that is not even gRPC-framed (what the framing says is up to the garbage).
+        {
+            let body = &small;
             let mut cmd = common::in_ns(&rogue, Path::new("curl"));
             cmd.args(["-s", "-o", "/dev/null", "--http2-prior-knowledge"]);
             cmd.args(["--max-time", "30"]);
@@ -277,6 +365,11 @@ fn garbage_and_oversized_bodies_to_every_listener_leave_the_hub_serving() {
     assert!(requests(&p, "spokes-http", "invalid") >= 2.0);
     assert!(requests(&p, "hub-http", "too_large") >= 1.0);
     assert!(requests(&p, "spokes-http", "too_large") >= 1.0);
+    let hub = p.hub_metrics().unwrap();
+    assert!(
+        !hub.keys().any(|(name, _)| name == "rogue_gauge"),
+        "a refused gRPC request was stored"
+    );
     assert_eq!(
         common::http_get(&p.topo.hub, "http://127.0.0.1:9464/healthz").map(|(c, _)| c),
         Some(200)

@@ -5,7 +5,10 @@
 //!
 //! tonic answers an oversized uncompressed message with OUT_OF_RANGE, which OTLP clients
 //! retry; [`size_status_layer`] rewrites that answer to RESOURCE_EXHAUSTED (without RetryInfo:
-//! permanent), as the spec asks.
+//! permanent), as the spec asks. A message that does not decode (garbage, truncated) is
+//! INVALID_ARGUMENT (bad data from the client: permanent, like HTTP's 400), not the INTERNAL
+//! tonic's prost codec would answer; a request without a valid token is UNAUTHENTICATED before
+//! its message is decoded.
 
 use super::{AuthError, Listener};
 use crate::decode::DecodeError;
@@ -105,12 +108,11 @@ impl GrpcReceiver {
             Ok(outcome) => outcome,
             Err(e) => {
                 listener.hub.metrics.request(&listener.name, "invalid");
-                // What tonic's prost codec answers for a message that does not decode.
                 let message = match e {
                     DecodeError::Protobuf(m) => m,
                     other => other.to_string(),
                 };
-                return Err(Status::internal(message));
+                return Err(Status::invalid_argument(message));
             }
         };
         let partial_success = if outcome.rejected > 0 {

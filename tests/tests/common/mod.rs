@@ -14,6 +14,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cadvisor;
+pub mod grpc;
 
 use std::collections::BTreeMap;
 use std::fs;
