@@ -384,6 +384,8 @@ impl Drop for Topology {
 }
 
 /// Deletes `kre2e-<pid>-*` namespaces whose pid no longer runs (a run killed before drop).
+/// Its processes (collector, exporters, Prometheus) are killed first, and the workload cgroups
+/// of such runs go too ([`remove_stale_workloads`]).
 fn remove_stale() {
     let out = run(Command::new("ip").args(["netns", "list"]));
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -393,7 +395,82 @@ fn remove_stale() {
         };
         let pid = rest.split('-').next().unwrap_or("");
         if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let pids = run(Command::new("ip").args(["netns", "pids", name]));
+            kill_all(&String::from_utf8_lossy(&pids.stdout));
             let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+    remove_stale_workloads();
+}
+
+/// SIGKILL to every pid in `pids` (one a line).
+fn kill_all(pids: &str) {
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Removes the container cgroups [`Workload::start`] made for a run whose pid is gone (killed
+/// before drop), with their CPU burners: recognised by both names, the pod slice
+/// `kubepods-besteffort-pod<pid:08x>_<n:04x>_4000_8000_<t>.slice` and its one scope
+/// `cri-containerd-<t:032x><pid:016x><n:016x>.scope`, so no other suite's cgroup is touched.
+fn remove_stale_workloads() {
+    let Some(v2) = v2_root() else {
+        return;
+    };
+    let qos = v2.join("kubepods.slice/kubepods-besteffort.slice");
+    let Ok(pods) = fs::read_dir(&qos) else {
+        return;
+    };
+    for pod in pods.filter_map(Result::ok) {
+        let name = pod.file_name().to_string_lossy().into_owned();
+        let Some(uid) = name
+            .strip_prefix("kubepods-besteffort-pod")
+            .and_then(|n| n.strip_suffix(".slice"))
+        else {
+            continue;
+        };
+        let parts: Vec<&str> = uid.split('_').collect();
+        let [pid, n, "4000", "8000", _] = parts[..] else {
+            continue;
+        };
+        let (Ok(pid), Ok(n)) = (u32::from_str_radix(pid, 16), u32::from_str_radix(n, 16)) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let suffix = format!("{pid:016x}{n:016x}.scope");
+        let scopes: Vec<PathBuf> = fs::read_dir(pod.path())
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let ours = |p: &PathBuf| {
+            p.file_name().is_some_and(|f| {
+                let f = f.to_string_lossy();
+                f.starts_with("cri-containerd-") && f.ends_with(&suffix) && f.len() == 15 + 64 + 6
+            })
+        };
+        let scope_dirs: Vec<&PathBuf> = scopes.iter().filter(|p| p.is_dir()).collect();
+        if scope_dirs.len() != 1 || !ours(scope_dirs[0]) {
+            continue;
+        }
+        let scope = scope_dirs[0];
+        let _ = fs::write(scope.join("cgroup.freeze"), "0");
+        kill_all(&fs::read_to_string(scope.join("cgroup.procs")).unwrap_or_default());
+        for dir in [scope.as_path(), pod.path().as_path()] {
+            for _ in 0..100 {
+                match fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => break,
+                }
+            }
         }
     }
 }
