@@ -22,9 +22,10 @@
 
 use kepler_collector::clock::SystemClock;
 use kepler_collector::decode;
-use kepler_collector::exposition::render;
+use kepler_collector::exposition::render_chunks;
 use kepler_collector::ingest::{Hub, Labeling};
 use kepler_collector::store::{Limits, Store};
+use kepler_prom_text::Format;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -248,11 +249,16 @@ fn memory_and_render(series: usize) {
     let fill = start.elapsed().as_secs_f64();
     let after = rss_bytes();
     let stored = hub.store.len();
+    // Peak RSS of the render alone: reset the high-water mark, then read it back.
+    let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let rss_before_render = rss_bytes();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    let text = render(&hub);
+    // What the server does: the pieces are streamed, never joined.
+    let chunks = render_chunks(&hub, Format::Text);
     let render_s = start.elapsed().as_secs_f64();
     let render_cpu = cpu_seconds() - cpu0;
+    let render_peak = peak_rss_bytes().saturating_sub(rss_before_render);
     println!("| at {stored} series | value |");
     println!("|---|---:|");
     println!(
@@ -262,8 +268,26 @@ fn memory_and_render(series: usize) {
     println!("| fill (build + encode + decode + ingest) | {fill:.1} s |");
     println!(
         "| render /metrics | {render_s:.2} s wall, {render_cpu:.2} s CPU ({} MB of text) |",
-        text.len() / 1_000_000
+        chunks.iter().map(String::len).sum::<usize>() / 1_000_000
     );
+    if peak_reset {
+        println!(
+            "| render peak memory (peak RSS during the render - RSS before it) | {} MB |",
+            render_peak / 1_000_000
+        );
+    }
+}
+
+/// The process's peak RSS (`VmHWM`), in bytes.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    kib * 1024
 }
 
 /// CPU seconds (user + system) used by this process so far.

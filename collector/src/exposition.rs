@@ -9,19 +9,17 @@
 //! own `kepler_collector_*` metrics follow.
 //!
 //! The store is read one shard at a time (see [`crate::store`]), so a render never stops
-//! ingestion for long; the text is built from the copies.
+//! ingestion for long. While a shard is visited, each series is written straight into its
+//! family's text (no copy of its labels or value is kept), with a sort key beside it; once every
+//! shard is read, each family's series are put in order and the document is handed out family
+//! by family ([`render_chunks`]), so the server streams it without joining it into one string.
 
 use crate::ingest::Hub;
-use crate::store::{Histogram, Series, SeriesKey, Summary, Value};
+use crate::store::{Histogram, SeriesKey, Summary, Value};
 use crate::translate::{self, Kind};
-use kepler_prom_text::{write_value, Encoder, Format, MetricType};
+use kepler_prom_text::{write_value, Encoder, Format, MetricType, SampleWriter};
 use std::collections::BTreeMap;
-
-struct Family {
-    kind: Kind,
-    help: String,
-    samples: Vec<(Vec<(String, String)>, Value)>,
-}
+use std::ops::Range;
 
 fn metric_type(kind: Kind) -> MetricType {
     match kind {
@@ -32,27 +30,87 @@ fn metric_type(kind: Kind) -> MetricType {
     }
 }
 
-/// The labels of a series, sorted by name.
-pub fn series_labels(key: &SeriesKey) -> Vec<(String, String)> {
-    let mut labels: Vec<(String, String)> = Vec::with_capacity(key.attrs.len() + 4);
-    push_attrs(&mut labels, key.attrs.iter());
-    let mut set = |name: &str, value: &str| {
-        if value.is_empty() {
-            return;
+/// The sample names of a family: the family name and its `_bucket`, `_sum`, `_count`.
+struct SampleNames {
+    name: String,
+    bucket: String,
+    sum: String,
+    count: String,
+}
+
+impl SampleNames {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            bucket: format!("{name}_bucket"),
+            sum: format!("{name}_sum"),
+            count: format!("{name}_count"),
         }
-        match labels.iter_mut().find(|(n, _)| n == name) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => labels.push((name.to_string(), value.to_string())),
-        }
-    };
-    set("otel_scope_name", key.scope.name);
-    if !key.scope.name.is_empty() {
-        set("otel_scope_version", key.scope.version);
     }
-    set("job", key.job);
-    set("instance", key.instance);
-    labels.sort();
-    labels
+}
+
+/// One series inside its family's text.
+struct Part {
+    /// Its sort key in [`FamilyText::keys`].
+    key: Range<usize>,
+    /// Its sample lines in [`FamilyText::lines`].
+    lines: Range<usize>,
+    samples: usize,
+}
+
+/// One family while the store is visited: every series' sample lines back to back, and per
+/// series a sort key (label names and values, each followed by a NUL, so that byte order is the
+/// order of the label pairs).
+struct FamilyText {
+    kind: Kind,
+    help: String,
+    names: SampleNames,
+    writer: SampleWriter,
+    lines: String,
+    keys: String,
+    parts: Vec<Part>,
+}
+
+/// Calls `f` with the labels of a series, sorted by name: its attributes as label names (ingest
+/// made sure they are distinct and do not clash with the labels below), `otel_scope_name` and
+/// `otel_scope_version` when the scope has a name, `job` and `instance` when not empty. Only
+/// attribute keys that are not label names already are copied (translated).
+fn with_series_labels<R>(key: &SeriesKey, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+    let renamed: Vec<(String, &str)> = key
+        .attrs
+        .iter()
+        .filter(|(k, _)| !translate::is_clean_label(k))
+        .filter_map(|(k, v)| translate::label_name(k).map(|name| (name, v)))
+        .collect();
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(key.attrs.len() + 4);
+    labels.extend(
+        key.attrs
+            .iter()
+            .filter(|(k, _)| translate::is_clean_label(k)),
+    );
+    labels.extend(renamed.iter().map(|(name, v)| (name.as_str(), *v)));
+    let scope_version = if key.scope.name.is_empty() {
+        ""
+    } else {
+        key.scope.version
+    };
+    for (name, value) in [
+        ("otel_scope_name", key.scope.name),
+        ("otel_scope_version", scope_version),
+        ("job", key.job),
+        ("instance", key.instance),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        match labels.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = value,
+            None => labels.push((name, value)),
+        }
+    }
+    labels.sort_unstable();
+    labels.dedup_by(|later, first| later.0 == first.0);
+    f(&labels)
 }
 
 /// Adds attributes (in key order) as labels; colliding sanitized names join values with `;`
@@ -75,39 +133,147 @@ fn push_attrs<'a>(
     }
 }
 
+/// Writes the samples of one series; returns how many.
+fn write_series(
+    out: &mut String,
+    writer: SampleWriter,
+    names: &SampleNames,
+    labels: &[(&str, &str)],
+    value: &Value,
+) -> usize {
+    match value {
+        Value::Number(v) => {
+            writer.write(out, &names.name, labels, None, *v);
+            1
+        }
+        Value::Histogram(h) => {
+            let Histogram {
+                bounds,
+                counts,
+                sum,
+                count,
+            } = &**h;
+            let mut le = String::new();
+            let mut cumulative = 0u64;
+            for (bound, n) in bounds.iter().zip(counts) {
+                cumulative = cumulative.saturating_add(*n);
+                le.clear();
+                write_value(&mut le, *bound);
+                writer.write(
+                    out,
+                    &names.bucket,
+                    labels,
+                    Some(("le", &le)),
+                    cumulative as f64,
+                );
+            }
+            writer.write(
+                out,
+                &names.bucket,
+                labels,
+                Some(("le", "+Inf")),
+                *count as f64,
+            );
+            writer.write(out, &names.sum, labels, None, *sum);
+            writer.write(out, &names.count, labels, None, *count as f64);
+            bounds.len().min(counts.len()) + 3
+        }
+        Value::Summary(s) => {
+            let Summary {
+                quantiles,
+                sum,
+                count,
+            } = &**s;
+            let mut q = String::new();
+            for (quantile, v) in quantiles {
+                q.clear();
+                write_value(&mut q, *quantile);
+                writer.write(out, &names.name, labels, Some(("quantile", &q)), *v);
+            }
+            writer.write(out, &names.sum, labels, None, *sum);
+            writer.write(out, &names.count, labels, None, *count as f64);
+            quantiles.len() + 2
+        }
+    }
+}
+
 /// Renders everything the hub exposes as Prometheus text 0.0.4.
 pub fn render(hub: &Hub) -> String {
     render_as(hub, Format::Text)
 }
 
 /// Renders everything the hub exposes in `format` (OpenMetrics: counter families named
-/// without `_total`, `# EOF` at the end; the samples are the same).
+/// without `_total`, `# EOF` at the end; the samples are the same), as one string.
 pub fn render_as(hub: &Hub, format: Format) -> String {
-    let mut families: BTreeMap<String, Family> = BTreeMap::new();
-    hub.store.for_each_live(|key: &SeriesKey, series: &Series| {
-        let family = families
-            .entry(series.meta.prom_name.clone())
-            .or_insert_with(|| Family {
-                kind: series.meta.kind,
-                help: series.meta.help.clone(),
-                samples: Vec::new(),
-            });
-        if family.kind != series.meta.kind {
+    render_chunks(hub, format).concat()
+}
+
+/// Renders everything the hub exposes in `format` as consecutive pieces of the document: one
+/// per family of series, then `target_info` and the hub's own metrics.
+pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
+    let mut families: BTreeMap<String, FamilyText> = BTreeMap::new();
+    hub.store.for_each_live(|key, series| {
+        let meta = &series.meta;
+        if !families.contains_key(&meta.prom_name) {
+            families.insert(
+                meta.prom_name.clone(),
+                FamilyText {
+                    kind: meta.kind,
+                    help: meta.help.clone(),
+                    names: SampleNames::new(&meta.prom_name),
+                    writer: SampleWriter::new(format, metric_type(meta.kind)),
+                    lines: String::new(),
+                    keys: String::new(),
+                    parts: Vec::new(),
+                },
+            );
+        }
+        let Some(family) = families.get_mut(&meta.prom_name) else {
+            return;
+        };
+        if family.kind != meta.kind {
             // Two OTel metrics that translate to one name with different types: the first
             // type seen wins, as a Prometheus family has one type.
             return;
         }
-        family
-            .samples
-            .push((series_labels(key), series.point.value.clone()));
+        with_series_labels(key, |labels| {
+            let key_start = family.keys.len();
+            for (name, value) in labels {
+                family.keys.push_str(name);
+                family.keys.push('\0');
+                family.keys.push_str(value);
+                family.keys.push('\0');
+            }
+            let lines_start = family.lines.len();
+            let samples = write_series(
+                &mut family.lines,
+                family.writer,
+                &family.names,
+                labels,
+                &series.point.value,
+            );
+            family.parts.push(Part {
+                key: key_start..family.keys.len(),
+                lines: lines_start..family.lines.len(),
+                samples,
+            });
+        });
     });
+    let mut chunks = Vec::with_capacity(families.len() + 1);
     let mut enc = Encoder::with_capacity(format, 1 << 16);
     for (name, mut family) in families {
-        family.samples.sort_by(|a, b| a.0.cmp(&b.0));
+        let keys = &family.keys;
+        family
+            .parts
+            .sort_unstable_by(|a, b| keys[a.key.clone()].cmp(&keys[b.key.clone()]));
+        // The keys are not needed any more: free them before the family is copied out.
+        family.keys = String::new();
+        enc.reserve(family.lines.len() + name.len() + family.help.len() + 64);
         enc.family(&name, &family.help, metric_type(family.kind));
-        for (labels, value) in &family.samples {
-            write_series(&mut enc, &name, labels, value);
+        for part in &family.parts {
+            enc.raw_samples(&family.lines[part.lines.clone()], part.samples);
         }
+        chunks.push(enc.take());
     }
     let mut targets = hub.store.live_targets();
     targets.sort();
@@ -132,116 +298,64 @@ pub fn render_as(hub: &Hub, format: Format) -> String {
         enc.sample("target_info", &refs, 1.0);
     }
     hub.metrics.render(&mut enc, &hub.store);
-    enc.finish()
-}
-
-fn write_series(enc: &mut Encoder, name: &str, labels: &[(String, String)], value: &Value) {
-    let refs: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    fn with<'a>(refs: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
-        let mut all = Vec::with_capacity(refs.len() + 1);
-        all.extend_from_slice(refs);
-        all.push(extra);
-        all
-    }
-    match value {
-        Value::Number(v) => enc.sample(name, &refs, *v),
-        Value::Histogram(h) => {
-            let Histogram {
-                bounds,
-                counts,
-                sum,
-                count,
-            } = &**h;
-            let bucket = format!("{name}_bucket");
-            let mut cumulative = 0u64;
-            for (bound, n) in bounds.iter().zip(counts) {
-                cumulative = cumulative.saturating_add(*n);
-                let mut le = String::new();
-                write_value(&mut le, *bound);
-                enc.sample(&bucket, &with(&refs, ("le", &le)), cumulative as f64);
-            }
-            enc.sample(&bucket, &with(&refs, ("le", "+Inf")), *count as f64);
-            enc.sample(&format!("{name}_sum"), &refs, *sum);
-            enc.sample(&format!("{name}_count"), &refs, *count as f64);
-        }
-        Value::Summary(s) => {
-            let Summary {
-                quantiles,
-                sum,
-                count,
-            } = &**s;
-            for (quantile, v) in quantiles {
-                let mut q = String::new();
-                write_value(&mut q, *quantile);
-                enc.sample(name, &with(&refs, ("quantile", &q)), *v);
-            }
-            enc.sample(&format!("{name}_sum"), &refs, *sum);
-            enc.sample(&format!("{name}_count"), &refs, *count as f64);
-        }
-    }
+    chunks.push(enc.finish());
+    chunks
 }
 
 /// A sample visitor: name, labels, value.
 type SampleFn<'a> = dyn FnMut(&str, &[(&str, &str)], f64) + 'a;
 
 /// Calls `f(name, labels, value)` for every sample of every live series (histograms and
-/// summaries flattened into `_bucket`/`_sum`/`_count` and quantile samples), in no particular
-/// order. Used by remote write.
+/// summaries flattened into `_bucket`/`_sum`/`_count` and quantile samples, the `le` /
+/// `quantile` label last), in no particular order. Used by remote write.
 pub fn for_each_sample(hub: &Hub, mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     hub.store.for_each_live(|key, series| {
-        let labels = series_labels(key);
-        let refs: Vec<(&str, &str)> = labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let name = series.meta.prom_name.as_str();
-        let with = |extra: (&'static str, &str)| -> Vec<(String, String)> {
-            let mut all: Vec<(String, String)> = labels.clone();
-            all.push((extra.0.to_string(), extra.1.to_string()));
-            all
-        };
-        let pass = |f: &mut SampleFn<'_>, n: &str, l: &[(String, String)], v: f64| {
-            let r: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            f(n, &r, v);
-        };
-        match &series.point.value {
-            Value::Number(v) => f(name, &refs, *v),
-            Value::Histogram(h) => {
-                let Histogram {
-                    bounds,
-                    counts,
-                    sum,
-                    count,
-                } = &**h;
-                let bucket = format!("{name}_bucket");
-                let mut cumulative = 0u64;
-                for (bound, n) in bounds.iter().zip(counts) {
-                    cumulative = cumulative.saturating_add(*n);
+        with_series_labels(key, |labels| {
+            let name = series.meta.prom_name.as_str();
+            let with = |f: &mut SampleFn<'_>, sample: &str, extra: (&str, &str), value: f64| {
+                let mut all = Vec::with_capacity(labels.len() + 1);
+                all.extend_from_slice(labels);
+                all.push(extra);
+                f(sample, &all, value);
+            };
+            match &series.point.value {
+                Value::Number(v) => f(name, labels, *v),
+                Value::Histogram(h) => {
+                    let Histogram {
+                        bounds,
+                        counts,
+                        sum,
+                        count,
+                    } = &**h;
+                    let bucket = format!("{name}_bucket");
                     let mut le = String::new();
-                    write_value(&mut le, *bound);
-                    pass(&mut f, &bucket, &with(("le", &le)), cumulative as f64);
+                    let mut cumulative = 0u64;
+                    for (bound, n) in bounds.iter().zip(counts) {
+                        cumulative = cumulative.saturating_add(*n);
+                        le.clear();
+                        write_value(&mut le, *bound);
+                        with(&mut f, &bucket, ("le", &le), cumulative as f64);
+                    }
+                    with(&mut f, &bucket, ("le", "+Inf"), *count as f64);
+                    f(&format!("{name}_sum"), labels, *sum);
+                    f(&format!("{name}_count"), labels, *count as f64);
                 }
-                pass(&mut f, &bucket, &with(("le", "+Inf")), *count as f64);
-                f(&format!("{name}_sum"), &refs, *sum);
-                f(&format!("{name}_count"), &refs, *count as f64);
-            }
-            Value::Summary(s) => {
-                let Summary {
-                    quantiles,
-                    sum,
-                    count,
-                } = &**s;
-                for (q, v) in quantiles {
+                Value::Summary(s) => {
+                    let Summary {
+                        quantiles,
+                        sum,
+                        count,
+                    } = &**s;
                     let mut text = String::new();
-                    write_value(&mut text, *q);
-                    pass(&mut f, name, &with(("quantile", &text)), *v);
+                    for (q, v) in quantiles {
+                        text.clear();
+                        write_value(&mut text, *q);
+                        with(&mut f, name, ("quantile", &text), *v);
+                    }
+                    f(&format!("{name}_sum"), labels, *sum);
+                    f(&format!("{name}_count"), labels, *count as f64);
                 }
-                f(&format!("{name}_sum"), &refs, *sum);
-                f(&format!("{name}_count"), &refs, *count as f64);
             }
-        }
+        });
     });
 }

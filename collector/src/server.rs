@@ -2,10 +2,11 @@
 //! when `exposition.enable_open_metrics` is on and the scraper's `Accept` header prefers it, as
 //! the Collector's prometheus exporter negotiates; gzip when the scraper asks) and
 //! `GET /healthz`. Rendering runs on the blocking pool and reads the store one shard at a time,
-//! so scrapes do not stall ingestion.
+//! so scrapes do not stall ingestion; the answer is sent family by family as rendered.
 
 use crate::exposition;
 use crate::ingest::Hub;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,13 +44,16 @@ async fn metrics(State(state): State<Exposition>, headers: HeaderMap) -> Respons
         Format::Text
     };
     let hub = state.hub;
-    match tokio::task::spawn_blocking(move || exposition::render_as(&hub, format)).await {
-        Ok(text) => (
+    match tokio::task::spawn_blocking(move || exposition::render_chunks(&hub, format)).await {
+        // Handed out family by family, never joined into one string.
+        Ok(chunks) => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(format.content_type()),
             )],
-            text,
+            Body::from_stream(futures_util::stream::iter(
+                chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+            )),
         )
             .into_response(),
         Err(e) => (

@@ -166,29 +166,33 @@ impl Encoder {
         value: impl FnOnce(&mut String),
     ) {
         self.family_samples += 1;
-        self.out.push_str(name);
-        if self.format == Format::OpenMetrics
-            && self.family_type == Some(MetricType::Counter)
-            && !name.ends_with("_total")
-        {
-            self.out.push_str("_total");
-        }
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (label, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(label);
-                self.out.push_str("=\"");
-                escape_label_value(&mut self.out, value);
-                self.out.push('"');
-            }
-            self.out.push('}');
-        }
-        self.out.push(' ');
-        value(&mut self.out);
-        self.out.push('\n');
+        let sample = SampleWriter {
+            format: self.format,
+            family_type: self.family_type,
+        };
+        sample.write_with(&mut self.out, name, labels, None, value);
+    }
+
+    /// Appends sample lines written elsewhere by a [`SampleWriter`] for this format and the open
+    /// family's type (`samples` of them), e.g. built in parts and sorted by the caller.
+    pub fn raw_samples(&mut self, lines: &str, samples: usize) {
+        self.family_samples += samples;
+        self.out.push_str(lines);
+    }
+
+    /// Makes room for `additional` more bytes of text (before a known amount of
+    /// [`raw_samples`](Self::raw_samples)).
+    pub fn reserve(&mut self, additional: usize) {
+        self.out.reserve(additional);
+    }
+
+    /// Closes the open family (dropping it if it got no sample) and returns the text written so
+    /// far, leaving the encoder empty for what follows: a long document handed out in pieces.
+    /// [`finish`](Self::finish) returns the last piece.
+    pub fn take(&mut self) -> String {
+        self.close_family();
+        self.family_start = 0;
+        std::mem::take(&mut self.out)
     }
 
     /// Ends the document and returns it (OpenMetrics: with the mandatory `# EOF`).
@@ -205,6 +209,70 @@ impl Encoder {
             self.out.truncate(self.family_start);
         }
         self.family_type = None;
+    }
+}
+
+/// Writes sample lines of one family into any `String`, exactly as [`Encoder::sample`] does
+/// (for callers that build a family in parts and hand it over with [`Encoder::raw_samples`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SampleWriter {
+    format: Format,
+    family_type: Option<MetricType>,
+}
+
+impl SampleWriter {
+    /// A writer for samples of a family of type `family_type` in `format`.
+    pub fn new(format: Format, family_type: MetricType) -> Self {
+        Self {
+            format,
+            family_type: Some(family_type),
+        }
+    }
+
+    /// Appends `name{labels,extra} value\n`; `extra` (a histogram's `le`, a summary's
+    /// `quantile`) goes after `labels`.
+    pub fn write(
+        self,
+        out: &mut String,
+        name: &str,
+        labels: &[(&str, &str)],
+        extra: Option<(&str, &str)>,
+        value: f64,
+    ) {
+        self.write_with(out, name, labels, extra, |out| write_value(out, value));
+    }
+
+    fn write_with(
+        self,
+        out: &mut String,
+        name: &str,
+        labels: &[(&str, &str)],
+        extra: Option<(&str, &str)>,
+        value: impl FnOnce(&mut String),
+    ) {
+        out.push_str(name);
+        if self.format == Format::OpenMetrics
+            && self.family_type == Some(MetricType::Counter)
+            && !name.ends_with("_total")
+        {
+            out.push_str("_total");
+        }
+        if !labels.is_empty() || extra.is_some() {
+            out.push('{');
+            for (i, (label, value)) in labels.iter().chain(extra.as_ref()).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(label);
+                out.push_str("=\"");
+                escape_label_value(out, value);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        value(out);
+        out.push('\n');
     }
 }
 
@@ -425,6 +493,31 @@ mod tests {
         );
         assert_eq!(Format::OpenMetrics.content_type(), CONTENT_TYPE_OPENMETRICS);
         assert_eq!(Format::default().content_type(), CONTENT_TYPE_TEXT);
+    }
+
+    #[test]
+    fn samples_written_apart_are_the_encoders() {
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut direct = Encoder::new(format);
+            direct.family("c", "C.", MetricType::Counter);
+            direct.sample("c", &[("a", "x\"y")], 1.0);
+            direct.sample("c", &[("a", "z"), ("le", "0.5")], 2.0);
+            direct.sample("c", &[], 3.0);
+            let mut lines = String::new();
+            let writer = SampleWriter::new(format, MetricType::Counter);
+            writer.write(&mut lines, "c", &[("a", "x\"y")], None, 1.0);
+            writer.write(&mut lines, "c", &[("a", "z")], Some(("le", "0.5")), 2.0);
+            writer.write(&mut lines, "c", &[], None, 3.0);
+            let mut parts = Encoder::new(format);
+            parts.family("c", "C.", MetricType::Counter);
+            parts.raw_samples(&lines, 3);
+            // An empty family is still dropped when nothing was handed over.
+            let first = parts.take();
+            parts.family("empty", "E.", MetricType::Gauge);
+            parts.raw_samples("", 0);
+            assert_eq!(parts.take(), "");
+            assert_eq!(first + &parts.finish(), direct.finish());
+        }
     }
 
     #[test]
