@@ -56,6 +56,26 @@ struct Part {
     /// Its sample lines in [`FamilyText::lines`].
     lines: Range<usize>,
     samples: usize,
+    /// Decides between two series with the same labels: the newer point, then the larger value.
+    rank: (u64, ValueRank),
+}
+
+/// A total order on values, only to break ties deterministically.
+#[derive(Clone, Copy)]
+struct ValueRank(u64, f64);
+
+impl ValueRank {
+    fn of(value: &Value) -> Self {
+        match value {
+            Value::Number(n) => ValueRank(0, *n),
+            Value::Histogram(h) => ValueRank(h.count, h.sum),
+            Value::Summary(s) => ValueRank(s.count, s.sum),
+        }
+    }
+
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0).then(self.1.total_cmp(&other.1))
+    }
 }
 
 /// One family while the store is visited: every series' sample lines back to back, and per
@@ -231,10 +251,24 @@ pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
         let Some(family) = families.get_mut(&meta.prom_name) else {
             return;
         };
-        if family.kind != meta.kind {
-            // Two OTel metrics that translate to one name with different types: the first
-            // type seen wins, as a Prometheus family has one type.
+        // Several OTel metrics can translate to one name. A Prometheus family has one type and
+        // one HELP: the smallest kind (counter, gauge, histogram, summary) keeps the family and
+        // the other kinds' series are left out; the smallest non-empty HELP is shown. Neither
+        // choice depends on the order the store is visited in.
+        if meta.kind < family.kind {
+            *family = FamilyText {
+                kind: meta.kind,
+                help: meta.help.clone(),
+                names: SampleNames::new(&meta.prom_name),
+                writer: SampleWriter::new(format, metric_type(meta.kind)),
+                lines: String::new(),
+                keys: String::new(),
+                parts: Vec::new(),
+            };
+        } else if meta.kind > family.kind {
             return;
+        } else if !meta.help.is_empty() && (family.help.is_empty() || meta.help < family.help) {
+            family.help.clone_from(&meta.help);
         }
         with_series_labels(key, |labels| {
             let key_start = family.keys.len();
@@ -256,6 +290,10 @@ pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
                 key: key_start..family.keys.len(),
                 lines: lines_start..family.lines.len(),
                 samples,
+                rank: (
+                    series.point.time_unix_nano,
+                    ValueRank::of(&series.point.value),
+                ),
             });
         });
     });
@@ -263,9 +301,18 @@ pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
     let mut enc = Encoder::with_capacity(format, 1 << 16);
     for (name, mut family) in families {
         let keys = &family.keys;
+        // Two OTel metrics that translate to one name can carry the same labels; a family must
+        // not repeat a series (Prometheus drops the scrape's duplicates; the Collector serves
+        // whichever its registry met first). The newest point wins.
+        family.parts.sort_unstable_by(|a, b| {
+            keys[a.key.clone()]
+                .cmp(&keys[b.key.clone()])
+                .then(b.rank.0.cmp(&a.rank.0))
+                .then_with(|| b.rank.1.cmp(&a.rank.1))
+        });
         family
             .parts
-            .sort_unstable_by(|a, b| keys[a.key.clone()].cmp(&keys[b.key.clone()]));
+            .dedup_by(|later, kept| keys[later.key.clone()] == keys[kept.key.clone()]);
         // The keys are not needed any more: free them before the family is copied out.
         family.keys = String::new();
         enc.reserve(family.lines.len() + name.len() + family.help.len() + 64);

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use std::fmt::Write as _;
 
 /// What the metric becomes in Prometheus; decides the suffixes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// Monotonic sum.
     Counter,

@@ -502,3 +502,49 @@ fn series_and_target_info_expire_after_metric_expiration() {
     assert!(render(&hub).contains("kepler_container_joules_total{"));
     assert!(clock.now_ms() > 0);
 }
+
+#[test]
+fn two_metrics_that_translate_to_one_series_expose_it_once_with_the_newest_point() {
+    // `queue.depth` and `queue_depth` both become `queue_depth`; with the same attributes they
+    // would be one Prometheus series twice (found by the otlp_protobuf fuzzer: the exposition
+    // then depended on hash order). Whatever the arrival order, the newest point is served.
+    let gauge_at = |name: &str, time: u64, value: f64| {
+        metric(
+            name,
+            "",
+            if name.contains('.') {
+                "depth (dotted)"
+            } else {
+                "depth (underscored)"
+            },
+            Data::Gauge(Gauge {
+                data_points: vec![number(vec![kv("q", s("x"))], 0, time, Num::AsDouble(value))],
+            }),
+        )
+    };
+    let resource = vec![kv("service.name", s("app"))];
+    for order in [
+        [("queue.depth", 20, 2.0), ("queue_depth", 10, 1.0)],
+        [("queue_depth", 10, 1.0), ("queue.depth", 20, 2.0)],
+    ] {
+        let (hub, _clock) = hub();
+        for (name, time, value) in order {
+            let outcome = hub.ingest(
+                &request(resource.clone(), "", vec![gauge_at(name, time, value)]),
+                Labeling::default(),
+            );
+            assert_eq!(outcome.rejected, 0, "{outcome:?}");
+        }
+        let text = render(&hub);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("queue_depth{"))
+            .collect();
+        assert_eq!(lines, [r#"queue_depth{job="app",q="x"} 2"#], "{text}");
+        assert!(
+            text.contains("# HELP queue_depth depth (dotted)\n"),
+            "{text}"
+        );
+        common::assert_promtool_accepts(&text);
+    }
+}
