@@ -1,9 +1,8 @@
-//! Fuzzing on stable: proptest drives the protobuf and JSON decoders and the whole ingest +
-//! render path with random and mutated inputs, in CI on every run (a few hundred cases each;
-//! `PROPTEST_CASES=100000 cargo test -p kepler-collector --test fuzz --release` for a longer
-//! run). cargo-fuzz and bolero's libFuzzer engine need a nightly compiler, and only stable
-//! rustc exists here; proptest gives the same "never panics, always well-formed" checks with
-//! shrinking, without coverage guidance.
+//! Property tests over the decoders: proptest drives the protobuf and JSON decoders and the
+//! whole ingest + render path with random and mutated inputs, on every `cargo test` (a few
+//! hundred cases each; `PROPTEST_CASES=100000 cargo test -p kepler-collector --test fuzz
+//! --release` for a longer run), with shrinking. The coverage-guided fuzzers (cargo-fuzz) are in
+//! `collector/fuzz/`, run by `scripts/fuzz.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kepler_collector::clock::ManualClock;
