@@ -63,6 +63,21 @@ struct Container {
     started: Instant,
 }
 
+/// Kills the container's process and removes its cgroup, retrying while the kernel still counts
+/// the exiting process as a member (a removal right after the kill can fail with EBUSY, which
+/// left the pod's cgroup behind).
+fn end_container(mut c: Container) {
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    for _ in 0..100 {
+        if fs::remove_dir(&c.dir).is_ok() || !c.dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("could not remove {}", c.dir.display());
+}
+
 #[test]
 fn memory_stays_flat_while_containers_churn() {
     if !common::require_root("creating cgroups") {
@@ -156,15 +171,7 @@ fn memory_stays_flat_while_containers_churn() {
             .front()
             .is_some_and(|c| c.started.elapsed() > Duration::from_millis(800))
         {
-            let mut c = live.pop_front().unwrap();
-            let _ = c.child.kill();
-            let _ = c.child.wait();
-            for _ in 0..50 {
-                if fs::remove_dir(&c.dir).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            end_container(live.pop_front().unwrap());
         }
         if Instant::now() >= next_sample {
             samples.push((start.elapsed(), rss_kib(pid)));
@@ -173,10 +180,8 @@ fn memory_stays_flat_while_containers_churn() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for mut c in live.drain(..) {
-        let _ = c.child.kill();
-        let _ = c.child.wait();
-        let _ = fs::remove_dir(&c.dir);
+    for c in live.drain(..) {
+        end_container(c);
     }
     drop(exporter);
 
