@@ -235,18 +235,28 @@ fn hub_down_then_up_counters_continue_and_memory_stays_bounded() {
     let sink = Sink::start(&py, grpc, http, &[]);
     let received = sink.wait_for(4);
     let first = &received[0];
-    let pushed_node: f64 = metrics_of(first)
-        .iter()
-        .filter(|m| m.name == "kepler_node_package_joules_total")
-        .flat_map(|m| {
-            points(m)
-                .iter()
-                .map(|p| p["as_double"].as_f64().unwrap_or(0.0))
-        })
-        .sum();
+    let node_pushed = |request| -> f64 {
+        metrics_of(request)
+            .iter()
+            .filter(|m| m.name == "kepler_node_package_joules_total")
+            .flat_map(|m| {
+                points(m)
+                    .iter()
+                    .map(|p| p["as_double"].as_f64().unwrap_or(0.0))
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    // The first push after recovery is the batch queued at the last OTLP tick, which can be up
+    // to one interval older than the snapshot /metrics served (seen once in CI: 85.96 J pushed
+    // first, 89.00 J served). No energy is lost: the pushes that follow carry cumulative totals
+    // at least as large as what the node served while the hub was down.
+    let pushed_first = node_pushed(first);
+    assert!(pushed_first > 0.0, "the first push carries no node energy");
+    let pushed_last = received.iter().map(node_pushed).fold(0.0, f64::max);
     assert!(
-        pushed_node >= node_while_down,
-        "the first push after recovery ({pushed_node} J) is behind what the node served while the hub was down ({node_while_down} J)"
+        pushed_last >= node_while_down,
+        "after recovery the pushes ({pushed_first} .. {pushed_last} J) stay behind what the node served while the hub was down ({node_while_down} J)"
     );
     let mut previous = energy_series(first);
     for request in &received[1..] {
