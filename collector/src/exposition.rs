@@ -15,7 +15,7 @@
 //! by family ([`render_chunks`]), so the server streams it without joining it into one string.
 
 use crate::ingest::Hub;
-use crate::store::{Histogram, SeriesKey, Summary, Value};
+use crate::store::{Histogram, Meta, SeriesKey, Summary, Value};
 use crate::translate::{self, Kind};
 use kepler_prom_text::{write_value, Encoder, Format, MetricType, SampleWriter};
 use std::collections::BTreeMap;
@@ -89,6 +89,21 @@ struct FamilyText {
     lines: String,
     keys: String,
     parts: Vec<Part>,
+}
+
+impl FamilyText {
+    /// An empty family for the series of `meta`.
+    fn new(meta: &Meta, format: Format) -> Self {
+        FamilyText {
+            kind: meta.kind,
+            help: meta.help.clone(),
+            names: SampleNames::new(&meta.prom_name),
+            writer: SampleWriter::new(format, metric_type(meta.kind)),
+            lines: String::new(),
+            keys: String::new(),
+            parts: Vec::new(),
+        }
+    }
 }
 
 /// Calls `f` with the labels of a series, sorted by name: its attributes as label names (ingest
@@ -235,18 +250,7 @@ pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
     hub.store.for_each_live(|key, series| {
         let meta = &series.meta;
         if !families.contains_key(&meta.prom_name) {
-            families.insert(
-                meta.prom_name.clone(),
-                FamilyText {
-                    kind: meta.kind,
-                    help: meta.help.clone(),
-                    names: SampleNames::new(&meta.prom_name),
-                    writer: SampleWriter::new(format, metric_type(meta.kind)),
-                    lines: String::new(),
-                    keys: String::new(),
-                    parts: Vec::new(),
-                },
-            );
+            families.insert(meta.prom_name.clone(), FamilyText::new(meta, format));
         }
         let Some(family) = families.get_mut(&meta.prom_name) else {
             return;
@@ -256,15 +260,7 @@ pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
         // the other kinds' series are left out; the smallest non-empty HELP is shown. Neither
         // choice depends on the order the store is visited in.
         if meta.kind < family.kind {
-            *family = FamilyText {
-                kind: meta.kind,
-                help: meta.help.clone(),
-                names: SampleNames::new(&meta.prom_name),
-                writer: SampleWriter::new(format, metric_type(meta.kind)),
-                lines: String::new(),
-                keys: String::new(),
-                parts: Vec::new(),
-            };
+            *family = FamilyText::new(meta, format);
         } else if meta.kind > family.kind {
             return;
         } else if !meta.help.is_empty() && (family.help.is_empty() || meta.help < family.help) {
