@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
@@ -18,7 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::compression::CompressionLayer;
 
-use crate::export::prometheus::{render, text, BuildInfo, Format, RenderOptions};
+use crate::export::prometheus::{render_pieces, text, BuildInfo, Format, RenderOptions};
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 
@@ -59,13 +60,17 @@ pub async fn serve(
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let format = negotiate(&headers);
     let snapshot = state.snapshot.load();
-    let body = render(
+    let pieces = render_pieces(
         &snapshot,
         &state.self_metrics,
         &state.render,
         &state.build,
         format,
     );
+    // Sent piece by piece, never joined into one string.
+    let body = Body::from_stream(futures_util::stream::iter(
+        pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
     (
         [(
             CONTENT_TYPE,

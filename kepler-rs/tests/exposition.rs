@@ -17,6 +17,7 @@ use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use kepler_rs::export::prometheus::{
     render_classic, BuildInfo, Format, RenderOptions, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT,
+    PIECE_BYTES,
 };
 use kepler_rs::power::units::{CpuNanos, Microjoules, Watts};
 use kepler_rs::power::{ZoneId, ZoneKind};
@@ -848,6 +849,39 @@ async fn metrics_endpoint_negotiates_openmetrics() {
 
     let (_, headers, _) = get(router(st), "/metrics", &[("accept", "text/plain")]).await;
     assert_eq!(headers["content-type"], CONTENT_TYPE_TEXT);
+}
+
+/// A node with 2,000 processes: `/metrics` is sent in pieces of about `PIECE_BYTES` (never one
+/// buffer the size of the page) that join to exactly the rendered page.
+#[tokio::test]
+async fn large_pages_are_sent_in_pieces() {
+    let mut s = client_all_zones();
+    let template = s.processes[0].clone();
+    for pid in 10_000..12_000 {
+        s.processes.push(ProcessEnergy {
+            pid,
+            comm: format!("worker-{pid}"),
+            ..template.clone()
+        });
+    }
+    let expected = render(&s, &errors(), true, Format::Text);
+    assert!(expected.len() > 20 * PIECE_BYTES, "{}", expected.len());
+    let response = router(state(s, true))
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut pieces = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            pieces.push(data);
+        }
+    }
+    assert!(pieces.len() > 20, "{} pieces", pieces.len());
+    let largest = pieces.iter().map(|p| p.len()).max().unwrap();
+    assert!(largest < PIECE_BYTES + 1024, "a piece of {largest} bytes");
+    assert_eq!(pieces.concat(), expected.as_bytes());
 }
 
 #[tokio::test]

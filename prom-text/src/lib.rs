@@ -195,6 +195,20 @@ impl Encoder {
         std::mem::take(&mut self.out)
     }
 
+    /// Hands out the text written so far once it is at least `limit` bytes long, at a sample
+    /// boundary and without closing the open family, and goes on in a fresh buffer: called after
+    /// each sample, it cuts a long document into pieces of about `limit` bytes (plus one line),
+    /// so no buffer the size of the whole document is ever allocated. `None` while shorter, and
+    /// while the open family has no sample yet (its header may still be dropped).
+    pub fn take_if_longer(&mut self, limit: usize) -> Option<String> {
+        if self.out.len() < limit || (self.family_type.is_some() && self.family_samples == 0) {
+            return None;
+        }
+        self.family_start = 0;
+        let next = String::with_capacity(limit + limit / 4);
+        Some(std::mem::replace(&mut self.out, next))
+    }
+
     /// Ends the document and returns it (OpenMetrics: with the mandatory `# EOF`).
     pub fn finish(mut self) -> String {
         self.close_family();
@@ -517,6 +531,40 @@ mod tests {
             parts.raw_samples("", 0);
             assert_eq!(parts.take(), "");
             assert_eq!(first + &parts.finish(), direct.finish());
+        }
+    }
+
+    #[test]
+    fn pieces_join_to_the_whole_document() {
+        for format in [Format::Text, Format::OpenMetrics] {
+            let write = |enc: &mut Encoder, pieces: &mut Vec<String>, limit: Option<usize>| {
+                for f in 0..5 {
+                    let name = format!("family_{f}_total");
+                    enc.family(&name, "help", MetricType::Counter);
+                    // Family 2 has no sample: its header must not survive a cut.
+                    let samples = if f == 2 { 0 } else { 40 };
+                    for i in 0..samples {
+                        let v = i.to_string();
+                        enc.sample(&name, &[("id", &v)], f64::from(i));
+                        if let Some(piece) = limit.and_then(|l| enc.take_if_longer(l)) {
+                            pieces.push(piece);
+                        }
+                    }
+                }
+            };
+            let mut whole = Encoder::new(format);
+            write(&mut whole, &mut Vec::new(), None);
+            let whole = whole.finish();
+            let mut pieces = Vec::new();
+            let mut enc = Encoder::new(format);
+            write(&mut enc, &mut pieces, Some(256));
+            pieces.push(enc.finish());
+            assert!(pieces.len() > 10, "{}", pieces.len());
+            assert!(pieces
+                .iter()
+                .all(|p| p.len() < 256 + 64 && p.ends_with('\n')));
+            assert_eq!(pieces.concat(), whole);
+            assert!(!whole.contains("family_2"));
         }
     }
 

@@ -145,7 +145,7 @@ pub fn render_classic(
     format: Format,
 ) -> String {
     let families = classic_families(snapshot, self_metrics, options, build);
-    super::write_families(&families, format, snapshot)
+    super::write_families(&families, format).concat()
 }
 
 /// Whether the node has a zone of `kind` (the classic zone families exist only then).

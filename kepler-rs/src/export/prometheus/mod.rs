@@ -39,7 +39,7 @@ pub fn families<'a>(
     out
 }
 
-/// Renders the families `options.schema` asks for in `format`.
+/// Renders the families `options.schema` asks for in `format`, as one string.
 pub fn render(
     snapshot: &Snapshot,
     self_metrics: &SelfMetrics,
@@ -47,30 +47,46 @@ pub fn render(
     build: &BuildInfo,
     format: Format,
 ) -> String {
-    write_families(
-        &families(snapshot, self_metrics, options, build),
-        format,
-        snapshot,
-    )
+    render_pieces(snapshot, self_metrics, options, build, format).concat()
 }
 
-/// Writes families with the text encoder, sized for the snapshot.
-pub(crate) fn write_families(
-    families: &[Family<'_>],
-    format: Format,
+/// Renders the families `options.schema` asks for in `format`, as consecutive pieces of the
+/// document of about [`PIECE_BYTES`] each: what `/metrics` sends, so a scrape never allocates a
+/// buffer the size of the whole page (with per-process series on a busy node that buffer was
+/// tens of MiB, and the allocator kept it after the scrape).
+pub fn render_pieces(
     snapshot: &Snapshot,
-) -> String {
-    let samples = (snapshot.workloads.len() + snapshot.processes.len()) * 16;
-    let mut enc = Encoder::with_capacity(format, 4096 + samples * 256);
+    self_metrics: &SelfMetrics,
+    options: &RenderOptions,
+    build: &BuildInfo,
+    format: Format,
+) -> Vec<String> {
+    write_families(&families(snapshot, self_metrics, options, build), format)
+}
+
+/// The size of the pieces [`render_pieces`] cuts a page into: small enough to come from the
+/// allocator's heap rather than a mapping of its own, big enough to be few.
+pub const PIECE_BYTES: usize = 32 * 1024;
+
+/// Writes families with the text encoder, in pieces of about [`PIECE_BYTES`].
+pub(crate) fn write_families(families: &[Family<'_>], format: Format) -> Vec<String> {
+    let mut enc = Encoder::with_capacity(format, PIECE_BYTES + PIECE_BYTES / 4);
+    let mut pieces = Vec::new();
     for family in families {
         let name = family.name;
         enc.family(name, &family.help, family.ty);
-        family.for_each_sample(|labels, value| match value {
-            Value::Millionths(n) => enc.sample_millionths(name, labels, n),
-            Value::Float(v) => enc.sample(name, labels, v),
+        family.for_each_sample(|labels, value| {
+            match value {
+                Value::Millionths(n) => enc.sample_millionths(name, labels, n),
+                Value::Float(v) => enc.sample(name, labels, v),
+            }
+            if let Some(piece) = enc.take_if_longer(PIECE_BYTES) {
+                pieces.push(piece);
+            }
         });
     }
-    enc.finish()
+    pieces.push(enc.finish());
+    pieces
 }
 pub use text::{Encoder, Format, MetricType, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 

@@ -1,0 +1,164 @@
+//! What the root benchmarks that run the real exporter share: kubepods-shaped cgroups and
+//! sleeping processes that are removed however the benchmark ends, the exporter's CPU ticks and
+//! memory from /proc, and a `/metrics` scrape over loopback.
+#![allow(dead_code)] // each benchmark binary uses a different part
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+
+/// Processes killed and cgroups removed (deepest first) on drop.
+#[derive(Default)]
+pub struct Cleanup {
+    pub children: Vec<Child>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    /// Kills and reaps the processes, then removes the cgroups, retrying while the kernel still
+    /// counts an exiting process as a member.
+    pub fn clear(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+        self.children.clear();
+        for d in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.dirs.clear();
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+pub fn v2_root() -> PathBuf {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").is_file())
+        .expect("no cgroup v2 mount")
+}
+
+pub fn mkdir(dirs: &mut Vec<PathBuf>, p: &Path) {
+    if fs::create_dir(p).is_ok() {
+        dirs.push(p.to_path_buf());
+    }
+}
+
+/// `processes` `sleep 3600` spread over `containers` kubepods-shaped container cgroups under
+/// `base` (a slice made for this run), all registered in `guard`.
+pub fn sleepers_in_containers(
+    guard: &mut Cleanup,
+    base: &Path,
+    tag: usize,
+    processes: usize,
+    containers: usize,
+) {
+    mkdir(&mut guard.dirs, base);
+    let mut scopes = Vec::new();
+    for c in 0..containers {
+        let pod = base.join(format!(
+            "kubepods-besteffort-pod{tag:08x}_0000_4000_8000_{c:012x}.slice"
+        ));
+        mkdir(&mut guard.dirs, &pod);
+        let scope = pod.join(format!("cri-containerd-{:056x}{:08x}.scope", c + 1, tag));
+        mkdir(&mut guard.dirs, &scope);
+        scopes.push(scope);
+    }
+    for p in 0..processes {
+        let child = Command::new("sleep")
+            .arg("3600")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        fs::write(
+            scopes[p % containers].join("cgroup.procs"),
+            child.id().to_string(),
+        )
+        .unwrap();
+        guard.children.push(child);
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// (utime + stime) ticks, VmRSS kB and VmHWM kB of a process.
+pub fn usage(pid: u32) -> (u64, u64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (ticks, kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// One `GET /metrics` over loopback: milliseconds until the whole body arrived, and its size.
+pub fn scrape(port: u16) -> (f64, usize) {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).unwrap();
+    assert!(body.starts_with(b"HTTP/1.0 200") || body.starts_with(b"HTTP/1.1 200"));
+    (t.elapsed().as_secs_f64() * 1e3, body.len())
+}
+
+/// Waits until the exporter on `port` accepts connections.
+pub fn wait_listening(port: u16) {
+    let up = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(30),
+            "exporter did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether the benchmark should run: under `cargo bench` (not `cargo test --all-targets`) and
+/// as root; says why not otherwise.
+pub fn should_run(name: &str) -> bool {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("{name} benchmark: not run (use `cargo bench -p kepler-rs --bench {name}`)");
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: the {name} benchmark creates cgroups and needs root");
+        return false;
+    }
+    true
+}
