@@ -1,4 +1,6 @@
-//! Compiles `src/*.bpf.c` with clang's BPF target into `OUT_DIR`.
+//! Compiles `src/*.bpf.c` with clang's BPF target into `OUT_DIR`: `src/cpu.bpf.c` twice, as the
+//! time-only program (`cpu.bpf.o`) and with `-DKEPLER_COUNTERS` as the program that also reads
+//! hardware counters (`cpu_counters.bpf.o`), from the one source.
 //!
 //! clang is `$KEPLER_BPF_CLANG`, else `clang` on PATH. When it is missing or fails, the build
 //! still succeeds with a cargo warning and an empty object: the exporter then says "eBPF not
@@ -9,7 +11,11 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: [&str; 1] = ["cpu"];
+/// (object name, source name, extra clang arguments).
+const OBJECTS: [(&str, &str, &[&str]); 2] = [
+    ("cpu", "cpu", &[]),
+    ("cpu_counters", "cpu", &["-DKEPLER_COUNTERS"]),
+];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(kepler_ebpf_built)");
@@ -20,14 +26,14 @@ fn main() {
     let clang = env::var("KEPLER_BPF_CLANG").unwrap_or_else(|_| "clang".to_string());
     let require = env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1");
     let mut built = true;
-    for name in PROGRAMS {
-        let src = format!("src/{name}.bpf.c");
+    for (name, source, defines) in OBJECTS {
+        let src = format!("src/{source}.bpf.c");
         println!("cargo::rerun-if-changed={src}");
         let obj = out.join(format!("{name}.bpf.o"));
         let result = Command::new(&clang)
-            .args([
-                "-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-c", &src, "-o",
-            ])
+            .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
+            .args(defines)
+            .args(["-c", &src, "-o"])
             .arg(&obj)
             .output();
         let failure = match result {

@@ -9,17 +9,22 @@
  * from the timer interrupt (hrtimer_expire_entry) at most every FLUSH_NS, so an interval never
  * misses a long run; idle CPUs take no timer for this.
  *
- * Hardware counters (cycles, instructions, cache misses): user space opens one perf event per
- * CPU per counter and puts the fds into the counter's perf event array; at each accounting point
- * the program reads this CPU's counters (bpf_perf_event_read_value) and charges the increase since
- * the previous point to the same task as the time. `counters_enabled` says which counters have
- * events; it is fixed at load time, so where the PMU offers none the verifier removes the reads
- * and the program costs what it did without counters.
+ * Two builds of this one file (ebpf/build.rs, docs/adr/0008): without KEPLER_COUNTERS the
+ * time-only program the exporter loads where no hardware counter is available (map values hold
+ * the time and comm only); with -DKEPLER_COUNTERS the program that also reads the hardware
+ * counters (cycles, instructions, cache misses): user space opens one perf event per CPU per
+ * counter and puts the fds into the counter's perf event array; at each accounting point the
+ * program reads this CPU's counters (bpf_perf_event_read_value) and charges the increase since the
+ * previous point to the same task as the time. `counters_enabled` says which counters have
+ * events; it is fixed at load time, so the verifier removes the reads of the others.
  *
- * Time goes into one of two LRU hash maps, chosen by `generation`: user space flips the
- * generation on its monitor interval and drains (reads and deletes) the other map, so its work
- * grows with the processes that ran in the interval, not with all processes on the node.
- * sched_process_exit records exited processes in `exits`. No event ever wakes user space. */
+ * Time goes into one of two hash maps, chosen by the `generation` global: user space flips it on
+ * its monitor interval and drains (reads and deletes) the other map, so its work grows with the
+ * processes that ran in the interval, not with all processes on the node. The maps are plain
+ * (preallocated) hashes, not LRU: a full map refuses the insert instead of evicting an entry, and
+ * the time that found no room is added to the per-CPU `overflow` counter, which user space reads
+ * and reports; no time is lost without a trace. sched_process_exit records exited processes in
+ * `exits`. No event ever wakes user space. */
 #include "kepler_bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -29,7 +34,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define CPU_ENTRIES 32768
 #define EXIT_ENTRIES 16384
 
-/* Keep in sync with CpuKey / CpuValue in src/lib.rs. */
+/* Keep in sync with CpuKey / CpuTime / CpuValue / Overflow in src/lib.rs. */
 struct cpu_key {
 	__u32 tgid;
 	__u32 _pad;
@@ -38,10 +43,18 @@ struct cpu_key {
 
 struct cpu_value {
 	__u64 cpu_ns;
+#ifdef KEPLER_COUNTERS
 	__u64 counters[COUNTERS];
+#endif
 	char comm[16];
 };
 
+struct overflow {
+	__u64 cpu_ns;
+	__u64 count;
+};
+
+#ifdef KEPLER_COUNTERS
 /* Bit i: counter i has an event on every CPU in its array. Set by user space at load time. */
 const volatile __u32 counters_enabled = 0;
 
@@ -63,33 +76,41 @@ struct {
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(__u32));
 } cache_misses_events SEC(".maps");
+#endif
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, CPU_ENTRIES);
 	__type(key, struct cpu_key);
 	__type(value, struct cpu_value);
 } cpu_a SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, CPU_ENTRIES);
 	__type(key, struct cpu_key);
 	__type(value, struct cpu_value);
 } cpu_b SEC(".maps");
 
-/* 0: time goes to cpu_a, 1: to cpu_b. Written by user space only. */
+/* 0: time goes to cpu_a, 1: to cpu_b. Written by user space only, through the `.bss` map (this
+ * is the only zero-initialised global, so that map's value is exactly this u32); read here as a
+ * plain load, with no map lookup. */
+volatile __u32 generation = 0;
+
+/* Per CPU: time (and how often) that found no room in a full CPU map. Only ever added to. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} generation SEC(".maps");
+	__type(value, struct overflow);
+} overflow SEC(".maps");
 
 /* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns), and its counters then. */
 struct cpu_state {
 	__u64 ts;
+#ifdef KEPLER_COUNTERS
 	__u64 counters[COUNTERS];
+#endif
 };
 
 struct {
@@ -107,29 +128,56 @@ struct {
 	__type(value, __u64);
 } exits SEC(".maps");
 
-static __always_inline void add(void *map, struct cpu_key *key, __u64 delta, __u64 *counters)
+#ifdef KEPLER_COUNTERS
+#define COUNTERS_ARG , __u64 *counters
+#define COUNTERS_PASS , counters
+#else
+#define COUNTERS_ARG
+#define COUNTERS_PASS
+#endif
+
+/* Time that found no room: kept per CPU for user space instead of being lost. */
+static __always_inline void overflowed(__u64 delta)
+{
+	__u32 zero = 0;
+	struct overflow *o = bpf_map_lookup_elem(&overflow, &zero);
+	if (o) {
+		o->cpu_ns += delta;
+		o->count += 1;
+	}
+}
+
+static __always_inline void add(void *map, struct cpu_key *key, __u64 delta COUNTERS_ARG)
 {
 	struct cpu_value *v = bpf_map_lookup_elem(map, key);
 	if (!v) {
 		struct cpu_value fresh = { .cpu_ns = delta };
+#ifdef KEPLER_COUNTERS
 		for (int i = 0; i < COUNTERS; i++)
 			fresh.counters[i] = counters[i];
+#endif
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-		if (bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST) == 0)
+		long err = bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
+		if (err == 0)
 			return;
-		/* Another CPU inserted it first. */
-		v = bpf_map_lookup_elem(map, key);
-		if (!v)
+		/* -EEXIST: another CPU inserted it first; anything else (-E2BIG: full) overflows. */
+		v = err == -EEXIST ? bpf_map_lookup_elem(map, key) : 0;
+		if (!v) {
+			overflowed(delta);
 			return;
+		}
 	}
 	__sync_fetch_and_add(&v->cpu_ns, delta);
+#ifdef KEPLER_COUNTERS
 	if (counters_enabled) {
 		for (int i = 0; i < COUNTERS; i++)
 			if (counters[i])
 				__sync_fetch_and_add(&v->counters[i], counters[i]);
 	}
+#endif
 }
 
+#ifdef KEPLER_COUNTERS
 /* The increase of one counter on this CPU since `*last`, which it then updates; 0 when the
  * event cannot be read (or on the first read). */
 static __always_inline __u64 counter_delta(void *events, __u64 *last)
@@ -141,6 +189,7 @@ static __always_inline __u64 counter_delta(void *events, __u64 *last)
 	*last = value.counter;
 	return prev && value.counter > prev ? value.counter - prev : 0;
 }
+#endif
 
 /* Charges the time (and counters) since this CPU's last accounting point to the current task;
  * with `min_ns`, only if at least that much has passed. */
@@ -155,6 +204,7 @@ static __always_inline void account(__u64 min_ns)
 	if (min_ns && now - prev < min_ns)
 		return;
 	st->ts = now;
+#ifdef KEPLER_COUNTERS
 	__u64 counters[COUNTERS] = {};
 	if (counters_enabled & 1)
 		counters[0] = counter_delta(&cycles_events, &st->counters[0]);
@@ -162,17 +212,17 @@ static __always_inline void account(__u64 min_ns)
 		counters[1] = counter_delta(&instructions_events, &st->counters[1]);
 	if (counters_enabled & 4)
 		counters[2] = counter_delta(&cache_misses_events, &st->counters[2]);
+#endif
 	if (prev == 0 || now <= prev)
 		return;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (tgid == 0) /* the idle task */
 		return;
 	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
-	__u32 *gen = bpf_map_lookup_elem(&generation, &zero);
-	if (gen && *gen)
-		add(&cpu_b, &key, now - prev, counters);
+	if (generation)
+		add(&cpu_b, &key, now - prev COUNTERS_PASS);
 	else
-		add(&cpu_a, &key, now - prev, counters);
+		add(&cpu_a, &key, now - prev COUNTERS_PASS);
 }
 
 SEC("raw_tp/sched_switch")

@@ -19,11 +19,14 @@ typedef signed long long __s64;
 #define __type(name, val) typeof(val) *name
 
 enum {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 };
+
+#define EEXIST 17 /* errno: the key exists (BPF_NOEXIST) */
 
 enum {
 	BPF_ANY = 0,

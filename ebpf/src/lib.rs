@@ -1,16 +1,28 @@
-//! The kernel side of kepler-rs's eBPF CPU accounting: the BPF object compiled from
-//! `src/cpu.bpf.c` by clang at build time ([`CPU_OBJECT`]), the names of its programs and maps,
-//! and the `#[repr(C)]` layouts of its map keys and values, which must match the C structs.
+//! The kernel side of kepler-rs's eBPF CPU accounting: the BPF objects compiled from
+//! `src/cpu.bpf.c` by clang at build time, the names of their programs and maps, and the
+//! `#[repr(C)]` layouts of their map keys and values, which must match the C structs.
+//!
+//! The one source is built twice (docs/adr/0008): [`cpu_object`] counts on-CPU time only (map
+//! values [`CpuTime`]) and is what the exporter loads where no hardware counter is available;
+//! [`cpu_counters_object`] also reads the hardware counters (map values [`CpuValue`]).
 //!
 //! Loading, attaching and draining happen in `kepler_rs::workload::ebpf`. When clang was not
-//! available at build time the object is absent ([`cpu_object`] returns `None`).
+//! available at build time the objects are absent ([`cpu_object`] returns `None`).
 
-/// The compiled BPF object (ELF with BTF), empty when clang was missing at build time.
+/// The compiled time-only BPF object (ELF with BTF), empty when clang was missing at build time.
 pub const CPU_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpu.bpf.o"));
+/// The compiled BPF object with hardware counters (`-DKEPLER_COUNTERS`), empty likewise.
+pub const CPU_COUNTERS_OBJECT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cpu_counters.bpf.o"));
 
-/// The compiled BPF object, or `None` when this build has no eBPF support.
+/// The time-only object, or `None` when this build has no eBPF support.
 pub fn cpu_object() -> Option<&'static [u8]> {
     (cfg!(kepler_ebpf_built) && !CPU_OBJECT.is_empty()).then_some(CPU_OBJECT)
+}
+
+/// The object that also reads hardware counters, or `None` when this build has no eBPF support.
+pub fn cpu_counters_object() -> Option<&'static [u8]> {
+    (cfg!(kepler_ebpf_built) && !CPU_COUNTERS_OBJECT.is_empty()).then_some(CPU_COUNTERS_OBJECT)
 }
 
 /// Raw tracepoint programs in the object: (program name, tracepoint).
@@ -30,17 +42,21 @@ pub const PROCESS_EXIT_PROGRAM: &str = "kepler_process_exit";
 /// BPF run-time statistics on the machine.
 pub const CALIBRATION_PROGRAM: &str = "kepler_calibration_noop";
 
-/// The two per-interval maps ([`CpuKey`] -> [`CpuValue`]); [`GENERATION_MAP`] says which one the
-/// kernel writes (0: the first).
+/// The two per-interval hash maps ([`CpuKey`] -> [`CpuTime`], or [`CpuValue`] in the object with
+/// counters); [`GENERATION_MAP`] says which one the kernel writes (0: the first).
 pub const CPU_MAPS: [&str; 2] = ["cpu_a", "cpu_b"];
-/// `u32` index 0 -> `u32` generation, written by user space.
-pub const GENERATION_MAP: &str = "generation";
+/// The `.bss` section's map: index 0 -> the `u32` global `generation` (the section's only
+/// variable), written by user space, read by the program as a plain load.
+pub const GENERATION_MAP: &str = ".bss";
+/// Per-CPU array, index 0 -> [`Overflow`]: time that found a CPU map full.
+pub const OVERFLOW_MAP: &str = "overflow";
 /// Exited thread-group leaders: `u32` tgid -> `u64` exit time (`bpf_ktime_get_ns`).
 pub const EXITS_MAP: &str = "exits";
 /// Capacity of each CPU map (the C side's `CPU_ENTRIES`).
 pub const CPU_MAP_ENTRIES: u32 = 32768;
 
-/// The `u32` global (`const volatile`, set at load time) whose bit `i` switches counter `i` on.
+/// The `u32` global (`const volatile`, set at load time) whose bit `i` switches counter `i` on;
+/// only in [`cpu_counters_object`].
 pub const COUNTERS_ENABLED: &str = "counters_enabled";
 /// The perf event arrays (one event per CPU, index = CPU id) of the counters, in the order of
 /// [`CpuValue::counters`]: CPU cycles, instructions, cache misses.
@@ -59,7 +75,35 @@ pub struct CpuKey {
     pub cgroup_id: u64,
 }
 
-/// Value of the CPU maps: on-CPU nanoseconds in the interval, the counters' increase over the
+/// Value of the CPU maps of the time-only object: on-CPU nanoseconds in the interval and the `comm`
+/// of the thread that first ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct CpuTime {
+    pub cpu_ns: u64,
+    pub comm: [u8; 16],
+}
+
+impl From<CpuTime> for CpuValue {
+    fn from(t: CpuTime) -> Self {
+        Self {
+            cpu_ns: t.cpu_ns,
+            counters: [0; 3],
+            comm: t.comm,
+        }
+    }
+}
+
+/// Per CPU: on-CPU nanoseconds that could not be charged because the CPU map was full, and how
+/// many times that happened. The kernel only adds to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Overflow {
+    pub cpu_ns: u64,
+    pub count: u64,
+}
+
+/// Value of the CPU maps of the object with counters: on-CPU nanoseconds in the interval, the counters' increase over the
 /// same time (zero for counters that are off), and the `comm` of the thread that first ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
@@ -84,6 +128,12 @@ unsafe impl aya::Pod for CpuKey {}
 // SAFETY: as above.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for CpuValue {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for CpuTime {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for Overflow {}
 
 #[cfg(test)]
 mod tests {
@@ -95,6 +145,19 @@ mod tests {
         assert_eq!(std::mem::size_of::<CpuValue>(), 48);
         assert_eq!(std::mem::offset_of!(CpuValue, counters), 8);
         assert_eq!(std::mem::offset_of!(CpuValue, comm), 32);
+        assert_eq!(std::mem::size_of::<CpuTime>(), 24);
+        assert_eq!(std::mem::offset_of!(CpuTime, comm), 8);
+        assert_eq!(std::mem::size_of::<Overflow>(), 16);
+    }
+
+    #[test]
+    fn time_converts_to_a_value_without_counters() {
+        let t = CpuTime {
+            cpu_ns: 7,
+            comm: *b"0123456789abcdef",
+        };
+        let v = CpuValue::from(t);
+        assert_eq!((v.cpu_ns, v.counters, v.comm), (7, [0; 3], t.comm));
     }
 
     #[test]
@@ -114,8 +177,12 @@ mod tests {
                 "BPF object missing but KEPLER_REQUIRE_TOOLS=1"
             );
         }
-        if let Some(obj) = cpu_object() {
+        assert_eq!(cpu_object().is_some(), cpu_counters_object().is_some());
+        for obj in [cpu_object(), cpu_counters_object()].into_iter().flatten() {
             assert_eq!(obj.get(..4), Some(&b"\x7fELF"[..]));
+        }
+        if let (Some(a), Some(b)) = (cpu_object(), cpu_counters_object()) {
+            assert_ne!(a, b, "the two builds must differ");
         }
     }
 }

@@ -11,9 +11,11 @@
 //! Run: `cargo bench -p kepler-rs --bench ebpf` (or `-- 100 1000` for some sizes only).
 //!
 //! Comparing program variants: `KEPLER_BENCH_BPF_VARIANTS=a.o,b.o` (objects built from edited
-//! copies of `ebpf/src/cpu.bpf.c` with the build's clang command) attaches each variant's
-//! `kepler_sched_switch` next to the exporter's for the same ping-pong, so every row of the
-//! table ran on the same switches under the same load.
+//! copies of `ebpf/src/cpu.bpf.c` with the build's clang command) adds a row per variant (its
+//! `kepler_sched_switch`). Rows are measured in alternating rounds, each program alone on the
+//! tracepoint: a program attached after another one would find the task's data in cache and
+//! read 5-70 ns cheaper than it costs alone, and alternating spreads the changes of load on a
+//! shared machine over all rows.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -182,49 +184,101 @@ fn noop_stats(bpf: &aya::Ebpf) -> (Duration, u64) {
     (info.run_time(), info.run_count())
 }
 
-/// Variant objects from `KEPLER_BENCH_BPF_VARIANTS`, each with its `sched_switch` program
-/// attached: (file name, object).
-fn variants() -> Vec<(String, aya::Ebpf)> {
-    let list = std::env::var("KEPLER_BENCH_BPF_VARIANTS").unwrap_or_default();
-    list.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|path| {
-            let bytes = fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            let mut bpf = aya::EbpfLoader::new().btf(None).load(&bytes).unwrap();
-            let p: &mut RawTracePoint = bpf
-                .program_mut(kepler_ebpf::SCHED_SWITCH_PROGRAM)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            p.load().unwrap();
-            p.attach("sched_switch").unwrap();
-            let name = Path::new(path).file_name().unwrap().to_string_lossy();
-            (name.into_owned(), bpf)
-        })
-        .collect()
+/// What one round attaches to `sched_switch` (besides the empty calibration program).
+enum Candidate {
+    /// The program as the exporter loads it (`EbpfSource::new`): on a machine without hardware
+    /// counters, the time-only build.
+    Exporter,
+    /// The build with counters, three software CPU-clock events in the PMU's place (so that it
+    /// runs on machines without one): what the counter reads cost per switch.
+    Counted,
+    /// An object from `KEPLER_BENCH_BPF_VARIANTS`: its `kepler_sched_switch` program only.
+    Variant(String),
 }
 
-fn variant_stats(bpf: &aya::Ebpf) -> (Duration, u64) {
-    let info = bpf
-        .program(kepler_ebpf::SCHED_SWITCH_PROGRAM)
-        .unwrap()
-        .info()
-        .unwrap();
-    (info.run_time(), info.run_count())
+/// A candidate, attached until dropped.
+enum Attached {
+    Source(Box<EbpfSource>),
+    Object(aya::Ebpf),
 }
 
-/// `counted`: a second source reading three counters (software CPU-clock events in place of
-/// the PMU's, so that it runs on machines without one): what the reads cost per switch.
-fn per_switch_table(source: &EbpfSource, counted: &EbpfSource) {
-    let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
-    let noop = calibration();
-    let noop_before = noop_stats(&noop);
-    let variants = variants();
-    let variants_before: Vec<_> = variants.iter().map(|(_, b)| variant_stats(b)).collect();
-    let before = source.program_stats();
-    let counted_before = counted.program_stats();
-    let ctxt0 = context_switches();
-    // Ping-pong between two threads: every message is a wake-up and a context switch.
+impl Candidate {
+    fn label(&self) -> String {
+        match self {
+            Self::Exporter => "kepler_sched_switch as the exporter loads it".into(),
+            Self::Counted => {
+                "kepler_sched_switch, 3 counters on (software CPU-clock events)".into()
+            }
+            Self::Variant(path) => format!(
+                "variant {}",
+                Path::new(path).file_name().unwrap().to_string_lossy()
+            ),
+        }
+    }
+
+    fn attach(&self, metrics: &Arc<SelfMetrics>) -> Attached {
+        let root = Path::new(CGROUP_ROOT);
+        match self {
+            Self::Exporter => Attached::Source(Box::new(
+                EbpfSource::new("/proc".into(), root, metrics.clone()).expect("eBPF source"),
+            )),
+            Self::Counted => Attached::Source(Box::new(
+                EbpfSource::with_counter_events(
+                    "/proc".into(),
+                    root,
+                    metrics.clone(),
+                    &CounterEvents([PerfEventSpec::SOFTWARE_CPU_CLOCK; 3]),
+                )
+                .expect("eBPF source with software counters"),
+            )),
+            Self::Variant(path) => {
+                let bytes = fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                let mut bpf = aya::EbpfLoader::new().btf(None).load(&bytes).unwrap();
+                let p: &mut RawTracePoint = bpf
+                    .program_mut(kepler_ebpf::SCHED_SWITCH_PROGRAM)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                p.load().unwrap();
+                p.attach("sched_switch").unwrap();
+                Attached::Object(bpf)
+            }
+        }
+    }
+}
+
+impl Attached {
+    /// (run time, run count) of each attached program, `kepler_sched_switch` first.
+    fn stats(&self) -> Vec<(&'static str, Duration, u64)> {
+        match self {
+            Self::Source(s) => {
+                let mut v: Vec<_> = s
+                    .program_stats()
+                    .into_iter()
+                    .map(|p| (p.name, p.run_time, p.run_count))
+                    .collect();
+                v.sort_by_key(|(name, _, _)| *name != kepler_ebpf::SCHED_SWITCH_PROGRAM);
+                v
+            }
+            Self::Object(bpf) => {
+                let info = bpf
+                    .program(kepler_ebpf::SCHED_SWITCH_PROGRAM)
+                    .unwrap()
+                    .info()
+                    .unwrap();
+                vec![(
+                    kepler_ebpf::SCHED_SWITCH_PROGRAM,
+                    info.run_time(),
+                    info.run_count(),
+                )]
+            }
+        }
+    }
+}
+
+/// Two threads passing a message back and forth `n` times: every message is a wake-up and a
+/// context switch.
+fn ping_pong(n: u32) {
     let (to_b, from_a) = mpsc::channel::<u32>();
     let (to_a, from_b) = mpsc::channel::<u32>();
     let b = std::thread::spawn(move || {
@@ -234,47 +288,99 @@ fn per_switch_table(source: &EbpfSource, counted: &EbpfSource) {
             }
         }
     });
-    for i in 0..200_000 {
+    for i in 0..n {
         to_b.send(i).unwrap();
         from_b.recv().unwrap();
     }
     drop(to_b);
     b.join().unwrap();
-    let after = source.program_stats();
-    let counted_after = counted.program_stats();
-    let noop_after = noop_stats(&noop);
-    let variants_after: Vec<_> = variants.iter().map(|(_, b)| variant_stats(b)).collect();
-    let ctxt = context_switches() - ctxt0;
-    println!("\n| program | runs | ns per run |\n|---|---:|---:|");
-    let runs = noop_after.1 - noop_before.1;
-    println!(
-        "| (empty program on sched_switch: the statistics' own floor) | {runs} | {:.1} |",
-        (noop_after.0 - noop_before.0).as_nanos() as f64 / runs.max(1) as f64
-    );
-    for (a, b) in after.iter().zip(&before) {
-        let runs = a.run_count - b.run_count;
-        let ns = (a.run_time - b.run_time).as_nanos() as f64;
-        println!(
-            "| {} | {runs} | {:.1} |",
-            a.name,
-            if runs > 0 { ns / runs as f64 } else { 0.0 }
-        );
+}
+
+/// Per program: summed run time and runs over its rounds, and each round's ns per run.
+#[derive(Default)]
+struct Tally {
+    time: Duration,
+    runs: u64,
+    rounds: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, time: Duration, runs: u64) {
+        self.time += time;
+        self.runs += runs;
+        self.rounds
+            .push(time.as_nanos() as f64 / runs.max(1) as f64);
     }
-    for (a, b) in counted_after.iter().zip(&counted_before) {
-        let runs = a.run_count - b.run_count;
-        if a.name == kepler_ebpf::SCHED_SWITCH_PROGRAM {
-            println!(
-                "| {}, 3 counters on (software CPU-clock events) | {runs} | {:.1} |",
-                a.name,
-                (a.run_time - b.run_time).as_nanos() as f64 / runs.max(1) as f64
-            );
+    fn ns(&self) -> f64 {
+        self.time.as_nanos() as f64 / self.runs.max(1) as f64
+    }
+    fn spread(&self) -> String {
+        let min = self.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.rounds.iter().copied().fold(0.0, f64::max);
+        format!("{min:.1}-{max:.1}")
+    }
+}
+
+/// Rounds in which each candidate is attached alone (with the empty calibration program after
+/// it), candidates alternating, so that each runs first in the tracepoint's chain (it takes the
+/// cache misses of the task's data; a program attached after another one reads it warm) and
+/// all see the same changes of load on a shared machine.
+const ROUNDS: usize = 6;
+const ROUND_TRIPS: u32 = 40_000;
+
+fn per_switch_table(metrics: &Arc<SelfMetrics>) {
+    let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let mut candidates = vec![Candidate::Exporter, Candidate::Counted];
+    let list = std::env::var("KEPLER_BENCH_BPF_VARIANTS").unwrap_or_default();
+    candidates.extend(
+        list.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| Candidate::Variant(p.to_string())),
+    );
+    let mut tallies: Vec<(Tally, Tally)> = candidates.iter().map(|_| Default::default()).collect();
+    let mut others: std::collections::BTreeMap<&'static str, Tally> = Default::default();
+    let ctxt0 = context_switches();
+    for _ in 0..ROUNDS {
+        for (c, (program, floor)) in candidates.iter().zip(tallies.iter_mut()) {
+            let attached = c.attach(metrics);
+            let noop = calibration();
+            let before = attached.stats();
+            let noop_before = noop_stats(&noop);
+            ping_pong(ROUND_TRIPS);
+            let after = attached.stats();
+            let noop_after = noop_stats(&noop);
+            floor.add(noop_after.0 - noop_before.0, noop_after.1 - noop_before.1);
+            for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+                if i == 0 {
+                    program.add(a.1 - b.1, a.2 - b.2);
+                } else if matches!(c, Candidate::Exporter) {
+                    others.entry(a.0).or_default().add(a.1 - b.1, a.2 - b.2);
+                }
+            }
         }
     }
-    for (((name, _), a), b) in variants.iter().zip(&variants_after).zip(&variants_before) {
-        let runs = a.1 - b.1;
+    let ctxt = context_switches() - ctxt0;
+    println!(
+        "\n{ROUNDS} rounds of {ROUND_TRIPS} ping-pong round trips per row, rows alternating, each program alone on sched_switch (plus the empty one)\n"
+    );
+    println!("| program | runs | ns per run (rounds: min-max) | empty program in the same rounds (floor) | net of the floor |\n|---|---:|---:|---:|---:|");
+    for (c, (program, floor)) in candidates.iter().zip(&tallies) {
         println!(
-            "| variant {name}: kepler_sched_switch | {runs} | {:.1} |",
-            (a.0 - b.0).as_nanos() as f64 / runs.max(1) as f64
+            "| {} | {} | {:.1} ({}) | {:.1} | {:.1} |",
+            c.label(),
+            program.runs,
+            program.ns(),
+            program.spread(),
+            floor.ns(),
+            program.ns() - floor.ns()
+        );
+    }
+    for (name, t) in &others {
+        println!(
+            "| {name} (exporter's rounds) | {} | {:.1} ({}) | | |",
+            t.runs,
+            t.ns(),
+            t.spread()
         );
     }
     println!("(context switches on the node meanwhile, from /proc/stat ctxt: {ctxt})");
@@ -298,17 +404,9 @@ fn main() {
         sizes
     };
     let metrics = Arc::new(SelfMetrics::new());
+    per_switch_table(&metrics);
     let lean = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())
         .expect("eBPF source");
-    let counted = EbpfSource::with_counter_events(
-        "/proc".into(),
-        Path::new(CGROUP_ROOT),
-        metrics.clone(),
-        &CounterEvents([PerfEventSpec::SOFTWARE_CPU_CLOCK; 3]),
-    )
-    .expect("eBPF source with software counters");
-    per_switch_table(&lean, &counted);
-    drop(counted);
     // As the exporter runs it by default (no per-process metrics), and with them.
     let mut lean = lean.list_idle_processes(false);
     let mut full = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())

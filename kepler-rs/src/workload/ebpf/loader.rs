@@ -1,25 +1,29 @@
-//! Loads the BPF object from the `kepler-ebpf` crate with aya, attaches its raw tracepoints, and
+//! Loads a BPF object from the `kepler-ebpf` crate with aya, attaches its raw tracepoints, and
 //! drains its maps.
 //!
-//! [`EbpfProgram::drain`] flips the `generation` map so that the kernel writes into the other CPU
-//! map, then reads and deletes every entry of the one it just left: three `bpf(2)` calls per
-//! (process, cgroup) pair that ran in the interval, nothing for processes that did not run.
-//! Exited processes are drained from the `exits` map the same way. Everything the kernel wrote
-//! is owned by the returned [`Drained`]; the maps and links live as long as the program.
+//! [`EbpfProgram::drain`] flips the `generation` global (the object's `.bss` map) so that the
+//! kernel writes into the other CPU map, then reads and deletes every entry of the one it just
+//! left: three `bpf(2)` calls per (process, cgroup) pair that ran in the interval, nothing for
+//! processes that did not run. Exited processes are drained from the `exits` map the same way,
+//! and the time that found a CPU map full is read from the per-CPU `overflow` counter.
+//! Everything the kernel wrote is owned by the returned [`Drained`]; the maps and links live as
+//! long as the program.
 //!
 //! Hardware counters: before loading, [`EbpfProgram::load`] opens each counter's perf event on
 //! every online CPU ([`super::perf`]); the counters whose events all opened are switched on in
 //! the program (`counters_enabled`, fixed at load so the verifier drops the others' reads) and
 //! their events put into the counter's perf event array. A counter that cannot be opened (no
-//! PMU, as in most VMs) stays off, with the reason in [`EbpfProgram::counter_status`].
+//! PMU, as in most VMs) stays off, with the reason in [`EbpfProgram::counter_status`]. With no
+//! counter on, the time-only build of the program is loaded instead (docs/adr/0008): no counter
+//! code, smaller map values.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use kepler_ebpf::{CpuKey, CpuValue};
+use kepler_ebpf::{CpuKey, CpuTime, CpuValue, Overflow};
 use thiserror::Error;
 
 use super::perf::{self, PerfEventSpec};
@@ -71,6 +75,9 @@ pub struct Drained {
     pub exits: Vec<u32>,
     /// Map operations that failed (each is counted by the caller).
     pub errors: Vec<MapError>,
+    /// Time that found a CPU map full since the previous drain (not in `cpu`), and how many
+    /// updates that was.
+    pub overflow: Overflow,
 }
 
 /// Kernel statistics of one attached program (with `kernel.bpf_stats_enabled=1`).
@@ -98,11 +105,22 @@ impl CounterEvents {
     }
 }
 
+/// The two per-interval CPU maps of whichever build is loaded.
+enum CpuMaps {
+    /// The time-only build: no counter is on.
+    Time([HashMap<MapData, CpuKey, CpuTime>; 2]),
+    /// The build with hardware counters.
+    Counted([HashMap<MapData, CpuKey, CpuValue>; 2]),
+}
+
 /// The loaded and attached BPF object.
 pub struct EbpfProgram {
     bpf: Ebpf,
-    cpu: [HashMap<MapData, CpuKey, CpuValue>; 2],
+    cpu: CpuMaps,
     generation: Array<MapData, u32>,
+    overflow: PerCpuArray<MapData, Overflow>,
+    /// The overflow totals (summed over CPUs) at the previous drain.
+    overflow_seen: Overflow,
     exits: HashMap<MapData, u32, u64>,
     current: u32,
     /// Per counter: on, or why not.
@@ -129,7 +147,21 @@ impl EbpfProgram {
     /// As [`Self::load`], reading each counter from the given event (tests use a software event
     /// where there is no PMU).
     pub fn load_with(events: &CounterEvents) -> Result<Self, EbpfError> {
-        let object = kepler_ebpf::cpu_object().ok_or(EbpfError::NotBuiltIn)?;
+        Self::load_with_capacity(events, kepler_ebpf::CPU_MAP_ENTRIES)
+    }
+
+    /// As [`Self::load_with`], with room for `cpu_map_entries` (process, cgroup) pairs per
+    /// interval instead of [`kepler_ebpf::CPU_MAP_ENTRIES`] (tests fill a small map).
+    pub fn load_with_capacity(
+        events: &CounterEvents,
+        cpu_map_entries: u32,
+    ) -> Result<Self, EbpfError> {
+        let (Some(time_only), Some(with_counters)) = (
+            kepler_ebpf::cpu_object(),
+            kepler_ebpf::cpu_counters_object(),
+        ) else {
+            return Err(EbpfError::NotBuiltIn);
+        };
         let mut counters: [Result<(), String>; 3] = std::array::from_fn(|_| Ok(()));
         let mut opened: [Vec<(u32, OwnedFd)>; 3] = Default::default();
         match aya::util::online_cpus() {
@@ -146,7 +178,8 @@ impl EbpfProgram {
             }
         }
         // A counter whose events the map refuses is switched off and the object loaded again
-        // (at most once per counter), so a counter is either on everywhere or absent.
+        // (at most once per counter), so a counter is either on everywhere or absent. With no
+        // counter on, the time-only build is loaded: it has no counter code at all.
         let (mut bpf, counter_maps) = loop {
             let on = counters
                 .iter()
@@ -155,10 +188,17 @@ impl EbpfProgram {
                 .fold(0u32, |mask, (i, _)| mask | 1 << i);
             // No kernel BTF: the program reads no kernel struct (no CO-RE relocation); parsing
             // /sys/kernel/btf/vmlinux would add ~13 MiB to the exporter's peak RSS.
-            let mut bpf = EbpfLoader::new()
-                .btf(None)
+            let mut loader = EbpfLoader::new();
+            loader.btf(None);
+            for map in kepler_ebpf::CPU_MAPS {
+                loader.map_max_entries(map, cpu_map_entries);
+            }
+            if on == 0 {
+                break (loader.load(time_only).map_err(EbpfError::Load)?, Vec::new());
+            }
+            let mut bpf = loader
                 .override_global(kepler_ebpf::COUNTERS_ENABLED, &on, true)
-                .load(object)
+                .load(with_counters)
                 .map_err(EbpfError::Load)?;
             match fill_counter_maps(&mut bpf, &counters, &opened) {
                 Ok(maps) => break (bpf, maps),
@@ -166,10 +206,19 @@ impl EbpfProgram {
             }
         };
         let [a, b] = kepler_ebpf::CPU_MAPS;
-        let cpu = [take_hash(&mut bpf, a)?, take_hash(&mut bpf, b)?];
+        let cpu = if counter_maps.is_empty() {
+            CpuMaps::Time([take_hash(&mut bpf, a)?, take_hash(&mut bpf, b)?])
+        } else {
+            CpuMaps::Counted([take_hash(&mut bpf, a)?, take_hash(&mut bpf, b)?])
+        };
         let generation = take_map(&mut bpf, kepler_ebpf::GENERATION_MAP)?;
         let generation = Array::try_from(generation).map_err(|source| EbpfError::Map {
             map: kepler_ebpf::GENERATION_MAP,
+            source,
+        })?;
+        let overflow = take_map(&mut bpf, kepler_ebpf::OVERFLOW_MAP)?;
+        let overflow = PerCpuArray::try_from(overflow).map_err(|source| EbpfError::Map {
+            map: kepler_ebpf::OVERFLOW_MAP,
             source,
         })?;
         let exits = take_hash(&mut bpf, kepler_ebpf::EXITS_MAP)?;
@@ -198,6 +247,8 @@ impl EbpfProgram {
             bpf,
             cpu,
             generation,
+            overflow,
+            overflow_seen: Overflow::default(),
             exits,
             current: 0,
             counters,
@@ -217,19 +268,24 @@ impl EbpfProgram {
         } else {
             self.current = next;
         }
-        let map = &mut self.cpu[old as usize & 1];
-        let keys: Vec<CpuKey> = map
-            .keys()
-            .filter_map(|k| keep(k, &mut out.errors))
-            .collect();
-        out.cpu.reserve(keys.len());
-        for key in keys {
-            match map.get(&key, 0) {
-                Ok(value) => out.cpu.push((key, value)),
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => out.errors.push(e),
+        let old = old as usize & 1;
+        match &mut self.cpu {
+            CpuMaps::Time(maps) => drain_cpu(&mut maps[old], &mut out),
+            CpuMaps::Counted(maps) => drain_cpu(&mut maps[old], &mut out),
+        }
+        match self.overflow.get(&0, 0) {
+            Ok(per_cpu) => {
+                let total = per_cpu.iter().fold(Overflow::default(), |t, o| Overflow {
+                    cpu_ns: t.cpu_ns.wrapping_add(o.cpu_ns),
+                    count: t.count.wrapping_add(o.count),
+                });
+                out.overflow = Overflow {
+                    cpu_ns: total.cpu_ns.wrapping_sub(self.overflow_seen.cpu_ns),
+                    count: total.count.wrapping_sub(self.overflow_seen.count),
+                };
+                self.overflow_seen = total;
             }
-            remove(map, &key, &mut out.errors);
+            Err(e) => out.errors.push(e),
         }
         let exited: Vec<u32> = self
             .exits
@@ -241,6 +297,11 @@ impl EbpfProgram {
         }
         out.exits = exited;
         out
+    }
+
+    /// Whether the loaded program is the build with hardware counters (else the time-only one).
+    pub fn reads_counters(&self) -> bool {
+        matches!(self.cpu, CpuMaps::Counted(_))
     }
 
     /// The hardware counters that are collected.
@@ -307,6 +368,26 @@ fn fill_counter_maps(
     Ok(maps)
 }
 
+/// Reads and deletes every entry of one CPU map into `out.cpu`.
+fn drain_cpu<V: aya::Pod + Into<CpuValue>>(
+    map: &mut HashMap<MapData, CpuKey, V>,
+    out: &mut Drained,
+) {
+    let keys: Vec<CpuKey> = map
+        .keys()
+        .filter_map(|k| keep(k, &mut out.errors))
+        .collect();
+    out.cpu.reserve(keys.len());
+    for key in keys {
+        match map.get(&key, 0) {
+            Ok(value) => out.cpu.push((key, value.into())),
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => out.errors.push(e),
+        }
+        remove(map, &key, &mut out.errors);
+    }
+}
+
 fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
     bpf.take_map(name).ok_or(EbpfError::MissingMap(name))
 }
@@ -329,7 +410,7 @@ fn remove<K: aya::Pod, V: aya::Pod>(
 ) {
     match map.remove(key) {
         Ok(()) | Err(MapError::KeyNotFound) => {}
-        // Evicted by the LRU (or deleted) since it was listed.
+        // Evicted by the exits map's LRU (or deleted) since it was listed.
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) => errors.push(e),
     }

@@ -111,6 +111,24 @@ impl EbpfSource {
         metrics: Arc<SelfMetrics>,
         events: &CounterEvents,
     ) -> Result<Self, EbpfError> {
+        Self::with_map_capacity(
+            procfs,
+            cgroup_root,
+            metrics,
+            events,
+            kepler_ebpf::CPU_MAP_ENTRIES,
+        )
+    }
+
+    /// As [`Self::with_counter_events`], with room for `cpu_map_entries` (process, cgroup) pairs
+    /// per interval (tests fill a small map).
+    pub fn with_map_capacity(
+        procfs: PathBuf,
+        cgroup_root: &Path,
+        metrics: Arc<SelfMetrics>,
+        events: &CounterEvents,
+        cpu_map_entries: u32,
+    ) -> Result<Self, EbpfError> {
         if kepler_ebpf::cpu_object().is_none() {
             return Err(EbpfError::NotBuiltIn);
         }
@@ -126,7 +144,7 @@ impl EbpfSource {
             EbpfError::Unsupported(format!("cannot open cgroup v2 mount {}: {e}", v2.display()))
         })?;
         let containers = seed_containers(&procfs)?;
-        let program = EbpfProgram::load_with(events)?;
+        let program = EbpfProgram::load_with_capacity(events, cpu_map_entries)?;
         let hardware_counters = program.counters();
         let source = Self {
             program,
@@ -169,6 +187,12 @@ impl EbpfSource {
         &self,
     ) -> impl Iterator<Item = (super::HardwareCounter, Result<(), &str>)> {
         self.program.counter_status()
+    }
+
+    /// Whether the build of the program with hardware counters is loaded (else the time-only
+    /// one, where no counter is available).
+    pub fn reads_counters(&self) -> bool {
+        self.program.reads_counters()
     }
 
     /// Kernel statistics of the attached programs.
@@ -248,13 +272,17 @@ impl CpuTimeSource for EbpfSource {
         for e in &drained.errors {
             report_error!(self.metrics, COMPONENT, "map", error = %e, "BPF map operation failed");
         }
-        if drained.cpu.len() as u64 * 10 >= u64::from(kepler_ebpf::CPU_MAP_ENTRIES) * 9 {
-            report_error!(
-                self.metrics,
-                COMPONENT,
-                "map_full",
+        // Time that found the CPU map full (more (process, cgroup) pairs ran in the interval
+        // than it holds): counted, and kept on the node as system time.
+        let overflow = drained.overflow;
+        if self.metrics.record_n(COMPONENT, "map_full", overflow.count) {
+            tracing::warn!(
+                component = COMPONENT,
+                reason = "map_full",
+                updates = overflow.count,
+                cpu_ms = overflow.cpu_ns / 1_000_000,
                 entries = drained.cpu.len(),
-                "BPF CPU map nearly full in one interval; the oldest entries may have been evicted"
+                "BPF CPU map full in one interval; the time that found no room is counted as system_processes"
             );
         }
         // The first sample is the baseline: it learns processes and containers, with zero CPU.
@@ -265,6 +293,9 @@ impl CpuTimeSource for EbpfSource {
 
         let mut ran: HashMap<u32, ProcAcc> = HashMap::with_capacity(drained.cpu.len());
         let mut by_workload: BTreeMap<WorkloadKey, (CpuNanos, HardwareCounts)> = BTreeMap::new();
+        if !baseline && overflow.cpu_ns > 0 {
+            by_workload.entry(WorkloadKey::System).or_default().0 += CpuNanos(overflow.cpu_ns);
+        }
         for (key, value) in &drained.cpu {
             let workload = self.workload_of(key);
             let (cpu, counters) = if baseline {
