@@ -13,7 +13,8 @@
 //! - memory per active series at 1,000,000 series (RSS growth / series);
 //! - `/metrics` render time at 1,000,000 series.
 //!
-//! Run: `cargo bench -p kepler-collector --bench hub` (or `-- 200000` for fewer series).
+//! Run: `cargo bench -p kepler-collector --bench hub` (or `-- 200000` for fewer series; `-- grpc`
+//! for the gRPC part alone, with 40 rounds).
 //! Then over gRPC: the hub started in process (`app::start`, tokio) and a tonic client in the
 //! same process sending the same requests (no compression) one after another on loopback;
 //! points/s of wall time and points per CPU-second of the whole process (client encoding
@@ -125,11 +126,17 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    memory_and_render(series);
-
     // Throughput on a working set of 100 requests (100,000 series), several rounds.
     let working = 100;
     let rounds = 10;
+    // `-- grpc`: only the gRPC part, with more rounds (for profiling the hub's process and
+    // repeated A/B runs).
+    if std::env::args().any(|a| a == "grpc") {
+        grpc(working, 4 * rounds, false);
+        return;
+    }
+    memory_and_render(series);
+
     let encoded: Vec<Vec<Vec<u8>>> = (0..rounds)
         .map(|round| {
             (0..working)
@@ -221,7 +228,7 @@ fn main() {
         (steady_cpu / steady_points as f64) / (bare_cpu / points_total as f64)
     );
 
-    grpc(working, rounds);
+    grpc(working, rounds, true);
 }
 
 /// Memory and render at `series` series, first, in a fresh process (so that the RSS growth is
@@ -303,7 +310,9 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-fn grpc(working: usize, rounds: usize) {
+/// `in_process`: also time the client in this process (otherwise only the first round, which
+/// inserts the series, is sent from here).
+fn grpc(working: usize, rounds: usize, in_process: bool) {
     use kepler_collector::config::RawConfig;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
     let yaml = r#"
@@ -326,12 +335,22 @@ exposition: {address: "127.0.0.1:0"}
             .await
             .unwrap()
             .max_encoding_message_size(16 << 20);
-        let batches: Vec<Vec<ExportMetricsServiceRequest>> = (0..rounds)
+        let timed = if in_process { rounds } else { 0 };
+        let batches: Vec<Vec<ExportMetricsServiceRequest>> = (0..timed)
             .map(|round| (0..working).map(|r| request(r, round as f64, 10 + round as u64)).collect())
             .collect();
-        // First round inserts the series; the rest update them.
-        for req in &batches[0] {
-            client.export(req.clone()).await.unwrap();
+        // First round inserts the series; the rest update them. Without the in-process
+        // client, another process inserts them (so that this process's profile is the hub's).
+        if in_process {
+            for req in &batches[0] {
+                client.export(req.clone()).await.unwrap();
+            }
+        } else {
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--grpc-client", &addr.to_string(), &working.to_string(), "2"])
+                .status()
+                .unwrap();
+            assert!(status.success());
         }
         let start = Instant::now();
         let cpu = cpu_seconds();
@@ -345,9 +364,11 @@ exposition: {address: "127.0.0.1:0"}
         }
         let wall = start.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu;
-        println!("| over gRPC, known series (client in process) | points/s wall | points per CPU-second |");
-        println!("|---|---:|---:|");
-        println!("| tonic unary Export, no compression | {} | {} |", rate(points, wall), rate(points, cpu));
+        if in_process {
+            println!("| over gRPC, known series (client in process) | points/s wall | points per CPU-second |");
+            println!("|---|---:|---:|");
+            println!("| tonic unary Export, no compression | {} | {} |", rate(points, wall), rate(points, cpu));
+        }
         // The same rounds from a client in another process: this process's CPU is then the
         // hub's own (receiving, HTTP/2, decode, ingest), with the client on the other core.
         let cpu = cpu_seconds();

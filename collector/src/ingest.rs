@@ -9,7 +9,7 @@
 
 use crate::decode::{self, DecodeError};
 use crate::selfmetrics::SelfMetrics;
-use crate::store::{self, Applied, Attr, KeyRef, Meta, Point, Reject, Store, Value};
+use crate::store::{self, Applied, Attr, Hint, KeyRef, Meta, Point, Reject, Store, Value};
 use crate::translate::{self, Kind};
 use crate::wire::{DataKind, MetricView, PointValue, PointView, View};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -183,8 +183,48 @@ impl<'a> Tally<'a> {
 #[derive(Debug, Default)]
 struct State<'a> {
     tally: Tally<'a>,
+    /// The current point's sorted attribute set.
     attrs: Vec<Attr<'a>>,
     lookup: store::Lookup,
+    layout: Layout<'a>,
+    /// Changes with every metric (so with its name, type, scope and resource).
+    metric: u64,
+    /// The attributes of the point last handed to the store, with the metric and layout it
+    /// had (`(metric, layout serial)`).
+    previous: Vec<Attr<'a>>,
+    previous_of: Option<(u64, u64)>,
+}
+
+/// Where an attribute of a point's sorted set comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    /// The point's attribute at this index (request order).
+    At(usize),
+    /// The `cluster` the listener inserts or forces.
+    Cluster(&'a str),
+}
+
+/// How the attributes of a point with these keys (in this order) become its sorted set:
+/// points of one metric mostly share their keys in the same order, so the sort, the `cluster`
+/// insert and the label-conflict check of the keys are done once per layout, not per point.
+#[derive(Debug, Default)]
+struct Layout<'a> {
+    /// The keys in request order (empty and `serial` 0: no layout yet).
+    keys: Vec<&'a str>,
+    sorted: Vec<(&'a str, Source<'a>)>,
+    /// Where `cluster` is in `sorted`.
+    cluster: Option<usize>,
+    /// No values can make these keys a label conflict ([`translate::keys_never_conflict`]).
+    plain: bool,
+    /// Changes with every new layout (0: none yet).
+    serial: u64,
+}
+
+/// Same text; pointer-equal strings (the wire walker reuses a repeated string's text) are
+/// known equal without comparing bytes.
+#[inline]
+fn same_text(a: &str, b: &str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
 /// The `cluster` of a sorted attribute set, kept for the tally ("" when absent).
@@ -239,6 +279,7 @@ struct Ctx<'c, 'a> {
 
 impl<'c, 'a> Ctx<'c, 'a> {
     fn metric(&self, metric: &MetricView<'a>, state: &mut State<'a>) {
+        state.metric += 1;
         let points = self.view.points.get(metric.points.clone()).unwrap_or(&[]);
         let (kind, delta) = match metric.data {
             DataKind::None => return,
@@ -327,15 +368,50 @@ impl<'c, 'a> Ctx<'c, 'a> {
         }
     }
 
-    /// The point's sorted attribute set, into `state.attrs`.
+    /// The point's sorted attribute set (as [`store::attrs_of`] builds it), into
+    /// `state.attrs`, through the layout of its keys.
     fn attrs(&self, p: &PointView<'a>, state: &mut State<'a>) {
-        store::attrs_of(
-            self.view.attrs(&p.attrs),
-            |(k, v)| (*k, v.clone()),
-            self.labeling.insert_cluster,
-            self.labeling.force_cluster,
-            &mut state.attrs,
-        );
+        let raw = self.view.attrs(&p.attrs);
+        let layout = &mut state.layout;
+        let known = layout.serial != 0
+            && layout.keys.len() == raw.len()
+            && layout
+                .keys
+                .iter()
+                .zip(raw)
+                .all(|(k, (key, _))| same_text(k, key));
+        if !known {
+            layout.keys.clear();
+            layout.keys.extend(raw.iter().map(|(k, _)| *k));
+            store::sorted_attrs(
+                raw.iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (*k, Source::At(i))),
+                Source::Cluster,
+                self.labeling.insert_cluster,
+                self.labeling.force_cluster,
+                &mut layout.sorted,
+            );
+            layout.cluster = layout.sorted.binary_search_by(|p| p.0.cmp("cluster")).ok();
+            layout.plain = translate::keys_never_conflict(layout.sorted.iter().map(|(k, _)| *k));
+            layout.serial += 1;
+        }
+        state.attrs.clear();
+        state
+            .attrs
+            .extend(layout.sorted.iter().map(|&(key, source)| match source {
+                Source::At(i) => (key, raw.get(i).map_or(Cow::Borrowed(""), |a| a.1.clone())),
+                Source::Cluster(c) => (key, Cow::Borrowed(c)),
+            }));
+    }
+
+    /// The `cluster` of `state.attrs` (built by [`Ctx::attrs`]), "" when absent.
+    fn cluster(state: &State<'a>) -> Cow<'a, str> {
+        state
+            .layout
+            .cluster
+            .and_then(|i| state.attrs.get(i))
+            .map_or(Cow::Borrowed(""), |a| a.1.clone())
     }
 
     fn apply(
@@ -348,36 +424,61 @@ impl<'c, 'a> Ctx<'c, 'a> {
         state: &mut State<'a>,
     ) {
         self.attrs(p, state);
-        let cluster = cluster_of(&state.attrs);
+        let cluster = Self::cluster(state);
         if skip {
             state.tally.count(cluster, Ok(Applied::Ignored));
             return;
         }
-        let conflict = translate::label_conflict(
-            state.attrs.iter().map(|(k, v)| (*k, &**v)),
-            meta.kind,
-            self.job,
-            self.instance,
-        );
+        let conflict = if state.layout.plain {
+            None
+        } else {
+            translate::label_conflict(
+                state.attrs.iter().map(|(k, v)| (*k, &**v)),
+                meta.kind,
+                self.job,
+                self.instance,
+            )
+        };
         if let Some(conflict) = conflict {
             state.tally.conflict.get_or_insert(conflict);
             state.tally.count(cluster, Err(Reject::LabelConflict));
             return;
         }
-        let result = point.and_then(|point| {
-            let key = KeyRef {
-                metric: metric.name,
-                kind: meta.kind,
-                scope_name: self.scope_name,
-                scope_version: self.scope_version,
-                job: self.job,
-                instance: self.instance,
-                attrs: &state.attrs,
-            };
-            self.hub
-                .store
-                .apply(&key, meta, point, self.now, &mut state.lookup)
-        });
+        let point = match point {
+            Ok(point) => point,
+            Err(reject) => {
+                state.tally.count(cluster, Err(reject));
+                return;
+            }
+        };
+        // What the store may skip: the same group as the point it was handed last (same
+        // metric, so name, type, scope and resource, and same layout, so same keys), and which
+        // values are the same text as that point's.
+        let of = (state.metric, state.layout.serial);
+        let mut hint = Hint::default();
+        if state.previous_of == Some(of) && state.previous.len() == state.attrs.len() {
+            hint.same_group = true;
+            for (i, (now, before)) in state.attrs.iter().zip(&state.previous).enumerate() {
+                if i < 64 && same_text(&now.1, &before.1) {
+                    hint.same_values |= 1 << i;
+                }
+            }
+        }
+        let key = KeyRef {
+            metric: metric.name,
+            kind: meta.kind,
+            scope_name: self.scope_name,
+            scope_version: self.scope_version,
+            job: self.job,
+            instance: self.instance,
+            attrs: &state.attrs,
+        };
+        let result = self
+            .hub
+            .store
+            .apply(&key, meta, point, self.now, &mut state.lookup, hint);
+        std::mem::swap(&mut state.attrs, &mut state.previous);
+        state.previous_of = Some(of);
         state.tally.count(cluster, result);
     }
 }

@@ -246,16 +246,34 @@ struct Shard {
 struct Names {
     strings: Interner,
     groups: Groups,
+    /// Changes whenever the names are written (an id may then have been freed and reused):
+    /// ids a [`Lookup`] remembers are only used while it is unchanged.
+    generation: u64,
 }
 
 /// What consecutive [`Store::apply`] calls share: the group of the previous point (most points
 /// of a request share metric, scope, job, instance and attribute keys), checked against the
-/// interned text before each use, and reused buffers.
+/// interned text before each use unless the caller says the key's group part is unchanged,
+/// the attribute value ids of the previous point's series, and reused buffers.
 #[derive(Debug, Default)]
 pub struct Lookup {
     group: Option<Id>,
     keys: Vec<Id>,
     values: Vec<Id>,
+    /// [`Names::generation`] when `group` and `last` were taken.
+    generation: u64,
+    /// The group and value ids of the series the previous call found or inserted.
+    last: Option<(Id, Vec<Id>)>,
+}
+
+/// What the caller of [`Store::apply`] knows of a key compared with its previous call's key
+/// (on the same [`Lookup`]): `same_group`: metric, type, scope, job, instance and attribute keys
+/// are the same; bit `i` of `same_values` (when `same_group`): the value of attribute `i` is the
+/// same text. Only ever a shortcut: the default (nothing known) is always correct.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hint {
+    pub same_group: bool,
+    pub same_values: u64,
 }
 
 /// Whether group `id` is (still) the group of `key`, comparing text.
@@ -348,13 +366,15 @@ impl Shard {
             .copied()
     }
 
-    /// The slot of the series with `group` and the attribute values of `attrs`, comparing text.
+    /// The slot of the series with `group` and the attribute values of `attrs`, comparing text;
+    /// value `i` is compared by id with `known[i]` instead where bit `i` of `known_mask` is set.
     fn find_text(
         &self,
         hash: u64,
         group: Id,
         strings: &Interner,
         attrs: &[Attr<'_>],
+        (known, known_mask): (&[Id], u64),
     ) -> Option<u32> {
         let slots = &self.slots;
         self.index
@@ -369,7 +389,11 @@ impl Shard {
                             && values
                                 .iter()
                                 .zip(attrs)
-                                .all(|(&id, (_, v))| strings.text(id) == &**v)
+                                .enumerate()
+                                .all(|(at, (&id, (_, v)))| match known.get(at) {
+                                    Some(&k) if at < 64 && known_mask >> at & 1 == 1 => id == k,
+                                    _ => strings.text(id) == &**v,
+                                })
                     })
             })
             .copied()
@@ -468,9 +492,22 @@ impl Store {
     }
 
     /// The group of `key` (when it is interned) and the series hash.
-    fn resolve(&self, names: &Names, key: &KeyRef<'_>, lookup: &mut Lookup) -> Option<Resolved> {
+    fn resolve(
+        &self,
+        names: &Names,
+        key: &KeyRef<'_>,
+        lookup: &mut Lookup,
+        hint: Hint,
+    ) -> Option<Resolved> {
         let strings = &names.strings;
-        let group = match lookup.group.filter(|&g| group_is(names, g, key)) {
+        let unchanged = hint.same_group && lookup.generation == names.generation;
+        if !unchanged {
+            lookup.last = None;
+        }
+        let group = match lookup
+            .group
+            .filter(|&g| unchanged || group_is(names, g, key))
+        {
             Some(group) => group,
             None => {
                 lookup.keys.clear();
@@ -487,9 +524,11 @@ impl Store {
                     keys: &lookup.keys,
                 })?;
                 lookup.group = Some(group);
+                lookup.last = None;
                 group
             }
         };
+        lookup.generation = names.generation;
         Some(Resolved {
             group,
             hash: series_hash(&self.hasher, group, key.attrs.iter().map(|(_, v)| &**v)),
@@ -497,7 +536,8 @@ impl Store {
     }
 
     /// Applies one point. New series count against the limits; existing ones always update.
-    /// `lookup` carries what one request's points share (see [`Lookup`]).
+    /// `lookup` carries what one request's points share (see [`Lookup`]), `hint` what the
+    /// caller knows of this key compared with the previous one (see [`Hint`]).
     pub fn apply(
         &self,
         key: &KeyRef<'_>,
@@ -505,19 +545,35 @@ impl Store {
         point: Point,
         now_ms: u64,
         lookup: &mut Lookup,
+        hint: Hint,
     ) -> Result<Applied, Reject> {
         {
             let names = read(&self.names);
-            if let Some(r) = self.resolve(&names, key, lookup) {
+            if let Some(r) = self.resolve(&names, key, lookup, hint) {
+                let known = match &lookup.last {
+                    Some((group, ids)) if *group == r.group => (&ids[..], hint.same_values),
+                    _ => (&[][..], 0),
+                };
                 let mut shard = lock(self.shard(r.hash));
-                if let Some(slot) = shard.find_text(r.hash, r.group, &names.strings, key.attrs) {
-                    if let Some(series) = shard.series_mut(slot) {
-                        return Ok(update(series, meta, point, now_ms));
+                let found = shard.find_text(r.hash, r.group, &names.strings, key.attrs, known);
+                if let Some(record) = found
+                    .and_then(|slot| shard.slots.get_mut(slot as usize))
+                    .and_then(Option::as_mut)
+                {
+                    match &mut lookup.last {
+                        Some((group, ids)) => {
+                            *group = r.group;
+                            ids.clear();
+                            ids.extend_from_slice(record.values.as_slice());
+                        }
+                        None => lookup.last = Some((r.group, record.values.as_slice().to_vec())),
                     }
+                    return Ok(update(&mut record.series, meta, point, now_ms));
                 }
             }
         }
         lookup.group = None;
+        lookup.last = None;
         self.insert(key, meta, point, now_ms, &mut lookup.values)
     }
 
@@ -533,6 +589,7 @@ impl Store {
     ) -> Result<Applied, Reject> {
         let mut guard = write(&self.names);
         let names = &mut *guard;
+        names.generation = names.generation.wrapping_add(1);
         let strings = &mut names.strings;
         // Every id taken here is given back below unless the new series keeps it.
         let mut taken: Vec<Id> = Vec::with_capacity(5 + key.attrs.len());
@@ -700,6 +757,7 @@ impl Store {
         for shard in &self.shards {
             let mut guard = write(&self.names);
             let names = &mut *guard;
+            names.generation = names.generation.wrapping_add(1);
             let mut shard = lock(shard);
             let Shard { index, slots, free } = &mut *shard;
             index.retain(|&mut i| {
@@ -831,19 +889,38 @@ pub fn attrs_of<'a, T>(
     force: Option<&'a str>,
     out: &mut Vec<Attr<'a>>,
 ) {
+    sorted_attrs(
+        attributes.into_iter().map(pair),
+        Cow::Borrowed,
+        insert,
+        force,
+        out,
+    );
+}
+
+/// [`attrs_of`] for any kind of value (`cluster` makes the value of an inserted or forced
+/// `cluster`): ingest builds the layout of a point's attributes with it (which attribute goes
+/// where) and reuses it for the next points with the same keys.
+pub fn sorted_attrs<'a, V>(
+    attributes: impl IntoIterator<Item = (&'a str, V)>,
+    cluster: impl Fn(&'a str) -> V,
+    insert: Option<&'a str>,
+    force: Option<&'a str>,
+    out: &mut Vec<(&'a str, V)>,
+) {
     out.clear();
-    out.extend(attributes.into_iter().map(pair));
+    out.extend(attributes);
     // Stable sort keeps the first of duplicate keys first; dedup keeps it.
     if !out.is_sorted_by(|a, b| a.0 < b.0) {
         out.sort_by(|a, b| a.0.cmp(b.0));
         out.dedup_by(|later, first| later.0 == first.0);
     }
     let found = out.binary_search_by(|p| p.0.cmp("cluster"));
-    let cluster = force.or_else(|| if found.is_ok() { None } else { insert });
-    if let Some(cluster) = cluster {
+    let value = force.or_else(|| if found.is_ok() { None } else { insert });
+    if let Some(value) = value {
         match found {
-            Ok(i) => out[i].1 = Cow::Borrowed(cluster),
-            Err(i) => out.insert(i, ("cluster", Cow::Borrowed(cluster))),
+            Ok(i) => out[i].1 = cluster(value),
+            Err(i) => out.insert(i, ("cluster", cluster(value))),
         }
     }
 }
@@ -893,7 +970,14 @@ mod tests {
             instance: "i",
             attrs: &attrs,
         };
-        store.apply(&key, &meta(), p, now, &mut Lookup::default())
+        store.apply(
+            &key,
+            &meta(),
+            p,
+            now,
+            &mut Lookup::default(),
+            Hint::default(),
+        )
     }
 
     fn point(t: u64, v: f64) -> Point {
@@ -1033,7 +1117,14 @@ mod tests {
                 };
                 let now = clock.now_ms();
                 assert_eq!(
-                    store.apply(&key, &meta(), point(1, 1.0), now, &mut Lookup::default()),
+                    store.apply(
+                        &key,
+                        &meta(),
+                        point(1, 1.0),
+                        now,
+                        &mut Lookup::default(),
+                        Hint::default()
+                    ),
                     Ok(Applied::Inserted)
                 );
             }

@@ -317,6 +317,18 @@ where
     })
 }
 
+/// Whether attributes with these (distinct) keys can never make a label conflict, whatever
+/// their values, the metric's kind, job and instance: every key is already a clean label name
+/// and none is a label the exposition writes itself. [`label_conflict`] is then `None`, so
+/// ingest checks a layout of keys once instead of every point.
+pub fn keys_never_conflict<'k>(keys: impl IntoIterator<Item = &'k str>) -> bool {
+    keys.into_iter().all(|key| {
+        is_clean_label(key)
+            && !matches!(key, "le" | "quantile" | "job" | "instance")
+            && !SCOPE_LABELS.contains(&key)
+    })
+}
+
 /// An attribute value as a label value: strings as they are, bools `true`/`false`, ints in
 /// decimal, doubles as JSON numbers, bytes base64, arrays and maps as JSON.
 pub fn value_string(value: Option<&AnyValue>) -> String {
@@ -577,6 +589,62 @@ mod tests {
         );
         assert!(check(&["a-b", "le"], Kind::Histogram)
             .is_some_and(|c| c.to_string().contains("which the exposition writes itself")));
+    }
+
+    #[test]
+    fn keys_that_never_conflict() {
+        let keys = [
+            "cluster",
+            "le",
+            "quantile",
+            "job",
+            "instance",
+            "a.b",
+            "a_b",
+            "_x",
+            "key_x",
+            "__name__",
+            "2x",
+            "otel_scope_name",
+            "otel.scope.version",
+            "mode",
+            "",
+        ];
+        let kinds = [Kind::Gauge, Kind::Counter, Kind::Histogram, Kind::Summary];
+        // Every set of up to three distinct keys: when the keys never conflict, no kind, job,
+        // instance or value makes a conflict.
+        for a in 0..keys.len() {
+            for b in a..keys.len() {
+                for c in b..keys.len() {
+                    let mut set = vec![keys[a], keys[b], keys[c]];
+                    set.dedup();
+                    if !keys_never_conflict(set.iter().copied()) {
+                        continue;
+                    }
+                    for kind in kinds {
+                        for (job, instance) in [("", ""), ("app", "node-1")] {
+                            for value in ["v", "app", "node-1"] {
+                                let pairs = set.iter().map(|k| (*k, value));
+                                assert_eq!(label_conflict(pairs, kind, job, instance), None);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(keys_never_conflict(["cluster", "container_id", "mode"]));
+        for key in [
+            "le",
+            "job",
+            "instance",
+            "quantile",
+            "otel_scope_name",
+            "a.b",
+            "_x",
+            "",
+        ] {
+            assert!(!keys_never_conflict(["mode", key]), "{key}");
+        }
     }
 
     #[test]

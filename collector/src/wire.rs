@@ -345,12 +345,22 @@ impl<'a> View<'a> {
     fn number_point(&mut self, bytes: &'a [u8]) -> Option<()> {
         let mut r = Reader(bytes);
         let start = self.attrs.len();
+        // The previous point's attributes: points of one metric mostly repeat their keys (and
+        // many values) in the same order, so an attribute whose bytes equal the previous
+        // point's at the same position reuses its (already checked) text.
+        let previous = self.points.last().map_or(start..start, |p| p.attrs.clone());
         let (mut start_time, mut time, mut flags) = (None, None, None);
         let mut value = None;
         while !r.is_empty() {
             match r.key()? {
                 (7, LEN) => {
-                    let kv = key_value(r.bytes()?)?;
+                    let at = previous.start + (self.attrs.len() - start);
+                    let same = if at < previous.end {
+                        self.attrs.get(at)
+                    } else {
+                        None
+                    };
+                    let kv = key_value_like(r.bytes()?, same)?;
                     self.attrs.push(kv);
                 }
                 (2, FIXED64) if start_time.is_none() => start_time = Some(r.fixed64()?),
@@ -388,25 +398,46 @@ pub fn label_value(kv: &KeyValue) -> Cow<'_, str> {
 
 /// A `KeyValue` whose value is a string.
 fn key_value(bytes: &[u8]) -> Option<Attr<'_>> {
+    key_value_like(bytes, None)
+}
+
+/// A `KeyValue` whose value is a string; where its key or value has the same bytes as the
+/// key or value of `like`, that text is returned instead of checking the bytes again (same
+/// text: only which copy of it is borrowed differs).
+fn key_value_like<'a>(bytes: &'a [u8], like: Option<&Attr<'a>>) -> Option<Attr<'a>> {
     let mut r = Reader(bytes);
     let (mut key, mut value) = (None, None);
+    let (like_key, like_value) = match like {
+        Some((k, Cow::Borrowed(v))) => (Some(*k), Some(*v)),
+        Some((k, Cow::Owned(_))) => (Some(*k), None),
+        None => (None, None),
+    };
     while !r.is_empty() {
         match r.key()? {
-            (1, LEN) if key.is_none() => key = Some(r.str()?),
-            (2, LEN) if value.is_none() => value = Some(any_string(r.bytes()?)?),
+            (1, LEN) if key.is_none() => key = Some(same_or_str(r.bytes()?, like_key)?),
+            (2, LEN) if value.is_none() => value = Some(any_string(r.bytes()?, like_value)?),
             _ => return None,
         }
     }
     Some((key.unwrap_or(""), Cow::Borrowed(value?)))
 }
 
-/// An `AnyValue` holding a string.
-fn any_string(bytes: &[u8]) -> Option<&str> {
+/// `bytes` as text: `like` when it has the same bytes, otherwise checked as UTF-8.
+#[inline]
+fn same_or_str<'a>(bytes: &'a [u8], like: Option<&'a str>) -> Option<&'a str> {
+    match like {
+        Some(like) if like.as_bytes() == bytes => Some(like),
+        _ => std::str::from_utf8(bytes).ok(),
+    }
+}
+
+/// An `AnyValue` holding a string (see [`same_or_str`] for `like`).
+fn any_string<'a>(bytes: &'a [u8], like: Option<&'a str>) -> Option<&'a str> {
     let mut r = Reader(bytes);
     let mut value = None;
     while !r.is_empty() {
         match r.key()? {
-            (1, LEN) if value.is_none() => value = Some(r.str()?),
+            (1, LEN) if value.is_none() => value = Some(same_or_str(r.bytes()?, like)?),
             _ => return None,
         }
     }
@@ -446,11 +477,20 @@ impl<'a> Reader<'a> {
         self.0.is_empty()
     }
 
+    #[inline]
     fn varint(&mut self) -> Option<u64> {
+        // One byte (field keys, short lengths): the common case, without prost's call.
+        if let Some((&b, tail)) = self.0.split_first() {
+            if b < 0x80 {
+                self.0 = tail;
+                return Some(u64::from(b));
+            }
+        }
         prost::encoding::decode_varint(&mut self.0).ok()
     }
 
     /// A field key: (field number, wire type), with prost's rules for valid keys.
+    #[inline]
     fn key(&mut self) -> Option<(u32, u8)> {
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
@@ -463,6 +503,7 @@ impl<'a> Reader<'a> {
         Some((tag, (key & 7) as u8))
     }
 
+    #[inline]
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.varint()?).ok()?;
         if len > self.0.len() {
