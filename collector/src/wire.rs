@@ -205,7 +205,14 @@ impl<'a> View<'a> {
     /// The view of an encoded request, when it has the common shape (see the module docs);
     /// `None` otherwise, malformed bytes included: decode those with prost.
     pub fn of_protobuf(bytes: &'a [u8]) -> Option<Self> {
-        let mut view = View::default();
+        // Room for the usual shape (a string attribute takes 20 - 100 encoded bytes, a point
+        // with its attributes 100 - 400), so that a large request's lists are not grown (and
+        // copied) several times; unusual shapes grow them as needed.
+        let mut view = View {
+            attrs: Vec::with_capacity(bytes.len() / 32),
+            points: Vec::with_capacity(bytes.len() / 200),
+            ..View::default()
+        };
         let mut r = Reader(bytes);
         while !r.is_empty() {
             match r.key()? {
