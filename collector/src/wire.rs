@@ -28,6 +28,8 @@ pub struct View<'a> {
     pub points: Vec<PointView<'a>>,
     /// Attributes of resources and points, values written as label values.
     pub attrs: Vec<Attr<'a>>,
+    /// The encoded `KeyValue` of each of `attrs` ([`View::of_protobuf`] only).
+    raw: Vec<&'a [u8]>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +212,7 @@ impl<'a> View<'a> {
         // copied) several times; unusual shapes grow them as needed.
         let mut view = View {
             attrs: Vec::with_capacity(bytes.len() / 32),
+            raw: Vec::with_capacity(bytes.len() / 32),
             points: Vec::with_capacity(bytes.len() / 200),
             ..View::default()
         };
@@ -257,8 +260,9 @@ impl<'a> View<'a> {
         while !r.is_empty() {
             match r.key()? {
                 (1, LEN) => {
-                    let kv = key_value(r.bytes()?)?;
-                    self.attrs.push(kv);
+                    let bytes = r.bytes()?;
+                    self.attrs.push(key_value(bytes)?);
+                    self.raw.push(bytes);
                 }
                 (2, VARINT) if !dropped => {
                     dropped = true;
@@ -354,21 +358,27 @@ impl<'a> View<'a> {
         let start = self.attrs.len();
         // The previous point's attributes: points of one metric mostly repeat their keys (and
         // many values) in the same order, so an attribute whose bytes equal the previous
-        // point's at the same position reuses its (already checked) text.
+        // point's at the same position is that attribute again (read and checked once), and
+        // one whose key or value bytes equal the previous one's reuses that text.
         let previous = self.points.last().map_or(start..start, |p| p.attrs.clone());
         let (mut start_time, mut time, mut flags) = (None, None, None);
         let mut value = None;
         while !r.is_empty() {
             match r.key()? {
                 (7, LEN) => {
+                    let bytes = r.bytes()?;
                     let at = previous.start + (self.attrs.len() - start);
                     let same = if at < previous.end {
-                        self.attrs.get(at)
+                        self.attrs.get(at).zip(self.raw.get(at))
                     } else {
                         None
                     };
-                    let kv = key_value_like(r.bytes()?, same)?;
+                    let kv = match same {
+                        Some((kv, raw)) if *raw == bytes => kv.clone(),
+                        _ => key_value_like(bytes, same.map(|(kv, _)| kv))?,
+                    };
                     self.attrs.push(kv);
+                    self.raw.push(bytes);
                 }
                 (2, FIXED64) if start_time.is_none() => start_time = Some(r.fixed64()?),
                 (3, FIXED64) if time.is_none() => time = Some(r.fixed64()?),
