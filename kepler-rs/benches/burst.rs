@@ -10,7 +10,8 @@
 //!   cargo bench -p kepler-rs --bench burst                 (5,000 processes in 500 containers)
 //!   cargo bench -p kepler-rs --bench burst -- 2000 200     (another size)
 //! Extra exporter flags: KEPLER_BENCH_ARGS (e.g. "--ebpf.enabled=false"); the exporter's
-//! environment is passed on (e.g. MALLOC_ARENA_MAX=1 to compare allocator settings).
+//! environment is passed on (e.g. MALLOC_ARENA_MAX=1 to compare allocator settings);
+//! KEPLER_BENCH_WRAPPER runs it under a profiler (e.g. "valgrind --tool=massif").
 
 mod common;
 
@@ -44,7 +45,18 @@ fn main() {
     let port = free_port();
     let extra = std::env::var("KEPLER_BENCH_ARGS").unwrap_or_default();
     let mut exporter_guard = Cleanup::default();
-    let exporter = Command::new(BIN)
+    // KEPLER_BENCH_WRAPPER runs the exporter under another program (e.g. "valgrind
+    // --tool=massif --massif-out-file=/tmp/burst.massif") to see what the memory holds.
+    let wrapper = std::env::var("KEPLER_BENCH_WRAPPER").unwrap_or_default();
+    let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let exporter = command
         .args([
             "--fake-rapl",
             "--log.level",
@@ -112,6 +124,15 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = scraper.join();
+    // A clean stop, so a profiler named in KEPLER_BENCH_WRAPPER writes its report.
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    for child in &mut exporter_guard.children {
+        let _ = child.wait();
+    }
     println!("RSS MiB over time: {}", timeline.join(" "));
     println!(
         "{processes} processes in {containers} containers per burst; largest /metrics body {:.1} MiB",

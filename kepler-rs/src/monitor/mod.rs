@@ -8,6 +8,7 @@
 
 pub mod ledger;
 pub mod node_share;
+pub mod trim;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -364,6 +365,7 @@ pub fn run(
     stop: Receiver<()>,
 ) {
     let mut next = Instant::now();
+    let mut trimmer = trim::Trimmer::new(next);
     loop {
         let started = Instant::now();
         let snapshot = monitor.step(SystemTime::now());
@@ -373,7 +375,17 @@ pub fn run(
             took_ms = started.elapsed().as_secs_f64() * 1e3,
             "snapshot published"
         );
+        let size = snapshot.workloads.len() + snapshot.processes.len();
+        // Publishing drops the previous snapshot (unless a scrape still holds it).
         publish.store(Arc::new(snapshot));
+        let published = Instant::now();
+        if trimmer.due(size, published) {
+            trim::release_free_memory();
+            tracing::debug!(
+                took_ms = published.elapsed().as_secs_f64() * 1e3,
+                "free memory given back"
+            );
+        }
         next += interval;
         let now = Instant::now();
         if next < now {
