@@ -14,7 +14,7 @@
 //! - `/metrics` render time at 1,000,000 series.
 //!
 //! Run: `cargo bench -p kepler-collector --bench hub` (or `-- 200000` for fewer series; `-- grpc`
-//! for the gRPC part alone, with 40 rounds).
+//! for the gRPC part alone, with 40 rounds; `gzip` too for gzipped gRPC requests).
 //! Then over gRPC: the hub started in process (`app::start`, tokio) and a tonic client in the
 //! same process sending the same requests (no compression) one after another on loopback;
 //! points/s of wall time and points per CPU-second of the whole process (client encoding
@@ -131,8 +131,10 @@ fn main() {
     let rounds = 10;
     // `-- grpc`: only the gRPC part, with more rounds (for profiling the hub's process and
     // repeated A/B runs).
+    // `gzip`: the gRPC clients gzip their requests (the OpenTelemetry Collector's default).
+    let gzip = std::env::args().any(|a| a == "gzip");
     if std::env::args().any(|a| a == "grpc") {
-        grpc(working, 4 * rounds, false);
+        grpc(working, 4 * rounds, false, gzip);
         return;
     }
     memory_and_render(series);
@@ -228,7 +230,7 @@ fn main() {
         (steady_cpu / steady_points as f64) / (bare_cpu / points_total as f64)
     );
 
-    grpc(working, rounds, true);
+    grpc(working, rounds, true, gzip);
 }
 
 /// Memory and render at `series` series, first, in a fresh process (so that the RSS growth is
@@ -312,7 +314,7 @@ fn cpu_seconds() -> f64 {
 
 /// `in_process`: also time the client in this process (otherwise only the first round, which
 /// inserts the series, is sent from here).
-fn grpc(working: usize, rounds: usize, in_process: bool) {
+fn grpc(working: usize, rounds: usize, in_process: bool, gzip: bool) {
     use kepler_collector::config::RawConfig;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
     let yaml = r#"
@@ -335,6 +337,10 @@ exposition: {address: "127.0.0.1:0"}
             .await
             .unwrap()
             .max_encoding_message_size(16 << 20);
+        if gzip {
+            client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
+        let compression = if gzip { "gzip" } else { "no compression" };
         let timed = if in_process { rounds } else { 0 };
         let batches: Vec<Vec<ExportMetricsServiceRequest>> = (0..timed)
             .map(|round| (0..working).map(|r| request(r, round as f64, 10 + round as u64)).collect())
@@ -348,6 +354,7 @@ exposition: {address: "127.0.0.1:0"}
         } else {
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .args(["--grpc-client", &addr.to_string(), &working.to_string(), "2"])
+                .env("HUB_BENCH_GZIP", if gzip { "1" } else { "0" })
                 .status()
                 .unwrap();
             assert!(status.success());
@@ -367,7 +374,7 @@ exposition: {address: "127.0.0.1:0"}
         if in_process {
             println!("| over gRPC, known series (client in process) | points/s wall | points per CPU-second |");
             println!("|---|---:|---:|");
-            println!("| tonic unary Export, no compression | {} | {} |", rate(points, wall), rate(points, cpu));
+            println!("| tonic unary Export, {compression} | {} | {} |", rate(points, wall), rate(points, cpu));
         }
         // The same rounds from a client in another process: this process's CPU is then the
         // hub's own (receiving, HTTP/2, decode, ingest), with the client on the other core.
@@ -376,6 +383,7 @@ exposition: {address: "127.0.0.1:0"}
         // Blocking here is fine: `block_on` runs on this thread, the hub on the workers.
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--grpc-client", &addr.to_string(), &working.to_string(), &rounds.to_string()])
+            .env("HUB_BENCH_GZIP", if gzip { "1" } else { "0" })
             .status()
             .unwrap();
         assert!(status.success());
@@ -384,7 +392,7 @@ exposition: {address: "127.0.0.1:0"}
         let points = (rounds - 1) * working * POINTS;
         println!("| over gRPC, known series, client in another process | points/s wall (client building requests included) | points per hub CPU-second |");
         println!("|---|---:|---:|");
-        println!("| tonic unary Export, no compression | {} | {} |", rate(points, wall), rate(points, cpu));
+        println!("| tonic unary Export, {compression} | {} | {} |", rate(points, wall), rate(points, cpu));
         running.run_until(async {}).await.unwrap();
     });
 }
@@ -402,6 +410,9 @@ fn grpc_client(addr: &str, working: usize, rounds: usize) {
             .await
             .unwrap()
             .max_encoding_message_size(16 << 20);
+        if std::env::var("HUB_BENCH_GZIP").as_deref() == Ok("1") {
+            client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
         for round in 1..rounds {
             for r in 0..working {
                 let req = request(r, round as f64, 100 + round as u64);
