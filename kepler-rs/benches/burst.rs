@@ -15,12 +15,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, scrape, sleepers_in_containers, usage, wait_listening, Cleanup, BIN};
+use common::{
+    free_port, scrape, sleepers_in_containers, spawn_exporter, usage, wait_listening, Cleanup,
+};
 
 const BEFORE: Duration = Duration::from_secs(15);
 const HOLD: Duration = Duration::from_secs(12);
@@ -43,35 +44,17 @@ fn main() {
         _ => (5_000, 500),
     };
     let port = free_port();
-    let extra = std::env::var("KEPLER_BENCH_ARGS").unwrap_or_default();
     let mut exporter_guard = Cleanup::default();
-    // KEPLER_BENCH_WRAPPER runs the exporter under another program (e.g. "valgrind
-    // --tool=massif --massif-out-file=/tmp/burst.massif") to see what the memory holds.
-    let wrapper = std::env::var("KEPLER_BENCH_WRAPPER").unwrap_or_default();
-    let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    let exporter = command
-        .args([
-            "--fake-rapl",
-            "--log.level",
-            "warn",
+    let exporter = spawn_exporter(
+        port,
+        &[
             "--metrics.processes",
             "--monitor.interval",
             "1s",
             "--monitor.terminated-retention",
             "2s",
-            "--web.listen-address",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(extra.split_whitespace())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let pid = exporter.id();
     exporter_guard.children.push(exporter);
     wait_listening(port);

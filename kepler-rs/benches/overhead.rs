@@ -8,14 +8,14 @@
 //! Needs root (it creates cgroups under the v2 mount). Run:
 //!   cargo bench -p kepler-rs --bench overhead            (all scenarios, 30 s each)
 //!   cargo bench -p kepler-rs --bench overhead -- 1000 100 (one scenario)
-//! Extra exporter flags can be given with KEPLER_BENCH_ARGS (e.g. "--ebpf.enabled=false").
+//! Extra exporter flags can be given with KEPLER_BENCH_ARGS (e.g. "--ebpf.enabled=false"), a
+//! profiler to run it under with KEPLER_BENCH_WRAPPER.
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, scrape, sleepers_in_containers, usage, Cleanup, BIN};
+use common::{free_port, scrape, sleepers_in_containers, spawn_exporter, usage, Cleanup};
 
 const MEASURE: Duration = Duration::from_secs(30);
 const WARMUP: Duration = Duration::from_secs(7);
@@ -25,20 +25,7 @@ fn scenario(processes: usize, containers: usize) -> String {
     let base = common::v2_root().join(format!("kubepods-bench-{}.slice", std::process::id()));
     sleepers_in_containers(&mut guard, &base, 0, processes, containers);
     let port = free_port();
-    let extra = std::env::var("KEPLER_BENCH_ARGS").unwrap_or_default();
-    let exporter = Command::new(BIN)
-        .args([
-            "--fake-rapl",
-            "--log.level",
-            "warn",
-            "--monitor.interval",
-            "3s",
-            "--web.listen-address",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(extra.split_whitespace())
-        .spawn()
-        .unwrap();
+    let exporter = spawn_exporter(port, &["--monitor.interval", "3s"]);
     let pid = exporter.id();
     guard.children.push(exporter);
     std::thread::sleep(WARMUP);

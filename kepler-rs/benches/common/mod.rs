@@ -97,6 +97,29 @@ pub fn sleepers_in_containers(
     }
 }
 
+/// Starts the exporter on fake RAPL listening on `port`, with `flags`, then the flags in
+/// KEPLER_BENCH_ARGS (e.g. "--ebpf.enabled=false"). KEPLER_BENCH_WRAPPER runs it under another
+/// program (e.g. "valgrind --tool=massif --massif-out-file=/tmp/x.massif") to see what it does.
+pub fn spawn_exporter(port: u16, flags: &[&str]) -> Child {
+    let wrapper = std::env::var("KEPLER_BENCH_WRAPPER").unwrap_or_default();
+    let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let extra = std::env::var("KEPLER_BENCH_ARGS").unwrap_or_default();
+    command
+        .args(["--fake-rapl", "--log.level", "warn", "--web.listen-address"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(flags)
+        .args(extra.split_whitespace())
+        .spawn()
+        .unwrap()
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
