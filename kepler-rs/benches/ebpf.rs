@@ -3,7 +3,9 @@
 //!
 //! 1. Cost per context switch of the attached programs, from the kernel's own BPF statistics
 //!    (`BPF_ENABLE_STATS`, i.e. `kernel.bpf_stats_enabled=1` while the bench runs):
-//!    `run_time_ns / run_cnt`, under a ping-pong workload that switches a lot.
+//!    `run_time_ns / run_cnt`, under two ping-pong workloads that switch a lot: two threads of
+//!    one process (the same pair is charged again and again), and two processes pinned to CPU 0
+//!    (the pair changes at every switch).
 //! 2. CPU time of one refresh (`CpuTimeSource::sample`) of the eBPF and the procfs source, with
 //!    100, 1,000 and 10,000 idle processes in a kubepods-shaped container cgroup: the calling
 //!    thread's on-CPU nanoseconds (`CLOCK_THREAD_CPUTIME_ID`, user + kernel), median of 7.
@@ -328,6 +330,83 @@ impl Tally {
 const ROUNDS: usize = 6;
 const ROUND_TRIPS: u32 = 40_000;
 
+/// This thread's CPU affinity.
+fn affinity() -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data (all zeros is the empty set); sched_getaffinity(2) writes
+    // at most `size_of::<cpu_set_t>()` bytes into the exclusively borrowed `set`.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let rc = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        assert_eq!(rc, 0, "sched_getaffinity");
+        set
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: sched_setaffinity(2) reads one valid cpu_set_t.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    assert_eq!(rc, 0, "sched_setaffinity");
+}
+
+/// `--echo` mode of this binary: copies stdin to stdout byte by byte until EOF.
+fn echo() {
+    use std::io::{Read, Write};
+    let mut input = std::io::stdin().lock();
+    let mut output = std::io::stdout().lock();
+    let mut b = [0u8; 1];
+    while input.read_exact(&mut b).is_ok() {
+        if output.write_all(&b).and_then(|()| output.flush()).is_err() {
+            break;
+        }
+    }
+}
+
+/// This thread and a child process (this binary in `--echo` mode) passing a byte back and
+/// forth `n` times, both pinned to CPU 0: every switch there goes from one process to the
+/// other, so the pair charged changes at every switch (the worst case for the per-CPU pending
+/// time, which saves the map update only when the same pair runs again).
+fn ping_pong_processes(n: u32) {
+    use std::io::{Read, Write};
+    let all = affinity();
+    // SAFETY: CPU_ZERO/CPU_SET only write bits of the local, exclusively owned set.
+    #[allow(unsafe_code)]
+    let cpu0 = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(0, &mut set);
+        set
+    };
+    set_affinity(&cpu0);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--echo")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    let mut from = child.stdout.take().unwrap();
+    let mut b = [0u8; 1];
+    for _ in 0..n {
+        to.write_all(&[1]).unwrap();
+        from.read_exact(&mut b).unwrap();
+    }
+    drop(to);
+    child.wait().unwrap();
+    set_affinity(&all);
+}
+
+/// One workload's tallies: the program and the empty program in the same rounds.
+type Pair = (Tally, Tally);
+
+/// Per candidate and workload.
+#[derive(Default)]
+struct Tallies {
+    threads: Pair,
+    processes: Pair,
+}
+
 fn per_switch_table(metrics: &Arc<SelfMetrics>) {
     let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
     let mut candidates = vec![Candidate::Exporter, Candidate::Counted];
@@ -337,47 +416,59 @@ fn per_switch_table(metrics: &Arc<SelfMetrics>) {
             .filter(|p| !p.is_empty())
             .map(|p| Candidate::Variant(p.to_string())),
     );
-    let mut tallies: Vec<(Tally, Tally)> = candidates.iter().map(|_| Default::default()).collect();
+    let mut tallies: Vec<Tallies> = candidates.iter().map(|_| Default::default()).collect();
     let mut others: std::collections::BTreeMap<&'static str, Tally> = Default::default();
     let ctxt0 = context_switches();
     for _ in 0..ROUNDS {
-        for (c, (program, floor)) in candidates.iter().zip(tallies.iter_mut()) {
+        for (c, t) in candidates.iter().zip(tallies.iter_mut()) {
             let attached = c.attach(metrics);
             let noop = calibration();
-            let before = attached.stats();
-            let noop_before = noop_stats(&noop);
-            ping_pong(ROUND_TRIPS);
-            let after = attached.stats();
-            let noop_after = noop_stats(&noop);
-            floor.add(noop_after.0 - noop_before.0, noop_after.1 - noop_before.1);
-            for (i, (a, b)) in after.iter().zip(&before).enumerate() {
-                if i == 0 {
-                    program.add(a.1 - b.1, a.2 - b.2);
-                } else if matches!(c, Candidate::Exporter) {
-                    others.entry(a.0).or_default().add(a.1 - b.1, a.2 - b.2);
+            let exporter = matches!(c, Candidate::Exporter);
+            let mut measure = |(program, floor): &mut Pair, run: fn(u32)| {
+                let before = attached.stats();
+                let noop_before = noop_stats(&noop);
+                run(ROUND_TRIPS);
+                let after = attached.stats();
+                let noop_after = noop_stats(&noop);
+                floor.add(noop_after.0 - noop_before.0, noop_after.1 - noop_before.1);
+                for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+                    if i == 0 {
+                        program.add(a.1 - b.1, a.2 - b.2);
+                    } else if exporter {
+                        others.entry(a.0).or_default().add(a.1 - b.1, a.2 - b.2);
+                    }
                 }
-            }
+            };
+            measure(&mut t.threads, ping_pong);
+            measure(&mut t.processes, ping_pong_processes);
         }
     }
     let ctxt = context_switches() - ctxt0;
     println!(
-        "\n{ROUNDS} rounds of {ROUND_TRIPS} ping-pong round trips per row, rows alternating, each program alone on sched_switch (plus the empty one)\n"
+        "\n{ROUNDS} rounds of {ROUND_TRIPS} round trips per row and workload, rows alternating, each program alone on sched_switch (plus the empty one). Threads: two threads of this process (same pair charged again and again); processes: this process and a child, both on CPU 0 (the pair changes at every switch). ns per run (rounds min-max) / floor / net of the floor.\n"
     );
-    println!("| program | runs | ns per run (rounds: min-max) | empty program in the same rounds (floor) | net of the floor |\n|---|---:|---:|---:|---:|");
-    for (c, (program, floor)) in candidates.iter().zip(&tallies) {
+    println!("| program | runs (threads) | threads: ns per run | floor | net | runs (processes) | processes on one CPU: ns per run | floor | net |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (c, t) in candidates.iter().zip(&tallies) {
+        let cell = |(p, f): &Pair| {
+            format!(
+                "{} | {:.1} ({}) | {:.1} | {:.1}",
+                p.runs,
+                p.ns(),
+                p.spread(),
+                f.ns(),
+                p.ns() - f.ns()
+            )
+        };
         println!(
-            "| {} | {} | {:.1} ({}) | {:.1} | {:.1} |",
+            "| {} | {} | {} |",
             c.label(),
-            program.runs,
-            program.ns(),
-            program.spread(),
-            floor.ns(),
-            program.ns() - floor.ns()
+            cell(&t.threads),
+            cell(&t.processes)
         );
     }
     for (name, t) in &others {
         println!(
-            "| {name} (exporter's rounds) | {} | {:.1} ({}) | | |",
+            "| {name} (exporter's rounds, both workloads) | {} | {:.1} ({}) | | | | | | |",
             t.runs,
             t.ns(),
             t.spread()
@@ -387,6 +478,10 @@ fn per_switch_table(metrics: &Arc<SelfMetrics>) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--echo") {
+        echo();
+        return;
+    }
     // SAFETY: geteuid(2) has no preconditions.
     #[allow(unsafe_code)]
     let euid = unsafe { libc::geteuid() };
