@@ -176,8 +176,13 @@ fn busy_container_matches_cpu_stat_within_2_percent() {
     busy.join(&container.dir);
     let metrics = Arc::new(SelfMetrics::new());
     let mut src = source(&metrics);
+    // Both ends are read with the container frozen: its CPU time stands still between the
+    // source's sample and `cpu.stat` (on a loaded machine the test thread can be preempted for
+    // tens of milliseconds between the two reads while the busy loop goes on).
+    container.freeze(true);
     src.sample();
     let before = container.usage_usec();
+    container.freeze(false);
     // Until the busy loop has had 1.5 s of CPU (on a loaded machine that takes longer).
     for _ in 0..120 {
         std::thread::sleep(Duration::from_millis(500));
@@ -185,8 +190,10 @@ fn busy_container_matches_cpu_stat_within_2_percent() {
             break;
         }
     }
+    container.freeze(true);
     let sample = src.sample();
     let after = container.usage_usec();
+    container.freeze(false);
 
     let truth = CpuNanos::from_micros(after - before);
     let measured = container_cpu(&sample, &container.id);

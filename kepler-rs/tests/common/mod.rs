@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -347,6 +347,34 @@ impl TestContainer {
     /// `cpu.stat usage_usec` of the container.
     pub fn usage_usec(&self) -> u64 {
         usage_usec(&self.dir)
+    }
+
+    /// Freezes (`true`) or thaws the container (cgroup v2 `cgroup.freeze`) and waits, bounded,
+    /// until `cgroup.events` says so. A frozen container's processes are off the CPU, so its
+    /// CPU time stands still while a source and `cpu.stat` are both read.
+    pub fn freeze(&self, frozen: bool) {
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        fs::write(
+            self.dir.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !fs::read_to_string(self.dir.join("cgroup.events"))
+            .unwrap()
+            .lines()
+            .any(|l| l == want)
+        {
+            assert!(Instant::now() < deadline, "{}: never {want}", self.id);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        // A test that failed with the container frozen: thaw it so its processes can die.
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
     }
 }
 
