@@ -176,9 +176,24 @@ fn write_series(
     labels: &[(&str, &str)],
     value: &Value,
 ) -> usize {
+    flat_samples(names, value, |name, extra, v| {
+        writer.write(out, name, labels, extra, v);
+    })
+}
+
+/// Flattens one series' value into its samples as the Collector exposes them: a number as
+/// itself; a histogram as cumulative `_bucket` samples (`+Inf` last), `_sum` and `_count`; a
+/// summary as quantile samples, `_sum` and `_count`. Calls `sample(name, extra, value)` for
+/// each, `extra` being the `le` or `quantile` label that goes after the series' labels, and
+/// returns how many.
+fn flat_samples(
+    names: &SampleNames,
+    value: &Value,
+    mut sample: impl FnMut(&str, Option<(&str, &str)>, f64),
+) -> usize {
     match value {
         Value::Number(v) => {
-            writer.write(out, &names.name, labels, None, *v);
+            sample(&names.name, None, *v);
             1
         }
         Value::Histogram(h) => {
@@ -194,23 +209,11 @@ fn write_series(
                 cumulative = cumulative.saturating_add(*n);
                 le.clear();
                 write_value(&mut le, *bound);
-                writer.write(
-                    out,
-                    &names.bucket,
-                    labels,
-                    Some(("le", &le)),
-                    cumulative as f64,
-                );
+                sample(&names.bucket, Some(("le", &le)), cumulative as f64);
             }
-            writer.write(
-                out,
-                &names.bucket,
-                labels,
-                Some(("le", "+Inf")),
-                *count as f64,
-            );
-            writer.write(out, &names.sum, labels, None, *sum);
-            writer.write(out, &names.count, labels, None, *count as f64);
+            sample(&names.bucket, Some(("le", "+Inf")), *count as f64);
+            sample(&names.sum, None, *sum);
+            sample(&names.count, None, *count as f64);
             bounds.len().min(counts.len()) + 3
         }
         Value::Summary(s) => {
@@ -223,10 +226,10 @@ fn write_series(
             for (quantile, v) in quantiles {
                 q.clear();
                 write_value(&mut q, *quantile);
-                writer.write(out, &names.name, labels, Some(("quantile", &q)), *v);
+                sample(&names.name, Some(("quantile", &q)), *v);
             }
-            writer.write(out, &names.sum, labels, None, *sum);
-            writer.write(out, &names.count, labels, None, *count as f64);
+            sample(&names.sum, None, *sum);
+            sample(&names.count, None, *count as f64);
             quantiles.len() + 2
         }
     }
@@ -345,60 +348,28 @@ pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
     chunks
 }
 
-/// A sample visitor: name, labels, value.
-type SampleFn<'a> = dyn FnMut(&str, &[(&str, &str)], f64) + 'a;
-
 /// Calls `f(name, labels, value)` for every sample of every live series (histograms and
 /// summaries flattened into `_bucket`/`_sum`/`_count` and quantile samples, the `le` /
 /// `quantile` label last), in no particular order. Used by remote write.
 pub fn for_each_sample(hub: &Hub, mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     hub.store.for_each_live(|key, series| {
+        let value = &series.point.value;
+        if let Value::Number(v) = value {
+            // The common case, without the suffixed names.
+            with_series_labels(key, |labels| f(&series.meta.prom_name, labels, *v));
+            return;
+        }
+        let names = SampleNames::new(&series.meta.prom_name);
         with_series_labels(key, |labels| {
-            let name = series.meta.prom_name.as_str();
-            let with = |f: &mut SampleFn<'_>, sample: &str, extra: (&str, &str), value: f64| {
-                let mut all = Vec::with_capacity(labels.len() + 1);
-                all.extend_from_slice(labels);
-                all.push(extra);
-                f(sample, &all, value);
-            };
-            match &series.point.value {
-                Value::Number(v) => f(name, labels, *v),
-                Value::Histogram(h) => {
-                    let Histogram {
-                        bounds,
-                        counts,
-                        sum,
-                        count,
-                    } = &**h;
-                    let bucket = format!("{name}_bucket");
-                    let mut le = String::new();
-                    let mut cumulative = 0u64;
-                    for (bound, n) in bounds.iter().zip(counts) {
-                        cumulative = cumulative.saturating_add(*n);
-                        le.clear();
-                        write_value(&mut le, *bound);
-                        with(&mut f, &bucket, ("le", &le), cumulative as f64);
-                    }
-                    with(&mut f, &bucket, ("le", "+Inf"), *count as f64);
-                    f(&format!("{name}_sum"), labels, *sum);
-                    f(&format!("{name}_count"), labels, *count as f64);
+            flat_samples(&names, value, |name, extra, value| match extra {
+                None => f(name, labels, value),
+                Some(extra) => {
+                    let mut all = Vec::with_capacity(labels.len() + 1);
+                    all.extend_from_slice(labels);
+                    all.push(extra);
+                    f(name, &all, value);
                 }
-                Value::Summary(s) => {
-                    let Summary {
-                        quantiles,
-                        sum,
-                        count,
-                    } = &**s;
-                    let mut text = String::new();
-                    for (q, v) in quantiles {
-                        text.clear();
-                        write_value(&mut text, *q);
-                        with(&mut f, name, ("quantile", &text), *v);
-                    }
-                    f(&format!("{name}_sum"), labels, *sum);
-                    f(&format!("{name}_count"), labels, *count as f64);
-                }
-            }
+            });
         });
     });
 }
