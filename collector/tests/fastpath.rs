@@ -5,6 +5,8 @@
 //! stores that render identically, over two requests (the second updates known series).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use kepler_collector::clock::ManualClock;
 use kepler_collector::decode;
 use kepler_collector::exposition::render;
@@ -231,11 +233,7 @@ fn mutate(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config())]
 
     #[test]
     fn in_place_and_prost_paths_agree(first in request(), second in request(), which in any::<u8>()) {
@@ -436,11 +434,7 @@ fn series(hub: &Hub) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config())]
 
     /// What ingest carries from one point to the next within a request (the key layout, the
     /// series group, the ids of repeated values) changes nothing: a request ingested whole

@@ -5,6 +5,8 @@
 //! `collector/fuzz/`, run by `scripts/fuzz.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use kepler_collector::clock::ManualClock;
 use kepler_collector::decode;
 use kepler_collector::exposition::render;
@@ -174,11 +176,7 @@ fn request() -> impl Strategy<Value = ExportMetricsServiceRequest> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config())]
 
     #[test]
     fn random_bytes_never_panic_the_protobuf_path(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
