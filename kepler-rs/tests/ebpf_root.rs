@@ -646,14 +646,7 @@ fn a_full_cpu_map_refuses_inserts_and_counts_the_time_as_overflow() {
             .unwrap_or_else(|e| panic!("eBPF program failed to load: {e}"));
         program.drain();
         program.drain();
-        let status = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "i=0; while [ $i -lt 100 ]; do sh -c 'j=0; while [ $j -lt 300 ]; do j=$((j+1)); done'; i=$((i+1)); done",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        run_short_lived_processes(100);
         // The generation the processes ran in, then the one after (a slice charged just
         // before the flip).
         let first = program.drain();
@@ -701,14 +694,7 @@ fn overflowed_time_is_system_time_and_counted() {
     )
     .unwrap_or_else(|e| panic!("eBPF source failed to start: {e}"));
     src.sample();
-    let status = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "i=0; while [ $i -lt 100 ]; do sh -c 'j=0; while [ $j -lt 300 ]; do j=$((j+1)); done'; i=$((i+1)); done",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_short_lived_processes(100);
     let sample = src.sample();
     let full = metrics
         .errors()
@@ -739,4 +725,19 @@ fn overflowed_time_is_system_time_and_counted() {
         total.as_secs_f64() > listed.as_secs_f64() + 0.005,
         "overflowed time missing from the workloads: {total:?} vs {listed:?}"
     );
+}
+
+/// Runs `count` short-lived processes (a few hundred shell loop steps each) one after the
+/// other, here and now, and waits for the last.
+fn run_short_lived_processes(count: u32) {
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "i=0; while [ $i -lt {count} ]; do sh -c 'j=0; while [ $j -lt 300 ]; do j=$((j+1)); done'; i=$((i+1)); done"
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
