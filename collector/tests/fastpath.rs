@@ -189,22 +189,7 @@ fn both_paths(bodies: &[Vec<u8>], labeling: Labeling<'_>) -> Result<(), TestCase
 /// is not compared as is: samples with equal labels, and the type of two metrics that translate
 /// to one name, follow the store's iteration order, which differs between two stores.)
 fn dump(hub: &Hub) -> Vec<String> {
-    let mut out = Vec::new();
-    hub.store.for_each_live(|key, series| {
-        out.push(format!(
-            "{} {:?} {:?} {} {} {:?} {:?} {:?} {}",
-            key.metric,
-            key.kind,
-            key.scope,
-            key.job,
-            key.instance,
-            key.attrs.iter().collect::<Vec<_>>(),
-            series.meta,
-            series.point,
-            series.updated_ms
-        ));
-    });
-    out.sort();
+    let mut out = series_lines(hub, true);
     let mut targets = hub.store.live_targets();
     targets.sort();
     out.extend(targets.iter().map(|t| format!("{t:?}")));
@@ -415,9 +400,15 @@ fn one_request_per_point(request: &ExportMetricsServiceRequest) -> Vec<Vec<u8>> 
 
 /// The stored series alone (no target_info, no request counters), in a canonical order.
 fn series(hub: &Hub) -> Vec<String> {
+    series_lines(hub, false)
+}
+
+/// One line per stored series (key, metadata, point, and with `arrival` its arrival time),
+/// sorted.
+fn series_lines(hub: &Hub, arrival: bool) -> Vec<String> {
     let mut out = Vec::new();
     hub.store.for_each_live(|key, series| {
-        out.push(format!(
+        let mut line = format!(
             "{} {:?} {:?} {} {} {:?} {:?} {:?}",
             key.metric,
             key.kind,
@@ -427,7 +418,11 @@ fn series(hub: &Hub) -> Vec<String> {
             key.attrs.iter().collect::<Vec<_>>(),
             series.meta,
             series.point,
-        ));
+        );
+        if arrival {
+            line.push_str(&format!(" {}", series.updated_ms));
+        }
+        out.push(line);
     });
     out.sort();
     out
