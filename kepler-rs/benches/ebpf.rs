@@ -19,6 +19,8 @@
 //! read 5-70 ns cheaper than it costs alone, and alternating spreads the changes of load on a
 //! shared machine over all rows.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -34,14 +36,6 @@ use kepler_rs::workload::CpuTimeSource;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const SAMPLES: usize = 7;
-
-fn v2_root() -> PathBuf {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").is_file())
-        .expect("no cgroup v2 mount")
-}
 
 /// This thread's on-CPU time in nanoseconds (user + kernel), exact to now.
 fn thread_cpu_ns() -> u64 {
@@ -115,7 +109,7 @@ struct Cgroup(Vec<PathBuf>);
 impl Cgroup {
     fn create(tag: &str) -> Self {
         let id = format!("{:0>64}", format!("{:x}{}", std::process::id(), tag));
-        let mut dir = v2_root();
+        let mut dir = common::v2_root();
         let mut made = Vec::new();
         for seg in [
             "kubepods.slice".to_string(),
@@ -482,11 +476,7 @@ fn main() {
         echo();
         return;
     }
-    // SAFETY: geteuid(2) has no preconditions.
-    #[allow(unsafe_code)]
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        println!("skipped: the eBPF benchmark needs root");
+    if !common::should_run("ebpf") {
         return;
     }
     let sizes: Vec<usize> = std::env::args()
