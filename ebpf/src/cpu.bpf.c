@@ -23,8 +23,12 @@
  * processes that ran in the interval, not with all processes on the node. The maps are plain
  * (preallocated) hashes, not LRU: a full map refuses the insert instead of evicting an entry, and
  * the time that found no room is added to the per-CPU `overflow` counter, which user space reads
- * and reports; no time is lost without a trace. sched_process_exit records exited processes in
- * `exits`. No event ever wakes user space. */
+ * and reports; no time is lost without a trace. A CPU that switches to the same (process,
+ * cgroup) pair again in the same generation (a process running between idles, or threads of one
+ * process taking turns) adds the slice to its per-CPU state instead of the map; that pending time
+ * goes to the map when another pair is charged on the CPU, or when user space, after flipping
+ * the generation, runs the flush program on every CPU. sched_process_exit records exited
+ * processes in `exits`. No event ever wakes user space. */
 #include "kepler_bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -105,11 +109,23 @@ struct {
 	__type(value, struct overflow);
 } overflow SEC(".maps");
 
-/* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns), and its counters then. */
+/* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns), and its counters then;
+ * the (process, cgroup) charged last on this CPU (`key`, tgid 0: none), and the time (and
+ * counters) charged to it since by switches of the same pair in the same generation, not yet in
+ * a CPU map. Written only with interrupts off (sched_switch, and the flush program, which user
+ * space runs on each CPU through BPF_PROG_TEST_RUN after flipping the generation), so the
+ * fields need no atomics. */
 struct cpu_state {
 	__u64 ts;
 #ifdef KEPLER_COUNTERS
 	__u64 counters[COUNTERS];
+#endif
+	struct cpu_key key;
+	__u32 pending_gen;
+	__u32 _pad;
+	__u64 pending_ns;
+#ifdef KEPLER_COUNTERS
+	__u64 pending_counters[COUNTERS];
 #endif
 };
 
@@ -128,14 +144,6 @@ struct {
 	__type(value, __u64);
 } exits SEC(".maps");
 
-#ifdef KEPLER_COUNTERS
-#define COUNTERS_ARG , __u64 *counters
-#define COUNTERS_PASS , counters
-#else
-#define COUNTERS_ARG
-#define COUNTERS_PASS
-#endif
-
 /* Time that found no room: kept per CPU for user space instead of being lost. */
 static __always_inline void overflowed(__u64 delta)
 {
@@ -147,7 +155,10 @@ static __always_inline void overflowed(__u64 delta)
 	}
 }
 
-static __always_inline void add(void *map, struct cpu_key *key, __u64 delta COUNTERS_ARG)
+/* Adds the time (and counters) to `key`'s entry in `map`, inserting it if new there (with the
+ * current task's comm when `comm` is set); what finds no room goes to the overflow counter. */
+static __always_inline void add(void *map, struct cpu_key *key, __u64 delta, __u64 *counters,
+				int comm)
 {
 	struct cpu_value *v = bpf_map_lookup_elem(map, key);
 	if (!v) {
@@ -156,7 +167,8 @@ static __always_inline void add(void *map, struct cpu_key *key, __u64 delta COUN
 		for (int i = 0; i < COUNTERS; i++)
 			fresh.counters[i] = counters[i];
 #endif
-		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+		if (comm)
+			bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
 		long err = bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
 		if (err == 0)
 			return;
@@ -174,6 +186,27 @@ static __always_inline void add(void *map, struct cpu_key *key, __u64 delta COUN
 			if (counters[i])
 				__sync_fetch_and_add(&v->counters[i], counters[i]);
 	}
+#endif
+}
+
+/* Moves this CPU's pending time (and counters) into the map of its generation. The pair's entry
+ * is normally there already: its first switch in the generation was charged to the map. */
+static __always_inline void flush(struct cpu_state *st)
+{
+	if (st->key.tgid == 0 || st->pending_ns == 0)
+		return;
+	__u64 *counters = 0;
+#ifdef KEPLER_COUNTERS
+	counters = st->pending_counters;
+#endif
+	if (st->pending_gen)
+		add(&cpu_b, &st->key, st->pending_ns, counters, 0);
+	else
+		add(&cpu_a, &st->key, st->pending_ns, counters, 0);
+	st->pending_ns = 0;
+#ifdef KEPLER_COUNTERS
+	for (int i = 0; i < COUNTERS; i++)
+		st->pending_counters[i] = 0;
 #endif
 }
 
@@ -219,10 +252,37 @@ static __always_inline void account(__u64 min_ns)
 	if (tgid == 0) /* the idle task */
 		return;
 	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
-	if (generation)
-		add(&cpu_b, &key, now - prev COUNTERS_PASS);
+	__u32 gen = generation;
+	__u64 delta = now - prev;
+	__u64 *cnt = 0;
+#ifdef KEPLER_COUNTERS
+	cnt = counters;
+#endif
+	if (!min_ns) {
+		/* The same pair as the last one charged on this CPU, in the same generation: kept
+		 * in the per-CPU state, no map operation. */
+		if (st->key.tgid == tgid && st->key.cgroup_id == key.cgroup_id &&
+		    st->pending_gen == gen) {
+			st->pending_ns += delta;
+#ifdef KEPLER_COUNTERS
+			for (int i = 0; i < COUNTERS; i++)
+				st->pending_counters[i] += counters[i];
+#endif
+			return;
+		}
+		/* Another pair: the previous one's pending time goes to its map, this slice to
+		 * the map directly (inserting the pair with its comm if new), and this pair is
+		 * the one whose next slices stay pending. */
+		flush(st);
+		st->key = key;
+		st->pending_gen = gen;
+	}
+	/* The timer hook (min_ns) can run in softirq context with interrupts on, where the flush
+	 * program could interrupt it: it leaves the pending fields alone and charges the map. */
+	if (gen)
+		add(&cpu_b, &key, delta, cnt, 1);
 	else
-		add(&cpu_a, &key, now - prev COUNTERS_PASS);
+		add(&cpu_a, &key, delta, cnt, 1);
 }
 
 SEC("raw_tp/sched_switch")
@@ -248,6 +308,21 @@ int kepler_process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&exits, &tgid, &now, BPF_ANY);
+	return 0;
+}
+
+/* Not attached: user space runs it on every CPU (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU,
+ * interrupts off) right after flipping the generation, so that the time pending on each CPU is
+ * in the map it is about to drain. A pair that ran since the flip stays pending. */
+SEC("raw_tp/kepler_flush")
+int kepler_flush_pending(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct cpu_state *st = bpf_map_lookup_elem(&last_state, &zero);
+	if (st && st->pending_gen != generation) {
+		flush(st);
+		st->key.tgid = 0;
+	}
 	return 0;
 }
 

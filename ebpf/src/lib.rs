@@ -38,6 +38,10 @@ pub const TIMER_FLUSH_PROGRAM: &str = "kepler_timer_flush";
 /// Records exited processes in [`EXITS_MAP`].
 pub const PROCESS_EXIT_PROGRAM: &str = "kepler_process_exit";
 
+/// Not attached: user space runs it on every CPU (`BPF_PROG_TEST_RUN` on that CPU) after flipping
+/// the generation, to move each CPU's pending time into the map it then drains.
+pub const FLUSH_PROGRAM: &str = "kepler_flush_pending";
+
 /// An empty `sched_switch` program that only the benchmark attaches: the floor of the kernel's
 /// BPF run-time statistics on the machine.
 pub const CALIBRATION_PROGRAM: &str = "kepler_calibration_noop";
@@ -103,6 +107,36 @@ pub struct Overflow {
     pub count: u64,
 }
 
+/// Per-CPU state of the time-only object (`last_state`, index 0): the last accounting point and
+/// the pair charged last on this CPU (`key.tgid` 0: none) with the time of its later slices in
+/// generation `pending_gen` that is not yet in a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct CpuState {
+    pub ts: u64,
+    pub key: CpuKey,
+    pub pending_gen: u32,
+    pub _pad: u32,
+    pub pending_ns: u64,
+}
+
+/// Per-CPU state of the object with counters: as [`CpuState`], with the counters' values at the
+/// last accounting point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct CpuStateCounted {
+    pub ts: u64,
+    pub counters: [u64; 3],
+    pub key: CpuKey,
+    pub pending_gen: u32,
+    pub _pad: u32,
+    pub pending_ns: u64,
+    pub pending_counters: [u64; 3],
+}
+
+/// The per-CPU state map ([`CpuState`] or [`CpuStateCounted`] at index 0).
+pub const STATE_MAP: &str = "last_state";
+
 /// Value of the CPU maps of the object with counters: on-CPU nanoseconds in the interval, the counters' increase over the
 /// same time (zero for counters that are off), and the `comm` of the thread that first ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,6 +168,12 @@ unsafe impl aya::Pod for CpuTime {}
 // SAFETY: as above.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for Overflow {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for CpuState {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for CpuStateCounted {}
 
 #[cfg(test)]
 mod tests {
@@ -148,6 +188,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<CpuTime>(), 24);
         assert_eq!(std::mem::offset_of!(CpuTime, comm), 8);
         assert_eq!(std::mem::size_of::<Overflow>(), 16);
+        assert_eq!(std::mem::size_of::<CpuState>(), 40);
+        assert_eq!(std::mem::offset_of!(CpuState, pending_ns), 32);
+        assert_eq!(std::mem::size_of::<CpuStateCounted>(), 88);
+        assert_eq!(std::mem::offset_of!(CpuStateCounted, key), 32);
+        assert_eq!(std::mem::offset_of!(CpuStateCounted, pending_ns), 56);
     }
 
     #[test]

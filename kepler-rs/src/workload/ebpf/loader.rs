@@ -2,8 +2,9 @@
 //! drains its maps.
 //!
 //! [`EbpfProgram::drain`] flips the `generation` global (the object's `.bss` map) so that the
-//! kernel writes into the other CPU map, then reads and deletes every entry of the one it just
-//! left: three `bpf(2)` calls per (process, cgroup) pair that ran in the interval, nothing for
+//! kernel writes into the other CPU map, runs the flush program on every CPU (the time each CPU
+//! keeps pending for the pair it charged last goes into the map of its generation), then reads
+//! and deletes every entry of the map it just left: three `bpf(2)` calls per (process, cgroup) pair that ran in the interval, nothing for
 //! processes that did not run. Exited processes are drained from the `exits` map the same way,
 //! and the time that found a CPU map full is read from the per-CPU `overflow` counter.
 //! Everything the kernel wrote is owned by the returned [`Drained`]; the maps and links live as
@@ -21,7 +22,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use aya::programs::{ProgramError, RawTracePoint};
+use aya::programs::{ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun};
 use aya::{Ebpf, EbpfLoader};
 use kepler_ebpf::{CpuKey, CpuTime, CpuValue, Overflow};
 use thiserror::Error;
@@ -75,6 +76,8 @@ pub struct Drained {
     pub exits: Vec<u32>,
     /// Map operations that failed (each is counted by the caller).
     pub errors: Vec<MapError>,
+    /// CPUs whose pending time could not be flushed (their time comes with a later drain).
+    pub flush_errors: Vec<(u32, ProgramError)>,
     /// Time that found a CPU map full since the previous drain (not in `cpu`), and how many
     /// updates that was.
     pub overflow: Overflow,
@@ -123,6 +126,8 @@ pub struct EbpfProgram {
     overflow_seen: Overflow,
     exits: HashMap<MapData, u32, u64>,
     current: u32,
+    /// The CPUs online at load (the flush program runs on the CPUs online at each drain).
+    cpus: Vec<u32>,
     /// Per counter: on, or why not.
     counters: [Result<(), String>; 3],
     /// The perf event arrays of the counters that are on: their entries live as long as these fds.
@@ -164,10 +169,11 @@ impl EbpfProgram {
         };
         let mut counters: [Result<(), String>; 3] = std::array::from_fn(|_| Ok(()));
         let mut opened: [Vec<(u32, OwnedFd)>; 3] = Default::default();
-        match aya::util::online_cpus() {
+        let online = aya::util::online_cpus();
+        match &online {
             Ok(cpus) => {
                 for c in HardwareCounter::ALL {
-                    match perf::open_per_cpu(events.get(c), &cpus) {
+                    match perf::open_per_cpu(events.get(c), cpus) {
                         Ok(fds) => opened[c.index()] = fds,
                         Err(e) => counters[c.index()] = Err(format!("perf_event_open: {e}")),
                     }
@@ -243,8 +249,23 @@ impl EbpfProgram {
                     source,
                 })?;
         }
+        let flush: &mut RawTracePoint = bpf
+            .program_mut(kepler_ebpf::FLUSH_PROGRAM)
+            .ok_or(EbpfError::MissingProgram(kepler_ebpf::FLUSH_PROGRAM))?
+            .try_into()
+            .map_err(|source| EbpfError::LoadProgram {
+                program: kepler_ebpf::FLUSH_PROGRAM,
+                source,
+            })?;
+        flush.load().map_err(|source| EbpfError::LoadProgram {
+            program: kepler_ebpf::FLUSH_PROGRAM,
+            source,
+        })?;
+        let cpus = online
+            .map_err(|(path, e)| EbpfError::Unsupported(format!("cannot read {path}: {e}")))?;
         Ok(Self {
             bpf,
+            cpus,
             cpu,
             generation,
             overflow,
@@ -267,6 +288,7 @@ impl EbpfProgram {
             out.errors.push(e);
         } else {
             self.current = next;
+            self.flush_pending(&mut out);
         }
         let old = old as usize & 1;
         match &mut self.cpu {
@@ -297,6 +319,65 @@ impl EbpfProgram {
         }
         out.exits = exited;
         out
+    }
+
+    /// Runs the flush program on every CPU: afterwards no time of the previous generation is
+    /// pending in a CPU's state (except where a program read the generation just before the
+    /// flip and is still charging).
+    fn flush_pending(&self, out: &mut Drained) {
+        let flush: &RawTracePoint = match self
+            .bpf
+            .program(kepler_ebpf::FLUSH_PROGRAM)
+            .map(TryInto::try_into)
+        {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                out.flush_errors.push((0, e));
+                return;
+            }
+            None => return,
+        };
+        // CPUs brought online since the load are flushed too (the list at load if the file
+        // cannot be read now).
+        let online = aya::util::online_cpus().ok();
+        for &cpu in online.as_deref().unwrap_or(&self.cpus) {
+            let opts = RawTracePointRunOptions {
+                cpu: Some(cpu),
+                ..RawTracePointRunOptions::new()
+            };
+            if let Err(e) = flush.test_run(opts) {
+                out.flush_errors.push((cpu, e));
+            }
+        }
+    }
+
+    /// Per online CPU: the generation of the time it holds pending, if any (tests check that
+    /// a drain leaves none of the generation it drained).
+    pub fn pending_generations(&self) -> Result<Vec<Option<u32>>, MapError> {
+        let map = self
+            .bpf
+            .map(kepler_ebpf::STATE_MAP)
+            .ok_or(MapError::InvalidName {
+                name: kepler_ebpf::STATE_MAP.into(),
+            })?;
+        let pending = |tgid: u32, gen: u32, ns: u64| (tgid != 0 && ns > 0).then_some(gen);
+        Ok(match self.cpu {
+            CpuMaps::Time(_) => PerCpuArray::<_, kepler_ebpf::CpuState>::try_from(map)?
+                .get(&0, 0)?
+                .iter()
+                .map(|s| pending(s.key.tgid, s.pending_gen, s.pending_ns))
+                .collect(),
+            CpuMaps::Counted(_) => PerCpuArray::<_, kepler_ebpf::CpuStateCounted>::try_from(map)?
+                .get(&0, 0)?
+                .iter()
+                .map(|s| pending(s.key.tgid, s.pending_gen, s.pending_ns))
+                .collect(),
+        })
+    }
+
+    /// The generation the kernel writes now (0: the first CPU map).
+    pub fn generation(&self) -> u32 {
+        self.current
     }
 
     /// Whether the loaded program is the build with hardware counters (else the time-only one).

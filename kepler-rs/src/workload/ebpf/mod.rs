@@ -272,6 +272,9 @@ impl CpuTimeSource for EbpfSource {
         for e in &drained.errors {
             report_error!(self.metrics, COMPONENT, "map", error = %e, "BPF map operation failed");
         }
+        for (cpu, e) in &drained.flush_errors {
+            report_error!(self.metrics, COMPONENT, "flush", cpu, error = %e, "cannot flush a CPU's pending time (it comes with a later sample)");
+        }
         // Time that found the CPU map full (more (process, cgroup) pairs ran in the interval
         // than it holds): counted, and kept on the node as system time.
         let overflow = drained.overflow;
