@@ -101,6 +101,12 @@ struct {
  * plain load, with no map lookup. */
 volatile __u32 generation = 0;
 
+/* How many times a task was moved to another cgroup (the cgroup_attach_task tracepoint) since
+ * load; starts at 1, so it lives in `.data`, not in `.bss` next to `generation`. A CPU's pending
+ * pair is taken as still valid without reading the task's cgroup id (about 20 ns on the test VM)
+ * only while this has not changed since the pair's cgroup id was read. */
+volatile __u64 cgroup_moves = 1;
+
 /* Per CPU: time (and how often) that found no room in a full CPU map. Only ever added to. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -124,6 +130,7 @@ struct cpu_state {
 	__u32 pending_gen;
 	__u32 _pad;
 	__u64 pending_ns;
+	__u64 moves; /* cgroup_moves when key.cgroup_id was last read */
 #ifdef KEPLER_COUNTERS
 	__u64 pending_counters[COUNTERS];
 #endif
@@ -210,6 +217,16 @@ static __always_inline void flush(struct cpu_state *st)
 #endif
 }
 
+/* Adds a slice of the CPU's pending pair to its pending time (and counters). */
+static __always_inline void pend(struct cpu_state *st, __u64 delta, __u64 *counters)
+{
+	st->pending_ns += delta;
+#ifdef KEPLER_COUNTERS
+	for (int i = 0; i < COUNTERS; i++)
+		st->pending_counters[i] += counters[i];
+#endif
+}
+
 #ifdef KEPLER_COUNTERS
 /* The increase of one counter on this CPU since `*last`, which it then updates; 0 when the
  * event cannot be read (or on the first read). */
@@ -251,23 +268,29 @@ static __always_inline void account(__u64 min_ns)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (tgid == 0) /* the idle task */
 		return;
-	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
 	__u32 gen = generation;
 	__u64 delta = now - prev;
 	__u64 *cnt = 0;
 #ifdef KEPLER_COUNTERS
 	cnt = counters;
 #endif
+	/* Read before the cgroup id: a move after this read changes cgroup_moves, so a pair
+	 * stored with this value never outlives a move it did not see. */
+	__u64 moves = cgroup_moves;
+	if (!min_ns && st->key.tgid == tgid && st->pending_gen == gen && st->moves == moves) {
+		/* The same process as the last one charged on this CPU, in the same generation,
+		 * and no task changed cgroup since its cgroup id was read: the same pair, kept in
+		 * the per-CPU state, with no map operation and no cgroup lookup. */
+		pend(st, delta, cnt);
+		return;
+	}
+	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
 	if (!min_ns) {
-		/* The same pair as the last one charged on this CPU, in the same generation: kept
-		 * in the per-CPU state, no map operation. */
+		/* The same pair after all (some task moved, not necessarily this one). */
 		if (st->key.tgid == tgid && st->key.cgroup_id == key.cgroup_id &&
 		    st->pending_gen == gen) {
-			st->pending_ns += delta;
-#ifdef KEPLER_COUNTERS
-			for (int i = 0; i < COUNTERS; i++)
-				st->pending_counters[i] += counters[i];
-#endif
+			st->moves = moves;
+			pend(st, delta, cnt);
 			return;
 		}
 		/* Another pair: the previous one's pending time goes to its map, this slice to
@@ -276,6 +299,7 @@ static __always_inline void account(__u64 min_ns)
 		flush(st);
 		st->key = key;
 		st->pending_gen = gen;
+		st->moves = moves;
 	}
 	/* The timer hook (min_ns) can run in softirq context with interrupts on, where the flush
 	 * program could interrupt it: it leaves the pending fields alone and charges the map. */
@@ -308,6 +332,15 @@ int kepler_process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&exits, &tgid, &now, BPF_ANY);
+	return 0;
+}
+
+/* A task moved to another cgroup (written to cgroup.procs or cgroup.threads, in any
+ * hierarchy): the pending pairs' cgroup ids are read again at their CPUs' next switch. */
+SEC("raw_tp/cgroup_attach_task")
+int kepler_cgroup_move(struct bpf_raw_tracepoint_args *ctx)
+{
+	__sync_fetch_and_add(&cgroup_moves, 1);
 	return 0;
 }
 

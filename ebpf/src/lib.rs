@@ -26,7 +26,9 @@ pub fn cpu_counters_object() -> Option<&'static [u8]> {
 }
 
 /// Raw tracepoint programs in the object: (program name, tracepoint).
-pub const PROGRAMS: [(&str, &str); 3] = [
+pub const PROGRAMS: [(&str, &str); 4] = [
+    // First: from the first switch on, a cgroup move never goes unseen.
+    (CGROUP_MOVE_PROGRAM, "cgroup_attach_task"),
     (SCHED_SWITCH_PROGRAM, "sched_switch"),
     (TIMER_FLUSH_PROGRAM, "hrtimer_expire_entry"),
     (PROCESS_EXIT_PROGRAM, "sched_process_exit"),
@@ -35,6 +37,8 @@ pub const PROGRAMS: [(&str, &str); 3] = [
 pub const SCHED_SWITCH_PROGRAM: &str = "kepler_sched_switch";
 /// Charges a running task from the timer interrupt when it has not switched for 10 ms.
 pub const TIMER_FLUSH_PROGRAM: &str = "kepler_timer_flush";
+/// Counts tasks moved to another cgroup: each CPU then reads its pending pair's cgroup id again.
+pub const CGROUP_MOVE_PROGRAM: &str = "kepler_cgroup_move";
 /// Records exited processes in [`EXITS_MAP`].
 pub const PROCESS_EXIT_PROGRAM: &str = "kepler_process_exit";
 
@@ -52,6 +56,8 @@ pub const CPU_MAPS: [&str; 2] = ["cpu_a", "cpu_b"];
 /// The `.bss` section's map: index 0 -> the `u32` global `generation` (the section's only
 /// variable), written by user space, read by the program as a plain load.
 pub const GENERATION_MAP: &str = ".bss";
+/// The object's initialised globals: `cgroup_moves` (a u64) only.
+pub const DATA_MAP: &str = ".data";
 /// Per-CPU array, index 0 -> [`Overflow`]: time that found a CPU map full.
 pub const OVERFLOW_MAP: &str = "overflow";
 /// Exited thread-group leaders: `u32` tgid -> `u64` exit time (`bpf_ktime_get_ns`).
@@ -109,7 +115,8 @@ pub struct Overflow {
 
 /// Per-CPU state of the time-only object (`last_state`, index 0): the last accounting point and
 /// the pair charged last on this CPU (`key.tgid` 0: none) with the time of its later slices in
-/// generation `pending_gen` that is not yet in a map.
+/// generation `pending_gen` that is not yet in a map, and `moves`: the object's `cgroup_moves`
+/// when `key.cgroup_id` was last read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct CpuState {
@@ -118,6 +125,7 @@ pub struct CpuState {
     pub pending_gen: u32,
     pub _pad: u32,
     pub pending_ns: u64,
+    pub moves: u64,
 }
 
 /// Per-CPU state of the object with counters: as [`CpuState`], with the counters' values at the
@@ -131,7 +139,29 @@ pub struct CpuStateCounted {
     pub pending_gen: u32,
     pub _pad: u32,
     pub pending_ns: u64,
+    pub moves: u64,
     pub pending_counters: [u64; 3],
+}
+
+impl CpuState {
+    /// The generation of the time this CPU holds pending, if it holds any.
+    pub fn pending_generation(&self) -> Option<u32> {
+        (self.key.tgid != 0 && self.pending_ns > 0).then_some(self.pending_gen)
+    }
+}
+
+impl From<CpuStateCounted> for CpuState {
+    /// The counted state without its counters.
+    fn from(s: CpuStateCounted) -> Self {
+        Self {
+            ts: s.ts,
+            key: s.key,
+            pending_gen: s.pending_gen,
+            _pad: s._pad,
+            pending_ns: s.pending_ns,
+            moves: s.moves,
+        }
+    }
 }
 
 /// The per-CPU state map ([`CpuState`] or [`CpuStateCounted`] at index 0).
@@ -188,9 +218,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<CpuTime>(), 24);
         assert_eq!(std::mem::offset_of!(CpuTime, comm), 8);
         assert_eq!(std::mem::size_of::<Overflow>(), 16);
-        assert_eq!(std::mem::size_of::<CpuState>(), 40);
+        assert_eq!(std::mem::size_of::<CpuState>(), 48);
         assert_eq!(std::mem::offset_of!(CpuState, pending_ns), 32);
-        assert_eq!(std::mem::size_of::<CpuStateCounted>(), 88);
+        assert_eq!(std::mem::size_of::<CpuStateCounted>(), 96);
+        assert_eq!(std::mem::offset_of!(CpuStateCounted, pending_counters), 72);
         assert_eq!(std::mem::offset_of!(CpuStateCounted, key), 32);
         assert_eq!(std::mem::offset_of!(CpuStateCounted, pending_ns), 56);
     }

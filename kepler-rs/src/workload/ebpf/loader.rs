@@ -351,28 +351,42 @@ impl EbpfProgram {
         }
     }
 
-    /// Per online CPU: the generation of the time it holds pending, if any (tests check that
-    /// a drain leaves none of the generation it drained).
-    pub fn pending_generations(&self) -> Result<Vec<Option<u32>>, MapError> {
+    /// Per possible CPU: its accounting state (the pair it charged last, the time it holds
+    /// pending for it and of which generation), as the time-only object's [`CpuState`]; tests
+    /// check what a drain and a cgroup move leave there.
+    ///
+    /// [`CpuState`]: kepler_ebpf::CpuState
+    pub fn cpu_states(&self) -> Result<Vec<kepler_ebpf::CpuState>, MapError> {
         let map = self
             .bpf
             .map(kepler_ebpf::STATE_MAP)
             .ok_or(MapError::InvalidName {
                 name: kepler_ebpf::STATE_MAP.into(),
             })?;
-        let pending = |tgid: u32, gen: u32, ns: u64| (tgid != 0 && ns > 0).then_some(gen);
         Ok(match self.cpu {
             CpuMaps::Time(_) => PerCpuArray::<_, kepler_ebpf::CpuState>::try_from(map)?
                 .get(&0, 0)?
                 .iter()
-                .map(|s| pending(s.key.tgid, s.pending_gen, s.pending_ns))
+                .copied()
                 .collect(),
             CpuMaps::Counted(_) => PerCpuArray::<_, kepler_ebpf::CpuStateCounted>::try_from(map)?
                 .get(&0, 0)?
                 .iter()
-                .map(|s| pending(s.key.tgid, s.pending_gen, s.pending_ns))
+                .map(|&s| s.into())
                 .collect(),
         })
+    }
+
+    /// How many times a task was moved to another cgroup since the load, plus one (the
+    /// object's `cgroup_moves` global, in its `.data` map): tests check the move hook counts.
+    pub fn cgroup_moves(&self) -> Result<u64, MapError> {
+        let map = self
+            .bpf
+            .map(kepler_ebpf::DATA_MAP)
+            .ok_or(MapError::InvalidName {
+                name: kepler_ebpf::DATA_MAP.into(),
+            })?;
+        Array::<_, u64>::try_from(map)?.get(&0, 0)
     }
 
     /// The generation the kernel writes now (0: the first CPU map).
