@@ -115,25 +115,37 @@ struct {
 	__type(value, struct overflow);
 } overflow SEC(".maps");
 
-/* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns), and its counters then;
- * the (process, cgroup) charged last on this CPU (`key`, tgid 0: none), and the time (and
- * counters) charged to it since by switches of the same pair in the same generation, not yet in
- * a CPU map. Written only with interrupts off (sched_switch, and the flush program, which user
- * space runs on each CPU through BPF_PROG_TEST_RUN after flipping the generation), so the
- * fields need no atomics. */
+/* A (process, cgroup) pair a CPU charged recently (`key`, tgid 0: none), with the time (and
+ * counters) charged to it since by later switches in generation `gen`, not yet in a CPU map;
+ * `moves` is cgroup_moves when key.cgroup_id was read. */
+struct pending {
+	struct cpu_key key;
+	__u32 gen;
+	__u32 _pad;
+	__u64 ns;
+	__u64 moves;
+#ifdef KEPLER_COUNTERS
+	__u64 counters[COUNTERS];
+#endif
+};
+
+/* Pairs a CPU keeps pending: two, so that a CPU going back and forth between two processes
+ * (a process and idle counts as one; a client and its server, an application and its proxy,
+ * a process and a kernel worker as two) charges no map at all. */
+#define SLOTS 2
+
+/* Per CPU: when time was last accounted on this CPU (bpf_ktime_get_ns), its counters then, and
+ * its pending pairs (`last`: the slot charged last). Only sched_switch and the flush program
+ * (which user space runs on each CPU through BPF_PROG_TEST_RUN after flipping the generation)
+ * write the slots, and neither can interrupt the other, so the fields need no atomics. */
 struct cpu_state {
 	__u64 ts;
 #ifdef KEPLER_COUNTERS
 	__u64 counters[COUNTERS];
 #endif
-	struct cpu_key key;
-	__u32 pending_gen;
+	__u32 last;
 	__u32 _pad;
-	__u64 pending_ns;
-	__u64 moves; /* cgroup_moves when key.cgroup_id was last read */
-#ifdef KEPLER_COUNTERS
-	__u64 pending_counters[COUNTERS];
-#endif
+	struct pending slot[SLOTS];
 };
 
 struct {
@@ -196,35 +208,42 @@ static __always_inline void add(void *map, struct cpu_key *key, __u64 delta, __u
 #endif
 }
 
-/* Moves this CPU's pending time (and counters) into the map of its generation. The pair's entry
- * is normally there already: its first switch in the generation was charged to the map. */
-static __always_inline void flush(struct cpu_state *st)
+/* Moves a slot's pending time (and counters) into the map of its generation. The pair's entry
+ * is normally there already: its first slice in the generation was charged to the map. */
+static __always_inline void flush(struct pending *p)
 {
-	if (st->key.tgid == 0 || st->pending_ns == 0)
+	if (p->key.tgid == 0 || p->ns == 0)
 		return;
 	__u64 *counters = 0;
 #ifdef KEPLER_COUNTERS
-	counters = st->pending_counters;
+	counters = p->counters;
 #endif
-	if (st->pending_gen)
-		add(&cpu_b, &st->key, st->pending_ns, counters, 0);
+	if (p->gen)
+		add(&cpu_b, &p->key, p->ns, counters, 0);
 	else
-		add(&cpu_a, &st->key, st->pending_ns, counters, 0);
-	st->pending_ns = 0;
+		add(&cpu_a, &p->key, p->ns, counters, 0);
+	p->ns = 0;
 #ifdef KEPLER_COUNTERS
 	for (int i = 0; i < COUNTERS; i++)
-		st->pending_counters[i] = 0;
+		p->counters[i] = 0;
 #endif
 }
 
-/* Adds a slice of the CPU's pending pair to its pending time (and counters). */
-static __always_inline void pend(struct cpu_state *st, __u64 delta, __u64 *counters)
+/* Adds a slice to a slot's pending time (and counters). */
+static __always_inline void pend(struct pending *p, __u64 delta, __u64 *counters)
 {
-	st->pending_ns += delta;
+	p->ns += delta;
 #ifdef KEPLER_COUNTERS
 	for (int i = 0; i < COUNTERS; i++)
-		st->pending_counters[i] += counters[i];
+		p->counters[i] += counters[i];
 #endif
+}
+
+/* Whether a slot holds this process's pair of this generation, its cgroup id read since the
+ * last cgroup move (so that it is still the task's cgroup). */
+static __always_inline int holds(struct pending *p, __u32 tgid, __u32 gen, __u64 moves)
+{
+	return p->key.tgid == tgid && p->gen == gen && p->moves == moves;
 }
 
 #ifdef KEPLER_COUNTERS
@@ -277,29 +296,45 @@ static __always_inline void account(__u64 min_ns)
 	/* Read before the cgroup id: a move after this read changes cgroup_moves, so a pair
 	 * stored with this value never outlives a move it did not see. */
 	__u64 moves = cgroup_moves;
-	if (!min_ns && st->key.tgid == tgid && st->pending_gen == gen && st->moves == moves) {
-		/* The same process as the last one charged on this CPU, in the same generation,
-		 * and no task changed cgroup since its cgroup id was read: the same pair, kept in
-		 * the per-CPU state, with no map operation and no cgroup lookup. */
-		pend(st, delta, cnt);
-		return;
+	__u32 last = st->last & (SLOTS - 1);
+	if (!min_ns) {
+		/* A process this CPU charged last or the time before, in the same generation, and
+		 * no task changed cgroup since its cgroup id was read: the same pair, kept in the
+		 * per-CPU state, with no map operation and no cgroup lookup. */
+		struct pending *p = &st->slot[last];
+		if (holds(p, tgid, gen, moves)) {
+			pend(p, delta, cnt);
+			return;
+		}
+		p = &st->slot[last ^ 1];
+		if (holds(p, tgid, gen, moves)) {
+			pend(p, delta, cnt);
+			st->last = last ^ 1;
+			return;
+		}
 	}
 	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
 	if (!min_ns) {
 		/* The same pair after all (some task moved, not necessarily this one). */
-		if (st->key.tgid == tgid && st->key.cgroup_id == key.cgroup_id &&
-		    st->pending_gen == gen) {
-			st->moves = moves;
-			pend(st, delta, cnt);
-			return;
+		for (__u32 i = 0; i < SLOTS; i++) {
+			struct pending *p = &st->slot[i];
+			if (p->key.tgid == tgid && p->key.cgroup_id == key.cgroup_id &&
+			    p->gen == gen) {
+				p->moves = moves;
+				pend(p, delta, cnt);
+				st->last = i;
+				return;
+			}
 		}
-		/* Another pair: the previous one's pending time goes to its map, this slice to
-		 * the map directly (inserting the pair with its comm if new), and this pair is
-		 * the one whose next slices stay pending. */
-		flush(st);
-		st->key = key;
-		st->pending_gen = gen;
-		st->moves = moves;
+		/* Another pair: it takes the slot not charged last, whose pending time goes to
+		 * its map; this slice goes to the map directly (inserting the pair with its comm
+		 * if new), and the pair's next slices stay pending. */
+		struct pending *p = &st->slot[last ^ 1];
+		flush(p);
+		p->key = key;
+		p->gen = gen;
+		p->moves = moves;
+		st->last = last ^ 1;
 	}
 	/* The timer hook (min_ns) can run in softirq context with interrupts on, where the flush
 	 * program could interrupt it: it leaves the pending fields alone and charges the map. */
@@ -344,17 +379,24 @@ int kepler_cgroup_move(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* Not attached: user space runs it on every CPU (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU,
- * interrupts off) right after flipping the generation, so that the time pending on each CPU is
- * in the map it is about to drain. A pair that ran since the flip stays pending. */
+/* Not attached: user space runs it on every CPU (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU:
+ * in an IPI on another CPU, with preemption off on the caller's, so never inside a sched_switch
+ * run) right after flipping the generation, so that the time pending on each CPU is in the map
+ * it is about to drain. A pair that ran since the flip stays pending. */
 SEC("raw_tp/kepler_flush")
 int kepler_flush_pending(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0;
 	struct cpu_state *st = bpf_map_lookup_elem(&last_state, &zero);
-	if (st && st->pending_gen != generation) {
-		flush(st);
-		st->key.tgid = 0;
+	if (!st)
+		return 0;
+	__u32 gen = generation;
+	for (__u32 i = 0; i < SLOTS; i++) {
+		struct pending *p = &st->slot[i];
+		if (p->gen != gen) {
+			flush(p);
+			p->key.tgid = 0;
+		}
 	}
 	return 0;
 }

@@ -113,19 +113,43 @@ pub struct Overflow {
     pub count: u64,
 }
 
-/// Per-CPU state of the time-only object (`last_state`, index 0): the last accounting point and
-/// the pair charged last on this CPU (`key.tgid` 0: none) with the time of its later slices in
-/// generation `pending_gen` that is not yet in a map, and `moves`: the object's `cgroup_moves`
-/// when `key.cgroup_id` was last read.
+/// How many (process, cgroup) pairs a CPU keeps pending (`SLOTS` in the program).
+pub const PENDING_SLOTS: usize = 2;
+
+/// A pair a CPU charged recently (`key.tgid` 0: none) with the time of its later slices in
+/// generation `gen` that is not yet in a CPU map, and `moves`: the object's `cgroup_moves` when
+/// `key.cgroup_id` was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Pending {
+    pub key: CpuKey,
+    pub gen: u32,
+    pub _pad: u32,
+    pub ns: u64,
+    pub moves: u64,
+}
+
+/// [`Pending`] in the object with counters: with the counters' pending increase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct PendingCounted {
+    pub key: CpuKey,
+    pub gen: u32,
+    pub _pad: u32,
+    pub ns: u64,
+    pub moves: u64,
+    pub counters: [u64; 3],
+}
+
+/// Per-CPU state of the time-only object (`last_state`, index 0): the last accounting point,
+/// and the pairs the CPU keeps pending (`last`: the slot charged last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct CpuState {
     pub ts: u64,
-    pub key: CpuKey,
-    pub pending_gen: u32,
+    pub last: u32,
     pub _pad: u32,
-    pub pending_ns: u64,
-    pub moves: u64,
+    pub slots: [Pending; PENDING_SLOTS],
 }
 
 /// Per-CPU state of the object with counters: as [`CpuState`], with the counters' values at the
@@ -135,18 +159,28 @@ pub struct CpuState {
 pub struct CpuStateCounted {
     pub ts: u64,
     pub counters: [u64; 3],
-    pub key: CpuKey,
-    pub pending_gen: u32,
+    pub last: u32,
     pub _pad: u32,
-    pub pending_ns: u64,
-    pub moves: u64,
-    pub pending_counters: [u64; 3],
+    pub slots: [PendingCounted; PENDING_SLOTS],
 }
 
-impl CpuState {
-    /// The generation of the time this CPU holds pending, if it holds any.
+impl Pending {
+    /// The generation of the time this slot holds pending, if it holds any.
     pub fn pending_generation(&self) -> Option<u32> {
-        (self.key.tgid != 0 && self.pending_ns > 0).then_some(self.pending_gen)
+        (self.key.tgid != 0 && self.ns > 0).then_some(self.gen)
+    }
+}
+
+impl From<PendingCounted> for Pending {
+    /// The counted slot without its counters.
+    fn from(p: PendingCounted) -> Self {
+        Self {
+            key: p.key,
+            gen: p.gen,
+            _pad: p._pad,
+            ns: p.ns,
+            moves: p.moves,
+        }
     }
 }
 
@@ -155,11 +189,9 @@ impl From<CpuStateCounted> for CpuState {
     fn from(s: CpuStateCounted) -> Self {
         Self {
             ts: s.ts,
-            key: s.key,
-            pending_gen: s.pending_gen,
+            last: s.last,
             _pad: s._pad,
-            pending_ns: s.pending_ns,
-            moves: s.moves,
+            slots: s.slots.map(Pending::from),
         }
     }
 }
@@ -218,12 +250,13 @@ mod tests {
         assert_eq!(std::mem::size_of::<CpuTime>(), 24);
         assert_eq!(std::mem::offset_of!(CpuTime, comm), 8);
         assert_eq!(std::mem::size_of::<Overflow>(), 16);
-        assert_eq!(std::mem::size_of::<CpuState>(), 48);
-        assert_eq!(std::mem::offset_of!(CpuState, pending_ns), 32);
-        assert_eq!(std::mem::size_of::<CpuStateCounted>(), 96);
-        assert_eq!(std::mem::offset_of!(CpuStateCounted, pending_counters), 72);
-        assert_eq!(std::mem::offset_of!(CpuStateCounted, key), 32);
-        assert_eq!(std::mem::offset_of!(CpuStateCounted, pending_ns), 56);
+        assert_eq!(std::mem::size_of::<Pending>(), 40);
+        assert_eq!(std::mem::offset_of!(Pending, ns), 24);
+        assert_eq!(std::mem::size_of::<PendingCounted>(), 64);
+        assert_eq!(std::mem::size_of::<CpuState>(), 16 + 2 * 40);
+        assert_eq!(std::mem::offset_of!(CpuState, slots), 16);
+        assert_eq!(std::mem::size_of::<CpuStateCounted>(), 40 + 2 * 64);
+        assert_eq!(std::mem::offset_of!(CpuStateCounted, slots), 40);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! 1. Cost per context switch of the attached programs, from the kernel's own BPF statistics
 //!    (`BPF_ENABLE_STATS`, i.e. `kernel.bpf_stats_enabled=1` while the bench runs):
-//!    `run_time_ns / run_cnt`, under two ping-pong workloads that switch a lot: two threads of
-//!    one process (the same pair is charged again and again), and two processes pinned to CPU 0
-//!    (the pair changes at every switch).
+//!    `run_time_ns / run_cnt`, under three workloads that switch a lot: two threads of one
+//!    process ping-ponging (the same pair is charged again and again), two processes
+//!    ping-ponging on CPU 0 (the pair changes at every switch, between two), and a ring of three
+//!    processes on CPU 0 (the pair changes at every switch and is never one of the last two).
 //! 2. CPU time of one refresh (`CpuTimeSource::sample`) of the eBPF and the procfs source, with
 //!    100, 1,000 and 10,000 idle processes in a kubepods-shaped container cgroup: the calling
 //!    thread's on-CPU nanoseconds (`CLOCK_THREAD_CPUTIME_ID`, user + kernel), median of 7.
@@ -359,9 +360,22 @@ fn echo() {
 
 /// This thread and a child process (this binary in `--echo` mode) passing a byte back and
 /// forth `n` times, both pinned to CPU 0: every switch there goes from one process to the
-/// other, so the pair charged changes at every switch (the worst case for the per-CPU pending
-/// time, which saves the map update only when the same pair runs again).
+/// other, so the pair charged changes at every switch, between two pairs.
 fn ping_pong_processes(n: u32) {
+    ring_of_processes(n, 1);
+}
+
+/// This thread and two child processes passing a byte round a ring `n` times, all pinned to
+/// CPU 0: the pair charged changes at every switch, and it is never one of the two charged
+/// just before (the worst case for the per-CPU pending pairs, which save the map update only
+/// when one of a CPU's last two pairs runs again).
+fn ring_of_three_processes(n: u32) {
+    ring_of_processes(n, 2);
+}
+
+/// This thread and `children` processes (this binary in `--echo` mode, each reading what the
+/// one before wrote) passing a byte round the ring `n` times, all pinned to CPU 0.
+fn ring_of_processes(n: u32, children: usize) {
     use std::io::{Read, Write};
     let all = affinity();
     // SAFETY: CPU_ZERO/CPU_SET only write bits of the local, exclusively owned set.
@@ -373,21 +387,31 @@ fn ping_pong_processes(n: u32) {
         set
     };
     set_affinity(&cpu0);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("--echo")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut to = child.stdin.take().unwrap();
-    let mut from = child.stdout.take().unwrap();
+    let mut ring: Vec<Child> = Vec::new();
+    for _ in 0..children {
+        let stdin = match ring.last_mut() {
+            Some(before) => std::process::Stdio::from(before.stdout.take().unwrap()),
+            None => std::process::Stdio::piped(),
+        };
+        let child = Command::new(std::env::current_exe().unwrap())
+            .arg("--echo")
+            .stdin(stdin)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        ring.push(child);
+    }
+    let mut to = ring[0].stdin.take().unwrap();
+    let mut from = ring.last_mut().unwrap().stdout.take().unwrap();
     let mut b = [0u8; 1];
     for _ in 0..n {
         to.write_all(&[1]).unwrap();
         from.read_exact(&mut b).unwrap();
     }
     drop(to);
-    child.wait().unwrap();
+    for mut child in ring {
+        child.wait().unwrap();
+    }
     set_affinity(&all);
 }
 
@@ -399,6 +423,7 @@ type Pair = (Tally, Tally);
 struct Tallies {
     threads: Pair,
     processes: Pair,
+    ring: Pair,
 }
 
 fn per_switch_table(metrics: &Arc<SelfMetrics>) {
@@ -435,13 +460,14 @@ fn per_switch_table(metrics: &Arc<SelfMetrics>) {
             };
             measure(&mut t.threads, ping_pong);
             measure(&mut t.processes, ping_pong_processes);
+            measure(&mut t.ring, ring_of_three_processes);
         }
     }
     let ctxt = context_switches() - ctxt0;
     println!(
-        "\n{ROUNDS} rounds of {ROUND_TRIPS} round trips per row and workload, rows alternating, each program alone on sched_switch (plus the empty one). Threads: two threads of this process (same pair charged again and again); processes: this process and a child, both on CPU 0 (the pair changes at every switch). ns per run (rounds min-max) / floor / net of the floor.\n"
+        "\n{ROUNDS} rounds of {ROUND_TRIPS} round trips per row and workload, rows alternating, each program alone on sched_switch (plus the empty one). Threads: two threads of this process (same pair charged again and again); 2 processes: this process and a child, both on CPU 0 (the pair changes at every switch, between two pairs); 3 processes: a ring of this process and two children on CPU 0 (the pair changes at every switch and is never one of the last two). ns per run (rounds min-max) / floor / net of the floor.\n"
     );
-    println!("| program | runs (threads) | threads: ns per run | floor | net | runs (processes) | processes on one CPU: ns per run | floor | net |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| program | runs (threads) | threads: ns per run | floor | net | runs (2 processes) | 2 processes on one CPU: ns per run | floor | net | runs (3 processes) | 3 processes on one CPU: ns per run | floor | net |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (c, t) in candidates.iter().zip(&tallies) {
         let cell = |(p, f): &Pair| {
             format!(
@@ -454,15 +480,16 @@ fn per_switch_table(metrics: &Arc<SelfMetrics>) {
             )
         };
         println!(
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             c.label(),
             cell(&t.threads),
-            cell(&t.processes)
+            cell(&t.processes),
+            cell(&t.ring)
         );
     }
     for (name, t) in &others {
         println!(
-            "| {name} (exporter's rounds, both workloads) | {} | {:.1} ({}) | | | | | | |",
+            "| {name} (exporter's rounds, all workloads) | {} | {:.1} ({}) | | | | | | | | | | |",
             t.runs,
             t.ns(),
             t.spread()

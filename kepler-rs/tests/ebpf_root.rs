@@ -783,7 +783,11 @@ fn a_drain_leaves_no_time_pending_from_the_drained_generation() {
                 .cpu_states()
                 .unwrap()
                 .iter()
-                .map(kepler_ebpf::CpuState::pending_generation)
+                .flat_map(|cpu| {
+                    cpu.slots
+                        .iter()
+                        .map(kepler_ebpf::Pending::pending_generation)
+                })
                 .collect();
             let drained_gen = program.generation();
             flushed += before.iter().filter(|g| **g == Some(drained_gen)).count();
@@ -793,7 +797,11 @@ fn a_drain_leaves_no_time_pending_from_the_drained_generation() {
                 .cpu_states()
                 .unwrap()
                 .iter()
-                .map(kepler_ebpf::CpuState::pending_generation)
+                .flat_map(|cpu| {
+                    cpu.slots
+                        .iter()
+                        .map(kepler_ebpf::Pending::pending_generation)
+                })
                 .collect();
             assert!(
                 after.iter().all(|g| *g != Some(drained_gen)),
@@ -858,6 +866,7 @@ fn a_moved_process_is_charged_to_its_new_cgroup() {
             .cpu_states()
             .unwrap()
             .into_iter()
+            .flat_map(|cpu| cpu.slots)
             .filter(|s| s.key.tgid == pid && s.key.cgroup_id == old_id)
             .collect();
         held += stale.len();
@@ -912,4 +921,64 @@ fn a_moved_process_is_charged_to_its_new_cgroup() {
         in_from < 0.005,
         "{in_from} s charged to the old cgroup after the move"
     );
+}
+
+/// Two processes taking turns on one CPU (`yes` writing into a pipe, `head` reading it, both
+/// on CPU 0) are both kept pending there, one slot each, so that their switches charge no map;
+/// their time still matches the kernel's.
+#[test]
+fn two_processes_taking_turns_on_one_cpu_are_both_pending_and_match_cpu_stat() {
+    if !common::require_ebpf("loading the BPF program") {
+        return;
+    }
+    let Some(container) = TestContainer::create() else {
+        return;
+    };
+    let cgroup = fs::metadata(&container.dir).unwrap().ino();
+    let mut program =
+        EbpfProgram::load().unwrap_or_else(|e| panic!("eBPF program failed to load: {e}"));
+    let _pair = common::ChildGuard(common::spawn_in_cgroup(
+        &container.dir,
+        "exec taskset -c 0 sh -c 'yes | head -c 100G > /dev/null'",
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    container.freeze(true);
+    program.drain();
+    let base = container.usage_usec();
+    container.freeze(false);
+    // Until they have had 1 s of CPU, looking at CPU 0's slots meanwhile.
+    let mut both_pending = 0;
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(50));
+        let cpu0 = program.cpu_states().unwrap()[0];
+        if cpu0
+            .slots
+            .iter()
+            .all(|s| s.key.cgroup_id == cgroup && s.ns > 0)
+        {
+            both_pending += 1;
+        }
+        if container.usage_usec() - base >= 1_000_000 {
+            break;
+        }
+    }
+    container.freeze(true);
+    let drained = program.drain();
+    let truth = (container.usage_usec() - base) as f64 / 1e6;
+    let _ = fs::write(container.dir.join("cgroup.kill"), "1");
+    container.freeze(false);
+    let measured: f64 = drained
+        .cpu
+        .iter()
+        .filter(|(k, _)| k.cgroup_id == cgroup)
+        .map(|(_, v)| v.cpu_ns as f64 / 1e9)
+        .sum();
+    let error = (measured - truth).abs() / truth;
+    println!(
+        "eBPF {measured:.4} s, cpu.stat {truth:.4} s, error {:.3}%; CPU 0 held both processes pending at {both_pending} looks",
+        error * 100.0
+    );
+    assert!(truth >= 1.0, "the pair got only {truth} s in 30 s");
+    assert!(error <= 0.02, "eBPF {measured} s vs cpu.stat {truth} s");
+    assert!(both_pending > 0, "CPU 0 never kept both processes pending");
 }

@@ -3,12 +3,12 @@
 //!
 //! [`EbpfProgram::drain`] flips the `generation` global (the object's `.bss` map) so that the
 //! kernel writes into the other CPU map, runs the flush program on every CPU (the time each CPU
-//! keeps pending for the pair it charged last goes into the map of its generation), then reads
-//! and deletes every entry of the map it just left: three `bpf(2)` calls per (process, cgroup) pair that ran in the interval, nothing for
-//! processes that did not run. Exited processes are drained from the `exits` map the same way,
-//! and the time that found a CPU map full is read from the per-CPU `overflow` counter.
-//! Everything the kernel wrote is owned by the returned [`Drained`]; the maps and links live as
-//! long as the program.
+//! keeps pending for the pairs it charged last goes into the map of its generation), then reads
+//! and deletes every entry of the map it just left: three `bpf(2)` calls per (process, cgroup)
+//! pair that ran in the interval, nothing for processes that did not run. Exited processes are
+//! drained from the `exits` map the same way, and the time that found a CPU map full is read
+//! from the per-CPU `overflow` counter. Everything the kernel wrote is owned by the returned
+//! [`Drained`]; the maps and links live as long as the program.
 //!
 //! Hardware counters: before loading, [`EbpfProgram::load`] opens each counter's perf event on
 //! every online CPU ([`super::perf`]); the counters whose events all opened are switched on in
@@ -351,9 +351,9 @@ impl EbpfProgram {
         }
     }
 
-    /// Per possible CPU: its accounting state (the pair it charged last, the time it holds
-    /// pending for it and of which generation), as the time-only object's [`CpuState`]; tests
-    /// check what a drain and a cgroup move leave there.
+    /// Per possible CPU: its accounting state (the pairs it charged last, the time it holds
+    /// pending for them and of which generation), as the time-only object's [`CpuState`];
+    /// tests check what a drain and a cgroup move leave there.
     ///
     /// [`CpuState`]: kepler_ebpf::CpuState
     pub fn cpu_states(&self) -> Result<Vec<kepler_ebpf::CpuState>, MapError> {
