@@ -5,9 +5,9 @@
  * (bpf_get_current_cgroup_id). No tracepoint argument and no kernel struct is read, so nothing
  * depends on the kernel's layouts and the loader needs no kernel BTF (parsing it would cost the
  * exporter about 13 MiB of peak RSS). Kernel threads are told apart in user space: they live in
- * the root cgroup, and /proc/<tgid>/stat says PF_KTHREAD. A busy task that is not switched out is flushed
- * from the timer interrupt (hrtimer_expire_entry) at most every FLUSH_NS, so an interval never
- * misses a long run; idle CPUs take no timer for this.
+ * the root cgroup, and /proc/<tgid>/stat says PF_KTHREAD. A busy task that is not switched out
+ * is flushed from the timer interrupt (hrtimer_expire_entry) at most every FLUSH_NS, so an
+ * interval never misses a long run; idle CPUs take no timer for this.
  *
  * Two builds of this one file (ebpf/build.rs, docs/adr/0008): without KEPLER_COUNTERS the
  * time-only program the exporter loads where no hardware counter is available (map values hold
@@ -23,12 +23,16 @@
  * processes that ran in the interval, not with all processes on the node. The maps are plain
  * (preallocated) hashes, not LRU: a full map refuses the insert instead of evicting an entry, and
  * the time that found no room is added to the per-CPU `overflow` counter, which user space reads
- * and reports; no time is lost without a trace. A CPU that switches to the same (process,
- * cgroup) pair again in the same generation (a process running between idles, or threads of one
- * process taking turns) adds the slice to its per-CPU state instead of the map; that pending time
- * goes to the map when another pair is charged on the CPU, or when user space, after flipping
- * the generation, runs the flush program on every CPU. sched_process_exit records exited
- * processes in `exits`. No event ever wakes user space. */
+ * and reports; no time is lost without a trace.
+ *
+ * Pending pairs (docs/adr/0010): each CPU keeps the two (process, cgroup) pairs it charged last
+ * in its per-CPU state. A switch that charges one of them again in the same generation (a
+ * process running between idles, threads of one process taking turns, two processes going back
+ * and forth) adds the slice there, with no map operation; that pending time goes to the map when
+ * a third pair takes the slot, or when user space, after flipping the generation, runs the flush
+ * program on every CPU. A slot hit does not read the cgroup id: it only checks that no task
+ * changed cgroup since the slot's id was read (`cgroup_moves`, counted at cgroup_attach_task).
+ * sched_process_exit records exited processes in `exits`. No event ever wakes user space. */
 #include "kepler_bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

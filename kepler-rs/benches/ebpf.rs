@@ -13,6 +13,10 @@
 //!
 //! Run: `cargo bench -p kepler-rs --bench ebpf` (or `-- 100 1000` for some sizes only).
 //!
+//! Real mixes instead of ping-pong: `KEPLER_BENCH_MIX=$'sleep 60\nmake -j2'` prints, instead of
+//! the two tables, the exporter's program's cost per run over every switch on the node while
+//! each command (one per line) runs, drained every second as at `--monitor.interval 1s`.
+//!
 //! Comparing program variants: `KEPLER_BENCH_BPF_VARIANTS=a.o,b.o` (objects built from edited
 //! copies of `ebpf/src/cpu.bpf.c` with the build's clang command) adds a row per variant (its
 //! `kepler_sched_switch`). Rows are measured in alternating rounds, each program alone on the
@@ -498,6 +502,57 @@ fn per_switch_table(metrics: &Arc<SelfMetrics>) {
     println!("(context switches on the node meanwhile, from /proc/stat ctxt: {ctxt})");
 }
 
+/// The program as the exporter loads it, drained every second as the exporter's monitor does
+/// at `--monitor.interval 1s`, while each shell command (one per line) runs: its cost per run
+/// over every switch on the node meanwhile (the command's and everything else's), with the
+/// empty program's floor in the same time.
+fn mix_table(metrics: &Arc<SelfMetrics>, commands: &str) {
+    let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
+    println!("\n| command (whole node meanwhile) | seconds | switches | per second | ns per run | floor | net | program's CPU share |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    for command in commands.lines().map(str::trim).filter(|c| !c.is_empty()) {
+        let mut source = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())
+            .expect("eBPF source");
+        let noop = calibration();
+        let switch = |s: &EbpfSource| {
+            s.program_stats()
+                .into_iter()
+                .find(|p| p.name == kepler_ebpf::SCHED_SWITCH_PROGRAM)
+                .map(|p| (p.run_time, p.run_count))
+                .unwrap()
+        };
+        source.sample();
+        let (before, noop_before) = (switch(&source), noop_stats(&noop));
+        let start = std::time::Instant::now();
+        let mut child = Command::new("sh")
+            .args(["-c", command])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut drained = start;
+        while child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+            if drained.elapsed() >= Duration::from_secs(1) {
+                source.sample();
+                drained = std::time::Instant::now();
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let (after, noop_after) = (switch(&source), noop_stats(&noop));
+        let runs = after.1 - before.1;
+        let ns = (after.0 - before.0).as_nanos() as f64 / runs.max(1) as f64;
+        let floor = (noop_after.0 - noop_before.0).as_nanos() as f64
+            / (noop_after.1 - noop_before.1).max(1) as f64;
+        println!(
+            "| `{command}` | {seconds:.0} | {runs} | {:.0} | {ns:.1} | {floor:.1} | {:.1} | {:.4} % |",
+            runs as f64 / seconds,
+            ns - floor,
+            // Of one CPU: the program's run time per second of the command.
+            runs as f64 * ns / seconds / 1e9 * 100.0
+        );
+    }
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--echo") {
         echo();
@@ -516,6 +571,10 @@ fn main() {
         sizes
     };
     let metrics = Arc::new(SelfMetrics::new());
+    if let Ok(commands) = std::env::var("KEPLER_BENCH_MIX") {
+        mix_table(&metrics, &commands);
+        return;
+    }
     per_switch_table(&metrics);
     let lean = EbpfSource::new("/proc".into(), Path::new(CGROUP_ROOT), metrics.clone())
         .expect("eBPF source");
