@@ -4,7 +4,10 @@
 //! counted here and rendered as `kepler_exporter_errors_total{component,reason}`; the log line
 //! for them is rate limited by [`SelfMetrics::record`], which says when to log. OTLP export
 //! outcomes are counted by [`SelfMetrics::record_export`]
-//! (`kepler_exporter_otlp_exports_total{pipeline,result}`).
+//! (`kepler_exporter_otlp_exports_total{pipeline,result}`). The kernel's own run time and run
+//! count of each attached eBPF program, where it counts them (`kernel.bpf_stats_enabled=1`),
+//! are kept by [`SelfMetrics::set_program_stats`]
+//! (`kepler_exporter_ebpf_program_run_seconds_total{program}`, `..._runs_total`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,6 +24,7 @@ struct Inner {
     errors: BTreeMap<(&'static str, &'static str), u64>,
     last_logged: BTreeMap<(&'static str, &'static str), Instant>,
     exports: BTreeMap<(&'static str, &'static str), u64>,
+    programs: BTreeMap<&'static str, (Duration, u64)>,
 }
 
 /// How often one (component, reason) pair may log.
@@ -71,6 +75,26 @@ impl SelfMetrics {
                 .exports
                 .iter()
                 .map(|((p, r), n)| (*p, *r, *n))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Sets the kernel's run time and run count of one attached eBPF program (cumulative since
+    /// the program was loaded).
+    pub fn set_program_stats(&self, program: &'static str, run_time: Duration, runs: u64) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.programs.insert(program, (run_time, runs));
+        }
+    }
+
+    /// eBPF program statistics, sorted by program name.
+    pub fn program_stats(&self) -> Vec<(&'static str, Duration, u64)> {
+        match self.inner.lock() {
+            Ok(inner) => inner
+                .programs
+                .iter()
+                .map(|(p, (t, n))| (*p, *t, *n))
                 .collect(),
             Err(_) => Vec::new(),
         }

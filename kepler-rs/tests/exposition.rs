@@ -538,6 +538,8 @@ fn spec_names() -> BTreeSet<String> {
         "kepler_exporter_errors_total",
         "kepler_exporter_cpu_time_source",
         "kepler_exporter_power_source",
+        "kepler_exporter_ebpf_program_run_seconds_total",
+        "kepler_exporter_ebpf_program_runs_total",
         "kepler_exporter_snapshot_timestamp_seconds",
         "kepler_exporter_snapshot_sequence",
     ] {
@@ -1091,6 +1093,7 @@ fn metrics_reference_is_up_to_date() {
         });
     let metrics = errors();
     metrics.record_export("push", "sent", 1);
+    metrics.set_program_stats("kepler_sched_switch", Duration::from_micros(90), 1000);
     let classic = reference_rows(&s, &metrics, Schema::Classic);
     let modern = reference_rows(&s, &metrics, Schema::Modern);
     let common_rows: BTreeMap<_, _> = classic

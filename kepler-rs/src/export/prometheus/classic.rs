@@ -484,6 +484,8 @@ pub(crate) fn self_families<'a>(
 ) {
     let errors = self_metrics.errors();
     let exports = self_metrics.exports();
+    let programs = self_metrics.program_stats();
+    let runs = programs.clone();
     out.push(Family::new(
         "kepler_exporter_errors_total",
         "Runtime errors of the exporter since start-up, by component and reason.",
@@ -507,6 +509,32 @@ pub(crate) fn self_families<'a>(
             for (pipeline, result, count) in &exports {
                 let labels = [("pipeline", *pipeline), ("result", *result)];
                 out(&labels, Value::Float(*count as f64));
+            }
+        },
+    ));
+    out.push(Family::new(
+        "kepler_exporter_ebpf_program_run_seconds_total",
+        "Time the kernel spent running each attached eBPF program since it was loaded, as the \
+         kernel counts it: only while kernel.bpf_stats_enabled is 1 (absent until then). Divided \
+         by kepler_exporter_ebpf_program_runs_total it is the cost of one run (one context switch \
+         for kepler_sched_switch), including the statistics' own clock reads.",
+        MetricType::Counter,
+        "s",
+        move |out| {
+            for (program, time, _) in &programs {
+                out(&[("program", *program)], Value::Float(time.as_secs_f64()));
+            }
+        },
+    ));
+    out.push(Family::new(
+        "kepler_exporter_ebpf_program_runs_total",
+        "Runs of each attached eBPF program since it was loaded, as the kernel counts them: only \
+         while kernel.bpf_stats_enabled is 1 (absent until then).",
+        MetricType::Counter,
+        "",
+        move |out| {
+            for (program, _, count) in &runs {
+                out(&[("program", *program)], Value::Float(*count as f64));
             }
         },
     ));
@@ -606,6 +634,10 @@ mod tests {
     }
 
     fn render(s: &Snapshot, process_metrics: bool) -> String {
+        render_with(s, &SelfMetrics::new(), process_metrics)
+    }
+
+    fn render_with(s: &Snapshot, metrics: &SelfMetrics, process_metrics: bool) -> String {
         let build = BuildInfo {
             branch: "main".into(),
             revision: "abc".into(),
@@ -616,7 +648,7 @@ mod tests {
         };
         render_classic(
             s,
-            &SelfMetrics::new(),
+            metrics,
             &RenderOptions {
                 process_metrics,
                 ..Default::default()
@@ -645,6 +677,34 @@ mod tests {
         assert!(!text.contains("kepler_process_"));
         assert!(!text.contains("kepler_node_joules_total"));
         assert!(!text.contains("kepler_exporter_errors_total"));
+        assert!(!text.contains("kepler_exporter_ebpf_program"));
+    }
+
+    #[test]
+    fn ebpf_program_statistics_are_rendered_per_program() {
+        let s = snapshot();
+        let metrics = SelfMetrics::new();
+        metrics.set_program_stats(
+            "kepler_sched_switch",
+            std::time::Duration::from_micros(1500),
+            20_000,
+        );
+        metrics.set_program_stats(
+            "kepler_timer_flush",
+            std::time::Duration::from_nanos(900),
+            3,
+        );
+        let text = render_with(&s, &metrics, false);
+        assert!(text.contains(
+            "kepler_exporter_ebpf_program_run_seconds_total{program=\"kepler_sched_switch\"} 0.0015\n"
+        ));
+        assert!(text.contains(
+            "kepler_exporter_ebpf_program_runs_total{program=\"kepler_sched_switch\"} 20000\n"
+        ));
+        assert!(text.contains(
+            "kepler_exporter_ebpf_program_runs_total{program=\"kepler_timer_flush\"} 3\n"
+        ));
+        assert!(text.contains("# TYPE kepler_exporter_ebpf_program_run_seconds_total counter\n"));
     }
 
     #[test]

@@ -275,6 +275,14 @@ impl CpuTimeSource for EbpfSource {
         for (cpu, e) in &drained.flush_errors {
             report_error!(self.metrics, COMPONENT, "flush", cpu, error = %e, "cannot flush a CPU's pending time (it comes with a later sample)");
         }
+        // What the programs cost, where the kernel counts it (kernel.bpf_stats_enabled=1): the
+        // counts stay zero otherwise, and the series absent.
+        for p in self.program.stats() {
+            if p.run_count > 0 {
+                self.metrics
+                    .set_program_stats(p.name, p.run_time, p.run_count);
+            }
+        }
         // Time that found the CPU map full (more (process, cgroup) pairs ran in the interval
         // than it holds): counted, and kept on the node as system time.
         let overflow = drained.overflow;
