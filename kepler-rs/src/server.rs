@@ -3,7 +3,7 @@
 //! [`router`] builds the axum [`Router`] (tests call it without a socket); [`serve`] runs it on a
 //! listener until a shutdown future completes. A scrape renders the latest published
 //! [`Snapshot`] (one `ArcSwap` load) and never measures, so scrapers cannot change what is
-//! measured. `/metrics` answers the Prometheus text format 0.0.4 unless the `Accept` header
+//! measured; the page is rendered on a blocking thread a few pieces ahead of the connection. `/metrics` answers the Prometheus text format 0.0.4 unless the `Accept` header
 //! prefers OpenMetrics, and is gzip-compressed when the client accepts it.
 
 use std::future::Future;
@@ -19,7 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::compression::CompressionLayer;
 
-use crate::export::prometheus::{render_pieces, text, BuildInfo, Format, RenderOptions};
+use crate::export::prometheus::{render_each_piece, text, BuildInfo, Format, RenderOptions};
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 
@@ -57,20 +57,33 @@ pub async fn serve(
         .await
 }
 
+/// Pieces of a `/metrics` page rendered ahead of the connection: the render waits while this
+/// many are queued, so a scrape holds a few pieces of the page at a time, not the whole page.
+const PIECES_AHEAD: usize = 2;
+
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let format = negotiate(&headers);
-    let snapshot = state.snapshot.load();
-    let pieces = render_pieces(
-        &snapshot,
-        &state.self_metrics,
-        &state.render,
-        &state.build,
-        format,
-    );
-    // Sent piece by piece, never joined into one string.
-    let body = Body::from_stream(futures_util::stream::iter(
-        pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
-    ));
+    let snapshot = state.snapshot.load_full();
+    // Rendered on a blocking thread while the body is sent, piece by piece, never joined into
+    // one string; a client that goes away stops the render.
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(PIECES_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        render_each_piece(
+            &snapshot,
+            &state.self_metrics,
+            &state.render,
+            &state.build,
+            format,
+            |piece| tx.blocking_send(piece).is_ok(),
+        )
+    });
+    let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
+    });
+    // Fused: the compression layer may poll again after the end.
+    let body = Body::from_stream(futures_util::StreamExt::fuse(pieces));
     (
         [(
             CONTENT_TYPE,

@@ -333,6 +333,7 @@ fn errors() -> SelfMetrics {
     let m = SelfMetrics::new();
     m.record_n("procfs", "vanished", 17);
     m.record("rapl", "garbage");
+    m.set_program_stats("kepler_sched_switch", Duration::from_micros(90), 1000);
     m
 }
 
@@ -571,6 +572,8 @@ fn expected_labels(name: &str) -> &'static [&'static str] {
         ],
         "kepler_exporter_build_info" => &["branch", "revision", "version", "os", "arch"],
         "kepler_exporter_errors_total" => &["component", "reason"],
+        "kepler_exporter_ebpf_program_run_seconds_total"
+        | "kepler_exporter_ebpf_program_runs_total" => &["program"],
         "kepler_exporter_cpu_time_source" | "kepler_exporter_power_source" => &["source"],
         "kepler_exporter_snapshot_timestamp_seconds" | "kepler_exporter_snapshot_sequence" => &[],
         n if n.starts_with("kepler_container_") => CONTAINER,
@@ -886,6 +889,50 @@ async fn large_pages_are_sent_in_pieces() {
     assert_eq!(pieces.concat(), expected.as_bytes());
 }
 
+/// `/metrics` renders a page while it is sent: each piece goes out when it is cut, and the
+/// render stops as soon as its reader is gone (a client that hangs up mid-page).
+#[test]
+fn a_render_hands_over_each_piece_and_stops_when_the_reader_is_gone() {
+    let mut s = client_all_zones();
+    let template = s.processes[0].clone();
+    for pid in 10_000..12_000 {
+        s.processes.push(ProcessEnergy {
+            pid,
+            comm: format!("worker-{pid}"),
+            ..template.clone()
+        });
+    }
+    let options = RenderOptions {
+        process_metrics: true,
+        ..Default::default()
+    };
+    let each = |send: &mut dyn FnMut(String) -> bool| {
+        kepler_rs::export::prometheus::render_each_piece(
+            &s,
+            &errors(),
+            &options,
+            &build_info(),
+            Format::Text,
+            send,
+        )
+    };
+    let mut page = String::new();
+    let mut pieces = 0;
+    assert!(each(&mut |piece| {
+        pieces += 1;
+        page.push_str(&piece);
+        true
+    }));
+    assert!(pieces > 20, "{pieces} pieces");
+    assert_eq!(page, render(&s, &errors(), true, Format::Text));
+    let mut taken = 0;
+    assert!(!each(&mut |_| {
+        taken += 1;
+        taken < 3
+    }));
+    assert_eq!(taken, 3, "the render went on after its reader was gone");
+}
+
 #[tokio::test]
 async fn metrics_endpoint_gzips_when_asked() {
     let st = state(server_two_sockets(), true);
@@ -1093,7 +1140,6 @@ fn metrics_reference_is_up_to_date() {
         });
     let metrics = errors();
     metrics.record_export("push", "sent", 1);
-    metrics.set_program_stats("kepler_sched_switch", Duration::from_micros(90), 1000);
     let classic = reference_rows(&s, &metrics, Schema::Classic);
     let modern = reference_rows(&s, &metrics, Schema::Modern);
     let common_rows: BTreeMap<_, _> = classic

@@ -68,25 +68,64 @@ pub fn render_pieces(
 /// allocator's heap rather than a mapping of its own, big enough to be few.
 pub const PIECE_BYTES: usize = 32 * 1024;
 
+/// Renders like [`render_pieces`], but hands each piece to `send` as soon as it is cut, so
+/// that only the pieces not yet consumed are alive; stops early (returns `false`) once `send`
+/// returns `false` (the reader went away).
+pub fn render_each_piece(
+    snapshot: &Snapshot,
+    self_metrics: &SelfMetrics,
+    options: &RenderOptions,
+    build: &BuildInfo,
+    format: Format,
+    send: impl FnMut(String) -> bool,
+) -> bool {
+    write_families_to(
+        &families(snapshot, self_metrics, options, build),
+        format,
+        send,
+    )
+}
+
 /// Writes families with the text encoder, in pieces of about [`PIECE_BYTES`].
 pub(crate) fn write_families(families: &[Family<'_>], format: Format) -> Vec<String> {
-    let mut enc = Encoder::with_capacity(format, PIECE_BYTES + PIECE_BYTES / 4);
     let mut pieces = Vec::new();
+    write_families_to(families, format, |piece| {
+        pieces.push(piece);
+        true
+    });
+    pieces
+}
+
+/// Writes families with the text encoder and hands `send` each piece of about [`PIECE_BYTES`]
+/// when it is cut (the last one may be shorter); stops once `send` returns `false`, and says
+/// whether the whole document went out.
+fn write_families_to(
+    families: &[Family<'_>],
+    format: Format,
+    mut send: impl FnMut(String) -> bool,
+) -> bool {
+    let mut enc = Encoder::with_capacity(format, PIECE_BYTES + PIECE_BYTES / 4);
+    let mut open = true;
     for family in families {
         let name = family.name;
         enc.family(name, &family.help, family.ty);
         family.for_each_sample(|labels, value| {
+            if !open {
+                return;
+            }
             match value {
                 Value::Millionths(n) => enc.sample_millionths(name, labels, n),
                 Value::Float(v) => enc.sample(name, labels, v),
             }
             if let Some(piece) = enc.take_if_longer(PIECE_BYTES) {
-                pieces.push(piece);
+                open = send(piece);
             }
         });
+        if !open {
+            return false;
+        }
     }
-    pieces.push(enc.finish());
-    pieces
+    send(enc.finish())
 }
 pub use text::{Encoder, Format, MetricType, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 
