@@ -33,6 +33,9 @@ pub struct PodNames {
     /// Empty when only the pod is known (a sandbox container, or a container id the kubelet has
     /// not reported yet).
     pub container_name: String,
+    /// The container's CPU request in millicores (`resources.requests.cpu` in its pod's spec),
+    /// where one is set and parses; the `requests` idle policy splits idle energy by it.
+    pub cpu_request_millicores: Option<u64>,
 }
 
 /// The pod metadata the monitor reads; replaced whole by the poller.
@@ -54,6 +57,30 @@ pub enum PodListError {
     Json(#[from] serde_json::Error),
     #[error("pod list has no `items` array (kind {kind:?})")]
     NotAList { kind: String },
+}
+
+/// A Kubernetes CPU quantity in millicores, rounded up as the API server's `MilliValue` does:
+/// `"250m"` -> 250, `"1"` -> 1000, `"0.5"` -> 500, `"1e3m"` -> 1000. `None` for what is not a
+/// non-negative decimal quantity with a CPU-sized suffix (`n`, `u`, `m`, none, `k`): a
+/// memory-style binary suffix or garbage counts as no request.
+pub fn cpu_millicores(quantity: &str) -> Option<u64> {
+    let q = quantity.trim();
+    let (number, millis_per_unit) = [("n", 1e-6), ("u", 1e-3), ("m", 1.0), ("k", 1e6)]
+        .into_iter()
+        .find_map(|(suffix, scale)| q.strip_suffix(suffix).map(|n| (n, scale)))
+        .unwrap_or((q, 1e3));
+    // Rust's float syntax also takes "inf" and "NaN"; a quantity is digits, a point and an
+    // optional exponent.
+    if number.is_empty()
+        || !number
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+    {
+        return None;
+    }
+    let millis = number.parse::<f64>().ok()? * millis_per_unit;
+    // Up to a million cores; anything bigger is not a request.
+    (millis.is_finite() && (0.0..=1e9).contains(&millis)).then(|| millis.ceil() as u64)
 }
 
 /// `containerd://<id>` -> `<id>` (lowercase), the form the cgroup path carries.
@@ -104,10 +131,24 @@ impl PodIndex {
             self.skipped += 1;
             return;
         };
+        let requests: HashMap<&str, u64> = pod
+            .spec
+            .iter()
+            .flat_map(|spec| {
+                spec.containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+            })
+            .filter_map(|c| {
+                let quantity = c.resources.as_ref()?.requests.as_ref()?.get("cpu")?;
+                Some((c.name.as_str(), cpu_millicores(&quantity.0)?))
+            })
+            .collect();
         let names = |container: &str| PodNames {
             pod_name: name.clone(),
             namespace: namespace.clone(),
             container_name: container.to_string(),
+            cpu_request_millicores: requests.get(container).copied(),
         };
         if let Some(uid) = pod.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
             if self.pods.len() < MAX_ENTRIES {
@@ -202,11 +243,43 @@ mod tests {
     }
 
     fn names(pod: &str, ns: &str, container: &str) -> Option<PodNames> {
+        let cpu_request_millicores = match container {
+            "nginx" => Some(250),
+            "sidecar" => Some(50),
+            "job" => Some(1000),
+            _ => None,
+        };
         Some(PodNames {
             pod_name: pod.into(),
             namespace: ns.into(),
             container_name: container.into(),
+            cpu_request_millicores,
         })
+    }
+
+    #[test]
+    fn cpu_quantities_become_millicores_rounded_up() {
+        for (q, want) in [
+            ("250m", Some(250)),
+            ("1", Some(1000)),
+            ("0.5", Some(500)),
+            ("1.5", Some(1500)),
+            (" 2 ", Some(2000)),
+            ("0.0001", Some(1)),
+            ("100u", Some(1)),
+            ("1e3m", Some(1000)),
+            ("2k", Some(2_000_000)),
+            ("0", Some(0)),
+            ("", None),
+            ("m", None),
+            ("1Gi", None),
+            ("-1", None),
+            ("inf", None),
+            ("NaN", None),
+            ("one", None),
+        ] {
+            assert_eq!(cpu_millicores(q), want, "{q:?}");
+        }
     }
 
     #[test]
