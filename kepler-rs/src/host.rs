@@ -93,6 +93,27 @@ pub fn read_cpu_times(procfs: &Path) -> Result<CpuTimes, HostError> {
     CpuTimes::parse(&content, &path)
 }
 
+/// The number of online CPUs: the `cpuN` lines of `<procfs>/stat`.
+pub fn online_cpus(procfs: &Path) -> Result<u32, HostError> {
+    let path = procfs.join("stat");
+    let content = fs::read_to_string(&path).map_err(|source| HostError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(count_cpus(&content))
+}
+
+/// The `cpuN` lines of a `/proc/stat` content.
+pub fn count_cpus(content: &str) -> u32 {
+    content
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count() as u32
+}
+
 /// The first `model name` in `<procfs>/cpuinfo`, or `None` when the file is unreadable or has
 /// none (some architectures name the CPU differently).
 pub fn cpu_model(procfs: &Path) -> Option<String> {
@@ -191,6 +212,14 @@ fn parse_cpu_topology(content: &str) -> CpuTopology {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn online_cpus_are_the_numbered_cpu_lines() {
+        let stat = "cpu  1 2 3 4\ncpu0 1 1 1 1\ncpu1 0 1 2 3\ncpu12 0 0 0 0\nintr 5\ncpufreq 1\n";
+        assert_eq!(count_cpus(stat), 3);
+        assert_eq!(count_cpus("cpu  1 2 3 4\n"), 0);
+    }
+
     use super::*;
 
     #[test]

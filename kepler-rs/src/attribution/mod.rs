@@ -38,6 +38,16 @@ pub struct Attribution {
     pub processes: Vec<ZoneEnergy>,
 }
 
+/// What the `requests` idle policy splits by: each container's CPU request and the node's CPU
+/// capacity, in millicores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuRequests {
+    /// Containers with a known request (others have none: best-effort, or no pod metadata).
+    pub millicores: BTreeMap<WorkloadKey, u64>,
+    /// The node's CPUs x 1000.
+    pub capacity_millicores: u64,
+}
+
 /// Keeps the state attribution needs across intervals: idle estimators and idle weights.
 #[derive(Debug)]
 pub struct Attributor {
@@ -47,6 +57,8 @@ pub struct Attributor {
     estimators: BTreeMap<ZoneId, IdleEstimator>,
     /// CPU nanoseconds per workload, exponentially faded over `idle_window`.
     windowed_cpu: BTreeMap<WorkloadKey, f64>,
+    /// For the `requests` policy; set before each interval.
+    requests: CpuRequests,
 }
 
 impl Attributor {
@@ -57,7 +69,13 @@ impl Attributor {
             half_life,
             estimators: BTreeMap::new(),
             windowed_cpu: BTreeMap::new(),
+            requests: CpuRequests::default(),
         }
+    }
+
+    /// The CPU requests the next interval's idle split uses under the `requests` policy.
+    pub fn set_cpu_requests(&mut self, requests: CpuRequests) {
+        self.requests = requests;
     }
 
     /// Attributes one interval. `zones` holds the wrap-corrected delta of every zone that could
@@ -129,22 +147,43 @@ impl Attributor {
     fn idle_weights(&mut self, sample: &WorkloadSample, elapsed: Duration) -> Vec<u64> {
         match self.policy {
             IdlePolicy::Even => vec![1; sample.workloads.len()],
-            IdlePolicy::CpuShare => {
-                let fade =
-                    (-elapsed.as_secs_f64() / self.idle_window.as_secs_f64().max(1e-9)).exp();
-                let mut faded = BTreeMap::new();
-                for (key, usage) in &sample.workloads {
-                    let before = self.windowed_cpu.get(key).copied().unwrap_or(0.0);
-                    faded.insert(key.clone(), before * fade + usage.cpu.0 as f64);
+            IdlePolicy::CpuShare => self.cpu_share_weights(sample, elapsed),
+            IdlePolicy::Requests => {
+                // Kept current even while requests decide, so a fallback starts from a full
+                // window.
+                let by_cpu = self.cpu_share_weights(sample, elapsed);
+                let requested = |key: &WorkloadKey| self.requests.millicores.get(key).copied();
+                if !sample.workloads.keys().any(|k| requested(k).is_some()) {
+                    return by_cpu;
                 }
-                // Workloads that are gone leave the window with their state.
-                self.windowed_cpu = faded;
-                self.windowed_cpu
-                    .values()
-                    .map(|w| w.round() as u64)
+                let total: u64 = sample.workloads.keys().filter_map(requested).sum();
+                let unrequested = self.requests.capacity_millicores.saturating_sub(total);
+                sample
+                    .workloads
+                    .keys()
+                    .map(|key| match key {
+                        WorkloadKey::System => unrequested,
+                        _ => requested(key).unwrap_or(0),
+                    })
                     .collect()
             }
         }
+    }
+
+    /// Each workload's CPU time over the idle window (faded exponentially), as weights.
+    fn cpu_share_weights(&mut self, sample: &WorkloadSample, elapsed: Duration) -> Vec<u64> {
+        let fade = (-elapsed.as_secs_f64() / self.idle_window.as_secs_f64().max(1e-9)).exp();
+        let mut faded = BTreeMap::new();
+        for (key, usage) in &sample.workloads {
+            let before = self.windowed_cpu.get(key).copied().unwrap_or(0.0);
+            faded.insert(key.clone(), before * fade + usage.cpu.0 as f64);
+        }
+        // Workloads that are gone leave the window with their state.
+        self.windowed_cpu = faded;
+        self.windowed_cpu
+            .values()
+            .map(|w| w.round() as u64)
+            .collect()
     }
 }
 

@@ -212,3 +212,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn requests_idle_policy_splits_by_request_and_gives_the_unrequested_rest_to_the_node() {
+    let mut at = Attributor::new(
+        IdlePolicy::Requests,
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    // A 2-CPU node: container 1 requests 250m, container 2 750m, container 3 nothing; 1000m of
+    // the node nobody requested.
+    at.set_cpu_requests(CpuRequests {
+        millicores: [(container(1), 250), (container(2), 750)].into(),
+        capacity_millicores: 2000,
+    });
+    let s = sample(&[
+        (container(1), 0),
+        (container(2), 9_000_000_000),
+        (container(3), 1_000_000_000),
+    ]);
+    // One observation: all of it idle.
+    let a = at.attribute(&[(PKG0, Microjoules(8_000_000))], SECOND, 0.1, &s, false);
+    let idle = |key: &WorkloadKey| a.workloads[key][&PKG0].idle.0;
+    assert_eq!(idle(&container(1)), 1_000_000);
+    assert_eq!(idle(&container(2)), 3_000_000);
+    assert_eq!(idle(&container(3)), 0);
+    assert_eq!(idle(&WorkloadKey::System), 4_000_000);
+    assert_eq!(idle(&WorkloadKey::Kernel), 0);
+    assert_eq!(total_of(&a, PKG0), 8_000_000);
+}
+
+#[test]
+fn requests_idle_policy_without_any_request_is_cpu_share() {
+    let s = sample(&[(container(1), 3_000_000_000), (container(2), 1_000_000_000)]);
+    let run = |policy| {
+        let mut at = Attributor::new(policy, Duration::from_secs(60), Duration::from_secs(3600));
+        at.set_cpu_requests(CpuRequests {
+            millicores: BTreeMap::new(),
+            capacity_millicores: 2000,
+        });
+        at.attribute(&[(PKG0, Microjoules(8_000_000))], SECOND, 0.1, &s, false)
+    };
+    assert_eq!(run(IdlePolicy::Requests), run(IdlePolicy::CpuShare));
+}

@@ -86,6 +86,10 @@ pub enum IdlePolicy {
     CpuShare,
     /// Equally per container, pseudo containers included.
     Even,
+    /// By each container's CPU request (Kubernetes `resources.requests.cpu`) against the
+    /// node's CPUs; the capacity no container requested goes to `system_processes`. Without any
+    /// known request (no pod metadata), as `CpuShare`.
+    Requests,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -273,11 +277,12 @@ impl Config {
         let idle_policy = match p.raw("attribution.idlePolicy").trim() {
             "cpu-share" => IdlePolicy::CpuShare,
             "even" => IdlePolicy::Even,
+            "requests" => IdlePolicy::Requests,
             other => {
                 let other = other.to_string();
                 p.fail(
                     "attribution.idlePolicy",
-                    format!("must be cpu-share or even, got {other:?}"),
+                    format!("must be cpu-share, even or requests, got {other:?}"),
                 );
                 IdlePolicy::CpuShare
             }
@@ -639,7 +644,7 @@ mod tests {
         );
         assert!(text.contains("log.level: must be one of"), "{text}");
         assert!(
-            text.contains("attribution.idlePolicy: must be cpu-share or even"),
+            text.contains("attribution.idlePolicy: must be cpu-share, even or requests"),
             "{text}"
         );
         assert!(text.contains("fakeRapl.sockets: must be > 0"), "{text}");

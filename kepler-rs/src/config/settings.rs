@@ -67,7 +67,7 @@ pub const SETTINGS: &[Setting] = &[
     value(
         "attribution.idlePolicy",
         "cpu-share",
-        "How idle energy is split: cpu-share (by CPU time over attribution.idleWindow) or even (equally per container)",
+        "How idle energy is split: cpu-share (by CPU time over attribution.idleWindow), even (equally per container) or requests (by Kubernetes CPU requests against the node's CPUs; the unrequested rest to system_processes)",
     ),
     value(
         "attribution.idleWindow",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::attribution::Attributor;
+use crate::attribution::{Attributor, CpuRequests};
 use crate::config::IdlePolicy;
 use crate::host::{self, CpuTimes};
 use crate::power::counter::{Counter, Step};
@@ -28,7 +28,7 @@ use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::{ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, WorkloadEnergy};
 use crate::workload::kube::SharedPods;
-use crate::workload::{CpuTimeSource, WorkloadKey, WorkloadUsage};
+use crate::workload::{CpuTimeSource, WorkloadKey, WorkloadSample, WorkloadUsage};
 
 use ledger::{add_interval, Ledger, ProcessKey, WorkloadMeta};
 
@@ -148,6 +148,10 @@ impl Monitor {
         self.last_time = Some(now);
 
         if !first && !elapsed.is_zero() {
+            if self.options.idle_policy == IdlePolicy::Requests {
+                let requests = self.cpu_requests(&sample);
+                self.attributor.set_cpu_requests(requests);
+            }
             let attribution = self.attributor.attribute(
                 &zone_deltas,
                 elapsed,
@@ -207,6 +211,35 @@ impl Monitor {
                 .sweep(|k| alive.contains(&(k.pid, k.comm.as_str())), now);
         }
         self.snapshot(now)
+    }
+
+    /// The `requests` idle policy's input: each live container's CPU request from its pod's
+    /// spec, and the node's online CPUs.
+    fn cpu_requests(&self, sample: &WorkloadSample) -> CpuRequests {
+        let millicores = sample
+            .workloads
+            .iter()
+            .filter_map(|(key, usage)| {
+                let request = self.meta(key, usage).names?.cpu_request_millicores?;
+                Some((key.clone(), request))
+            })
+            .collect();
+        let cpus = match host::online_cpus(&self.options.procfs) {
+            Ok(n) => n,
+            Err(e) => {
+                report_error!(
+                    self.metrics,
+                    "host",
+                    "proc_stat",
+                    "cannot count the node's CPUs for the requests idle policy: {e}"
+                );
+                0
+            }
+        };
+        CpuRequests {
+            millicores,
+            capacity_millicores: u64::from(cpus) * 1000,
+        }
     }
 
     /// A live workload's metadata: pod names looked up afresh every interval (a container seen

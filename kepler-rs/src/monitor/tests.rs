@@ -476,3 +476,78 @@ fn node_share_splits_one_host_between_two_nodes_by_cpu_time() {
         60_000_000
     );
 }
+
+/// The `requests` idle policy end to end: pod metadata from the kubelet fixture (nginx requests
+/// 250m, job 1 CPU) on a 4-CPU node; the 2,750m nobody requested stays with the node.
+#[test]
+fn requests_idle_policy_splits_idle_by_the_pods_cpu_requests() {
+    use crate::workload::kube::PodIndex;
+    use crate::workload::{ContainerIdentity, Runtime};
+    let host = Host::new("intel-client-psys");
+    let stat = |busy: u64| {
+        let cpus: String = (0..4).map(|n| format!("cpu{n} 0 0 0 0\n")).collect();
+        std::fs::write(
+            host.dir.path().join("proc/stat"),
+            format!("cpu  {busy} 0 0 1000 0 0 0 0 0 0\n{cpus}"),
+        )
+        .unwrap();
+    };
+    stat(0);
+    let pods = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/kubelet-pods.json"
+    ))
+    .unwrap();
+    let pods = PodIndex::from_pod_list(&pods).unwrap();
+    let (nginx, job) = ("9c".repeat(32), "7e".repeat(32));
+    let script = (0..2)
+        .map(|_| {
+            let mut s = sample_with_processes(&[
+                (WorkloadKey::Container(nginx.clone()), 1_000_000_000),
+                (WorkloadKey::Container(job.clone()), 3_000_000_000),
+            ]);
+            for id in [&nginx, &job] {
+                if let Some(w) = s.workloads.get_mut(&WorkloadKey::Container(id.clone())) {
+                    w.identity = Some(ContainerIdentity {
+                        id: id.clone(),
+                        pod_uid: None,
+                        runtime: Runtime::Containerd,
+                    });
+                }
+            }
+            s
+        })
+        .collect::<Vec<_>>();
+    let meter = RaplMeter::discover(&host.sysfs(), "rapl-sysfs").unwrap();
+    let mut options = options(host.dir.path().join("proc"), false);
+    options.idle_policy = IdlePolicy::Requests;
+    let mut m = Monitor::new(
+        Box::new(meter),
+        Box::new(Scripted(script.into())),
+        options,
+        NodeInfo::default(),
+        Arc::new(SelfMetrics::new()),
+    )
+    .with_pods(Arc::new(arc_swap::ArcSwap::from_pointee(pods)));
+    m.step(at(0));
+    host.set_energy("intel-rapl:0", host.energy("intel-rapl:0") + 8_000_000);
+    stat(100);
+    let s = m.step(at(3));
+    // One observation: the estimator takes all of it as idle.
+    let idle = |key: &WorkloadKey| {
+        s.workloads
+            .iter()
+            .find(|w| &w.key == key)
+            .map_or(0, |w| w.energy.zones[&ZoneKind::Package].idle.0)
+    };
+    assert_eq!(idle(&WorkloadKey::Container(nginx.clone())), 500_000);
+    assert_eq!(idle(&WorkloadKey::Container(job.clone())), 2_000_000);
+    assert_eq!(idle(&WorkloadKey::System), 5_500_000);
+    assert_eq!(idle(&WorkloadKey::Kernel), 0);
+    let nginx_names = s
+        .workloads
+        .iter()
+        .find(|w| w.key == WorkloadKey::Container(nginx.clone()))
+        .unwrap();
+    assert_eq!(nginx_names.container_name, "nginx");
+}
