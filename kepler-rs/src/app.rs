@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, KubeConfig, MetadataSource};
+use crate::config::{Config, IdlePolicy, KubeConfig, MetadataSource};
 use crate::export::otlp::{self, Identity, SnapshotSource, Transport};
 use crate::export::prometheus::{BuildInfo, RenderOptions};
 use crate::export::relay::{RelayIdentity, RelaySource};
@@ -269,7 +269,12 @@ pub async fn run(
             monitor = monitor.with_pods(pods);
             Some(task)
         }
-        None => None,
+        None => {
+            if config.idle_policy == IdlePolicy::Requests {
+                tracing::warn!("attribution.idlePolicy is requests but no pod metadata is configured (kube): idle energy is split by cpu-share");
+            }
+            None
+        }
     };
     let snapshots = Arc::new(ArcSwap::from_pointee(monitor.initial_snapshot()));
 
