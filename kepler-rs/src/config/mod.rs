@@ -618,6 +618,21 @@ mod tests {
     }
 
     #[test]
+    fn every_idle_policy_parses_from_flag_and_file() {
+        for (name, policy) in [
+            ("cpu-share", IdlePolicy::CpuShare),
+            ("even", IdlePolicy::Even),
+            ("requests", IdlePolicy::Requests),
+        ] {
+            let flag = load(&["--attribution.idle-policy", name], &[], None).unwrap();
+            assert_eq!(flag.idle_policy, policy, "{name}");
+            let file = format!("attribution:\n  idlePolicy: {name}\n");
+            let file = load(&[], &[], Some(&file)).unwrap();
+            assert_eq!(file.idle_policy, policy, "{name}");
+        }
+    }
+
+    #[test]
     fn all_errors_reported_with_paths() {
         let err = load(
             &[
