@@ -165,12 +165,20 @@ impl PodIndex {
         ];
         for statuses in lists.into_iter().flatten() {
             for s in statuses {
+                // The request holds for the container's current instance while it has not
+                // terminated; a previous instance or a finished init container reserves nothing.
+                let finished = s.state.as_ref().is_some_and(|st| st.terminated.is_some());
+                let current = s.container_id.as_deref().and_then(strip_runtime);
                 for id in container_ids(s) {
                     if self.containers.len() >= MAX_ENTRIES {
                         self.skipped += 1;
                         continue;
                     }
-                    self.containers.insert(id, names(&s.name));
+                    let mut entry = names(&s.name);
+                    if finished || current.as_deref() != Some(id.as_str()) {
+                        entry.cpu_request_millicores = None;
+                    }
+                    self.containers.insert(id, entry);
                 }
             }
         }
@@ -291,8 +299,13 @@ mod tests {
         let web = "web-7d9f8b6c5d-x2k4q";
         assert_eq!(index.lookup(&id("9c", None)), names(web, "shop", "nginx"));
         assert_eq!(index.lookup(&id("1", None)), names(web, "shop", "sidecar"));
-        // The sidecar's previous instance (restartCount 2, lastState.terminated).
-        assert_eq!(index.lookup(&id("2", None)), names(web, "shop", "sidecar"));
+        // The sidecar's previous instance (restartCount 2, lastState.terminated): its names,
+        // but not the request, which the current instance holds.
+        let previous = names(web, "shop", "sidecar").map(|n| PodNames {
+            cpu_request_millicores: None,
+            ..n
+        });
+        assert_eq!(index.lookup(&id("2", None)), previous);
         // A finished init container.
         assert_eq!(
             index.lookup(&id("3", None)),
