@@ -85,22 +85,23 @@ impl CpuTimes {
 
 /// Reads the node's aggregate CPU times from `<procfs>/stat`.
 pub fn read_cpu_times(procfs: &Path) -> Result<CpuTimes, HostError> {
+    let (content, path) = read_stat(procfs)?;
+    CpuTimes::parse(&content, &path)
+}
+
+/// `<procfs>/stat` and its path.
+fn read_stat(procfs: &Path) -> Result<(String, PathBuf), HostError> {
     let path = procfs.join("stat");
     let content = fs::read_to_string(&path).map_err(|source| HostError::Io {
         path: path.clone(),
         source,
     })?;
-    CpuTimes::parse(&content, &path)
+    Ok((content, path))
 }
 
 /// The number of online CPUs: the `cpuN` lines of `<procfs>/stat`.
 pub fn online_cpus(procfs: &Path) -> Result<u32, HostError> {
-    let path = procfs.join("stat");
-    let content = fs::read_to_string(&path).map_err(|source| HostError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(count_cpus(&content))
+    Ok(count_cpus(&read_stat(procfs)?.0))
 }
 
 /// The `cpuN` lines of a `/proc/stat` content.

@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -45,6 +44,15 @@ fn steal_seconds() -> f64 {
     let cpu = stat.lines().find(|l| l.starts_with("cpu ")).unwrap();
     let steal: u64 = cpu.split_whitespace().nth(8).unwrap().parse().unwrap();
     steal as f64 / 100.0
+}
+
+/// A container cgroup for an eBPF root test, or `None` (with the skip line) where the test
+/// cannot run.
+fn ebpf_container() -> Option<TestContainer> {
+    if !common::require_ebpf("loading the BPF program") {
+        return None;
+    }
+    TestContainer::create()
 }
 
 fn container_cpu(sample: &WorkloadSample, id: &str) -> CpuNanos {
@@ -176,10 +184,7 @@ fn kernel_threads_are_kernel_processes_and_root_cgroup_users_are_system() {
 
 #[test]
 fn busy_container_matches_cpu_stat_within_2_percent() {
-    if !common::require_ebpf("loading the BPF program") {
-        return;
-    }
-    let Some(container) = TestContainer::create() else {
+    let Some(container) = ebpf_container() else {
         return;
     };
     let busy = BusyProcess::spawn();
@@ -245,10 +250,7 @@ fn busy_container_matches_cpu_stat_within_2_percent() {
 
 #[test]
 fn thousand_short_lived_processes_are_accounted() {
-    if !common::require_ebpf("loading the BPF program") {
-        return;
-    }
-    let Some(container) = TestContainer::create() else {
+    let Some(container) = ebpf_container() else {
         return;
     };
     // The container's long-lived main process, so that the procfs source sees the container.
@@ -339,10 +341,7 @@ fn thousand_short_lived_processes_are_accounted() {
 
 #[test]
 fn monitor_on_ebpf_conserves_energy_and_credits_short_lived_processes() {
-    if !common::require_ebpf("loading the BPF program") {
-        return;
-    }
-    let Some(container) = TestContainer::create() else {
+    let Some(container) = ebpf_container() else {
         return;
     };
     let main = std::process::Command::new("sleep")
@@ -461,10 +460,7 @@ fn sample_value(text: &str, name: &str, label: &str) -> Option<f64> {
 /// event: absent here (where a PMU exists, present).
 #[test]
 fn software_event_in_a_counters_place_is_charged_per_process_and_exported() {
-    if !common::require_ebpf("loading the BPF program") {
-        return;
-    }
-    let Some(container) = TestContainer::create() else {
+    let Some(container) = ebpf_container() else {
         return;
     };
     let events = CounterEvents([
@@ -857,8 +853,7 @@ fn a_moved_process_is_charged_to_its_new_cgroup() {
         "exec python3 -c 'import time\nwhile True:\n t = time.perf_counter()\n while time.perf_counter() - t < 0.001: pass\n time.sleep(0.001)'",
     ));
     let pid = child.0.id();
-    let cgroup_id = |c: &TestContainer| fs::metadata(&c.dir).unwrap().ino();
-    let (from_id, to_id) = (cgroup_id(&from), cgroup_id(&to));
+    let (from_id, to_id) = (from.cgroup_id(), to.cgroup_id());
     let move_to =
         |c: &TestContainer| fs::write(c.dir.join("cgroup.procs"), pid.to_string()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -945,13 +940,10 @@ fn a_moved_process_is_charged_to_its_new_cgroup() {
 /// their time still matches the kernel's.
 #[test]
 fn two_processes_taking_turns_on_one_cpu_are_both_pending_and_match_cpu_stat() {
-    if !common::require_ebpf("loading the BPF program") {
-        return;
-    }
-    let Some(container) = TestContainer::create() else {
+    let Some(container) = ebpf_container() else {
         return;
     };
-    let cgroup = fs::metadata(&container.dir).unwrap().ino();
+    let cgroup = container.cgroup_id();
     let mut program =
         EbpfProgram::load().unwrap_or_else(|e| panic!("eBPF program failed to load: {e}"));
     let _pair = common::ChildGuard(common::spawn_in_cgroup(

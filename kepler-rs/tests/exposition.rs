@@ -856,10 +856,8 @@ async fn metrics_endpoint_negotiates_openmetrics() {
     assert_eq!(headers["content-type"], CONTENT_TYPE_TEXT);
 }
 
-/// A node with 2,000 processes: `/metrics` is sent in pieces of about `PIECE_BYTES` (never one
-/// buffer the size of the page) that join to exactly the rendered page.
-#[tokio::test]
-async fn large_pages_are_sent_in_pieces() {
+/// The client snapshot with 2,000 more processes: a page of more than 20 pieces.
+fn with_2000_processes() -> Snapshot {
     let mut s = client_all_zones();
     let template = s.processes[0].clone();
     for pid in 10_000..12_000 {
@@ -869,6 +867,14 @@ async fn large_pages_are_sent_in_pieces() {
             ..template.clone()
         });
     }
+    s
+}
+
+/// A node with 2,000 processes: `/metrics` is sent in pieces of about `PIECE_BYTES` (never one
+/// buffer the size of the page) that join to exactly the rendered page.
+#[tokio::test]
+async fn large_pages_are_sent_in_pieces() {
+    let s = with_2000_processes();
     let expected = render(&s, &errors(), true, Format::Text);
     assert!(expected.len() > 20 * PIECE_BYTES, "{}", expected.len());
     let response = router(state(s, true))
@@ -893,15 +899,7 @@ async fn large_pages_are_sent_in_pieces() {
 /// render stops as soon as its reader is gone (a client that hangs up mid-page).
 #[test]
 fn a_render_hands_over_each_piece_and_stops_when_the_reader_is_gone() {
-    let mut s = client_all_zones();
-    let template = s.processes[0].clone();
-    for pid in 10_000..12_000 {
-        s.processes.push(ProcessEnergy {
-            pid,
-            comm: format!("worker-{pid}"),
-            ..template.clone()
-        });
-    }
+    let s = with_2000_processes();
     let options = RenderOptions {
         process_metrics: true,
         ..Default::default()

@@ -451,13 +451,11 @@ async fn wait_for(port: u16, what: &str, pred: impl Fn(&str) -> bool) -> String 
     panic!("timed out waiting for {what}; last /metrics:\n{last}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_labels_containers_from_the_kubelet() {
-    let kubelet = Kubelet::start(fs::read(FIXTURE).unwrap(), "tok").await;
-    let host = FakeHost::new();
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("token"), "tok").unwrap();
-    let ca = kubelet.write_ca(dir.path());
+/// The real binary on `host`, reading pods from `kubelet` with the token "tok" (its token and
+/// CA files go to `dir`), measuring every 200 ms, with `extra` flags; killed on drop.
+fn spawn_binary(kubelet: &Kubelet, host: &FakeHost, dir: &Path, extra: &[&str]) -> (Exporter, u16) {
+    fs::write(dir.join("token"), "tok").unwrap();
+    let ca = kubelet.write_ca(dir);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -471,21 +469,27 @@ async fn binary_labels_containers_from_the_kubelet() {
             "200ms",
             "--kube.enable",
         ])
+        .args(extra)
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg(format!("--host.sysfs={}", host.sysfs().display()))
         .arg(format!("--host.procfs={}", host.procfs().display()))
         .arg(format!("--kube.kubelet-url={}", kubelet.url))
-        .arg(format!(
-            "--kube.token-file={}",
-            dir.path().join("token").display()
-        ))
+        .arg(format!("--kube.token-file={}", dir.join("token").display()))
         .arg(format!("--kube.ca-file={}", ca.display()))
         .args(["--kube.poll-interval", "200ms"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let _exporter = Exporter(child);
+    (Exporter(child), port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_labels_containers_from_the_kubelet() {
+    let kubelet = Kubelet::start(fs::read(FIXTURE).unwrap(), "tok").await;
+    let host = FakeHost::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (_exporter, port) = spawn_binary(&kubelet, &host, dir.path(), &[]);
     let nginx = format!(
         "container_id=\"{}\",pod_name=\"{WEB}\",container_name=\"nginx\",container_namespace=\"shop\"",
         hex("9c")
@@ -521,41 +525,18 @@ async fn binary_splits_idle_energy_by_the_kubelets_cpu_requests() {
     let kubelet = Kubelet::start(fs::read(FIXTURE).unwrap(), "tok").await;
     let mut host = FakeHost::new();
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("token"), "tok").unwrap();
-    let ca = kubelet.write_ca(dir.path());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
-        .args([
-            "--log.level",
-            "warn",
-            "--monitor.interval",
-            "200ms",
-            "--kube.enable",
+    let (_exporter, port) = spawn_binary(
+        &kubelet,
+        &host,
+        dir.path(),
+        &[
             "--attribution.idle-policy",
             "requests",
             // Steady simulated power (the fake host's counters move in steps the exporter's
             // intervals would sample unevenly, which the idle estimator reads as zero idle).
             "--fake-rapl",
-        ])
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--host.sysfs={}", host.sysfs().display()))
-        .arg(format!("--host.procfs={}", host.procfs().display()))
-        .arg(format!("--kube.kubelet-url={}", kubelet.url))
-        .arg(format!(
-            "--kube.token-file={}",
-            dir.path().join("token").display()
-        ))
-        .arg(format!("--kube.ca-file={}", ca.display()))
-        .args(["--kube.poll-interval", "200ms"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _exporter = Exporter(child);
+        ],
+    );
     let idle = |text: &str, id: &str| -> f64 {
         let prefix = format!("kepler_container_package_joules_total{{container_id=\"{id}\",");
         // One simulated socket: package-0.

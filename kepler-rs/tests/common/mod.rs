@@ -344,6 +344,13 @@ impl TestContainer {
         })
     }
 
+    /// The cgroup's id as the kernel reports it (`bpf_get_current_cgroup_id`): the inode number
+    /// of its directory.
+    pub fn cgroup_id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.dir).unwrap().ino()
+    }
+
     /// `cpu.stat usage_usec` of the container.
     pub fn usage_usec(&self) -> u64 {
         usage_usec(&self.dir)
