@@ -757,6 +757,20 @@ fn run_short_lived_processes(count: u32) {
     assert!(status.success());
 }
 
+/// Per pending slot of every CPU: the generation of the time it holds, if any.
+fn pending_generations(program: &EbpfProgram) -> Vec<Option<u32>> {
+    program
+        .cpu_states()
+        .unwrap()
+        .iter()
+        .flat_map(|cpu| {
+            cpu.slots
+                .iter()
+                .map(kepler_ebpf::Pending::pending_generation)
+        })
+        .collect()
+}
+
 /// A drain flushes what every CPU holds pending for the generation it drains: a CPU that keeps
 /// running the same process between idles charges its later slices in its own state, not in
 /// the map, until another process runs there; without the flush that time would miss the
@@ -792,30 +806,12 @@ fn a_drain_leaves_no_time_pending_from_the_drained_generation() {
             }
             drop(to_b);
             partner.join().unwrap();
-            let before: Vec<Option<u32>> = program
-                .cpu_states()
-                .unwrap()
-                .iter()
-                .flat_map(|cpu| {
-                    cpu.slots
-                        .iter()
-                        .map(kepler_ebpf::Pending::pending_generation)
-                })
-                .collect();
+            let before = pending_generations(&program);
             let drained_gen = program.generation();
             flushed += before.iter().filter(|g| **g == Some(drained_gen)).count();
             let d = program.drain();
             assert!(d.flush_errors.is_empty(), "{:?}", d.flush_errors);
-            let after: Vec<Option<u32>> = program
-                .cpu_states()
-                .unwrap()
-                .iter()
-                .flat_map(|cpu| {
-                    cpu.slots
-                        .iter()
-                        .map(kepler_ebpf::Pending::pending_generation)
-                })
-                .collect();
+            let after = pending_generations(&program);
             assert!(
                 after.iter().all(|g| *g != Some(drained_gen)),
                 "time of drained generation {drained_gen} still pending: {after:?}"
