@@ -21,6 +21,11 @@ impl Drop for Killed {
 }
 
 fn exporter() -> (Killed, String) {
+    exporter_measuring_every("300ms", Duration::from_millis(1500))
+}
+
+/// The exporter on fake RAPL, measuring every `interval`, after `settle` to start up.
+fn exporter_measuring_every(interval: &str, settle: Duration) -> (Killed, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,7 +37,7 @@ fn exporter() -> (Killed, String) {
             "--log.level",
             "warn",
             "--monitor.interval",
-            "300ms",
+            interval,
             "--web.listen-address",
         ])
         .arg(format!("127.0.0.1:{port}"))
@@ -40,15 +45,28 @@ fn exporter() -> (Killed, String) {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/metrics");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(settle);
     (Killed(child), url)
 }
 
 #[test]
 fn once_prints_a_table_of_container_power() {
     let (_exporter, url) = exporter();
+    assert_total_in_model_range(&url);
+}
+
+/// An exporter that measures every 4 s, read by `top --once --interval 1s`: the second scrape
+/// still shows the first one's snapshot, so top waits for the next one instead of printing 0 W.
+#[test]
+fn once_waits_for_a_new_snapshot_when_the_exporter_measures_less_often() {
+    let (_exporter, url) = exporter_measuring_every("4s", Duration::from_millis(4500));
+    assert_total_in_model_range(&url);
+}
+
+/// Runs `top --once --interval 1s` and checks the total power it prints.
+fn assert_total_in_model_range(url: &str) {
     let out = Command::new(BIN)
-        .args(["top", "--once", "--interval", "1s", "--url", &url])
+        .args(["top", "--once", "--interval", "1s", "--url", url])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -3,8 +3,9 @@
 //!
 //! Every interval it scrapes once and shows the power between the last two scrapes
 //! ([`table`]). Keys: `p`/`e`/`n` sort by power, energy or name, `g` switches between
-//! container, pod and process rows, `q` quits. `--once` scrapes twice one interval apart, prints
-//! one plain table and exits (for scripts and tests).
+//! container, pod and process rows, `q` quits. `--once` scrapes twice one interval apart (longer
+//! if the exporter has not measured again by then), prints one plain table and exits (for
+//! scripts and tests).
 
 pub mod table;
 
@@ -90,7 +91,15 @@ pub fn run_once(opts: &TopOptions) -> Result<()> {
     let first = scrape(&opts.url)?;
     let started = Instant::now();
     std::thread::sleep(opts.interval);
-    let second = scrape(&opts.url)?;
+    let mut second = scrape(&opts.url)?;
+    // An exporter that has not measured again since the first scrape (its interval is longer
+    // than ours, or the node is busy) shows no rate yet: wait for its next snapshot, for at
+    // most ten of our intervals.
+    let deadline = Instant::now() + opts.interval * 10;
+    while !table::shows_newer_snapshot(&first, &second) && Instant::now() < deadline {
+        std::thread::sleep(opts.interval.min(Duration::from_millis(250)));
+        second = scrape(&opts.url)?;
+    }
     let rows = table::build(
         &table::counters(&first, opts.group),
         &table::counters(&second, opts.group),

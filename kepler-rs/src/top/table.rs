@@ -124,6 +124,18 @@ pub fn snapshot_time(scrape: &prometheus_parse::Scrape) -> Option<f64> {
         })
 }
 
+/// Whether `after` shows a later measurement than `before` (true where an exporter does not say
+/// when it measured, as Kepler does not).
+pub fn shows_newer_snapshot(
+    before: &prometheus_parse::Scrape,
+    after: &prometheus_parse::Scrape,
+) -> bool {
+    match (snapshot_time(before), snapshot_time(after)) {
+        (Some(t0), Some(t1)) => t1 > t0,
+        _ => true,
+    }
+}
+
 /// Time between the snapshots two scrapes show, else `fallback` (the time between the scrapes).
 pub fn elapsed_between(
     before: &prometheus_parse::Scrape,
