@@ -8,18 +8,21 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
+use tokio::sync::Semaphore;
 use tower_http::compression::CompressionLayer;
 
 use crate::export::prometheus::{render_each_piece, text, BuildInfo, Format, RenderOptions};
+use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 
@@ -39,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/", get(index))
+        .layer(Extension(Arc::new(Semaphore::new(MAX_PARALLEL_SCRAPES))))
         .layer(CompressionLayer::new())
         .with_state(state)
 }
@@ -61,20 +65,60 @@ pub async fn serve(
 /// many are queued, so a scrape holds a few pieces of the page at a time, not the whole page.
 const PIECES_AHEAD: usize = 2;
 
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// Scrapes rendered at once (each on a blocking thread while its client reads); more are
+/// answered 503 at once, as node_exporter's `--web.max-requests` does (its default is 40 too).
+pub const MAX_PARALLEL_SCRAPES: usize = 40;
+
+/// How long a render waits for its client to take the next piece before it cuts the scrape
+/// off, so that clients that stop reading do not hold render threads for ever.
+const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn metrics(
+    State(state): State<AppState>,
+    Extension(scrapes): Extension<Arc<Semaphore>>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(permit) = scrapes.try_acquire_owned() else {
+        report_error!(
+            state.self_metrics,
+            "server",
+            "too_many_scrapes",
+            limit = MAX_PARALLEL_SCRAPES,
+            "more parallel /metrics requests than allowed: answered 503"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("more than {MAX_PARALLEL_SCRAPES} parallel scrapes\n"),
+        )
+            .into_response();
+    };
     let format = negotiate(&headers);
     let snapshot = state.snapshot.load_full();
     // Rendered on a blocking thread while the body is sent, piece by piece, never joined into
-    // one string; a client that goes away stops the render.
+    // one string; a client that goes away, or takes nothing for PIECE_TIMEOUT, stops the render.
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(PIECES_AHEAD);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let metrics = &state.self_metrics;
         render_each_piece(
             &snapshot,
-            &state.self_metrics,
+            metrics,
             &state.render,
             &state.build,
             format,
-            |piece| tx.blocking_send(piece).is_ok(),
+            |piece| match runtime.block_on(tokio::time::timeout(PIECE_TIMEOUT, tx.send(piece))) {
+                Ok(sent) => sent.is_ok(),
+                Err(_) => {
+                    report_error!(
+                        metrics,
+                        "server",
+                        "scrape_stalled",
+                        "a /metrics client took nothing for {PIECE_TIMEOUT:?}: its scrape is cut off"
+                    );
+                    false
+                }
+            },
         )
     });
     let pieces = futures_util::stream::unfold(rx, |mut rx| async move {

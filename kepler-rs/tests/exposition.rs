@@ -22,7 +22,7 @@ use kepler_rs::export::prometheus::{
 use kepler_rs::power::units::{CpuNanos, Microjoules, Watts};
 use kepler_rs::power::{ZoneId, ZoneKind};
 use kepler_rs::selfmetrics::SelfMetrics;
-use kepler_rs::server::{router, serve, AppState};
+use kepler_rs::server::{router, serve, AppState, MAX_PARALLEL_SCRAPES};
 use kepler_rs::snapshot::{
     EnergyByKind, ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, State, WorkloadEnergy,
 };
@@ -929,6 +929,47 @@ fn a_render_hands_over_each_piece_and_stops_when_the_reader_is_gone() {
         taken < 3
     }));
     assert_eq!(taken, 3, "the render went on after its reader was gone");
+}
+
+/// At most `MAX_PARALLEL_SCRAPES` scrapes render at once: with that many unread (each render
+/// waits with two pieces queued) one more is answered 503, and once one of them is dropped its
+/// render stops and a scrape is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_scrapes_beyond_the_limit_are_answered_503() {
+    let app = router(state(with_2000_processes(), true));
+    let get = || {
+        app.clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+    };
+    let mut unread = Vec::new();
+    for _ in 0..MAX_PARALLEL_SCRAPES {
+        let response = get().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        unread.push(response);
+    }
+    let refused = get().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(unread.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = get().await.unwrap();
+        if response.status() == StatusCode::OK {
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            // The whole page (its last series), and the refusals counted (one, or more while the
+            // dropped render was still stopping).
+            assert!(body.contains("kepler_process_uncore_joules_total{pid=\"11999\""));
+            assert!(body.contains(
+                "kepler_exporter_errors_total{component=\"server\",reason=\"too_many_scrapes\"} "
+            ));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no place freed by the dropped scrape"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
