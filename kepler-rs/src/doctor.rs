@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::app::cgroup_root;
-use crate::config::Config;
+use crate::config::{Config, IdlePolicy};
 use crate::power::estimator::EstimatorModel;
 use crate::power::rapl::{self, DiscoverError, RaplMeter};
 use crate::power::PowerMeter;
@@ -102,6 +102,7 @@ pub fn diagnose(config: &Config, env: impl Fn(&str) -> Option<String>) -> Report
         cgroup_check(&config.sysfs),
         runtime_check(&config.sysfs, &config.procfs),
         kubernetes_check(&env),
+        idle_policy_check(config),
     ];
     Report {
         checks,
@@ -358,6 +359,35 @@ fn runtime_check(sysfs: &Path, procfs: &Path) -> Check {
     }
 }
 
+fn idle_policy_check(config: &Config) -> Check {
+    match (config.idle_policy, &config.kube) {
+        (IdlePolicy::CpuShare, _) => check(
+            "idle policy",
+            Status::Ok,
+            "cpu-share: idle energy by CPU time over attribution.idleWindow",
+            "",
+        ),
+        (IdlePolicy::Even, _) => check(
+            "idle policy",
+            Status::Ok,
+            "even: idle energy equally per container",
+            "",
+        ),
+        (IdlePolicy::Requests, Some(_)) => check(
+            "idle policy",
+            Status::Ok,
+            "requests: idle energy by the pods' CPU requests, read from pod metadata",
+            "",
+        ),
+        (IdlePolicy::Requests, None) => check(
+            "idle policy",
+            Status::Warn,
+            "requests without pod metadata: no request is known, so idle energy is split by cpu-share",
+            "enable pod metadata (--kube.enable) or choose attribution.idlePolicy cpu-share",
+        ),
+    }
+}
+
 fn kubernetes_check(env: &impl Fn(&str) -> Option<String>) -> Check {
     let (Some(host), port) = (
         env("KUBERNETES_SERVICE_HOST"),
@@ -431,6 +461,36 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("kernel/btf")).unwrap();
         std::fs::write(dir.path().join("kernel/btf/vmlinux"), b"BTF").unwrap();
         dir
+    }
+
+    #[test]
+    fn requests_idle_policy_without_pod_metadata_warns() {
+        let sys = fixture_sysfs();
+        let proc_dir = tempfile::tempdir().unwrap();
+        let mut c = config(sys.path(), proc_dir.path());
+        assert_eq!(
+            find(&diagnose(&c, |_| None), "idle policy").status,
+            Status::Ok
+        );
+        c.idle_policy = IdlePolicy::Requests;
+        let r = diagnose(&c, |_| None);
+        let idle = find(&r, "idle policy");
+        assert_eq!(idle.status, Status::Warn, "{r}");
+        assert!(idle.advice.contains("--kube.enable"), "{r}");
+        let cli = layers::parse_args([
+            "kepler-rs".to_string(),
+            format!("--host.sysfs={}", sys.path().display()),
+            format!("--host.procfs={}", proc_dir.path().display()),
+            "--attribution.idle-policy=requests".to_string(),
+            "--kube.enable".to_string(),
+            "--kube.node-name=worker-1".to_string(),
+        ])
+        .unwrap();
+        let with_pods = Config::load(&cli, |_| None).unwrap();
+        assert_eq!(
+            find(&diagnose(&with_pods, |_| None), "idle policy").status,
+            Status::Ok
+        );
     }
 
     fn find<'a>(r: &'a Report, name: &str) -> &'a Check {
