@@ -32,6 +32,8 @@ pub struct CpuTimes {
     /// `user + nice + system + idle + iowait + irq + softirq + steal` (guest time is already
     /// counted inside user and nice, so it is not added again).
     pub total: u64,
+    /// Online CPUs: the `cpuN` lines of the same file.
+    pub cpus: u32,
 }
 
 impl CpuTimes {
@@ -63,7 +65,11 @@ impl CpuTimes {
         let (idle, iowait) = (field(3), field(4));
         let total = (0..8).map(field).fold(0u64, u64::saturating_add);
         let busy = total.saturating_sub(idle).saturating_sub(iowait);
-        Ok(CpuTimes { busy, total })
+        Ok(CpuTimes {
+            busy,
+            total,
+            cpus: count_cpus(content),
+        })
     }
 
     /// The busy fraction of the CPU between `earlier` and `self`, in `0.0..=1.0`. Zero when no
@@ -85,27 +91,16 @@ impl CpuTimes {
 
 /// Reads the node's aggregate CPU times from `<procfs>/stat`.
 pub fn read_cpu_times(procfs: &Path) -> Result<CpuTimes, HostError> {
-    let (content, path) = read_stat(procfs)?;
-    CpuTimes::parse(&content, &path)
-}
-
-/// `<procfs>/stat` and its path.
-fn read_stat(procfs: &Path) -> Result<(String, PathBuf), HostError> {
     let path = procfs.join("stat");
     let content = fs::read_to_string(&path).map_err(|source| HostError::Io {
         path: path.clone(),
         source,
     })?;
-    Ok((content, path))
-}
-
-/// The number of online CPUs: the `cpuN` lines of `<procfs>/stat`.
-pub fn online_cpus(procfs: &Path) -> Result<u32, HostError> {
-    Ok(count_cpus(&read_stat(procfs)?.0))
+    CpuTimes::parse(&content, &path)
 }
 
 /// The `cpuN` lines of a `/proc/stat` content.
-pub fn count_cpus(content: &str) -> u32 {
+fn count_cpus(content: &str) -> u32 {
     content
         .lines()
         .filter(|l| {
@@ -287,7 +282,8 @@ mod tests {
             t,
             CpuTimes {
                 busy: 20,
-                total: 100
+                total: 100,
+                cpus: 0
             }
         );
     }
@@ -305,10 +301,12 @@ mod tests {
         let a = CpuTimes {
             busy: 100,
             total: 400,
+            ..Default::default()
         };
         let b = CpuTimes {
             busy: 150,
             total: 500,
+            ..Default::default()
         };
         assert_eq!(b.utilisation_since(&a), 0.5);
         assert_eq!(a.utilisation_since(&a), 0.0);
@@ -317,11 +315,13 @@ mod tests {
         let odd = CpuTimes {
             busy: 1000,
             total: 450,
+            ..Default::default()
         };
         assert_eq!(odd.utilisation_since(&a), 1.0);
         let max = CpuTimes {
             busy: u64::MAX,
             total: u64::MAX,
+            ..Default::default()
         };
         let u = max.utilisation_since(&CpuTimes::default());
         assert!((0.0..=1.0).contains(&u));

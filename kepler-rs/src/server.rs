@@ -3,8 +3,9 @@
 //! [`router`] builds the axum [`Router`] (tests call it without a socket); [`serve`] runs it on a
 //! listener until a shutdown future completes. A scrape renders the latest published
 //! [`Snapshot`] (one `ArcSwap` load) and never measures, so scrapers cannot change what is
-//! measured; the page is rendered on a blocking thread a few pieces ahead of the connection. `/metrics` answers the Prometheus text format 0.0.4 unless the `Accept` header
-//! prefers OpenMetrics, and is gzip-compressed when the client accepts it.
+//! measured; the page is rendered on a blocking thread a few pieces ahead of the connection.
+//! `/metrics` answers the Prometheus text format 0.0.4 unless the `Accept` header prefers
+//! OpenMetrics, and is gzip-compressed when the client accepts it.
 
 use std::future::Future;
 use std::sync::Arc;

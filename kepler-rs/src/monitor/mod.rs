@@ -146,10 +146,17 @@ impl Monitor {
             .unwrap_or(Duration::ZERO);
         let first = self.last_time.is_none();
         self.last_time = Some(now);
+        // Each live workload's metadata, looked up once per interval (aligned with
+        // `sample.workloads`).
+        let metas: Vec<WorkloadMeta> = sample
+            .workloads
+            .iter()
+            .map(|(key, usage)| self.meta(key, usage))
+            .collect();
 
         if !first && !elapsed.is_zero() {
             if self.options.idle_policy == IdlePolicy::Requests {
-                let requests = self.cpu_requests(&sample);
+                let requests = self.cpu_requests(&sample, &metas);
                 self.attributor.set_cpu_requests(requests);
             }
             let attribution = self.attributor.attribute(
@@ -168,8 +175,7 @@ impl Monitor {
                 .iter()
                 .map(|(z, d)| (*z, d.over(elapsed)))
                 .collect();
-            for (key, usage) in &sample.workloads {
-                let meta = self.meta(key, usage);
+            for ((key, usage), meta) in sample.workloads.iter().zip(metas) {
                 self.workloads.update(
                     key,
                     meta,
@@ -193,8 +199,7 @@ impl Monitor {
             self.last_interval = elapsed;
             self.last_utilisation = utilisation;
         } else {
-            for (key, usage) in &sample.workloads {
-                let meta = self.meta(key, usage);
+            for ((key, usage), meta) in sample.workloads.iter().zip(metas) {
                 self.workloads
                     .update(key, meta, None, usage.cpu, usage.counters);
             }
@@ -214,28 +219,19 @@ impl Monitor {
     }
 
     /// The `requests` idle policy's input: each live container's CPU request from its pod's
-    /// spec, and the node's online CPUs.
-    fn cpu_requests(&self, sample: &WorkloadSample) -> CpuRequests {
+    /// spec (`metas` aligned with `sample.workloads`), and the node's online CPUs from the
+    /// latest `/proc/stat` reading (none before one succeeded).
+    fn cpu_requests(&self, sample: &WorkloadSample, metas: &[WorkloadMeta]) -> CpuRequests {
         let millicores = sample
             .workloads
-            .iter()
-            .filter_map(|(key, usage)| {
-                let request = self.meta(key, usage).names?.cpu_request_millicores?;
+            .keys()
+            .zip(metas)
+            .filter_map(|(key, meta)| {
+                let request = meta.names.as_ref()?.cpu_request_millicores?;
                 Some((key.clone(), request))
             })
             .collect();
-        let cpus = match host::online_cpus(&self.options.procfs) {
-            Ok(n) => n,
-            Err(e) => {
-                report_error!(
-                    self.metrics,
-                    "host",
-                    "proc_stat",
-                    "cannot count the node's CPUs for the requests idle policy: {e}"
-                );
-                0
-            }
-        };
+        let cpus = self.last_cpu_times.map_or(0, |t| t.cpus);
         CpuRequests {
             millicores,
             capacity_millicores: u64::from(cpus) * 1000,

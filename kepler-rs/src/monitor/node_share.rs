@@ -97,6 +97,7 @@ mod tests {
         CpuTimes {
             busy,
             total: busy + 10_000,
+            ..Default::default()
         }
     }
 
