@@ -757,6 +757,19 @@ fn run_short_lived_processes(count: u32) {
     assert!(status.success());
 }
 
+/// The on-CPU seconds a drain holds for the (process, cgroup) pairs `keep` selects.
+fn drained_seconds(
+    drained: &kepler_rs::workload::ebpf::loader::Drained,
+    keep: impl Fn(&kepler_ebpf::CpuKey) -> bool,
+) -> f64 {
+    drained
+        .cpu
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(_, v)| v.cpu_ns as f64 / 1e9)
+        .sum()
+}
+
 /// Per pending slot of every CPU: the generation of the time it holds, if any.
 fn pending_generations(program: &EbpfProgram) -> Vec<Option<u32>> {
     program
@@ -907,15 +920,10 @@ fn a_moved_process_is_charged_to_its_new_cgroup() {
     let truth = (to.usage_usec() - base) as f64 / 1e6;
     to.freeze(false);
     from.freeze(false);
-    let time_in = |cgroup: u64| -> f64 {
-        drained
-            .cpu
-            .iter()
-            .filter(|(k, _)| k.tgid == pid && k.cgroup_id == cgroup)
-            .map(|(_, v)| v.cpu_ns as f64 / 1e9)
-            .sum()
-    };
-    let (in_to, in_from) = (time_in(to_id), time_in(from_id));
+    let (in_to, in_from) = (
+        drained_seconds(&drained, |k| k.tgid == pid && k.cgroup_id == to_id),
+        drained_seconds(&drained, |k| k.tgid == pid && k.cgroup_id == from_id),
+    );
     let error = (in_to - truth).abs() / truth;
     println!(
         "after the move: eBPF {in_to:.4} s in the new cgroup, {in_from:.4} s in the old one; cpu.stat of the new one {truth:.4} s; error {:.3}%",
@@ -972,12 +980,7 @@ fn two_processes_taking_turns_on_one_cpu_are_both_pending_and_match_cpu_stat() {
     let truth = (container.usage_usec() - base) as f64 / 1e6;
     let _ = fs::write(container.dir.join("cgroup.kill"), "1");
     container.freeze(false);
-    let measured: f64 = drained
-        .cpu
-        .iter()
-        .filter(|(k, _)| k.cgroup_id == cgroup)
-        .map(|(_, v)| v.cpu_ns as f64 / 1e9)
-        .sum();
+    let measured = drained_seconds(&drained, |k| k.cgroup_id == cgroup);
     let error = (measured - truth).abs() / truth;
     println!(
         "eBPF {measured:.4} s, cpu.stat {truth:.4} s, error {:.3}%; CPU 0 held both processes pending at {both_pending} looks",

@@ -17,9 +17,14 @@ const DRAM0: ZoneId = ZoneId {
 };
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A fresh attributor: a 1-minute idle window, a 1-hour half-life for the idle estimator.
+fn attributor(policy: IdlePolicy) -> Attributor {
+    Attributor::new(policy, Duration::from_secs(60), Duration::from_secs(3600))
+}
+
 /// An attributor whose idle estimator has learnt P = 10 W + 40 W * u on PKG0 and DRAM0.
 fn warmed_up(policy: IdlePolicy) -> Attributor {
-    let mut at = Attributor::new(policy, Duration::from_secs(60), Duration::from_secs(3600));
+    let mut at = attributor(policy);
     let s = sample(&[(container(9), 1_000_000)]);
     for i in 0..20 {
         let u = (i % 10) as f64 / 10.0;
@@ -50,11 +55,7 @@ fn dynamic_follows_cpu_ratio() {
 
 #[test]
 fn first_interval_is_all_idle_then_regression_separates() {
-    let mut at = Attributor::new(
-        IdlePolicy::CpuShare,
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    );
+    let mut at = attributor(IdlePolicy::CpuShare);
     let s = sample(&[(container(1), 1_000_000_000)]);
     // First observation: the minimum power is all we know, so everything is idle.
     let a = at.attribute(&[(PKG0, Microjoules(30_000_000))], SECOND, 0.5, &s, false);
@@ -76,11 +77,7 @@ fn first_interval_is_all_idle_then_regression_separates() {
 
 #[test]
 fn no_cpu_anywhere_goes_to_kernel() {
-    let mut at = Attributor::new(
-        IdlePolicy::CpuShare,
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    );
+    let mut at = attributor(IdlePolicy::CpuShare);
     let s = sample(&[(container(1), 0)]);
     let a = at.attribute(&[(PKG0, Microjoules(5_000_000))], SECOND, 0.0, &s, false);
     assert_eq!(
@@ -91,11 +88,7 @@ fn no_cpu_anywhere_goes_to_kernel() {
 
 #[test]
 fn even_idle_policy_splits_per_container() {
-    let mut at = Attributor::new(
-        IdlePolicy::Even,
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    );
+    let mut at = attributor(IdlePolicy::Even);
     let s = sample(&[(container(1), 9_000_000_000), (container(2), 0)]);
     let a = at.attribute(&[(PKG0, Microjoules(4_000_000))], SECOND, 0.1, &s, false);
     // Only one observation: all idle, split over 4 workloads (2 containers + 2 pseudo).
@@ -115,11 +108,7 @@ fn even_idle_policy_splits_per_container() {
 
 #[test]
 fn cpu_share_idle_remembers_the_window() {
-    let mut at = Attributor::new(
-        IdlePolicy::CpuShare,
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    );
+    let mut at = attributor(IdlePolicy::CpuShare);
     at.attribute(
         &[(PKG0, Microjoules(1_000_000))],
         SECOND,
@@ -198,7 +187,7 @@ proptest! {
         even in any::<bool>(),
     ) {
         let policy = if even { IdlePolicy::Even } else { IdlePolicy::CpuShare };
-        let mut at = Attributor::new(policy, Duration::from_secs(60), Duration::from_secs(3600));
+        let mut at = attributor(policy);
         for (zone_deltas, cpus, util, ms) in intervals {
             let zones: Vec<(ZoneId, Microjoules)> = zone_deltas.iter().enumerate()
                 .map(|(i, d)| (ZoneId { kind: ZoneKind::Package, socket: i as u32 }, Microjoules(*d)))
@@ -215,11 +204,7 @@ proptest! {
 
 #[test]
 fn requests_idle_policy_splits_by_request_and_gives_the_unrequested_rest_to_the_node() {
-    let mut at = Attributor::new(
-        IdlePolicy::Requests,
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    );
+    let mut at = attributor(IdlePolicy::Requests);
     // A 2-CPU node: container 1 requests 250m, container 2 750m, container 3 nothing; 1000m of
     // the node nobody requested.
     at.set_cpu_requests(CpuRequests {
@@ -246,7 +231,7 @@ fn requests_idle_policy_splits_by_request_and_gives_the_unrequested_rest_to_the_
 fn requests_idle_policy_without_any_request_is_cpu_share() {
     let s = sample(&[(container(1), 3_000_000_000), (container(2), 1_000_000_000)]);
     let run = |policy| {
-        let mut at = Attributor::new(policy, Duration::from_secs(60), Duration::from_secs(3600));
+        let mut at = attributor(policy);
         at.set_cpu_requests(CpuRequests {
             millicores: BTreeMap::new(),
             capacity_millicores: 2000,

@@ -357,12 +357,7 @@ impl EbpfProgram {
     ///
     /// [`CpuState`]: kepler_ebpf::CpuState
     pub fn cpu_states(&self) -> Result<Vec<kepler_ebpf::CpuState>, MapError> {
-        let map = self
-            .bpf
-            .map(kepler_ebpf::STATE_MAP)
-            .ok_or(MapError::InvalidName {
-                name: kepler_ebpf::STATE_MAP.into(),
-            })?;
+        let map = self.map(kepler_ebpf::STATE_MAP)?;
         Ok(match self.cpu {
             CpuMaps::Time(_) => PerCpuArray::<_, kepler_ebpf::CpuState>::try_from(map)?
                 .get(&0, 0)?
@@ -380,13 +375,14 @@ impl EbpfProgram {
     /// How many times a task was moved to another cgroup since the load, plus one (the
     /// object's `cgroup_moves` global, in its `.data` map): tests check the move hook counts.
     pub fn cgroup_moves(&self) -> Result<u64, MapError> {
-        let map = self
-            .bpf
-            .map(kepler_ebpf::DATA_MAP)
-            .ok_or(MapError::InvalidName {
-                name: kepler_ebpf::DATA_MAP.into(),
-            })?;
-        Array::<_, u64>::try_from(map)?.get(&0, 0)
+        Array::<_, u64>::try_from(self.map(kepler_ebpf::DATA_MAP)?)?.get(&0, 0)
+    }
+
+    /// One of the object's maps that stays in it after the load (read by tests).
+    fn map(&self, name: &'static str) -> Result<&Map, MapError> {
+        self.bpf
+            .map(name)
+            .ok_or(MapError::InvalidName { name: name.into() })
     }
 
     /// The generation the kernel writes now (0: the first CPU map).
