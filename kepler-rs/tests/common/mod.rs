@@ -2,6 +2,7 @@
 //! up, busy processes that die with the test, unique container ids and pod UIDs.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod freeze;
 pub mod otlp;
 
 use std::fs;
@@ -9,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -360,21 +361,7 @@ impl TestContainer {
     /// until `cgroup.events` says so. A frozen container's processes are off the CPU, so its
     /// CPU time stands still while a source and `cpu.stat` are both read.
     pub fn freeze(&self, frozen: bool) {
-        let want = if frozen { "frozen 1" } else { "frozen 0" };
-        fs::write(
-            self.dir.join("cgroup.freeze"),
-            if frozen { "1" } else { "0" },
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !fs::read_to_string(self.dir.join("cgroup.events"))
-            .unwrap()
-            .lines()
-            .any(|l| l == want)
-        {
-            assert!(Instant::now() < deadline, "{}: never {want}", self.id);
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        freeze::freeze_cgroup(&self.dir, &self.id, frozen);
     }
 }
 

@@ -14,6 +14,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cadvisor;
+#[path = "../../../kepler-rs/tests/common/freeze.rs"]
+pub mod freeze;
 pub mod grpc;
 
 use std::collections::BTreeMap;
@@ -556,21 +558,7 @@ impl Workload {
     /// (bounded) until `cgroup.events` says it is done: a frozen container uses no CPU, so its
     /// CPU time stands still while exporters catch up with it.
     pub fn freeze(&self, frozen: bool) {
-        let want = if frozen { "frozen 1" } else { "frozen 0" };
-        fs::write(
-            self.dir.join("cgroup.freeze"),
-            if frozen { "1" } else { "0" },
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !fs::read_to_string(self.dir.join("cgroup.events"))
-            .unwrap()
-            .lines()
-            .any(|l| l == want)
-        {
-            assert!(Instant::now() < deadline, "{}: never {want}", self.id);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        freeze::freeze_cgroup(&self.dir, &self.id, frozen);
     }
 
     /// The kernel's CPU time of the container (`cpu.stat` `usage_usec`), in milliseconds.
