@@ -3,7 +3,7 @@
 # OTLP/protobuf and OTLP/JSON bodies through decode + ingest + render, and gzip bodies through
 # the bounded decompressor. Installs cargo-fuzz if missing. Runs on the stable toolchain with
 # `--sanitizer none` (coverage instrumentation needs no nightly; AddressSanitizer would, and the
-# hub has no unsafe code for it to check). Each target starts from the seed requests in
+# hub has no unsafe code for it to check). Each target starts from the example requests in
 # collector/fuzz/seeds and runs KEPLER_FUZZ_SECS seconds (default 20; CI uses the default).
 #   scripts/fuzz.sh                 # every target
 #   KEPLER_FUZZ_SECS=600 scripts/fuzz.sh otlp_json

@@ -1,14 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The seed's verification on the seed's topology, as real processes in three network
-//! namespaces (see `common/mod.rs`): in `hub` the real `kepler-collector` (default listeners,
-//! per-cluster tokens on 4327/4328), a `kepler-rs --fake-rapl` pushing to 4317 and a real
-//! Prometheus scraping :9464 every 2 s; in `cluster1` and `cluster2` a `kepler-rs --fake-rapl
-//! --cluster clusterN` pushing across its veth link to the hub's spoke port with its own token,
-//! and a CPU-burning workload in a kubepods-shaped cgroup. PromQL must answer the seed's queries
-//! with data for all three clusters, and energy is conserved through the pipeline: at the same
-//! snapshot (matched by `kepler_exporter_snapshot_sequence`, which travels with the data) the
-//! hub exposes exactly the joules each exporter's `/metrics` shows, and containers add up to
-//! the node. Root only; skips otherwise.
+//! The reference multi-cluster deployment's verification on its topology (deploy/README.md), as
+//! real processes in three network namespaces (see `common/mod.rs`): in `hub` the real
+//! `kepler-collector` (default listeners, per-cluster tokens on 4327/4328), a `kepler-rs
+//! --fake-rapl` pushing to 4317 and a real Prometheus scraping :9464 every 2 s; in `cluster1` and
+//! `cluster2` a `kepler-rs --fake-rapl --cluster clusterN` pushing across its veth link to the
+//! hub's spoke port with its own token, and a CPU-burning workload in a kubepods-shaped cgroup.
+//! PromQL must answer the reference queries with data for all three clusters, and energy is
+//! conserved through the pipeline: at the same snapshot (matched by
+//! `kepler_exporter_snapshot_sequence`, which travels with the data) the hub exposes exactly the
+//! joules each exporter's `/metrics` shows, and containers add up to the node. Root only; skips
+//! otherwise.
 //!
 //! The relay: cluster1's exporter also relays a kubelet-shaped cAdvisor page served inside
 //! cluster1's namespace (`common/cadvisor.rs`, counters growing at known rates) to the hub with
@@ -53,7 +54,8 @@ fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserve
     let cadvisor = CadvisorServer::start(&pipeline.topo.spokes[0]);
     let prom = &pipeline.prometheus;
 
-    // The seed's verification: per-cluster container power, with data and above zero.
+    // The reference deployment's verification: per-cluster container power, with data and above
+    // zero.
     for cluster in CLUSTERS {
         let q = format!("rate(kepler_container_joules_total{{cluster=\"{cluster}\"}}[1m])");
         let result = prom.wait_for(&q, 120, |r| r.iter().any(|s| sample_value(s) > 0.0));

@@ -2,8 +2,9 @@
 //!
 //! RAPL `energy_uj` wraps at `max_energy_range_uj`; cgroup and process CPU counters never wrap but
 //! restart when the thing they count is replaced. [`Counter`] handles the first reading, a normal
-//! step, a wrap through a known maximum (no energy lost, unlike Kepler issue 575), and a step
-//! backwards without a known maximum (treated as a reset: nothing is invented).
+//! step, a wrap through a known maximum (no energy lost; Kepler dropped such an interval as noise,
+//! github.com/sustainable-computing-io/kepler/issues/575), and a step backwards without a known
+//! maximum (treated as a reset: nothing is invented).
 //! No other code subtracts raw counter values.
 
 use thiserror::Error;
