@@ -441,8 +441,8 @@ mod tests {
     fn fixture_sysfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let powercap = dir.path().join("class/powercap");
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/powercap/intel-2socket-server");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/powercap/intel-2socket-server");
         for zone in std::fs::read_dir(fixture).unwrap() {
             let zone = zone.unwrap();
             std::fs::create_dir_all(powercap.join(zone.file_name())).unwrap();

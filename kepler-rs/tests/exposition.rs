@@ -2,7 +2,7 @@
 //! Exposition tests: hand-built snapshots rendered as Kepler's classic family and compared
 //! byte for byte with golden files (`UPDATE_GOLDEN=1` rewrites them), checked with the real
 //! `promtool check metrics`, checked against the metric names and label sets of
-//! shared/spec/metrics.md, and served through the axum router without a socket.
+//! docs/metrics.md, and served through the axum router without a socket.
 
 mod common;
 
@@ -445,7 +445,7 @@ fn promtool_catches_what_we_guard_against() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The metric contract (shared/spec/metrics.md)
+// The metric contract (docs/metrics.md)
 
 /// A parsed sample line.
 #[derive(Debug)]
@@ -509,7 +509,7 @@ fn samples(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-/// Every metric name shared/spec/metrics.md allows in the classic family, plus our
+/// Every metric name docs/metrics.md allows in the classic family, plus our
 /// `kepler_exporter_*` self-metrics.
 fn spec_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();

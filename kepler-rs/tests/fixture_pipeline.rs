@@ -24,7 +24,7 @@ use kepler_rs::workload::procfs::ProcfsSource;
 use kepler_rs::workload::WorkloadKey;
 use std::collections::{BTreeMap, BTreeSet};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// One fixture process: pid, comm, `/proc/<pid>/cgroup` content, CPU ticks per interval, and the
@@ -39,7 +39,7 @@ struct Proc {
 }
 
 fn fixture_rows() -> Vec<(String, String)> {
-    let tsv = fs::read_to_string(Path::new(SHARED).join("cgroup-paths.tsv")).unwrap();
+    let tsv = fs::read_to_string(Path::new(TESTDATA).join("cgroup-paths.tsv")).unwrap();
     tsv.lines()
         .skip(1)
         .map(|l| {
@@ -306,7 +306,7 @@ fn fixture_host_resolves_every_container_and_conserves_energy() {
     assert_eq!(system.cpu_time.0, 4 * (4 + 2) * 10_000_000);
 }
 
-/// Modern label sets from shared/spec/metrics.md, each plus the constant `node_name`.
+/// Modern label sets from docs/metrics.md, each plus the constant `node_name`.
 fn modern_spec() -> BTreeMap<&'static str, &'static [&'static str]> {
     const NODE_ZONE: &[&str] = &["node_name", "zone", "path"];
     const PROCESS: &[&str] = &[

@@ -33,7 +33,7 @@ use kubelet_server::{fixture_with, pod, Kubelet, FIXTURE};
 
 const POWERCAP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/powercap/intel-client-psys"
+    "/testdata/powercap/intel-client-psys"
 );
 const WEB: &str = "web-7d9f8b6c5d-x2k4q";
 const LATE_UID: &str = "99999999-aaaa-4bbb-8ccc-dddddddddddd";

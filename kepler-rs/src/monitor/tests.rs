@@ -9,10 +9,7 @@ use crate::workload::testing::{container, sample_with_processes, Scripted};
 use crate::workload::WorkloadSample;
 use std::path::Path;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/powercap"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/powercap");
 
 /// A copy of a fixture host: `<root>/class/powercap/...` and `<root>/proc/stat`.
 struct Host {
@@ -495,7 +492,7 @@ fn requests_idle_policy_splits_idle_by_the_pods_cpu_requests() {
     stat(0);
     let pods = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/kubelet-pods.json"
+        "/testdata/kubelet-pods.json"
     ))
     .unwrap();
     let pods = PodIndex::from_pod_list(&pods).unwrap();

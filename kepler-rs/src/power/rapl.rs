@@ -311,11 +311,7 @@ mod tests {
     use super::*;
 
     fn fixture(host: &str) -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/powercap"
-        ))
-        .join(host)
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/powercap")).join(host)
     }
 
     fn id(kind: ZoneKind, socket: u32) -> ZoneId {

@@ -311,7 +311,7 @@ mod tests {
     fn fixture_rows() {
         let tsv = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/cgroup-paths.tsv"
+            "/testdata/cgroup-paths.tsv"
         ))
         .unwrap();
         let mut rows = 0;

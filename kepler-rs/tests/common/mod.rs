@@ -53,7 +53,7 @@ pub fn unique_ids() -> (String, String) {
 /// Copies a shared powercap fixture (e.g. `intel-2socket-server`) to `<sysfs>/class/powercap`.
 pub fn copy_powercap_fixture(host: &str, sysfs: &Path) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/powercap")
+        .join("testdata/powercap")
         .join(host);
     let powercap = sysfs.join("class/powercap");
     for zone in fs::read_dir(&fixture).unwrap_or_else(|e| panic!("{}: {e}", fixture.display())) {

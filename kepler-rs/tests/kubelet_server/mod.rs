@@ -17,10 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-pub const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/kubelet-pods.json"
-);
+pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/kubelet-pods.json");
 
 #[derive(Debug)]
 struct State {

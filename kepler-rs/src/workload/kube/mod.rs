@@ -237,10 +237,7 @@ mod tests {
     use super::*;
     use crate::workload::Runtime;
 
-    const FIXTURE: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/kubelet-pods.json"
-    );
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/kubelet-pods.json");
 
     fn id(hex: &str, pod_uid: Option<&str>) -> ContainerIdentity {
         ContainerIdentity {
