@@ -16,8 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::export::family::Family;
-use crate::export::prometheus::MetricType;
+use crate::export::family::{Family, MetricType};
 
 /// The data-point attribute that keys series by cluster at the hub.
 pub const CLUSTER_ATTRIBUTE: &str = "cluster";

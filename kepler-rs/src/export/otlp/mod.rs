@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
-use crate::export::prometheus::{families, BuildInfo, RenderOptions};
+use crate::export::family::{families, BuildInfo, RenderOptions};
 use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;

@@ -1,42 +1,30 @@
-//! Prometheus exposition of snapshots.
+//! Prometheus exposition of snapshots: the [`Family`]s that [`crate::export::family`] builds
+//! from one immutable [`Snapshot`], written as text.
 //!
 //! [`text`] is our own writer for the Prometheus text format 0.0.4 and OpenMetrics 1.0 text
-//! (why: docs/adr/0001-own-text-encoder.md), the `kepler-prom-text` crate shared with the hub; [`classic`] renders Kepler's classic metric family
-//! (`kepler_container_joules_total`, ...) from one immutable [`Snapshot`](crate::snapshot::Snapshot).
-//! Rendering only reads; it never measures. [`BuildInfo`] feeds `kepler_exporter_build_info`.
+//! (why: docs/adr/0001-own-text-encoder.md), the `kepler-prom-text` crate shared with the hub.
+//! Rendering only reads; it never measures. The family builders' inputs ([`BuildInfo`],
+//! [`RenderOptions`], [`Schema`]) are re-exported here, as the API `/metrics` callers use.
 
-pub mod classic;
-pub mod modern;
 /// The shared text writer (crate `kepler-prom-text`, also used by the hub in `collector/`).
 pub use kepler_prom_text as text;
 
-pub use classic::{classic_families, render_classic, RenderOptions, Schema};
+pub use crate::export::family::{classic_families, families, BuildInfo, RenderOptions, Schema};
 
 use crate::export::family::{Family, Value};
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 
-/// The families `options.schema` asks for (self-metrics always), sorted by name: what
-/// `/metrics` serves and OTLP pushes.
-pub fn families<'a>(
-    snapshot: &'a Snapshot,
+/// Renders Kepler's classic family from `snapshot` in `format`.
+pub fn render_classic(
+    snapshot: &Snapshot,
     self_metrics: &SelfMetrics,
     options: &RenderOptions,
-    build: &'a BuildInfo,
-) -> Vec<Family<'a>> {
-    let mut out = match options.schema {
-        Schema::Classic | Schema::Both => classic_families(snapshot, self_metrics, options, build),
-        Schema::Modern => {
-            let mut own = Vec::new();
-            classic::self_families(snapshot, self_metrics, &mut own);
-            own
-        }
-    };
-    if options.schema != Schema::Classic {
-        out.extend(modern::modern_families(snapshot, options, build));
-    }
-    out.sort_by_key(|f| f.name);
-    out
+    build: &BuildInfo,
+    format: Format,
+) -> String {
+    let families = classic_families(snapshot, self_metrics, options, build);
+    write_families(&families, format).concat()
 }
 
 /// Renders the families `options.schema` asks for in `format`, as one string.
@@ -87,7 +75,7 @@ pub fn render_each_piece(
 }
 
 /// Writes families with the text encoder, in pieces of about [`PIECE_BYTES`].
-pub(crate) fn write_families(families: &[Family<'_>], format: Format) -> Vec<String> {
+fn write_families(families: &[Family<'_>], format: Format) -> Vec<String> {
     let mut pieces = Vec::new();
     write_families_to(families, format, |piece| {
         pieces.push(piece);
@@ -129,55 +117,5 @@ fn write_families_to(
 }
 pub use text::{Encoder, Format, MetricType, CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT};
 
-/// What this binary is, for the build-info metrics. [`BuildInfo::current`] reads what
-/// `build.rs` recorded; tests build their own for stable output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildInfo {
-    /// Git branch at build time, or `unknown`.
-    pub branch: String,
-    /// Git commit at build time, or `unknown`.
-    pub revision: String,
-    /// The crate version.
-    pub version: String,
-    /// `std::env::consts::OS` (`linux`).
-    pub os: String,
-    /// `std::env::consts::ARCH` (`x86_64`).
-    pub arch: String,
-    /// The `rustc --version` that built us, or `unknown`.
-    pub rust_version: String,
-}
-
-impl BuildInfo {
-    /// The build facts of this binary.
-    pub fn current() -> Self {
-        Self {
-            branch: option_env!("KEPLER_BUILD_GIT_BRANCH")
-                .unwrap_or("unknown")
-                .to_string(),
-            revision: option_env!("KEPLER_BUILD_GIT_REVISION")
-                .unwrap_or("unknown")
-                .to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            os: std::env::consts::OS.to_string(),
-            arch: std::env::consts::ARCH.to_string(),
-            rust_version: option_env!("KEPLER_BUILD_RUSTC_VERSION")
-                .unwrap_or("unknown")
-                .to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn current_build_info_is_filled() {
-        let info = BuildInfo::current();
-        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
-        assert!(!info.branch.is_empty());
-        assert!(!info.revision.is_empty());
-        assert!(!info.rust_version.is_empty());
-        assert_eq!(info.os, std::env::consts::OS);
-    }
-}
+mod tests;

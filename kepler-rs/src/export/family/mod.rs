@@ -1,13 +1,36 @@
 //! The one description of the metrics every view exports: families of name, help, type, unit
-//! and labelled samples.
+//! and labelled samples, and the builders that make them from a snapshot.
 //!
-//! [`crate::export::prometheus::classic`] builds the families from a snapshot; the Prometheus
-//! text encoder writes them as `/metrics`, and [`crate::export::otlp`] maps the same families to
-//! OTLP, so both carry the same names and labels by construction. A family does not hold its
-//! samples: it visits them on demand, borrowing from the snapshot, so rendering allocates no
-//! per-sample label storage.
+//! This module holds the plain types; [`classic`] and [`modern`] build Kepler's two metric
+//! families, [`exporter`] our own `kepler_exporter_*` health metrics, and [`schema`] picks
+//! them by [`Schema`]. The views above this module (the Prometheus text encoder for `/metrics`,
+//! the OTLP push) only encode what it builds, so both carry the same names and labels by
+//! construction; nothing here knows about them. A family does not hold its samples: it visits them on demand, borrowing from the
+//! snapshot, so rendering allocates no per-sample label storage.
 
-use super::prometheus::MetricType;
+pub mod build_info;
+pub mod classic;
+pub mod exporter;
+pub mod modern;
+pub mod schema;
+
+pub use build_info::BuildInfo;
+pub use classic::classic_families;
+pub use modern::modern_families;
+pub use schema::families;
+
+pub use crate::config::Schema;
+/// The metric types (the text format's own: both encoders map from them).
+pub use kepler_prom_text::MetricType;
+
+/// What to include beyond the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Per-process series (`kepler_process_*`); off by default as in Kepler (they are many).
+    pub process_metrics: bool,
+    /// Which of Kepler's metric families to serve.
+    pub schema: Schema,
+}
 
 /// A sample value.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,4 +1,4 @@
-//! Kepler's classic metric family (Kepler <= 0.9), rendered from one snapshot.
+//! Kepler's classic metric family (Kepler <= 0.9), built from one snapshot.
 //!
 //! Names and label sets are fixed by compatibility (shared/spec/metrics.md): container,
 //! process and node energy counters in joules with `mode` (`dynamic`/`idle`) and `source`,
@@ -7,28 +7,14 @@
 //! build info gauges, plus our own `kepler_exporter_*` self-metrics. Families come out sorted by
 //! name and samples in snapshot order, so the output is stable for golden tests and diffs.
 
-use std::time::UNIX_EPOCH;
-
 use std::rc::Rc;
 
-use super::text::{Format, MetricType};
-use super::BuildInfo;
-use crate::export::family::{Family, Value, Visit};
+use super::exporter::exporter_families;
+use super::{BuildInfo, Family, MetricType, RenderOptions, Value, Visit};
 use crate::power::ZoneKind;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, WorkloadEnergy};
 use crate::workload::{HardwareCounter, WorkloadKey};
-
-/// What to include beyond the defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RenderOptions {
-    /// Per-process series (`kepler_process_*`); off by default as in Kepler (they are many).
-    pub process_metrics: bool,
-    /// Which of Kepler's metric families to serve.
-    pub schema: Schema,
-}
-
-pub use crate::config::Schema;
 
 /// Per zone kind: the classic metric name at each level and what the zone measures.
 struct ZoneNames {
@@ -134,18 +120,6 @@ pub fn classic_families<'a>(
     info_and_self_families(snapshot, build, self_metrics, &mut families);
     families.sort_by_key(|f| f.name);
     families
-}
-
-/// Renders Kepler's classic family from `snapshot` in `format`.
-pub fn render_classic(
-    snapshot: &Snapshot,
-    self_metrics: &SelfMetrics,
-    options: &RenderOptions,
-    build: &BuildInfo,
-    format: Format,
-) -> String {
-    let families = classic_families(snapshot, self_metrics, options, build);
-    super::write_families(&families, format).concat()
 }
 
 /// Whether the node has a zone of `kind` (the classic zone families exist only then).
@@ -430,7 +404,7 @@ fn info_and_self_families<'a>(
     out: &mut Vec<Family<'a>>,
 ) {
     classic_info_families(s, build, out);
-    self_families(s, self_metrics, out);
+    exporter_families(s, self_metrics, out);
 }
 
 /// Kepler's classic info gauges.
@@ -474,282 +448,4 @@ fn classic_info_families<'a>(s: &'a Snapshot, build: &'a BuildInfo, out: &mut Ve
             out(&labels, Value::Float(1.0));
         },
     ));
-}
-
-/// The exporter's own health metrics (`kepler_exporter_*`), served with every schema.
-pub(crate) fn self_families<'a>(
-    s: &'a Snapshot,
-    self_metrics: &SelfMetrics,
-    out: &mut Vec<Family<'a>>,
-) {
-    let errors = self_metrics.errors();
-    let exports = self_metrics.exports();
-    let programs = self_metrics.program_stats();
-    let runs = programs.clone();
-    out.push(Family::new(
-        "kepler_exporter_errors_total",
-        "Runtime errors of the exporter since start-up, by component and reason.",
-        MetricType::Counter,
-        "",
-        move |out| {
-            for (component, reason, count) in &errors {
-                let labels = [("component", *component), ("reason", *reason)];
-                out(&labels, Value::Float(*count as f64));
-            }
-        },
-    ));
-    out.push(Family::new(
-        "kepler_exporter_otlp_exports_total",
-        "OTLP export requests since start-up, by pipeline (push: our metrics, relay: relayed \
-         scrapes) and result: sent (accepted, partial success included), failed (one failed \
-         attempt) or dropped (data given up: permanent error, or replaced by newer data).",
-        MetricType::Counter,
-        "",
-        move |out| {
-            for (pipeline, result, count) in &exports {
-                let labels = [("pipeline", *pipeline), ("result", *result)];
-                out(&labels, Value::Float(*count as f64));
-            }
-        },
-    ));
-    out.push(Family::new(
-        "kepler_exporter_ebpf_program_run_seconds_total",
-        "Time the kernel spent running each attached eBPF program since it was loaded, as the \
-         kernel counts it: only while kernel.bpf_stats_enabled is 1 (absent until then). Divided \
-         by kepler_exporter_ebpf_program_runs_total it is the cost of one run (one context switch \
-         for kepler_sched_switch), including the statistics' own clock reads.",
-        MetricType::Counter,
-        "s",
-        move |out| {
-            for (program, time, _) in &programs {
-                out(&[("program", *program)], Value::Float(time.as_secs_f64()));
-            }
-        },
-    ));
-    out.push(Family::new(
-        "kepler_exporter_ebpf_program_runs_total",
-        "Runs of each attached eBPF program since it was loaded, as the kernel counts them: only \
-         while kernel.bpf_stats_enabled is 1 (absent until then).",
-        MetricType::Counter,
-        "",
-        move |out| {
-            for (program, _, count) in &runs {
-                out(&[("program", *program)], Value::Float(*count as f64));
-            }
-        },
-    ));
-    out.push(Family::new(
-        "kepler_exporter_cpu_time_source",
-        "The CPU-time source in use (always 1; the source label names it).",
-        MetricType::Gauge,
-        "",
-        move |out| out(&[("source", s.cpu_time_source)], Value::Float(1.0)),
-    ));
-    out.push(Family::new(
-        "kepler_exporter_power_source",
-        "The energy source in use (always 1; the source label names it).",
-        MetricType::Gauge,
-        "",
-        move |out| out(&[("source", s.power_source)], Value::Float(1.0)),
-    ));
-    out.push(Family::new(
-        "kepler_exporter_snapshot_timestamp_seconds",
-        "When the served measurement was taken, in seconds since the Unix epoch (0: none yet).",
-        MetricType::Gauge,
-        "s",
-        move |out| {
-            let secs = s
-                .taken_at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            out(&[], Value::Float(secs));
-        },
-    ));
-    out.push(Family::new(
-        "kepler_exporter_snapshot_sequence",
-        "Number of measurement intervals completed since start-up (the served snapshot's \
-         sequence number; only grows).",
-        MetricType::Gauge,
-        "",
-        move |out| out(&[], Value::Float(s.sequence as f64)),
-    ));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::power::units::{CpuNanos, Microjoules, Watts};
-    use crate::power::ZoneId;
-    use crate::snapshot::{NodeInfo, NodeZone, State, WorkloadEnergy};
-
-    fn split(d: u64, i: u64) -> ModeSplit {
-        ModeSplit {
-            dynamic: Microjoules(d),
-            idle: Microjoules(i),
-        }
-    }
-
-    fn snapshot() -> Snapshot {
-        let mut s = Snapshot::empty(
-            NodeInfo {
-                node_name: "n1".into(),
-                cpu_architecture: "x86_64".into(),
-                components_power_source: "rapl-sysfs".into(),
-                platform_power_source: "none".into(),
-                cpus: Vec::new(),
-            },
-            "rapl-sysfs",
-            "procfs",
-        );
-        s.node_zones.insert(
-            ZoneId {
-                kind: ZoneKind::Package,
-                socket: 0,
-            },
-            NodeZone {
-                path: "/sys/class/powercap/intel-rapl:0".into(),
-                energy: split(3_000_000, 1_500_000),
-                watts: Watts(1.0),
-                idle_watts: Watts(0.5),
-            },
-        );
-        let mut energy = EnergyByKind::default();
-        energy
-            .zones
-            .insert(ZoneKind::Package, split(2_000_000, 500_000));
-        s.workloads.push(WorkloadEnergy {
-            key: WorkloadKey::System,
-            identity: None,
-            pod_name: String::new(),
-            container_name: String::new(),
-            namespace: String::new(),
-            energy,
-            interval: EnergyByKind::default(),
-            cpu_time: CpuNanos(1_500_000),
-            counters: Default::default(),
-            state: State::Running,
-        });
-        s
-    }
-
-    fn render(s: &Snapshot, process_metrics: bool) -> String {
-        render_with(s, &SelfMetrics::new(), process_metrics)
-    }
-
-    fn render_with(s: &Snapshot, metrics: &SelfMetrics, process_metrics: bool) -> String {
-        let build = BuildInfo {
-            branch: "main".into(),
-            revision: "abc".into(),
-            version: "0.1.0".into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            rust_version: "rustc".into(),
-        };
-        render_classic(
-            s,
-            metrics,
-            &RenderOptions {
-                process_metrics,
-                ..Default::default()
-            },
-            &build,
-            Format::Text,
-        )
-    }
-
-    #[test]
-    fn pseudo_container_and_node_samples() {
-        let text = render(&snapshot(), false);
-        assert!(text.contains(
-            "kepler_container_package_joules_total{container_id=\"system_processes\",\
-             pod_name=\"system_processes\",container_name=\"system_processes\",\
-             container_namespace=\"system\",mode=\"dynamic\",source=\"rapl-sysfs\"} 2\n"
-        ));
-        assert!(text.contains(
-            "kepler_node_package_joules_total{package=\"0\",instance=\"n1\",mode=\"idle\",\
-             source=\"rapl-sysfs\"} 1.5\n"
-        ));
-        // Zones the node lacks, `other` of the node without psys, exact CPU time: absent.
-        assert!(!text.contains("dram_joules_total"));
-        assert!(!text.contains("kepler_node_other_joules_total"));
-        assert!(!text.contains("bpf_cpu_time"));
-        assert!(!text.contains("kepler_process_"));
-        assert!(!text.contains("kepler_node_joules_total"));
-        assert!(!text.contains("kepler_exporter_errors_total"));
-        assert!(!text.contains("kepler_exporter_ebpf_program"));
-    }
-
-    #[test]
-    fn ebpf_program_statistics_are_rendered_per_program() {
-        let s = snapshot();
-        let metrics = SelfMetrics::new();
-        metrics.set_program_stats(
-            "kepler_sched_switch",
-            std::time::Duration::from_micros(1500),
-            20_000,
-        );
-        metrics.set_program_stats(
-            "kepler_timer_flush",
-            std::time::Duration::from_nanos(900),
-            3,
-        );
-        let text = render_with(&s, &metrics, false);
-        assert!(text.contains(
-            "kepler_exporter_ebpf_program_run_seconds_total{program=\"kepler_sched_switch\"} 0.0015\n"
-        ));
-        assert!(text.contains(
-            "kepler_exporter_ebpf_program_runs_total{program=\"kepler_sched_switch\"} 20000\n"
-        ));
-        assert!(text.contains(
-            "kepler_exporter_ebpf_program_runs_total{program=\"kepler_timer_flush\"} 3\n"
-        ));
-        assert!(text.contains("# TYPE kepler_exporter_ebpf_program_run_seconds_total counter\n"));
-    }
-
-    #[test]
-    fn families_are_sorted() {
-        let mut s = snapshot();
-        s.cpu_time_exact = true;
-        let text = render(&s, true);
-        let names: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .map(|l| l.split(' ').next().unwrap())
-            .collect();
-        let mut sorted = names.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(names, sorted);
-        assert!(names.contains(&"kepler_container_bpf_cpu_time_ms_total"));
-        // Process families exist as headers only when there are processes.
-        assert!(!names.iter().any(|n| n.starts_with("kepler_process_")));
-    }
-
-    #[test]
-    fn hardware_counter_series_exist_only_for_measured_counters() {
-        use crate::workload::{HardwareCounterSet, HardwareCounts};
-        let mut s = snapshot();
-        s.workloads[0].counters = HardwareCounts([1_000_000, 2_000, 30]);
-        // Not measured: absent, not zero.
-        let text = render(&s, false);
-        assert!(!text.contains("cycles"), "{text}");
-        assert!(!text.contains("instructions"));
-        assert!(!text.contains("cache_miss"));
-        s.hardware_counters = HardwareCounterSet::NONE
-            .with(HardwareCounter::Cycles)
-            .with(HardwareCounter::CacheMisses);
-        let text = render(&s, false);
-        let ids = "container_id=\"system_processes\",pod_name=\"system_processes\",\
-                   container_name=\"system_processes\",container_namespace=\"system\"";
-        assert!(
-            text.contains(&format!(
-                "kepler_container_cpu_cycles_total{{{ids}}} 1000000\n"
-            )),
-            "{text}"
-        );
-        assert!(text.contains(&format!("kepler_container_cache_miss_total{{{ids}}} 30\n")));
-        assert!(text.contains("# TYPE kepler_container_cpu_cycles_total counter\n"));
-        assert!(!text.contains("instructions"));
-    }
 }

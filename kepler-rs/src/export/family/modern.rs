@@ -1,4 +1,4 @@
-//! Kepler's modern metric family (Kepler >= 0.10), rendered from one snapshot.
+//! Kepler's modern metric family (Kepler >= 0.10), built from one snapshot.
 //!
 //! Every power metric carries `node_name`; `zone` is the RAPL zone without its socket suffix
 //! (`package`, `core`, `uncore`, `dram`, `psys`); `state` is `running` or `terminated`; there is
@@ -9,10 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::classic::RenderOptions;
-use super::text::MetricType;
-use super::BuildInfo;
-use crate::export::family::{Family, Value};
+use super::{BuildInfo, Family, MetricType, RenderOptions, Value};
 use crate::power::units::Microjoules;
 use crate::power::ZoneKind;
 use crate::snapshot::{EnergyByKind, ModeSplit, Snapshot, State, WorkloadEnergy};

@@ -1,0 +1,174 @@
+use super::*;
+use crate::power::units::{CpuNanos, Microjoules, Watts};
+use crate::power::{ZoneId, ZoneKind};
+use crate::snapshot::{EnergyByKind, ModeSplit, NodeInfo, NodeZone, State, WorkloadEnergy};
+use crate::workload::{HardwareCounter, WorkloadKey};
+
+fn split(d: u64, i: u64) -> ModeSplit {
+    ModeSplit {
+        dynamic: Microjoules(d),
+        idle: Microjoules(i),
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut s = Snapshot::empty(
+        NodeInfo {
+            node_name: "n1".into(),
+            cpu_architecture: "x86_64".into(),
+            components_power_source: "rapl-sysfs".into(),
+            platform_power_source: "none".into(),
+            cpus: Vec::new(),
+        },
+        "rapl-sysfs",
+        "procfs",
+    );
+    s.node_zones.insert(
+        ZoneId {
+            kind: ZoneKind::Package,
+            socket: 0,
+        },
+        NodeZone {
+            path: "/sys/class/powercap/intel-rapl:0".into(),
+            energy: split(3_000_000, 1_500_000),
+            watts: Watts(1.0),
+            idle_watts: Watts(0.5),
+        },
+    );
+    let mut energy = EnergyByKind::default();
+    energy
+        .zones
+        .insert(ZoneKind::Package, split(2_000_000, 500_000));
+    s.workloads.push(WorkloadEnergy {
+        key: WorkloadKey::System,
+        identity: None,
+        pod_name: String::new(),
+        container_name: String::new(),
+        namespace: String::new(),
+        energy,
+        interval: EnergyByKind::default(),
+        cpu_time: CpuNanos(1_500_000),
+        counters: Default::default(),
+        state: State::Running,
+    });
+    s
+}
+
+fn render(s: &Snapshot, process_metrics: bool) -> String {
+    render_with(s, &SelfMetrics::new(), process_metrics)
+}
+
+fn render_with(s: &Snapshot, metrics: &SelfMetrics, process_metrics: bool) -> String {
+    let build = BuildInfo {
+        branch: "main".into(),
+        revision: "abc".into(),
+        version: "0.1.0".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        rust_version: "rustc".into(),
+    };
+    render_classic(
+        s,
+        metrics,
+        &RenderOptions {
+            process_metrics,
+            ..Default::default()
+        },
+        &build,
+        Format::Text,
+    )
+}
+
+#[test]
+fn pseudo_container_and_node_samples() {
+    let text = render(&snapshot(), false);
+    assert!(text.contains(
+        "kepler_container_package_joules_total{container_id=\"system_processes\",\
+         pod_name=\"system_processes\",container_name=\"system_processes\",\
+         container_namespace=\"system\",mode=\"dynamic\",source=\"rapl-sysfs\"} 2\n"
+    ));
+    assert!(text.contains(
+        "kepler_node_package_joules_total{package=\"0\",instance=\"n1\",mode=\"idle\",\
+         source=\"rapl-sysfs\"} 1.5\n"
+    ));
+    // Zones the node lacks, `other` of the node without psys, exact CPU time: absent.
+    assert!(!text.contains("dram_joules_total"));
+    assert!(!text.contains("kepler_node_other_joules_total"));
+    assert!(!text.contains("bpf_cpu_time"));
+    assert!(!text.contains("kepler_process_"));
+    assert!(!text.contains("kepler_node_joules_total"));
+    assert!(!text.contains("kepler_exporter_errors_total"));
+    assert!(!text.contains("kepler_exporter_ebpf_program"));
+}
+
+#[test]
+fn ebpf_program_statistics_are_rendered_per_program() {
+    let s = snapshot();
+    let metrics = SelfMetrics::new();
+    metrics.set_program_stats(
+        "kepler_sched_switch",
+        std::time::Duration::from_micros(1500),
+        20_000,
+    );
+    metrics.set_program_stats(
+        "kepler_timer_flush",
+        std::time::Duration::from_nanos(900),
+        3,
+    );
+    let text = render_with(&s, &metrics, false);
+    assert!(text.contains(
+        "kepler_exporter_ebpf_program_run_seconds_total{program=\"kepler_sched_switch\"} 0.0015\n"
+    ));
+    assert!(text.contains(
+        "kepler_exporter_ebpf_program_runs_total{program=\"kepler_sched_switch\"} 20000\n"
+    ));
+    assert!(text
+        .contains("kepler_exporter_ebpf_program_runs_total{program=\"kepler_timer_flush\"} 3\n"));
+    assert!(text.contains("# TYPE kepler_exporter_ebpf_program_run_seconds_total counter\n"));
+}
+
+#[test]
+fn families_are_sorted() {
+    let mut s = snapshot();
+    s.cpu_time_exact = true;
+    let text = render(&s, true);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(names, sorted);
+    assert!(names.contains(&"kepler_container_bpf_cpu_time_ms_total"));
+    // Process families exist as headers only when there are processes.
+    assert!(!names.iter().any(|n| n.starts_with("kepler_process_")));
+}
+
+#[test]
+fn hardware_counter_series_exist_only_for_measured_counters() {
+    use crate::workload::{HardwareCounterSet, HardwareCounts};
+    let mut s = snapshot();
+    s.workloads[0].counters = HardwareCounts([1_000_000, 2_000, 30]);
+    // Not measured: absent, not zero.
+    let text = render(&s, false);
+    assert!(!text.contains("cycles"), "{text}");
+    assert!(!text.contains("instructions"));
+    assert!(!text.contains("cache_miss"));
+    s.hardware_counters = HardwareCounterSet::NONE
+        .with(HardwareCounter::Cycles)
+        .with(HardwareCounter::CacheMisses);
+    let text = render(&s, false);
+    let ids = "container_id=\"system_processes\",pod_name=\"system_processes\",\
+               container_name=\"system_processes\",container_namespace=\"system\"";
+    assert!(
+        text.contains(&format!(
+            "kepler_container_cpu_cycles_total{{{ids}}} 1000000\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("kepler_container_cache_miss_total{{{ids}}} 30\n")));
+    assert!(text.contains("# TYPE kepler_container_cpu_cycles_total counter\n"));
+    assert!(!text.contains("instructions"));
+}
