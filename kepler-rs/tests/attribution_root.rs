@@ -95,12 +95,11 @@ fn dynamic_energy_follows_a_three_to_one_cpu_ratio() {
     if !common::require_root("creating cgroups") {
         return;
     }
-    let Some(v2) = common::v2_root() else {
-        println!("skipped: no cgroup v2 hierarchy");
+    let Some(v2) = common::require_v2_root() else {
         return;
     };
     let Some(bandwidth) = bandwidth_controller(&v2) else {
-        println!("skipped: no CPU bandwidth controller (v1 cpu or v2 cpu) to hold a 3:1 ratio");
+        common::tool_missing("no CPU bandwidth controller (v1 cpu or v2 cpu) to hold a 3:1 ratio");
         return;
     };
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,13 +24,7 @@ impl Drop for Exporter {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use kepler_test_support::net::free_port;
 
 fn start(extra: &[&str]) -> Exporter {
     start_with(Command::new(BIN), extra)
@@ -403,8 +397,7 @@ fn cpu_time_source_falls_back_to_procfs_when_the_program_cannot_load() {
     if !common::require_ebpf("dropping the capabilities eBPF needs") {
         return;
     }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        println!("skipped: setpriv (util-linux) not installed");
+    if kepler_test_support::require::require_tool("setpriv").is_none() {
         return;
     }
     // Root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN: bpf(2) refuses to load the program.

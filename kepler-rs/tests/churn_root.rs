@@ -83,8 +83,7 @@ fn memory_stays_flat_while_containers_churn() {
     if !common::require_root("creating cgroups") {
         return;
     }
-    let Some(v2) = common::v2_root() else {
-        println!("skipped: no cgroup v2 hierarchy");
+    let Some(v2) = common::require_v2_root() else {
         return;
     };
     let secs: u64 = std::env::var("KEPLER_CHURN_SECS")

@@ -8,7 +8,7 @@
 //! every `apply -k` with the real kustomize) wires a distinct token per spoke into both the hub's
 //! Secret and the spoke's header, with the hub address it looked up.
 //! Kubernetes, kind and Docker cannot run here. Tools come from scripts/setup.sh (.venv/bin on
-//! PATH); a missing tool skips with a message, or fails under KEPLER_REQUIRE_TOOLS=1.
+//! PATH); a missing tool skips with a message, or fails under CI (kepler_test_support::require).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -23,25 +23,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The tool's path, or None (with a skip line) when it is not installed and not required.
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-    }
-    let venv = repo().join(".venv/bin").join(name);
-    if venv.is_file() {
-        return Some(venv);
-    }
-    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{name} not installed but KEPLER_REQUIRE_TOOLS=1 (run scripts/setup.sh)");
-    }
-    println!("skipped: {name} is not installed (scripts/setup.sh installs it)");
-    None
-}
+use kepler_test_support::require::require_tool as tool;
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -611,23 +593,6 @@ exit 0"#,
     assert!(calls.contains("docker build -t kepler-rs:dev -f deploy/image/Containerfile ."));
 }
 
-/// The `kepler-collector` binary of this workspace build, if built (`cargo test --workspace`).
-fn collector_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("kepler-collector");
-    if candidate.is_file() {
-        return Some(candidate);
-    }
-    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!(
-            "kepler-collector not built next to {} (run cargo test --workspace)",
-            exe.display()
-        );
-    }
-    println!("skipped: kepler-collector is not built (cargo test --workspace builds it)");
-    None
-}
-
 /// POST an empty OTLP/HTTP protobuf request; the status code.
 fn otlp_post(port: u16, token: Option<&str>) -> Option<u16> {
     use std::io::{Read, Write};
@@ -648,7 +613,7 @@ fn hub_overlay_config_runs_the_real_hub_with_per_cluster_tokens() {
     let Some(kubectl) = tool("kubectl") else {
         return;
     };
-    let Some(collector) = collector_binary() else {
+    let Some(collector) = kepler_test_support::require::require_binary("kepler-collector") else {
         return;
     };
     let hub = render(

@@ -4,7 +4,7 @@
 //! against the kernel's own per-cgroup accounting (`cpu.stat usage_usec`).
 //!
 //! Skip (with a line saying so) when not root, when no cgroup v2 hierarchy is mounted, or when
-//! the BPF object was not built (a failure instead when `KEPLER_REQUIRE_TOOLS=1`, as in CI).
+//! the BPF object was not built (a failure instead under CI).
 
 mod common;
 
@@ -132,8 +132,7 @@ fn kernel_threads_are_kernel_processes_and_root_cgroup_users_are_system() {
     if !common::require_ebpf("classifying kernel threads") {
         return;
     }
-    let Some(v2) = common::v2_root() else {
-        println!("skipped: no cgroup v2 hierarchy");
+    let Some(v2) = common::require_v2_root() else {
         return;
     };
     let metrics = Arc::new(SelfMetrics::new());

@@ -8,11 +8,11 @@
 //! and every PromQL expression of every panel, with Grafana's variables filled in, must return
 //! data; the `cluster` variable must list the three clusters. Where the hub binary is not built
 //! (`cargo test -p kepler-rs` alone) Prometheus scrapes the exporters directly with `cluster` as
-//! a target label instead. Missing tools skip, or fail under KEPLER_REQUIRE_TOOLS=1.
+//! a target label instead. Missing tools skip, or fail under CI.
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,28 +30,9 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use kepler_test_support::net::free_port;
 
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(found) = std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-    {
-        return Some(found);
-    }
-    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{name} not installed but KEPLER_REQUIRE_TOOLS=1 (run scripts/setup.sh)");
-    }
-    println!("skipped: {name} is not installed (scripts/setup.sh installs it)");
-    None
-}
+use kepler_test_support::require::require_tool as tool;
 
 /// GET on loopback; (status line, body).
 fn get(port: u16, path_and_query: &str) -> Option<(String, String)> {
@@ -103,16 +84,11 @@ fn encode(q: &str) -> String {
 
 /// The `kepler-collector` binary of this workspace build, if built.
 fn collector_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("kepler-collector");
-    if candidate.is_file() {
-        return Some(candidate);
+    let found = kepler_test_support::require::require_binary("kepler-collector");
+    if found.is_none() {
+        println!("note: kepler-collector is not built; scraping the exporters directly");
     }
-    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("kepler-collector not built (run cargo test --workspace)");
-    }
-    println!("note: kepler-collector is not built; scraping the exporters directly");
-    None
+    found
 }
 
 /// The hub with the hub overlay's config on loopback: (process, hub gRPC port, spoke gRPC

@@ -4,16 +4,15 @@
 //! spoke listener, one without `--cluster` on the hub's own listener (which inserts
 //! `cluster="hub"`). The hub's exposition must carry exactly the families `/metrics` serves,
 //! with the same names, each series labelled with its cluster. Skips when the hub binary was not
-//! built (e.g. `cargo test -p kepler-rs`) unless KEPLER_REQUIRE_TOOLS=1.
+//! built (e.g. `cargo test -p kepler-rs`) (a failure under CI).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::otlp::{free_port, metrics, start_exporter, BIN};
+use common::otlp::{free_port, metrics, start_exporter};
 
 struct Hub(Child);
 
@@ -22,21 +21,6 @@ impl Drop for Hub {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn hub_binary() -> Option<PathBuf> {
-    let path = PathBuf::from(BIN).with_file_name("kepler-collector");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{} not built (run cargo test --workspace)", path.display());
-    }
-    println!(
-        "skipped: {} not built (cargo test --workspace builds it)",
-        path.display()
-    );
-    None
 }
 
 fn families(text: &str) -> BTreeSet<String> {
@@ -49,7 +33,9 @@ fn families(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn spoke_and_hub_exporters_appear_at_the_hub_with_the_same_names_and_their_cluster() {
-    let Some(hub_bin) = hub_binary() else { return };
+    let Some(hub_bin) = kepler_test_support::require::require_binary("kepler-collector") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (own, spokes, expo) = (free_port(), free_port(), free_port());
     let config = dir.path().join("hub.yaml");

@@ -20,8 +20,7 @@ fn busy_process_in_kubepods_cgroup_is_a_container() {
     if !common::require_root("creating cgroups") {
         return;
     }
-    let Some(v2) = common::v2_root() else {
-        println!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    let Some(v2) = common::require_v2_root() else {
         return;
     };
     let (id, uid) = common::unique_ids();

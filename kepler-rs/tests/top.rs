@@ -151,12 +151,7 @@ impl Drop for Tmux {
 
 #[test]
 fn interactive_view_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("KEPLER_REQUIRE_TOOLS").is_none(),
-            "tmux is required but not installed"
-        );
-        println!("skipped: tmux not installed");
+    if kepler_test_support::require::require_tool("tmux").is_none() {
         return;
     }
     let (_exporter, url) = exporter();

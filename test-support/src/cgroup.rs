@@ -18,6 +18,17 @@ pub fn v2_root() -> Option<PathBuf> {
         .find(|p| p.join("cgroup.controllers").is_file())
 }
 
+/// The cgroup v2 mount, or `None` after [`crate::require::tool_missing`] (fails under CI).
+pub fn require_v2_root() -> Option<PathBuf> {
+    let root = v2_root();
+    if root.is_none() {
+        crate::require::tool_missing(
+            "no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified",
+        );
+    }
+    root
+}
+
 /// A fresh 64-hex container id and a pod UID (with dashes), unique per process and call.
 pub fn unique_ids() -> (String, String) {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -133,15 +144,10 @@ pub struct TestContainer {
 }
 
 impl TestContainer {
-    /// A new container cgroup; `None` (after [`crate::require::tool_missing`]) when no cgroup v2
-    /// hierarchy is mounted.
+    /// A new container cgroup; `None` when no cgroup v2 hierarchy is mounted (see
+    /// [`require_v2_root`]).
     pub fn create() -> Option<Self> {
-        let Some(v2) = v2_root() else {
-            crate::require::tool_missing(
-                "no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified",
-            );
-            return None;
-        };
+        let v2 = require_v2_root()?;
         let (id, pod_uid) = unique_ids();
         let mut dirs = CreatedDirs::default();
         let dir = dirs.create_path(&v2, &kubepods_segments(&id, &pod_uid));

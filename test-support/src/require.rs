@@ -7,7 +7,7 @@
 //!   capture, so `cargo test` shows it) and returns without asserting anything.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn env_is(name: &str, value: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == value)
@@ -63,12 +63,45 @@ pub fn require_root(what: &str) -> bool {
     false
 }
 
-/// An executable named `name` on `PATH`.
+/// An executable named `name` on `PATH`, else in the workspace's Python venv (`.venv/bin`,
+/// where scripts/setup.sh installs the PyPI tools).
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain([crate::workspace_root().join(".venv/bin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// Where the workspace's binaries are: `KEPLER_E2E_BIN_DIR`, else the profile directory above
+/// this test executable (`target/<profile>/`, where `cargo test --workspace` builds them).
+pub fn binary_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KEPLER_E2E_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The workspace binary `name` (`kepler-rs`, `kepler-collector`) if it is built.
+pub fn built_binary(name: &str) -> Option<PathBuf> {
+    Some(binary_dir().join(name)).filter(|p| p.is_file())
+}
+
+/// The workspace binary `name`. When it is not built (`cargo test -p` of one crate builds only
+/// that crate's): fails under CI, prints the skip line elsewhere.
+pub fn require_binary(name: &str) -> Option<PathBuf> {
+    let found = built_binary(name);
+    if found.is_none() {
+        tool_missing(&format!(
+            "{name} is not built in {} (cargo test --workspace builds it; or set KEPLER_E2E_BIN_DIR)",
+            binary_dir().display()
+        ));
+    }
+    found
 }
 
 /// The tool `name` on `PATH`. When it is missing: fails under CI or `KEPLER_REQUIRE_TOOLS=1`,

@@ -2,11 +2,17 @@
 //! (ports chosen by the kernel, read back from its log), the Python OpenTelemetry SDK sender, a
 //! real Prometheus with a temporary config and data directory, a tiny HTTP/1.0 client, golden
 //! files and promtool.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -27,19 +33,9 @@ pub fn proptest_config() -> proptest::test_runner::Config {
 /// How long to wait for something that should happen within a second or two.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Whether external tools may be missing (prints the skip line) or must be there.
+/// Reports a missing tool: a failure under CI, a visible skip elsewhere.
 pub fn tool_missing(what: &str) -> bool {
-    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{what} not available but KEPLER_REQUIRE_TOOLS=1");
-    }
-    println!("skipped: {what} not available");
+    kepler_test_support::require::tool_missing(what);
     true
 }
 
@@ -138,15 +134,12 @@ exposition: {{address: "127.0.0.1:0"}}
     )
 }
 
-/// The venv's Python (scripts/setup.sh makes it), or `None` (skip) when absent.
+/// The venv's Python (scripts/setup.sh makes it), or `None` (skip; a failure under CI).
 pub fn python() -> Option<PathBuf> {
-    let python = workspace_root().join(".venv/bin/python");
-    if python.is_file() {
-        Some(python)
-    } else {
-        tool_missing(".venv/bin/python (run scripts/setup.sh)");
-        None
-    }
+    kepler_test_support::python::python_with(
+        "import opentelemetry.sdk.metrics, opentelemetry.exporter.otlp.proto.grpc",
+        "the OpenTelemetry SDK",
+    )
 }
 
 /// Runs the SDK sender; returns (success, stdout+stderr).
@@ -235,14 +228,7 @@ pub fn http(
     (status, headers, raw[split + 4..].to_vec())
 }
 
-/// A free loopback port (bound and released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use kepler_test_support::net::free_port;
 
 /// A real Prometheus scraping `target` every second, killed on drop.
 #[derive(Debug)]
@@ -382,67 +368,12 @@ pub fn check_golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);
-    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    if expected != actual {
-        for (i, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
-            if e != a {
-                panic!(
-                    "{name} line {}:\n- {e}\n+ {a}\n(rerun with UPDATE_GOLDEN=1 if intended)",
-                    i + 1
-                );
-            }
-        }
-        panic!(
-            "{name}: line count differs (expected {}, got {})",
-            expected.lines().count(),
-            actual.lines().count()
-        );
-    }
+    kepler_test_support::golden::check(&path, actual);
 }
 
 /// Asserts `promtool check metrics` parses `text`: exit 0, or exit 3 (lint findings only, such as
 /// "no help text" or "use base unit seconds": those names come from the senders and the
 /// Collector's rules, not from us). Skips when promtool is absent and not required.
 pub fn assert_promtool_accepts(text: &str) {
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tool_missing("promtool");
-            return;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = out.status.code().unwrap_or(-1);
-    assert!(
-        code == 0 || code == 3,
-        "promtool check metrics: exit {code}: {printed}\n{text}"
-    );
+    kepler_test_support::promtool::assert_accepts("the hub's exposition", text, |_| true);
 }

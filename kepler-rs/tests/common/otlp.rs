@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,38 +18,15 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A Python that can import the OTLP protos and grpcio, or `None` (skip).
+/// A Python that can import the OTLP protos and grpcio, or `None` (skip; a failure under CI).
 pub fn python() -> Option<PathBuf> {
-    let venv = repo_root().join(".venv/bin/python");
-    let candidates = [venv, PathBuf::from("python3")];
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args([
-                "-c",
-                "import grpc; from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py);
-        }
-    }
-    if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("no Python with opentelemetry-proto and grpcio (run scripts/setup.sh) but KEPLER_REQUIRE_TOOLS=1");
-    }
-    println!("skipped: no Python with opentelemetry-proto and grpcio (run scripts/setup.sh)");
-    None
+    kepler_test_support::python::python_with(
+        "import grpc; from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc",
+        "opentelemetry-proto and grpcio",
+    )
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use kepler_test_support::net::free_port;
 
 /// The Python receiver; killed on drop.
 pub struct Sink {

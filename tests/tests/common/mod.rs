@@ -9,14 +9,24 @@
 //!
 //! Binaries: `KEPLER_E2E_BIN_DIR` (a directory with `kepler-rs` and `kepler-collector`), else
 //! the directory above this test executable (`target/<profile>/`, where `cargo test
-//! --workspace` puts them). Missing binaries or Prometheus skip, or fail under
-//! KEPLER_REQUIRE_TOOLS=1; not being root or lacking `ip netns` skips.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! --workspace` puts them). Not being root, lacking `ip netns`, the binaries or Prometheus
+//! skips, or fails under CI (kepler_test_support::require).
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 pub mod cadvisor;
-#[path = "../../../kepler-rs/tests/common/freeze.rs"]
-pub mod freeze;
 pub mod grpc;
+
+pub use kepler_test_support::cgroup::{v2_root, TestContainer, CGROUP_ROOT};
+pub use kepler_test_support::process::ChildGuard;
+pub use kepler_test_support::require::{
+    require_binary, require_root, require_tool, tool_missing, which,
+};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,16 +34,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub const SUBNET_PREFIX: &str = "10.200.7";
 pub const HUB_IP: &str = "10.200.7.1";
 pub const SPOKES: [&str; 2] = ["cluster1", "cluster2"];
 pub const CLUSTERS: [&str; 3] = ["hub", "cluster1", "cluster2"];
-
-fn require_tools() -> bool {
-    std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1")
-}
 
 /// One test at a time in this binary: each starts several processes on shared CPUs.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -43,21 +49,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 // Preconditions
 
-/// Root, `ip netns`, `nsenter` and `curl`; prints the skip line when not.
+/// Root, `ip netns`, `nsenter` and `curl`; a skip line (a failure under CI) when not.
 pub fn require_netns(what: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        println!("skipped: {what} needs root for network namespaces (euid {euid})");
+    if !require_root(&format!("{what} (network namespaces)")) {
         return false;
     }
     for tool in ["ip", "nsenter", "curl"] {
-        if which(tool).is_none() {
-            if require_tools() {
-                panic!("{tool} not installed but KEPLER_REQUIRE_TOOLS=1");
-            }
-            println!("skipped: {what} needs {tool}");
+        if require_tool(tool).is_none() {
             return false;
         }
     }
@@ -68,53 +66,22 @@ pub fn require_netns(what: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        println!("skipped: {what}: `ip netns` is unavailable");
+        tool_missing(&format!("{what}: `ip netns` is unavailable"));
     }
     ok
 }
 
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// The workspace binaries: (kepler-rs, kepler-collector), or `None` with a skip line.
 pub fn binaries() -> Option<(PathBuf, PathBuf)> {
-    let dir = match std::env::var_os("KEPLER_E2E_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let exe = std::env::current_exe().unwrap();
-            exe.parent().unwrap().parent().unwrap().to_path_buf()
-        }
-    };
-    let exporter = dir.join("kepler-rs");
-    let collector = dir.join("kepler-collector");
-    if exporter.is_file() && collector.is_file() {
-        return Some((exporter, collector));
-    }
-    let msg = format!(
-        "kepler-rs and kepler-collector not both built in {} (cargo test --workspace builds them; or set KEPLER_E2E_BIN_DIR)",
-        dir.display()
-    );
-    if require_tools() {
-        panic!("{msg}");
-    }
-    println!("skipped: {msg}");
-    None
+    Some((
+        require_binary("kepler-rs")?,
+        require_binary("kepler-collector")?,
+    ))
 }
 
 /// The Debian `prometheus`, or `None` with a skip line.
 pub fn prometheus_binary() -> Option<PathBuf> {
-    if let Some(p) = which("prometheus") {
-        return Some(p);
-    }
-    if require_tools() {
-        panic!("prometheus not installed but KEPLER_REQUIRE_TOOLS=1 (run scripts/setup.sh)");
-    }
-    println!("skipped: prometheus is not installed (scripts/setup.sh installs it)");
-    None
+    require_tool("prometheus")
 }
 
 // Commands
@@ -479,120 +446,43 @@ fn remove_stale_workloads() {
 
 // Workloads
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// The cgroup v2 mount: `/sys/fs/cgroup` (unified) or `/sys/fs/cgroup/unified` (hybrid).
-pub fn v2_root() -> Option<PathBuf> {
-    let root = Path::new(CGROUP_ROOT);
-    [root.to_path_buf(), root.join("unified")]
-        .into_iter()
-        .find(|p| p.join("cgroup.controllers").is_file())
-}
-
 /// A kubepods-shaped containerd container cgroup (systemd driver, besteffort QoS) with a
 /// CPU-burning shell loop in it; the process is killed and the directories removed on drop.
 #[derive(Debug)]
 pub struct Workload {
+    // First: the loop dies before its cgroup is removed.
+    _burner: ChildGuard,
+    container: TestContainer,
     pub id: String,
     /// The container's cgroup directory.
     pub dir: PathBuf,
-    burner: Option<Child>,
-    created: Vec<PathBuf>,
 }
 
 impl Workload {
-    /// `None` (with a skip line) when no cgroup v2 hierarchy is mounted.
+    /// `None` (a skip line; a failure under CI) when no cgroup v2 hierarchy is mounted.
     pub fn start() -> Option<Workload> {
-        let Some(v2) = v2_root() else {
-            println!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup");
-            return None;
-        };
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let pid = std::process::id();
-        let id = format!("{nanos:032x}{pid:016x}{n:016x}");
-        let uid = format!(
-            "{pid:08x}_{n:04x}_4000_8000_{:012x}",
-            nanos as u64 & 0xffff_ffff_ffff
-        );
-        let segments = [
-            "kubepods.slice".to_string(),
-            "kubepods-besteffort.slice".to_string(),
-            format!("kubepods-besteffort-pod{uid}.slice"),
-            format!("cri-containerd-{id}.scope"),
-        ];
-        let mut created = Vec::new();
-        let mut dir = v2;
-        for seg in &segments {
-            dir.push(seg);
-            match fs::create_dir(&dir) {
-                Ok(()) => created.push(dir.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => panic!("mkdir {}: {e}", dir.display()),
-            }
-        }
+        let container = TestContainer::create()?;
         // About half a CPU: a counting loop, then a short sleep.
-        let burner = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > '{}' && while :; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.05; done",
-                dir.join("cgroup.procs").display()
-            ))
-            .spawn()
-            .unwrap();
+        let burner = container.spawn(
+            "while :; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.05; done",
+        );
         Some(Workload {
-            id,
-            dir,
-            burner: Some(burner),
-            created,
+            _burner: ChildGuard(burner),
+            id: container.id.clone(),
+            dir: container.dir.clone(),
+            container,
         })
     }
-}
 
-impl Workload {
-    /// Freezes (`true`) or thaws the container's cgroup (cgroup v2 `cgroup.freeze`) and waits
-    /// (bounded) until `cgroup.events` says it is done: a frozen container uses no CPU, so its
-    /// CPU time stands still while exporters catch up with it.
+    /// Freezes (`true`) or thaws the container's cgroup and waits until the kernel says so: a
+    /// frozen container uses no CPU, so its CPU time stands still while exporters catch up.
     pub fn freeze(&self, frozen: bool) {
-        freeze::freeze_cgroup(&self.dir, &self.id, frozen);
+        self.container.freeze(frozen);
     }
 
     /// The kernel's CPU time of the container (`cpu.stat` `usage_usec`), in milliseconds.
     pub fn cpu_ms(&self) -> f64 {
-        let stat = fs::read_to_string(self.dir.join("cpu.stat")).unwrap();
-        let usec: u64 = stat
-            .lines()
-            .find_map(|l| l.strip_prefix("usage_usec "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        usec as f64 / 1000.0
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        // A test that failed with the container frozen: thaw it so the loop dies at once.
-        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
-        if let Some(mut child) = self.burner.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for dir in self.created.iter().rev() {
-            for _ in 0..100 {
-                match fs::remove_dir(dir) {
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => break,
-                }
-            }
-        }
+        self.container.usage_usec() as f64 / 1000.0
     }
 }
 
