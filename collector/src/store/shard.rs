@@ -1,0 +1,212 @@
+//! One shard of the store: series records in a slab, found through a hash table of slab
+//! indices by the series hash (group id and attribute value text, see [`series_hash`]).
+
+use super::keys::Attr;
+use super::point::Series;
+use crate::intern::{Id, Interner};
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use std::hash::{BuildHasher, Hasher};
+
+/// Attribute values of one series (ids into the interner), in the order of its group's keys;
+/// stored inline up to a Kepler series' 7 (6 attributes and `cluster`).
+#[derive(Debug, Clone)]
+enum Values {
+    Inline { len: u8, ids: [Id; INLINE] },
+    Heap(Box<[Id]>),
+}
+
+const INLINE: usize = 7;
+
+impl Values {
+    fn new(ids: &[Id]) -> Self {
+        match (u8::try_from(ids.len()), ids.len() <= INLINE) {
+            (Ok(len), true) => {
+                let mut inline = [0; INLINE];
+                inline[..ids.len()].copy_from_slice(ids);
+                Values::Inline { len, ids: inline }
+            }
+            _ => Values::Heap(ids.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[Id] {
+        match self {
+            Values::Inline { len, ids } => ids.get(..*len as usize).unwrap_or(&[]),
+            Values::Heap(ids) => ids,
+        }
+    }
+}
+
+/// A stored series with its key: a group (shared by many series) and its attribute values.
+#[derive(Debug)]
+pub(super) struct Record {
+    pub(super) group: Id,
+    values: Values,
+    pub(super) series: Series,
+}
+
+impl Record {
+    pub(super) fn new(group: Id, values: &[Id], series: Series) -> Self {
+        Self {
+            group,
+            values: Values::new(values),
+            series,
+        }
+    }
+
+    /// The attribute value ids, in the order of the group's keys.
+    pub(super) fn values(&self) -> &[Id] {
+        self.values.as_slice()
+    }
+}
+
+/// One shard: records in a slab, found through a table of slab indices.
+#[derive(Debug, Default)]
+pub(super) struct Shard {
+    index: HashTable<u32>,
+    slots: Vec<Option<Record>>,
+    free: Vec<u32>,
+}
+
+/// The hash of a series: its group and the text of its attribute values (so that a known
+/// series is found from a request's text without looking each value up in the interner).
+pub(super) fn series_hash<'t>(
+    hasher: &RandomState,
+    group: Id,
+    values: impl Iterator<Item = &'t str>,
+) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_u32(group);
+    for v in values {
+        h.write(v.as_bytes());
+        // Not a byte of any UTF-8 text: "ab","c" and "a","bc" hash apart.
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+/// The hash of a stored series.
+fn record_hash(hasher: &RandomState, strings: &Interner, r: &Record) -> u64 {
+    series_hash(
+        hasher,
+        r.group,
+        r.values().iter().map(|&id| strings.text(id)),
+    )
+}
+
+impl Shard {
+    /// The slot of the series with `group` and attribute value ids `values`.
+    pub(super) fn find(&self, hash: u64, group: Id, values: &[Id]) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| r.group == group && r.values() == values)
+            })
+            .copied()
+    }
+
+    /// The slot of the series with `group` and the attribute values of `attrs`, comparing text;
+    /// value `i` is compared by id with `known[i]` instead where bit `i` of `known_mask` is set.
+    pub(super) fn find_text(
+        &self,
+        hash: u64,
+        group: Id,
+        strings: &Interner,
+        attrs: &[Attr<'_>],
+        (known, known_mask): (&[Id], u64),
+    ) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| {
+                        let values = r.values();
+                        r.group == group
+                            && values.len() == attrs.len()
+                            && values
+                                .iter()
+                                .zip(attrs)
+                                .enumerate()
+                                .all(|(at, (&id, (_, v)))| match known.get(at) {
+                                    Some(&k) if at < 64 && known_mask >> at & 1 == 1 => id == k,
+                                    _ => strings.text(id) == &**v,
+                                })
+                    })
+            })
+            .copied()
+    }
+
+    pub(super) fn record_mut(&mut self, slot: u32) -> Option<&mut Record> {
+        self.slots.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    /// Every record, in slot order.
+    pub(super) fn records(&self) -> impl Iterator<Item = &Record> {
+        self.slots.iter().flatten()
+    }
+
+    pub(super) fn insert(
+        &mut self,
+        hasher: &RandomState,
+        strings: &Interner,
+        hash: u64,
+        record: Record,
+    ) {
+        let slots = &self.slots;
+        let slot = match self.free.pop() {
+            Some(slot) if slots.get(slot as usize).is_some_and(Option::is_none) => slot,
+            _ => match u32::try_from(self.slots.len()) {
+                Ok(slot) => slot,
+                // 4 billion series in one shard: the limits stop this long before.
+                Err(_) => return,
+            },
+        };
+        match self.slots.get_mut(slot as usize) {
+            Some(place) => *place = Some(record),
+            None => self.slots.push(Some(record)),
+        }
+        let slots = &self.slots;
+        self.index.insert_unique(hash, slot, |&i| {
+            slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |r| record_hash(hasher, strings, r))
+        });
+    }
+
+    /// Keeps the records `keep` accepts and hands the others to `removed`; their slots are
+    /// freed for reuse (trailing ones given back).
+    pub(super) fn retain(
+        &mut self,
+        mut keep: impl FnMut(&Record) -> bool,
+        mut removed: impl FnMut(Record),
+    ) {
+        let Shard { index, slots, free } = self;
+        index.retain(|&mut i| {
+            let Some(place) = slots.get_mut(i as usize) else {
+                return false;
+            };
+            if place.as_ref().is_some_and(&mut keep) {
+                return true;
+            }
+            if let Some(record) = place.take() {
+                removed(record);
+            }
+            free.push(i);
+            false
+        });
+        while slots.last().is_some_and(Option::is_none) {
+            slots.pop();
+        }
+        let len = slots.len();
+        if free.len() > len {
+            free.retain(|&i| (i as usize) < len);
+        }
+    }
+}
