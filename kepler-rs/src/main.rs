@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use kepler_rs::config::{layers, Config, LogFormat};
+use kepler_rs::config::{layers, top, Config, LogFormat};
 
 fn main() -> ExitCode {
     let command_line = match layers::command().try_get_matches() {
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
     };
     if let layers::Action::Top(matches) = &command_line.action {
-        let result = kepler_rs::top::options(matches).and_then(|opts| {
+        let result = top::options(matches).and_then(|opts| {
             if opts.once {
                 kepler_rs::top::run_once(&opts)
             } else {

@@ -117,7 +117,7 @@ pub fn command() -> Command {
         .subcommand(Command::new("doctor").about(
             "Check what this host offers (RAPL, eBPF, perf counters, cgroups, runtimes, Kubernetes) and what the exporter will use; exit 0 when real energy measurements are possible",
         ))
-        .subcommand(crate::top::command());
+        .subcommand(super::top::command());
     for s in SETTINGS {
         let flag = settings::flag_name(s);
         let arg = Arg::new(s.path).long(flag).global(true).help(format!(

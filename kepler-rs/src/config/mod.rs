@@ -7,7 +7,9 @@
 
 pub mod layers;
 pub mod otlp;
+pub mod relay;
 pub mod settings;
+pub mod top;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,8 +23,7 @@ use crate::power::ZoneKind;
 
 pub use layers::Values;
 pub use otlp::OtlpConfig;
-
-use crate::export::relay::RelayConfig;
+pub use relay::RelayConfig;
 
 /// One invalid setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,7 +343,7 @@ impl Config {
         };
         let cluster = otlp::cluster(&mut p);
         let otlp = otlp::otlp_config(&mut p);
-        let relay = otlp::relay_config(&mut p, otlp.is_some(), kube.as_ref());
+        let relay = relay::relay_config(&mut p, otlp.is_some(), kube.as_ref());
         if p.errors.is_empty() {
             Ok(Config {
                 log_level,

@@ -1,13 +1,61 @@
-//! The OTLP push and relay settings: parsing, validation, and the standard
+//! The OTLP push settings: their types, parsing and validation, and the standard
 //! `OTEL_EXPORTER_OTLP_*` environment variables as a layer below the YAML file.
+//! `export::otlp` builds its transport and retry loop from these.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::layers::Values;
 use super::Parser;
-use crate::export::otlp::{Compression, Protocol, RetryPolicy, TransportOptions};
-use crate::export::relay::{KubeletTarget, MetricFilter, RelayConfig, RelayTarget};
+
+/// The OTLP transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Request body compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+/// Where and how to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransportOptions {
+    /// Full URL: for gRPC the server's address, for HTTP the `/v1/metrics` URL.
+    pub endpoint: reqwest::Url,
+    pub protocol: Protocol,
+    pub compression: Compression,
+    /// Sent with every request (`authorization: Bearer ...`).
+    pub headers: Vec<(String, String)>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Trust only this CA (PEM) for `https://`; `None`: the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Retry timing: initial and maximum interval, and the randomness for the jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// A batch still failing after this long is dropped.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// The Collector's exporter defaults.
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(300),
+        }
+    }
+}
 
 /// OTLP push settings (present when `otlp.endpoint` is set).
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +147,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A URL with an explicit http:// or https:// scheme.
-fn url(p: &mut Parser<'_>, path: &'static str, raw: &str) -> Option<reqwest::Url> {
+pub(super) fn url(p: &mut Parser<'_>, path: &'static str, raw: &str) -> Option<reqwest::Url> {
     if !(raw.starts_with("http://") || raw.starts_with("https://")) {
         p.fail(
             path,
@@ -129,7 +177,7 @@ fn optional_path(p: &Parser<'_>, path: &'static str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn list(p: &Parser<'_>, path: &'static str) -> Vec<String> {
+pub(super) fn list(p: &Parser<'_>, path: &'static str) -> Vec<String> {
     p.raw(path)
         .split(',')
         .map(str::trim)
@@ -212,61 +260,6 @@ pub(super) fn otlp_config(p: &mut Parser<'_>) -> Option<OtlpConfig> {
         interval,
         retry,
         service_name,
-    })
-}
-
-/// The relay settings, `None` when no target is configured.
-pub(super) fn relay_config(
-    p: &mut Parser<'_>,
-    push: bool,
-    kube: Option<&super::KubeConfig>,
-) -> Option<RelayConfig> {
-    let mut targets = Vec::new();
-    for item in list(p, "relay.targets") {
-        let (job, raw) = match item.split_once('=') {
-            Some((job, url)) if !job.contains("://") => (job.trim().to_string(), url.trim()),
-            _ => ("relay".to_string(), item.as_str()),
-        };
-        if let Some(url) = url(p, "relay.targets", raw) {
-            targets.push(RelayTarget::plain(job, url));
-        }
-    }
-    // The kubelet is reached with the kube.* settings the pod-metadata poller uses.
-    let kubelet = if p.bool("relay.kubelet.enabled") {
-        let kube = match kube {
-            Some(k) => k.clone(),
-            None => super::kube_config(p),
-        };
-        Some(KubeletTarget {
-            url: kube.kubelet_url,
-            token_file: kube.token_file,
-            ca_file: kube.ca_file,
-            insecure_skip_verify: kube.insecure_skip_verify,
-        })
-    } else {
-        None
-    };
-    let interval = p.duration("relay.interval", Duration::from_millis(100));
-    let max_series = p.parse::<usize>("relay.maxSeries", "a whole number of series");
-    if max_series == 0 {
-        p.fail("relay.maxSeries", "must be > 0, got 0".to_string());
-    }
-    let filter = MetricFilter::new(list(p, "relay.metrics"), list(p, "relay.dropLabels"))
-        .with_max_series(max_series);
-    if targets.is_empty() && kubelet.is_none() {
-        return None;
-    }
-    if !push {
-        p.fail(
-            "relay.targets",
-            "relaying needs otlp.endpoint (where to send the relayed metrics)".to_string(),
-        );
-    }
-    Some(RelayConfig {
-        targets,
-        kubelet,
-        interval,
-        filter,
     })
 }
 

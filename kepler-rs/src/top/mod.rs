@@ -13,63 +13,14 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Arg, ArgAction, ArgMatches, Command};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
 use crossterm::{cursor, execute, queue, terminal};
 
-use table::{Counters, Group, SortBy};
+use crate::config::top::{Group, SortBy, TopOptions};
+use table::Counters;
 
 /// Largest `/metrics` body accepted (a node with process metrics on can be tens of MB).
 const MAX_BODY: u64 = 256 << 20;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopOptions {
-    pub url: String,
-    pub interval: Duration,
-    pub once: bool,
-    pub group: Group,
-    pub sort: SortBy,
-    pub rows: usize,
-}
-
-/// The `top` subcommand's own flags.
-pub fn command() -> Command {
-    Command::new("top")
-        .about("Live view of power per container, pod or process from a running exporter")
-        .arg(Arg::new("url").long("url").default_value("http://127.0.0.1:9102/metrics").help("The exporter's /metrics URL"))
-        .arg(Arg::new("interval").long("interval").default_value("3s").help("Refresh interval"))
-        .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("Print one table (two scrapes one interval apart) and exit"))
-        .arg(Arg::new("group").long("group").default_value("container").value_parser(["container", "pod", "process"]).help("Rows per container, pod or process (process needs --metrics.processes on the exporter)"))
-        .arg(Arg::new("sort").long("sort").default_value("power").value_parser(["power", "energy", "name"]).help("Sort order"))
-        .arg(Arg::new("rows").long("rows").default_value("20").value_parser(clap::value_parser!(usize)).help("Rows shown with --once"))
-}
-
-pub fn options(m: &ArgMatches) -> Result<TopOptions> {
-    let get = |k: &str| m.get_one::<String>(k).cloned().unwrap_or_default();
-    let interval_raw = get("interval");
-    let interval = humantime::parse_duration(&interval_raw)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| {
-            format!("--interval: must be a duration > 0 like 3s, got {interval_raw:?}")
-        })?;
-    Ok(TopOptions {
-        url: get("url"),
-        interval,
-        once: m.get_flag("once"),
-        group: match get("group").as_str() {
-            "pod" => Group::Pod,
-            "process" => Group::Process,
-            _ => Group::Container,
-        },
-        sort: match get("sort").as_str() {
-            "energy" => SortBy::Energy,
-            "name" => SortBy::Name,
-            _ => SortBy::Power,
-        },
-        rows: m.get_one::<usize>("rows").copied().unwrap_or(20),
-    })
-}
 
 /// One scrape, parsed.
 fn scrape(url: &str) -> Result<prometheus_parse::Scrape> {
@@ -179,11 +130,20 @@ pub fn run_interactive(mut opts: TopOptions) -> Result<()> {
                     KeyCode::Char('p') => opts.sort = SortBy::Power,
                     KeyCode::Char('e') => opts.sort = SortBy::Energy,
                     KeyCode::Char('n') => opts.sort = SortBy::Name,
-                    KeyCode::Char('g') => opts.group = opts.group.next(),
+                    KeyCode::Char('g') => opts.group = next_group(opts.group),
                     _ => {}
                 }
             }
         }
+    }
+}
+
+/// The grouping after `group`, for the `g` key.
+fn next_group(group: Group) -> Group {
+    match group {
+        Group::Container => Group::Pod,
+        Group::Pod => Group::Process,
+        Group::Process => Group::Container,
     }
 }
 

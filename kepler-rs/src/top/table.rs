@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::config::top::{Group, SortBy};
+
 /// Energy counters from one scrape, keyed by row identity then mode.
 pub type Counters = BTreeMap<RowKey, BTreeMap<String, f64>>;
 
@@ -20,47 +22,6 @@ pub struct RowKey {
     pub pod: String,
     pub name: String,
     pub id: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
-    Container,
-    Pod,
-    Process,
-}
-
-impl Group {
-    pub fn next(self) -> Self {
-        match self {
-            Group::Container => Group::Pod,
-            Group::Pod => Group::Process,
-            Group::Process => Group::Container,
-        }
-    }
-    fn as_str(self) -> &'static str {
-        match self {
-            Group::Container => "container",
-            Group::Pod => "pod",
-            Group::Process => "process",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortBy {
-    Power,
-    Energy,
-    Name,
-}
-
-impl SortBy {
-    fn as_str(self) -> &'static str {
-        match self {
-            SortBy::Power => "power",
-            SortBy::Energy => "energy",
-            SortBy::Name => "name",
-        }
-    }
 }
 
 /// Extracts the energy counters of one grouping from a parsed scrape.

@@ -18,14 +18,15 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
+use crate::config::otlp::RetryPolicy;
 use crate::export::family::{families, BuildInfo, RenderOptions};
 use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 
 pub use convert::Identity;
-pub use retry::{Decision, Queue, RetryPolicy};
-pub use transport::{Compression, Protocol, Transport, TransportError, TransportOptions};
+pub use retry::{Decision, Queue};
+pub use transport::{Transport, TransportError};
 
 /// Produces what to send: a batch per interval (`None`: nothing new), turned into a request
 /// only when it is sent, so a batch waiting for the hub can be small (a shared snapshot).

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message;
 
+use crate::config::otlp::RetryPolicy;
+
 /// The most a server's `Retry-After` / `RetryInfo` may make us wait.
 pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(300);
 
@@ -199,26 +201,6 @@ pub fn encode_status_with_retry_info(code: i32, message: &str, delay: Duration) 
         }],
     }
     .encode_to_vec()
-}
-
-/// Retry timing: initial and maximum interval, and the randomness for the jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-    /// A batch still failing after this long is dropped.
-    pub max_elapsed: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// The Collector's exporter defaults.
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(5),
-            max: Duration::from_secs(30),
-            max_elapsed: Duration::from_secs(300),
-        }
-    }
 }
 
 /// Exponential backoff with jitter: the n-th delay is drawn uniformly from

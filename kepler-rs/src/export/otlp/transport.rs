@@ -8,7 +8,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -20,35 +20,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::retry::{classify_grpc, classify_http, Outcome};
-
-/// The OTLP transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    HttpProtobuf,
-}
-
-/// Request body compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    None,
-}
-
-/// Where and how to send.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransportOptions {
-    /// Full URL: for gRPC the server's address, for HTTP the `/v1/metrics` URL.
-    pub endpoint: reqwest::Url,
-    pub protocol: Protocol,
-    pub compression: Compression,
-    /// Sent with every request (`authorization: Bearer ...`).
-    pub headers: Vec<(String, String)>,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Trust only this CA (PEM) for `https://`; `None`: the system roots.
-    pub ca_file: Option<PathBuf>,
-}
+use crate::config::otlp::{Compression, Protocol, TransportOptions};
 
 /// Why a transport cannot be built (configuration problems, reported at start-up).
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use prometheus_parse::SampleType;
 
 use super::parse::{Family, Labels, SeriesValue};
-use super::MetricFilter;
+use crate::config::relay::MetricFilter;
 use crate::export::otlp::convert::{kv, unix_nanos, CLUSTER_ATTRIBUTE};
 
 #[derive(Debug, Clone, Copy)]

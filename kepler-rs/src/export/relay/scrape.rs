@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::convert::Tracker;
 use super::parse::{parse, Family, ParseError};
-use super::{MetricFilter, RelayTarget};
+use crate::config::relay::{MetricFilter, RelayTarget};
 use crate::workload::kube::kubelet::tls_config;
 
 /// Largest page accepted (a big node's cAdvisor page is a few MiB).
