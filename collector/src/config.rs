@@ -253,7 +253,18 @@ pub struct Config {
     pub enable_open_metrics: bool,
     pub max_series: usize,
     pub max_series_per_cluster: usize,
-    pub remote_write: Option<crate::remote_write::Settings>,
+    pub remote_write: Option<RemoteWrite>,
+}
+
+/// Remote-write settings, validated from [`RawRemoteWrite`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteWrite {
+    pub url: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_queue: usize,
+    pub max_samples_per_request: usize,
+    pub bearer_token: Option<String>,
 }
 
 /// Parses `4MiB`, `20MB`, `1024` (bytes).
@@ -472,7 +483,7 @@ impl RawConfig {
                     }
                 },
             };
-            Some(crate::remote_write::Settings {
+            Some(RemoteWrite {
                 url: rw.url.clone(),
                 interval: interval?,
                 timeout: timeout?,

@@ -8,10 +8,11 @@
 //! exponential backoff (0.5 s doubling to 30 s); other answers are permanent and drop the
 //! request. Energy counters are cumulative, so a dropped request loses resolution, not energy.
 
+use crate::config::RemoteWrite;
 use crate::exposition;
 use crate::ingest::Hub;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,27 +45,6 @@ pub struct Sample {
     pub value: f64,
     #[prost(int64, tag = "2")]
     pub timestamp: i64,
-}
-
-/// Remote-write settings (validated in [`crate::config`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub url: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub max_queue: usize,
-    pub max_samples_per_request: usize,
-    pub bearer_token: Option<String>,
-}
-
-/// Counters shown as `kepler_collector_remote_write_*` (once `enabled`).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub enabled: std::sync::atomic::AtomicBool,
-    pub samples_sent: AtomicU64,
-    pub samples_dropped: AtomicU64,
-    pub requests_failed: AtomicU64,
-    pub retries: AtomicU64,
 }
 
 /// The backoff before retry `attempt` (0-based): 0.5 s doubling, at most 30 s.
@@ -113,7 +93,7 @@ enum Sent {
     Drop(String),
 }
 
-async fn send(client: &reqwest::Client, settings: &Settings, body: Vec<u8>) -> Sent {
+async fn send(client: &reqwest::Client, settings: &RemoteWrite, body: Vec<u8>) -> Sent {
     let mut request = client
         .post(&settings.url)
         .header("Content-Type", "application/x-protobuf")
@@ -141,7 +121,11 @@ async fn send(client: &reqwest::Client, settings: &Settings, body: Vec<u8>) -> S
 }
 
 /// Runs the exporter until `stop` turns true.
-pub async fn run(hub: Arc<Hub>, settings: Settings, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    hub: Arc<Hub>,
+    settings: RemoteWrite,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let stats = &hub.metrics.remote_write;
     stats.enabled.store(true, Ordering::Relaxed);
     let client = match reqwest::Client::builder().build() {

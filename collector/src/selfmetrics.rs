@@ -8,6 +8,7 @@
 use crate::store::Store;
 use kepler_prom_text::{Encoder, MetricType};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard};
 
 /// How many distinct cluster names the self-metrics track.
@@ -27,7 +28,18 @@ struct Counters {
 pub struct SelfMetrics {
     inner: Mutex<Counters>,
     /// The remote-write exporter's counters.
-    pub remote_write: crate::remote_write::Stats,
+    pub remote_write: RemoteWriteStats,
+}
+
+/// The remote-write exporter's counters, shown as `kepler_collector_remote_write_*` (once
+/// `enabled`).
+#[derive(Debug, Default)]
+pub struct RemoteWriteStats {
+    pub enabled: AtomicBool,
+    pub samples_sent: AtomicU64,
+    pub samples_dropped: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub retries: AtomicU64,
 }
 
 fn bounded<'a, V>(map: &HashMap<String, V>, cluster: &'a str) -> &'a str {

@@ -1,6 +1,6 @@
-//! A borrowed view of an OTLP `ExportMetricsServiceRequest`: what [`crate::ingest`] reads,
-//! built either from decoded prost messages ([`View::of_request`]) or straight from the
-//! protobuf bytes ([`View::of_protobuf`]) without allocating a `String` per attribute.
+//! A borrowed view of an OTLP `ExportMetricsServiceRequest`: what ingest reads, built either
+//! from decoded prost messages ([`View::of_request`]) or straight from the protobuf bytes
+//! ([`View::of_protobuf`]) without allocating a `String` per attribute.
 //!
 //! The byte walker only accepts the common shape (gauges and sums of number points whose
 //! attributes are strings, every field at most once, no unknown fields, no exemplars); for
