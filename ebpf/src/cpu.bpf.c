@@ -39,6 +39,11 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define FLUSH_NS 10000000ULL /* 10 ms */
 #define COUNTERS 3 /* cycles, instructions, cache misses */
+#ifdef KEPLER_COUNTERS
+#define COUNTERS_IN_VALUE COUNTERS
+#else
+#define COUNTERS_IN_VALUE 0
+#endif
 #define CPU_ENTRIES 32768
 #define EXIT_ENTRIES 16384
 
@@ -151,6 +156,29 @@ struct cpu_state {
 	__u32 _pad;
 	struct pending slot[SLOTS];
 };
+
+/* The layouts user space reads (ebpf/src/lib.rs asserts the same numbers): a field moved on
+ * either side fails the build. */
+#define OFFSET_OF(type, field) __builtin_offsetof(type, field)
+_Static_assert(sizeof(struct cpu_key) == 16, "cpu_key: CpuKey is 16 bytes");
+_Static_assert(OFFSET_OF(struct cpu_key, cgroup_id) == 8, "cpu_key.cgroup_id at 8");
+_Static_assert(OFFSET_OF(struct cpu_value, comm) == 8 + 8 * COUNTERS_IN_VALUE,
+	       "cpu_value.comm after cpu_ns (and the counters)");
+_Static_assert(sizeof(struct cpu_value) == 24 + 8 * COUNTERS_IN_VALUE,
+	       "cpu_value: CpuTime 24 bytes, CpuValue 48");
+_Static_assert(sizeof(struct overflow) == 16, "overflow: Overflow is 16 bytes");
+_Static_assert(OFFSET_OF(struct pending, gen) == 16, "pending.gen at 16");
+_Static_assert(OFFSET_OF(struct pending, ns) == 24, "pending.ns at 24");
+_Static_assert(OFFSET_OF(struct pending, moves) == 32, "pending.moves at 32");
+_Static_assert(sizeof(struct pending) == 40 + 8 * COUNTERS_IN_VALUE,
+	       "pending: Pending 40 bytes, PendingCounted 64");
+_Static_assert(OFFSET_OF(struct cpu_state, last) == 8 + 8 * COUNTERS_IN_VALUE,
+	       "cpu_state.last after ts (and the counters)");
+_Static_assert(OFFSET_OF(struct cpu_state, slot) == 16 + 8 * COUNTERS_IN_VALUE,
+	       "cpu_state.slot: CpuState at 16, CpuStateCounted at 40");
+_Static_assert(sizeof(struct cpu_state) ==
+		       16 + 8 * COUNTERS_IN_VALUE + SLOTS * sizeof(struct pending),
+	       "cpu_state: CpuState 96 bytes, CpuStateCounted 168");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

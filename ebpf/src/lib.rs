@@ -1,19 +1,28 @@
-//! The kernel side of kepler-rs's eBPF CPU accounting: the BPF objects compiled from
-//! `src/cpu.bpf.c` by clang at build time, the names of their programs and maps, and the
-//! `#[repr(C)]` layouts of their map keys and values, which must match the C structs.
+//! The kernel side of kepler-rs's eBPF CPU accounting: the BPF objects of `src/cpu.bpf.c`
+//! (compiled by clang at build time, or the ones committed in `prebuilt/` where clang is
+//! missing; see build.rs), the names of their programs and maps, and the `#[repr(C)]` layouts of
+//! their map keys and values, which must match the C structs: both sides check sizes and
+//! offsets at compile time (`_Static_assert` in the C, `const` asserts here).
 //!
 //! The one source is built twice (docs/adr/0008): [`cpu_object`] counts on-CPU time only (map
 //! values [`CpuTime`]) and is what the exporter loads where no hardware counter is available;
 //! [`cpu_counters_object`] also reads the hardware counters (map values [`CpuValue`]).
 //!
-//! Loading, attaching and draining happen in `kepler_rs::workload::ebpf`. When clang was not
-//! available at build time the objects are absent ([`cpu_object`] returns `None`).
+//! Loading, attaching and draining happen in `kepler_rs::workload::ebpf`. Only a build with
+//! neither clang nor the committed objects lacks them ([`cpu_object`] returns `None`).
 
-/// The compiled time-only BPF object (ELF with BTF), empty when clang was missing at build time.
+/// The time-only BPF object (ELF with BTF), empty when the build had none.
 pub const CPU_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpu.bpf.o"));
-/// The compiled BPF object with hardware counters (`-DKEPLER_COUNTERS`), empty likewise.
+/// The BPF object with hardware counters (`-DKEPLER_COUNTERS`), empty likewise.
 pub const CPU_COUNTERS_OBJECT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cpu_counters.bpf.o"));
+
+/// The clang that compiled the objects (`clang --version`'s first line), or `none` when they
+/// are the committed ones.
+pub const CLANG_VERSION: &str = env!("KEPLER_BPF_CLANG_VERSION");
+
+/// Whether the objects were compiled from `src/cpu.bpf.c` by this build (else: committed ones).
+pub const BUILT_FROM_SOURCE: bool = cfg!(kepler_ebpf_from_source);
 
 /// The time-only object, or `None` when this build has no eBPF support.
 pub fn cpu_object() -> Option<&'static [u8]> {
@@ -217,6 +226,33 @@ impl CpuValue {
     }
 }
 
+// The layouts of the C structs in src/cpu.bpf.c (which asserts the same numbers): a field moved
+// on either side fails the build.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<CpuKey>() == 16);
+    assert!(offset_of!(CpuKey, cgroup_id) == 8);
+    assert!(size_of::<CpuTime>() == 24);
+    assert!(offset_of!(CpuTime, comm) == 8);
+    assert!(size_of::<CpuValue>() == 48);
+    assert!(offset_of!(CpuValue, counters) == 8);
+    assert!(offset_of!(CpuValue, comm) == 32);
+    assert!(size_of::<Overflow>() == 16);
+    assert!(offset_of!(Overflow, count) == 8);
+    assert!(size_of::<Pending>() == 40);
+    assert!(offset_of!(Pending, gen) == 16);
+    assert!(offset_of!(Pending, ns) == 24);
+    assert!(offset_of!(Pending, moves) == 32);
+    assert!(size_of::<PendingCounted>() == 64);
+    assert!(offset_of!(PendingCounted, counters) == 40);
+    assert!(size_of::<CpuState>() == 16 + 2 * 40);
+    assert!(offset_of!(CpuState, last) == 8);
+    assert!(offset_of!(CpuState, slots) == 16);
+    assert!(size_of::<CpuStateCounted>() == 40 + 2 * 64);
+    assert!(offset_of!(CpuStateCounted, last) == 32);
+    assert!(offset_of!(CpuStateCounted, slots) == 40);
+};
+
 // SAFETY: both are #[repr(C)] structs of integers and byte arrays with explicit padding fields,
 // so every bit pattern is a valid value and there are no implicit padding bytes.
 #[allow(unsafe_code)]
@@ -242,24 +278,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layouts_match_the_c_structs() {
-        assert_eq!(std::mem::size_of::<CpuKey>(), 16);
-        assert_eq!(std::mem::size_of::<CpuValue>(), 48);
-        assert_eq!(std::mem::offset_of!(CpuValue, counters), 8);
-        assert_eq!(std::mem::offset_of!(CpuValue, comm), 32);
-        assert_eq!(std::mem::size_of::<CpuTime>(), 24);
-        assert_eq!(std::mem::offset_of!(CpuTime, comm), 8);
-        assert_eq!(std::mem::size_of::<Overflow>(), 16);
-        assert_eq!(std::mem::size_of::<Pending>(), 40);
-        assert_eq!(std::mem::offset_of!(Pending, ns), 24);
-        assert_eq!(std::mem::size_of::<PendingCounted>(), 64);
-        assert_eq!(std::mem::size_of::<CpuState>(), 16 + 2 * 40);
-        assert_eq!(std::mem::offset_of!(CpuState, slots), 16);
-        assert_eq!(std::mem::size_of::<CpuStateCounted>(), 40 + 2 * 64);
-        assert_eq!(std::mem::offset_of!(CpuStateCounted, slots), 40);
-    }
-
-    #[test]
     fn time_converts_to_a_value_without_counters() {
         let t = CpuTime {
             cpu_ns: 7,
@@ -278,14 +296,46 @@ mod tests {
         assert_eq!(v.comm(), "0123456789abcdef");
     }
 
+    /// The objects committed in prebuilt/ (what a build without clang embeds).
+    const COMMITTED: [(&str, &[u8]); 2] = [
+        ("cpu.bpf.o", include_bytes!("../prebuilt/cpu.bpf.o")),
+        (
+            "cpu_counters.bpf.o",
+            include_bytes!("../prebuilt/cpu_counters.bpf.o"),
+        ),
+    ];
+
     #[test]
-    fn object_is_built_when_required() {
-        if std::env::var("KEPLER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+    fn committed_objects_are_what_the_source_compiles_to() {
+        if !BUILT_FROM_SOURCE {
+            kepler_test_support::require::tool_missing(
+                "clang, to compile src/cpu.bpf.c and compare with the committed objects",
+            );
+            return;
+        }
+        let committed_with = include_str!("../prebuilt/clang-version").trim();
+        for ((name, committed), fresh) in COMMITTED.iter().zip([CPU_OBJECT, CPU_COUNTERS_OBJECT]) {
             assert!(
-                cpu_object().is_some(),
-                "BPF object missing but KEPLER_REQUIRE_TOOLS=1"
+                *committed == fresh,
+                "ebpf/prebuilt/{name} is not what src/cpu.bpf.c compiles to: run \
+                 scripts/update-bpf-objects.sh and commit the result (compiled here by {CLANG_VERSION}; \
+                 committed from {committed_with})"
             );
         }
+    }
+
+    #[test]
+    fn committed_objects_are_bpf_elf_files() {
+        for (name, committed) in COMMITTED {
+            assert_eq!(committed.get(..4), Some(&b"\x7fELF"[..]), "{name}");
+            // e_machine (offset 18, little endian) 247: EM_BPF.
+            assert_eq!(committed.get(18..20), Some(&[247u8, 0][..]), "{name}");
+        }
+    }
+
+    #[test]
+    fn object_is_built() {
+        assert!(cpu_object().is_some(), "no BPF object in this build");
         assert_eq!(cpu_object().is_some(), cpu_counters_object().is_some());
         for obj in [cpu_object(), cpu_counters_object()].into_iter().flatten() {
             assert_eq!(obj.get(..4), Some(&b"\x7fELF"[..]));

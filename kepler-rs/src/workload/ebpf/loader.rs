@@ -34,7 +34,7 @@ use crate::workload::{HardwareCounter, HardwareCounterSet};
 /// prints before falling back to procfs.
 #[derive(Debug, Error)]
 pub enum EbpfError {
-    #[error("eBPF not built in (clang was missing when kepler-rs was built)")]
+    #[error("eBPF not built in (kepler-rs was built without clang and without the committed BPF objects)")]
     NotBuiltIn,
     #[error("eBPF disabled by configuration (ebpf.enabled=false)")]
     Disabled,
