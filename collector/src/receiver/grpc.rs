@@ -13,9 +13,7 @@
 use super::{AuthError, Listener};
 use crate::decode::DecodeError;
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -115,19 +113,7 @@ impl GrpcReceiver {
                 return Err(Status::invalid_argument(message));
             }
         };
-        let partial_success = if outcome.rejected > 0 {
-            listener.hub.metrics.request(&listener.name, "partial");
-            Some(ExportMetricsPartialSuccess {
-                rejected_data_points: outcome.rejected as i64,
-                error_message: outcome.message,
-            })
-        } else {
-            listener.hub.metrics.request(&listener.name, "ok");
-            None
-        };
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success,
-        }))
+        Ok(Response::new(listener.response(outcome)))
     }
 }
 

@@ -14,9 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use prost::Message;
 use std::sync::Arc;
 
@@ -210,21 +208,7 @@ async fn export(State(listener): State<Arc<Listener>>, request: Request) -> Resp
             return error(StatusCode::BAD_REQUEST, encoding, e.to_string());
         }
     };
-    let partial_success = if outcome.rejected > 0 {
-        listener.hub.metrics.request(&listener.name, "partial");
-        Some(ExportMetricsPartialSuccess {
-            rejected_data_points: outcome.rejected as i64,
-            error_message: outcome.message,
-        })
-    } else {
-        listener.hub.metrics.request(&listener.name, "ok");
-        None
-    };
-    respond(
-        StatusCode::OK,
-        encoding,
-        &ExportMetricsServiceResponse { partial_success },
-    )
+    respond(StatusCode::OK, encoding, &listener.response(outcome))
 }
 
 /// Serves `router` over TLS on an already bound socket until `shutdown` resolves. Each

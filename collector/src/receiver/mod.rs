@@ -7,7 +7,10 @@ pub mod grpc;
 pub mod http;
 
 use crate::config;
-use crate::ingest::{Hub, Labeling};
+use crate::ingest::{Hub, Labeling, Outcome};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
 use std::sync::Arc;
 
 /// One configured listener, shared by its connections.
@@ -76,6 +79,22 @@ impl Listener {
             insert_cluster: self.insert_cluster.as_deref(),
             force_cluster: token_cluster,
         }
+    }
+
+    /// The answer to a request that was ingested: a partial success naming the rejected points
+    /// when there are any. Counts the request as `partial` or `ok`.
+    pub fn response(&self, outcome: Outcome) -> ExportMetricsServiceResponse {
+        let partial_success = if outcome.rejected > 0 {
+            self.hub.metrics.request(&self.name, "partial");
+            Some(ExportMetricsPartialSuccess {
+                rejected_data_points: outcome.rejected as i64,
+                error_message: outcome.message,
+            })
+        } else {
+            self.hub.metrics.request(&self.name, "ok");
+            None
+        };
+        ExportMetricsServiceResponse { partial_success }
     }
 }
 
