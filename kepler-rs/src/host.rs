@@ -23,8 +23,13 @@ pub enum HostError {
     Parse { path: PathBuf, reason: String },
 }
 
-/// Node-wide CPU time since boot, in clock ticks (jiffies), from the first `cpu ` line of
-/// `/proc/stat`.
+/// Clock ticks per second of `/proc/stat` and `/proc/<pid>/stat` (USER_HZ, what
+/// `sysconf(_SC_CLK_TCK)` answers): part of the kernel ABI, 100 on every architecture we build
+/// for, whatever the kernel's internal HZ. The one tick rate every tick conversion uses.
+pub const USER_HZ: u64 = 100;
+
+/// Node-wide CPU time since boot, in clock ticks (jiffies, [`USER_HZ`] per second), from the
+/// first `cpu ` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuTimes {
     /// `total - idle - iowait`.
@@ -217,6 +222,11 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn user_hz_is_what_the_system_says() {
+        assert_eq!(USER_HZ, procfs::ticks_per_second());
+    }
 
     #[test]
     fn cpu_infos_one_per_processor() {

@@ -13,13 +13,10 @@
 
 use std::path::Path;
 
-use crate::host::CpuTimes;
+use crate::host::{CpuTimes, USER_HZ};
 use crate::power::units::{CpuNanos, Microjoules};
 use crate::workload::cgroup::{CgroupRef, Hierarchy};
 use crate::workload::cgroup_cpu::{CgroupError, CgroupLayout};
-
-/// `/proc/stat` counts in USER_HZ ticks, 100 per second on every Linux architecture.
-const NANOS_PER_TICK: u64 = 10_000_000;
 
 /// The node's share of host CPU time, updated once per interval.
 #[derive(Debug)]
@@ -57,10 +54,7 @@ impl NodeShare {
     pub fn update(&mut self, host: &CpuTimes) -> Result<f64, CgroupError> {
         let node = self.layout.usage(&self.root)?;
         if let Some((last_node, last_busy)) = self.last {
-            let host_ns = host
-                .busy
-                .saturating_sub(last_busy)
-                .saturating_mul(NANOS_PER_TICK);
+            let host_ns = CpuNanos::from_ticks(host.busy.saturating_sub(last_busy), USER_HZ).0;
             let node_ns = node.0.saturating_sub(last_node.0);
             if host_ns > 0 {
                 self.share = (node_ns as f64 / host_ns as f64).clamp(0.0, 1.0);

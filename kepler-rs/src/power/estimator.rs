@@ -126,7 +126,7 @@ impl EstimatorMeter {
             .collect::<Vec<_>>();
         Self {
             totals: vec![Microjoules::ZERO; zones.len()],
-            jiffies_per_second: f64::from(logical) * procfs::ticks_per_second().max(1) as f64,
+            jiffies_per_second: f64::from(logical) * host::USER_HZ as f64,
             model,
             procfs,
             zones,
@@ -242,7 +242,7 @@ mod tests {
         let first = meter.read();
         assert!(first.iter().all(|r| r.energy == Ok(Microjoules::ZERO)));
         // Two CPUs for 3 s at the tick rate, 25 % busy.
-        let tps = procfs::ticks_per_second();
+        let tps = host::USER_HZ;
         let total = 2 * 3 * tps;
         set_stat(dir.path(), total / 4, total - total / 4);
         let second = meter.read();

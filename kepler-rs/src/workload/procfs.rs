@@ -33,6 +33,7 @@ use super::cgroup_cpu::{CgroupError, CgroupLayout};
 use super::{
     ContainerIdentity, CpuTimeSource, ProcessUsage, WorkloadKey, WorkloadSample, WorkloadUsage,
 };
+use crate::host::USER_HZ;
 use crate::power::counter::{Counter, Step};
 use crate::power::units::CpuNanos;
 use crate::report_error;
@@ -70,7 +71,6 @@ pub struct ProcfsSource {
     procfs: PathBuf,
     layout: CgroupLayout,
     metrics: Arc<SelfMetrics>,
-    ticks_per_second: u64,
     processes: HashMap<u32, Tracked>,
     containers: HashMap<String, Counter>,
     /// How many `schedstat` files may be kept open.
@@ -92,15 +92,10 @@ impl ProcfsSource {
         } else {
             tracing::info!(procfs = %procfs.display(), cgroups = %layout, "procfs CPU-time source");
         }
-        let ticks_per_second = match ::procfs::ticks_per_second() {
-            0 => 100,
-            t => t,
-        };
         Self {
             procfs,
             layout,
             metrics,
-            ticks_per_second,
             processes: HashMap::new(),
             containers: HashMap::new(),
             max_kept_files: kept_file_budget(),
@@ -231,7 +226,7 @@ impl ProcfsSource {
     }
 
     fn stat_nanos(&self, stat: &StatLine) -> u64 {
-        CpuNanos::from_ticks(stat.utime.saturating_add(stat.stime), self.ticks_per_second).0
+        CpuNanos::from_ticks(stat.utime.saturating_add(stat.stime), USER_HZ).0
     }
 
     fn report_skip(&self, pid: u32, skip: Skip, vanished: &mut u64) {
@@ -592,7 +587,7 @@ mod tests {
     }
 
     fn ticks(n: u64) -> CpuNanos {
-        CpuNanos::from_ticks(n, ::procfs::ticks_per_second())
+        CpuNanos::from_ticks(n, USER_HZ)
     }
 
     fn cpu(s: &WorkloadSample, key: &WorkloadKey) -> CpuNanos {
