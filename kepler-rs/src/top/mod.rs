@@ -9,12 +9,13 @@
 
 pub mod table;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
 use crossterm::{cursor, execute, queue, terminal};
+use reqwest::blocking::{Client, Response};
 
 use crate::config::top::{Group, SortBy, TopOptions};
 use table::Counters;
@@ -22,34 +23,50 @@ use table::Counters;
 /// Largest `/metrics` body accepted (a node with process metrics on can be tens of MB).
 const MAX_BODY: u64 = 256 << 20;
 
+/// The HTTP client for the scrapes: no overall timeout (a slow exporter is waited for), TLS on
+/// the process-wide ring provider as everywhere else in the crate.
+fn client() -> Result<Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+        .timeout(None::<Duration>)
+        .build()
+        .context("cannot set up the HTTP client")
+}
+
 /// One scrape, parsed.
-fn scrape(url: &str) -> Result<prometheus_parse::Scrape> {
-    let mut response = ureq::get(url)
-        .call()
+fn scrape(client: &Client, url: &str) -> Result<prometheus_parse::Scrape> {
+    let response = client
+        .get(url)
+        .send()
+        .and_then(Response::error_for_status)
         .with_context(|| format!("cannot scrape {url}"))?;
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY)
-        .read_to_string()
+    let mut body = String::new();
+    response
+        .take(MAX_BODY + 1)
+        .read_to_string(&mut body)
         .with_context(|| format!("cannot read the answer of {url}"))?;
+    anyhow::ensure!(
+        body.len() as u64 <= MAX_BODY,
+        "cannot read the answer of {url}: larger than {MAX_BODY} bytes"
+    );
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
         .with_context(|| format!("{url} did not answer in the Prometheus text format"))
 }
 
 /// Prints one table and returns.
 pub fn run_once(opts: &TopOptions) -> Result<()> {
-    let first = scrape(&opts.url)?;
+    let client = client()?;
+    let first = scrape(&client, &opts.url)?;
     let started = Instant::now();
     std::thread::sleep(opts.interval);
-    let mut second = scrape(&opts.url)?;
+    let mut second = scrape(&client, &opts.url)?;
     // An exporter that has not measured again since the first scrape (its interval is longer
     // than ours, or the node is busy) shows no rate yet: wait for its next snapshot, for at
     // most ten of our intervals.
     let deadline = Instant::now() + opts.interval * 10;
     while !table::shows_newer_snapshot(&first, &second) && Instant::now() < deadline {
         std::thread::sleep(opts.interval.min(Duration::from_millis(250)));
-        second = scrape(&opts.url)?;
+        second = scrape(&client, &opts.url)?;
     }
     let rows = table::build(
         &table::counters(&first, opts.group),
@@ -91,6 +108,7 @@ impl Drop for Screen {
 
 /// The interactive view, until `q`.
 pub fn run_interactive(mut opts: TopOptions) -> Result<()> {
+    let client = client()?;
     let _screen = Screen::enter()
         .context("this terminal does not support an interactive view; use --once")?;
     let mut previous: Option<(prometheus_parse::Scrape, Instant)> = None;
@@ -99,7 +117,7 @@ pub fn run_interactive(mut opts: TopOptions) -> Result<()> {
     let mut next_scrape = Instant::now();
     loop {
         if Instant::now() >= next_scrape {
-            match scrape(&opts.url) {
+            match scrape(&client, &opts.url) {
                 // The same snapshot again adds nothing: keep the pair that shows a rate.
                 Ok(s)
                     if latest
