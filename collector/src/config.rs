@@ -1,5 +1,5 @@
 //! The hub's one typed configuration tree, read from YAML (`--config.file`) with a few flag
-//! overrides. Without a file the hub is the seed's hub: OTLP gRPC/HTTP on 4317/4318 inserting
+//! overrides. Without a file it listens as the reference deployment's hub Collector: OTLP gRPC/HTTP on 4317/4318 inserting
 //! `cluster="hub"`, spokes on 4327/4328 keeping their `cluster`, Prometheus on 9464, series
 //! expiring after 5 minutes.
 //!
@@ -176,7 +176,7 @@ fn default_max_series_per_cluster() -> usize {
     500_000
 }
 
-/// The seed hub's four listeners.
+/// The four listeners of the reference deployment's hub Collector.
 pub fn default_listeners() -> Vec<RawListener> {
     let l = |name: &str, protocol, address: &str, insert: Option<&str>| RawListener {
         name: name.into(),
@@ -488,7 +488,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_seed_hub() {
+    fn defaults_are_the_reference_hub() {
         let c = RawConfig::default().validate().unwrap();
         let ports: Vec<_> = c.listeners.iter().map(|l| l.address.port()).collect();
         assert_eq!(ports, [4317, 4318, 4327, 4328]);

@@ -1,6 +1,6 @@
 //! kepler-collector, the multi-cluster hub: OTLP gRPC/HTTP receivers for the hub and its spokes,
 //! per-cluster identity, a bounded series store with expiry, and Prometheus exposition with the
-//! OpenTelemetry Collector's translation rules (../shared/spec/pipeline.md).
+//! OpenTelemetry Collector's translation rules (docs/otlp-to-prometheus.md).
 //!
 //! Data flows one way: [`receiver`] (transport) -> [`decode`] -> [`ingest`] (labels, types)
 //! -> [`store`] -> [`exposition`] / [`server`]. [`app`] wires it; [`config`] is the one typed

@@ -71,17 +71,6 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The `kepler-collector` binary of this workspace build, if built.
 fn collector_binary() -> Option<PathBuf> {
     let found = kepler_test_support::require::require_binary("kepler-collector");
@@ -196,11 +185,9 @@ fn fill(expr: &str) -> String {
 }
 
 fn query(port: u16, promql: &str) -> Value {
-    let (status, body) = get(port, &format!("/api/v1/query?query={}", encode(promql)))
+    let (_, body) = get(port, &kepler_test_support::promql::query_path(promql))
         .unwrap_or_else(|| panic!("Prometheus did not answer {promql}"));
-    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status}: {e}: {body}"));
-    assert_eq!(v["status"], "success", "{promql}: {body}");
-    v["data"]["result"].clone()
+    Value::Array(kepler_test_support::promql::results(promql, &body))
 }
 
 #[test]
@@ -296,7 +283,7 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
         pending.retain(|(title, expr)| {
             let answer = get(
                 prom_port,
-                &format!("/api/v1/query?query={}", encode(&fill(expr))),
+                &kepler_test_support::promql::query_path(&fill(expr)),
             )
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok());
             match answer {
@@ -371,7 +358,8 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
         prom_port,
         &format!(
             "/api/v1/label/cluster/values?{}",
-            encode("match[]=kepler_container_joules_total").replace("%3D", "=")
+            kepler_test_support::promql::percent_encode("match[]=kepler_container_joules_total")
+                .replace("%3D", "=")
         ),
     )
     .unwrap();

@@ -6,6 +6,7 @@
 //! - [`cgroup`]: kubepods-shaped container cgroups on the real cgroup v2 tree, freezing, CPU time.
 //! - [`process`]: child processes that die with the test.
 //! - [`golden`]: golden-file comparison with `UPDATE_GOLDEN=1`.
+//! - [`promql`]: queries to a real Prometheus and the samples of its answers.
 //! - [`promtool`]: `promtool check metrics` on rendered text.
 //! - [`python`]: the workspace's Python venv with the OpenTelemetry packages.
 //!
@@ -16,6 +17,7 @@ pub mod cgroup;
 pub mod golden;
 pub mod net;
 pub mod process;
+pub mod promql;
 pub mod promtool;
 pub mod python;
 pub mod require;

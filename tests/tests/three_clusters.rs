@@ -41,7 +41,7 @@ fn relay_args() -> Vec<String> {
 }
 
 #[test]
-fn prometheus_answers_the_seed_queries_for_three_clusters_and_energy_is_conserved() {
+fn prometheus_answers_the_reference_queries_for_three_clusters_and_energy_is_conserved() {
     let _serial = common::serial();
     let Some(pipeline) = Pipeline::start_full(
         "the three-cluster pipeline",

@@ -18,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use kepler_test_support::promql;
+
 /// The property tests' settings: PROPTEST_CASES cases (256 by default), no regression files.
 pub fn proptest_config() -> proptest::test_runner::Config {
     proptest::test_runner::Config {
@@ -120,7 +122,7 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line[start..].split_whitespace().next()
 }
 
-/// A config with the four seed listeners and the exposition on loopback, kernel-chosen ports,
+/// A config with the hub's four listeners (hub and spokes, gRPC and HTTP) and the exposition on loopback, kernel-chosen ports,
 /// plus `extra` YAML (top-level keys) appended.
 pub fn loopback_config(spoke_extra: &str, extra: &str) -> String {
     format!(
@@ -307,11 +309,10 @@ impl Prometheus {
 
     /// An instant PromQL query: the `data.result` array.
     pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
-        let path = format!("/api/v1/query?query={}", urlencode(promql));
-        let (status, _, body) = http(self.addr, "GET", &path, &[], b"");
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(status, 200, "{v}");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        let (status, _, body) = http(self.addr, "GET", &promql::query_path(promql), &[], b"");
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "{promql}: {body}");
+        promql::results(promql, &body)
     }
 
     /// Polls `promql` until `accept` holds for its result (Prometheus scrapes every second).
@@ -342,26 +343,7 @@ impl Drop for Prometheus {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The value of a PromQL vector sample.
-pub fn sample_value(sample: &serde_json::Value) -> f64 {
-    sample["value"][1].as_str().unwrap().parse().unwrap()
-}
-
-/// A label of a PromQL vector sample.
-pub fn sample_label<'a>(sample: &'a serde_json::Value, name: &str) -> Option<&'a str> {
-    sample["metric"][name].as_str()
-}
+pub use kepler_test_support::promql::{sample_label, sample_value};
 
 /// Compares `actual` with `tests/golden/<name>`, or rewrites it when `UPDATE_GOLDEN=1`.
 pub fn check_golden(name: &str, actual: &str) {

@@ -1,11 +1,11 @@
 //! What the root benchmarks that run the real exporter share: kubepods-shaped cgroups and
 //! sleeping processes that are removed however the benchmark ends, the exporter's CPU ticks and
 //! memory from /proc, and a `/metrics` scrape over loopback.
-#![allow(dead_code)] // each benchmark binary uses a different part
+#![allow(dead_code, unused_imports)] // each benchmark binary uses a different part
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,12 +48,9 @@ impl Drop for Cleanup {
     }
 }
 
+/// The cgroup v2 mount; a benchmark cannot run without one.
 pub fn v2_root() -> PathBuf {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").is_file())
-        .expect("no cgroup v2 mount")
+    kepler_test_support::cgroup::v2_root().expect("no cgroup v2 mount")
 }
 
 pub fn mkdir(dirs: &mut Vec<PathBuf>, p: &Path) {
@@ -120,14 +117,7 @@ pub fn spawn_exporter(port: u16, flags: &[&str]) -> Child {
         .unwrap()
 }
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use kepler_test_support::net::free_port;
 
 /// (utime + stime) ticks, VmRSS kB and VmHWM kB of a process.
 pub fn usage(pid: u32) -> (u64, u64, u64) {
@@ -177,11 +167,7 @@ pub fn should_run(name: &str) -> bool {
         println!("{name} benchmark: not run (use `cargo bench -p kepler-rs --bench {name}`)");
         return false;
     }
-    // SAFETY: geteuid has no preconditions.
-    #[allow(unsafe_code)]
-    if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: the {name} benchmark creates cgroups and needs root");
-        return false;
-    }
-    true
+    kepler_test_support::require::require_root(&format!(
+        "the {name} benchmark (it creates cgroups)"
+    ))
 }

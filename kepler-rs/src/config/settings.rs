@@ -175,7 +175,7 @@ pub const SETTINGS: &[Setting] = &[
     value(
         "otlp.serviceName",
         "kepler-pods",
-        "service.name of the pushed resource: the hub's `job` label (the seed's scrape job; env OTEL_SERVICE_NAME too)",
+        "service.name of the pushed resource: the hub's `job` label (the Kepler scrape job's name in the reference multi-cluster deployment; env OTEL_SERVICE_NAME too)",
     ),
     value("otlp.retry.initialInterval", "5s", "First retry delay after a retryable export failure (grows x1.5 with jitter)"),
     value("otlp.retry.maxInterval", "30s", "Longest retry delay"),

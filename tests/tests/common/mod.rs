@@ -24,6 +24,7 @@ pub mod grpc;
 
 pub use kepler_test_support::cgroup::{v2_root, TestContainer, CGROUP_ROOT};
 pub use kepler_test_support::process::ChildGuard;
+use kepler_test_support::promql;
 pub use kepler_test_support::require::{
     require_binary, require_root, require_tool, tool_missing, which,
 };
@@ -592,14 +593,9 @@ impl Prometheus {
 
     /// An instant query: `Some(result array)`, `None` while Prometheus is not up.
     pub fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
-        let url = format!(
-            "http://127.0.0.1:9090/api/v1/query?query={}",
-            url_encode(promql)
-        );
+        let url = format!("http://127.0.0.1:9090{}", promql::query_path(promql));
         let (_, body) = http_get(&self.ns, &url)?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        assert_eq!(v["status"], "success", "{promql}: {body}");
-        v["data"]["result"].as_array().cloned()
+        Some(promql::results(promql, &body))
     }
 
     /// Polls `promql` until `accept` holds for its result (deadline `secs`); the last result.
@@ -627,21 +623,7 @@ impl Prometheus {
     }
 }
 
-pub fn url_encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The numeric value of a PromQL vector element.
-pub fn sample_value(v: &serde_json::Value) -> f64 {
-    v["value"][1].as_str().unwrap().parse().unwrap()
-}
+pub use kepler_test_support::promql::sample_value;
 
 // The pipeline
 
@@ -653,7 +635,7 @@ pub fn token(cluster: &str) -> String {
     format!("{cluster}-token-{}", "0123456789abcdef")
 }
 
-/// The hub's config: the seed's four listeners with tokens on the spoke listeners, the
+/// The hub's config: its four listeners (hub and spokes, gRPC and HTTP) with tokens on the spoke listeners, the
 /// exposition on :9464, series expiring after `expiration`.
 pub fn hub_config(expiration: &str, extra: &str) -> String {
     let mut tokens = String::from("    auth:\n      tokens:\n");

@@ -106,7 +106,14 @@ impl KubeletClient {
                 message: "scheme must be https:// (or http:// for a read-only port)".into(),
             });
         }
-        let tls = tls_config(options.ca_file.as_deref(), options.insecure_skip_verify)?;
+        // Plain HTTP (the kubelet's read-only port, or a stand-in) needs no CA, and a
+        // service-account token must not travel in clear text.
+        let https = parsed.scheme() == "https";
+        let tls = if https {
+            tls_config(options.ca_file.as_deref(), options.insecure_skip_verify)?
+        } else {
+            tls_config(None, false)?
+        };
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(options.timeout)
@@ -118,7 +125,7 @@ impl KubeletClient {
         Ok(Self {
             http,
             url,
-            token_file: options.token_file.clone(),
+            token_file: options.token_file.clone().filter(|_| https),
         })
     }
 
@@ -280,5 +287,52 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn options(url: &str) -> KubeletOptions {
+        KubeletOptions {
+            url: url.to_string(),
+            token_file: Some("/nonexistent/token".into()),
+            ca_file: Some("/nonexistent/ca.crt".into()),
+            insecure_skip_verify: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn https_needs_its_ca_file() {
+        let err = KubeletClient::new(&options("https://127.0.0.1:10250")).unwrap_err();
+        assert!(matches!(err, KubeletError::Ca { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_needs_no_ca_and_sends_no_token() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).unwrap();
+            let body = br#"{"kind":"PodList","apiVersion":"v1","items":[]}"#;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream.write_all(body).unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let client = KubeletClient::new(&options(&format!("http://127.0.0.1:{port}"))).unwrap();
+        client.fetch().await.unwrap();
+        let request = server.join().unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /pods "), "{request}");
+        assert!(!request.contains("authorization"), "{request}");
     }
 }

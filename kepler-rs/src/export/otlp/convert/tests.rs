@@ -10,7 +10,7 @@ use crate::workload::WorkloadKey;
 use std::time::Duration;
 
 /// The OpenTelemetry Collector's default Prometheus name translation (with suffixes), as
-/// shared/spec/pipeline.md states it: split on every character outside `[a-zA-Z0-9:]`, add
+/// docs/otlp-to-prometheus.md states it: split on every character outside `[a-zA-Z0-9:]`, add
 /// the unit's suffix unless a token already is it, monotonic sums drop every `total` token and
 /// end in `total`, gauges with unit `1` do the same with `ratio`.
 fn collector_name(name: &str, unit: &str, monotonic_sum: bool, gauge: bool) -> String {

@@ -1,0 +1,106 @@
+//! The metrics reference (docs/metrics.md) is generated from the code's families.
+
+use super::*;
+
+/// One reference row per family: type, OTLP unit, label names, help.
+pub(crate) fn reference_rows(
+    s: &Snapshot,
+    metrics: &SelfMetrics,
+    schema: kepler_rs::config::Schema,
+) -> BTreeMap<String, (String, String, String, String)> {
+    let options = RenderOptions {
+        process_metrics: true,
+        schema,
+    };
+    let build = build_info();
+    let mut rows = BTreeMap::new();
+    for family in kepler_rs::export::prometheus::families(s, metrics, &options, &build) {
+        let mut labels = Vec::new();
+        family.for_each_sample(|l, _| {
+            if labels.is_empty() {
+                labels = l.iter().map(|(k, _)| format!("`{k}`")).collect();
+            }
+        });
+        rows.insert(
+            family.name.to_string(),
+            (
+                format!("{:?}", family.ty).to_lowercase(),
+                family.unit.to_string(),
+                labels.join(", "),
+                family.help.replace('|', "\\|"),
+            ),
+        );
+    }
+    rows
+}
+
+pub(crate) fn reference_table(rows: &BTreeMap<String, (String, String, String, String)>) -> String {
+    let mut out =
+        String::from("| name | type | OTLP unit | labels | meaning |\n|---|---|---|---|---|\n");
+    for (name, (ty, unit, labels, help)) in rows {
+        out.push_str(&format!(
+            "| `{name}` | {ty} | {unit} | {labels} | {help} |\n"
+        ));
+    }
+    out
+}
+
+#[test]
+fn metrics_reference_is_up_to_date() {
+    use kepler_rs::config::Schema;
+    let mut s = client_all_zones();
+    s.info.cpus = vec![kepler_rs::host::CpuInfo {
+        processor: "0".into(),
+        vendor_id: "GenuineIntel".into(),
+        model_name: "Reference CPU".into(),
+        physical_id: "0".into(),
+        core_id: "0".into(),
+    }];
+    s.hardware_counters = kepler_rs::workload::HardwareCounter::ALL
+        .into_iter()
+        .fold(kepler_rs::workload::HardwareCounterSet::NONE, |set, c| {
+            set.with(c)
+        });
+    let metrics = errors();
+    metrics.record_export("push", "sent", 1);
+    let classic = reference_rows(&s, &metrics, Schema::Classic);
+    let modern = reference_rows(&s, &metrics, Schema::Modern);
+    let common_rows: BTreeMap<_, _> = classic
+        .iter()
+        .filter(|(k, _)| modern.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let only = |rows: &BTreeMap<String, (String, String, String, String)>| -> BTreeMap<_, _> {
+        rows.iter()
+            .filter(|(k, _)| !common_rows.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let doc = format!(
+        "# Metrics reference\n\n\
+         Generated from the exporter's metric families by `kepler-rs/tests/exposition.rs`\n\
+         (`UPDATE_DOCS=1 cargo test -p kepler-rs --test exposition metrics_reference` rewrites it;\n\
+         CI fails when it is stale). `metrics.schema` chooses the families: `classic` (default),\n\
+         `modern` or `both`. Labels are listed in exposition order. Energy counters are in joules\n\
+         and monotonic; process series appear only with `--metrics.processes`;\n\
+         `*_bpf_cpu_time_ms_total` only with the eBPF CPU-time source, the hardware counter\n\
+         families (`*_cpu_cycles_total`, `*_cpu_instructions_total`, `*_cache_miss_total`) only\n\
+         for the counters the PMU offers (absent in most VMs). OTLP push sends the same\n\
+         families with the unit shown, so a Collector's Prometheus exporter gives back these names.\n\n\
+         ## Classic family (Kepler <= 0.9)\n\n{}\n\
+         ## Modern family (Kepler >= 0.10)\n\n{}\n\
+         ## Exporter self-metrics (every schema)\n\n{}",
+        reference_table(&only(&classic)),
+        reference_table(&only(&modern)),
+        reference_table(&common_rows),
+    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    if current != doc {
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(path, &doc).unwrap();
+        } else {
+            panic!("{path} is out of date: run `UPDATE_DOCS=1 cargo test -p kepler-rs --test exposition metrics_reference`");
+        }
+    }
+}
