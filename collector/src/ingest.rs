@@ -227,13 +227,6 @@ fn same_text(a: &str, b: &str) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
-/// The `cluster` of a sorted attribute set, kept for the tally ("" when absent).
-fn cluster_of<'a>(attrs: &[Attr<'a>]) -> Cow<'a, str> {
-    attrs
-        .binary_search_by(|p| p.0.cmp("cluster"))
-        .map_or(Cow::Borrowed(""), |i| attrs[i].1.clone())
-}
-
 /// `job` = `service.namespace/service.name` (or `service.name`); `instance` =
 /// `service.instance.id`; empty when absent. The first of duplicate keys counts.
 pub fn job_instance(resource: &[Attr<'_>]) -> (Arc<str>, Arc<str>) {
@@ -324,7 +317,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
                 // Non-monotonic deltas have no Prometheus meaning: dropped, as the Collector
                 // drops them (not an error to the sender).
                 self.attrs(p, state);
-                let cluster = cluster_of(&state.attrs);
+                let cluster = Self::cluster(state);
                 state.tally.count(cluster, Ok(Applied::Ignored));
                 continue;
             }
@@ -352,7 +345,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
                 }
                 PointValue::Other => {
                     self.attrs(p, state);
-                    let cluster = cluster_of(&state.attrs);
+                    let cluster = Self::cluster(state);
                     state.tally.count(cluster, Err(Reject::Unsupported));
                 }
             }
@@ -363,7 +356,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
     fn reject_all(&self, points: &[PointView<'a>], reason: Reject, state: &mut State<'a>) {
         for p in points {
             self.attrs(p, state);
-            let cluster = cluster_of(&state.attrs);
+            let cluster = Self::cluster(state);
             state.tally.count(cluster, Err(reason));
         }
     }

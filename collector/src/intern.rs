@@ -203,28 +203,41 @@ impl Interner {
 }
 
 /// What many series share: metric name, type, scope name and version, job, instance (ids into
-/// the [`Interner`]) and the sorted attribute keys.
+/// the [`Interner`]) and the sorted attribute keys, held as `K`: borrowed to look a group up
+/// ([`GroupRef`]), owned in a stored [`Group`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GroupRef<'a> {
+pub struct GroupKey<K> {
     pub metric: Id,
     pub kind: Kind,
     pub scope_name: Id,
     pub scope_version: Id,
     pub job: Id,
     pub instance: Id,
-    pub keys: &'a [Id],
+    pub keys: K,
+}
+
+/// A group key borrowing its attribute keys.
+pub type GroupRef<'a> = GroupKey<&'a [Id]>;
+
+impl<K> GroupKey<K> {
+    /// The same metric, type, scope, job and instance with `keys`.
+    pub fn with_keys<L>(&self, keys: L) -> GroupKey<L> {
+        GroupKey {
+            metric: self.metric,
+            kind: self.kind,
+            scope_name: self.scope_name,
+            scope_version: self.scope_version,
+            job: self.job,
+            instance: self.instance,
+            keys,
+        }
+    }
 }
 
 /// A stored group.
 #[derive(Debug)]
 pub struct Group {
-    pub metric: Id,
-    pub kind: Kind,
-    pub scope_name: Id,
-    pub scope_version: Id,
-    pub job: Id,
-    pub instance: Id,
-    pub keys: Box<[Id]>,
+    pub key: GroupKey<Box<[Id]>>,
     /// Where `cluster` is among the keys.
     pub cluster: Option<usize>,
     refs: u32,
@@ -232,28 +245,15 @@ pub struct Group {
 
 impl Group {
     fn as_ref(&self) -> GroupRef<'_> {
-        GroupRef {
-            metric: self.metric,
-            kind: self.kind,
-            scope_name: self.scope_name,
-            scope_version: self.scope_version,
-            job: self.job,
-            instance: self.instance,
-            keys: &self.keys,
-        }
+        self.key.with_keys(&self.key.keys)
     }
 
     /// The ids of the strings the group holds a reference on.
     fn strings(&self) -> impl Iterator<Item = Id> + '_ {
-        [
-            self.metric,
-            self.scope_name,
-            self.scope_version,
-            self.job,
-            self.instance,
-        ]
-        .into_iter()
-        .chain(self.keys.iter().copied())
+        let k = &self.key;
+        [k.metric, k.scope_name, k.scope_version, k.job, k.instance]
+            .into_iter()
+            .chain(k.keys.iter().copied())
     }
 }
 
@@ -310,13 +310,7 @@ impl Groups {
         };
         let cluster = key.keys.iter().position(|&k| strings.text(k) == "cluster");
         let group = Group {
-            metric: key.metric,
-            kind: key.kind,
-            scope_name: key.scope_name,
-            scope_version: key.scope_version,
-            job: key.job,
-            instance: key.instance,
-            keys: key.keys.into(),
+            key: key.with_keys(key.keys.into()),
             cluster,
             refs: 1,
         };

@@ -174,22 +174,12 @@ pub async fn run(
         }
         next_try = None;
         while let Some((samples, body)) = queue.front() {
-            match send(&client, &settings, body.clone()).await {
-                Sent::Ok => {
-                    stats
-                        .samples_sent
-                        .fetch_add(*samples as u64, Ordering::Relaxed);
-                    queue.pop_front();
-                    attempt = 0;
-                }
+            let counted_in = match send(&client, &settings, body.clone()).await {
+                Sent::Ok => &stats.samples_sent,
                 Sent::Drop(why) => {
                     tracing::warn!(url = %settings.url, %why, "remote write: request refused, dropped");
                     stats.requests_failed.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .samples_dropped
-                        .fetch_add(*samples as u64, Ordering::Relaxed);
-                    queue.pop_front();
-                    attempt = 0;
+                    &stats.samples_dropped
                 }
                 Sent::Retry(why) => {
                     if attempt == 0 {
@@ -200,7 +190,10 @@ pub async fn run(
                     attempt = attempt.saturating_add(1);
                     break;
                 }
-            }
+            };
+            counted_in.fetch_add(*samples as u64, Ordering::Relaxed);
+            queue.pop_front();
+            attempt = 0;
         }
     }
 }

@@ -470,37 +470,33 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            metric_name("kepler_container_joules_total", "J", Kind::Counter),
-            "kepler_container_joules_total"
-        );
-        assert_eq!(
-            metric_name("http.requests", "1", Kind::Counter),
-            "http_requests_total"
-        );
-        assert_eq!(
-            metric_name("cpu.utilization", "1", Kind::Gauge),
-            "cpu_utilization_ratio"
-        );
-        assert_eq!(
-            metric_name("x.duration", "ms", Kind::Histogram),
-            "x_duration_milliseconds"
-        );
-        assert_eq!(
-            metric_name("net.io", "By/s", Kind::Gauge),
-            "net_io_bytes_per_second"
-        );
-        assert_eq!(
-            metric_name("packets", "{packets}", Kind::Counter),
-            "packets_total"
-        );
-        assert_eq!(metric_name("total.total.x", "", Kind::Counter), "x_total");
-        assert_eq!(metric_name("2xx.count", "", Kind::Gauge), "_2xx_count");
-        assert_eq!(metric_name("a..b__c", "W", Kind::Gauge), "a_b_c_watts");
-        assert_eq!(metric_name("mem", "MiBy", Kind::Gauge), "mem_mebibytes");
-        assert_eq!(metric_name("temp", "Cel", Kind::Gauge), "temp_celsius");
-        assert_eq!(metric_name("odd", "foo.bar", Kind::Gauge), "odd_foo_bar");
-        assert_eq!(metric_name("ns:rule", "s", Kind::Gauge), "ns:rule_seconds");
+        for (name, unit, kind, want) in [
+            (
+                "kepler_container_joules_total",
+                "J",
+                Kind::Counter,
+                "kepler_container_joules_total",
+            ),
+            ("http.requests", "1", Kind::Counter, "http_requests_total"),
+            ("cpu.utilization", "1", Kind::Gauge, "cpu_utilization_ratio"),
+            (
+                "x.duration",
+                "ms",
+                Kind::Histogram,
+                "x_duration_milliseconds",
+            ),
+            ("net.io", "By/s", Kind::Gauge, "net_io_bytes_per_second"),
+            ("packets", "{packets}", Kind::Counter, "packets_total"),
+            ("total.total.x", "", Kind::Counter, "x_total"),
+            ("2xx.count", "", Kind::Gauge, "_2xx_count"),
+            ("a..b__c", "W", Kind::Gauge, "a_b_c_watts"),
+            ("mem", "MiBy", Kind::Gauge, "mem_mebibytes"),
+            ("temp", "Cel", Kind::Gauge, "temp_celsius"),
+            ("odd", "foo.bar", Kind::Gauge, "odd_foo_bar"),
+            ("ns:rule", "s", Kind::Gauge, "ns:rule_seconds"),
+        ] {
+            assert_eq!(metric_name(name, unit, kind), want, "{name} [{unit}]");
+        }
     }
 
     #[test]

@@ -73,6 +73,20 @@ fn gauge_request(series: &[(&str, Option<&str>)], value: f64) -> ExportMetricsSe
     }
 }
 
+/// The exposition holds the two energy series the Python SDK sent (one per transport), both
+/// under `cluster="cluster1"`.
+fn assert_two_energy_series_of_cluster1(text: &str) {
+    let energy: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("interop_energy_joules_total{"))
+        .collect();
+    assert_eq!(energy.len(), 2, "{text}");
+    assert!(
+        energy.iter().all(|l| l.contains("cluster=\"cluster1\"")),
+        "{energy:?}"
+    );
+}
+
 #[test]
 fn python_sdk_with_a_token_cannot_write_as_another_cluster() {
     let Some(python) = python() else { return };
@@ -94,15 +108,7 @@ fn python_sdk_with_a_token_cannot_write_as_another_cluster() {
     );
     assert!(ok, "{out}");
     let text = hub.metrics();
-    let energy: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("interop_energy_joules_total{"))
-        .collect();
-    assert_eq!(energy.len(), 2, "{text}");
-    assert!(
-        energy.iter().all(|l| l.contains("cluster=\"cluster1\"")),
-        "{energy:?}"
-    );
+    assert_two_energy_series_of_cluster1(&text);
     assert!(!text.contains("cluster=\"cluster2\""), "{text}");
 
     // Without a token, or with a wrong one: refused, nothing stored.
@@ -325,14 +331,6 @@ fn tls_with_tokens_on_the_spoke_listeners_python_sdk() {
     );
     assert!(!ok);
     let text = hub.metrics();
-    let energy: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("interop_energy_joules_total{"))
-        .collect();
-    assert_eq!(energy.len(), 2, "{text}");
-    assert!(
-        energy.iter().all(|l| l.contains("cluster=\"cluster1\"")),
-        "{energy:?}"
-    );
+    assert_two_energy_series_of_cluster1(&text);
     assert!(!text.contains("plain"), "{text}");
 }

@@ -57,7 +57,7 @@ pub(super) struct Resolved {
 
 /// Whether group `id` is (still) the group of `key`, comparing text.
 fn group_is(names: &Names, id: Id, key: &KeyRef<'_>) -> bool {
-    let Some(g) = names.groups.group(id) else {
+    let Some(g) = names.groups.group(id).map(|g| &g.key) else {
         return false;
     };
     let text = |id| names.strings.text(id);

@@ -305,7 +305,7 @@ impl Store {
                 if !self.alive(record.series.updated_ms, now) {
                     continue;
                 }
-                let Some(group) = names.groups.group(record.group) else {
+                let Some(group) = names.groups.group(record.group).map(|g| &g.key) else {
                     continue;
                 };
                 let text = |id| names.strings.text(id);
@@ -390,30 +390,17 @@ mod tests {
             300_000,
             clock.clone(),
         );
-        assert_eq!(
-            apply(&store, "a", "c1", point(1, 1.0), 0),
-            Ok(Applied::Inserted)
-        );
-        assert_eq!(
-            apply(&store, "b", "c1", point(1, 1.0), 0),
-            Ok(Applied::Inserted)
-        );
-        assert_eq!(
-            apply(&store, "c", "c1", point(1, 1.0), 0),
-            Err(Reject::ClusterSeriesLimit)
-        );
-        assert_eq!(
-            apply(&store, "a", "c1", point(2, 2.0), 0),
-            Ok(Applied::Updated)
-        );
-        assert_eq!(
-            apply(&store, "a", "c2", point(1, 1.0), 0),
-            Ok(Applied::Inserted)
-        );
-        assert_eq!(
-            apply(&store, "b", "c2", point(1, 1.0), 0),
-            Err(Reject::SeriesLimit)
-        );
+        for (metric, cluster, time, want) in [
+            ("a", "c1", 1, Ok(Applied::Inserted)),
+            ("b", "c1", 1, Ok(Applied::Inserted)),
+            ("c", "c1", 1, Err(Reject::ClusterSeriesLimit)),
+            ("a", "c1", 2, Ok(Applied::Updated)),
+            ("a", "c2", 1, Ok(Applied::Inserted)),
+            ("b", "c2", 1, Err(Reject::SeriesLimit)),
+        ] {
+            let got = apply(&store, metric, cluster, point(time, time as f64), 0);
+            assert_eq!(got, want, "{metric} {cluster} at {time}");
+        }
         assert_eq!(store.len(), 3);
         // Rejected series leave nothing interned behind: a, b, j, i, "", cluster, c1, c2.
         assert_eq!(store.interned(), (8, 2));

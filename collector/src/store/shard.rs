@@ -86,6 +86,11 @@ pub(super) fn series_hash<'t>(
     h.finish()
 }
 
+/// The record in slot `i` (none for a free or missing slot).
+fn record_at(slots: &[Option<Record>], i: u32) -> Option<&Record> {
+    slots.get(i as usize).and_then(Option::as_ref)
+}
+
 /// The hash of a stored series.
 fn record_hash(hasher: &RandomState, strings: &Interner, r: &Record) -> u64 {
     series_hash(
@@ -101,10 +106,7 @@ impl Shard {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| {
-                slots
-                    .get(i as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|r| r.group == group && r.values() == values)
+                record_at(slots, i).is_some_and(|r| r.group == group && r.values() == values)
             })
             .copied()
     }
@@ -122,22 +124,19 @@ impl Shard {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| {
-                slots
-                    .get(i as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|r| {
-                        let values = r.values();
-                        r.group == group
-                            && values.len() == attrs.len()
-                            && values
-                                .iter()
-                                .zip(attrs)
-                                .enumerate()
-                                .all(|(at, (&id, (_, v)))| match known.get(at) {
-                                    Some(&k) if at < 64 && known_mask >> at & 1 == 1 => id == k,
-                                    _ => strings.text(id) == &**v,
-                                })
-                    })
+                record_at(slots, i).is_some_and(|r| {
+                    let values = r.values();
+                    r.group == group
+                        && values.len() == attrs.len()
+                        && values
+                            .iter()
+                            .zip(attrs)
+                            .enumerate()
+                            .all(|(at, (&id, (_, v)))| match known.get(at) {
+                                Some(&k) if at < 64 && known_mask >> at & 1 == 1 => id == k,
+                                _ => strings.text(id) == &**v,
+                            })
+                })
             })
             .copied()
     }
@@ -173,10 +172,7 @@ impl Shard {
         }
         let slots = &self.slots;
         self.index.insert_unique(hash, slot, |&i| {
-            slots
-                .get(i as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |r| record_hash(hasher, strings, r))
+            record_at(slots, i).map_or(0, |r| record_hash(hasher, strings, r))
         });
     }
 
