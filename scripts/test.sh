@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need, then format, lint and every test tier.
-# Root-only tests (real cgroups, eBPF) run when this runs as root and skip with a message
-# otherwise. KEPLER_REQUIRE_TOOLS=1 turns a missing external tool (promtool) into a failure.
+# Root-only tests (real cgroups, eBPF, network namespaces) run when this runs as root and print a
+# SKIPPED line otherwise; under CI (CI=true) or with KEPLER_REQUIRE_ROOT=1 a test that cannot
+# run fails instead. KEPLER_REQUIRE_TOOLS=1 (set here) does the same for a missing external
+# tool (promtool, Prometheus, the Python packages) and makes the build demand clang.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
