@@ -1,3 +1,4 @@
+use super::files::PF_KTHREAD;
 use super::*;
 use std::fs;
 use std::path::Path;
