@@ -1,5 +1,6 @@
 use super::*;
 use crate::power::counter::{Counter, Step};
+use crate::power::units::Watts;
 use crate::power::{PowerMeter, ReadError};
 
 fn id(kind: ZoneKind, socket: u32) -> ZoneId {
