@@ -1,11 +1,8 @@
 //! The hub's one typed configuration tree, read from YAML (`--config.file`) with a few flag
-//! overrides. Without a file it listens as the reference deployment's hub Collector: OTLP gRPC/HTTP on 4317/4318 inserting
-//! `cluster="hub"`, spokes on 4327/4328 keeping their `cluster`, Prometheus on 9464, series
-//! expiring after 5 minutes.
-//!
-//! [`RawConfig`] is what serde reads (unknown keys are errors); [`RawConfig::validate`] turns it
-//! into [`Config`] and reports every problem at once, each with its path
-//! (`listeners[2].address: invalid socket address "x"`).
+//! overrides; without a file, the reference deployment's hub ([`default_listeners`], series
+//! expiring after 5 minutes). [`RawConfig`] is what serde reads (unknown keys are errors);
+//! [`RawConfig::validate`] turns it into [`Config`] and reports every problem at once, each
+//! with its path (`listeners[2].address: invalid socket address "x"`).
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -176,7 +173,8 @@ fn default_max_series_per_cluster() -> usize {
     500_000
 }
 
-/// The four listeners of the reference deployment's hub Collector.
+/// The four listeners of the reference deployment's hub Collector: the hub's own OTLP
+/// gRPC/HTTP on 4317/4318 inserting `cluster="hub"`, the spokes' on 4327/4328 keeping theirs.
 pub fn default_listeners() -> Vec<RawListener> {
     let l = |name: &str, protocol, address: &str, insert: Option<&str>| RawListener {
         name: name.into(),

@@ -1,10 +1,6 @@
-//! Request body decoding shared by the receivers (and the fuzz harness): bounded gzip
-//! decompression, OTLP protobuf, and OTLP/JSON with the checks the generated serde code lacks.
-//!
-//! The serde code of `opentelemetry-proto` reads a metric's data (`"sum": {...}`) through a
-//! flattened `Option`, which turns any error inside it into "no data": a sum whose
-//! `aggregationTemporality` is given by name would silently vanish. [`json`] finds such metrics
-//! and answers with the real error and its JSON path instead.
+//! Request body decoding shared by the receivers and the fuzz harness: bounded gzip
+//! decompression, OTLP protobuf, and OTLP/JSON with the checks the generated serde code lacks
+//! ([`json`]).
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -55,7 +51,10 @@ const DATA_KEYS: [&str; 5] = [
 ];
 
 /// Decodes an OTLP/JSON `ExportMetricsServiceRequest`; a metric whose data does not decode is an
-/// error naming its path, never a silently dropped metric.
+/// error naming its path, never a silently dropped metric. (The serde code of
+/// `opentelemetry-proto` reads a metric's data, `"sum": {...}`, through a flattened `Option`,
+/// which turns any error inside it into "no data": a sum whose `aggregationTemporality` is
+/// given by name would silently vanish.)
 pub fn json(body: &[u8]) -> Result<ExportMetricsServiceRequest, DecodeError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;

@@ -1,18 +1,7 @@
-//! Renders the store as Prometheus text 0.0.4, as the Collector's prometheus exporter would:
-//! one family per translated name (sorted), samples sorted by labels, data-point attributes as
-//! sanitized labels (ingest refused points whose attributes collide with each other or with the
-//! labels written here, see [`translate::label_conflict`]), `otel_scope_name`/
-//! `otel_scope_version` when the scope has a name, `job` and `instance` from the resource, and
-//! one `target_info` per job + instance, whose resource attributes that sanitize to the same
-//! label have their values joined with `;` in key order (as the Collector does there); a
-//! resource with a reserved `__*` label gets no `target_info`, as in the Collector. The hub's
-//! own `kepler_collector_*` metrics follow.
-//!
-//! The store is read one shard at a time (see [`crate::store`]), so a render never stops
-//! ingestion for long. While a shard is visited, each series is written straight into its
-//! family's text (no copy of its labels or value is kept), with a sort key beside it; once every
-//! shard is read, each family's series are put in order and the document is handed out family
-//! by family ([`render_chunks`]), so the server streams it without joining it into one string.
+//! Renders the store as Prometheus text 0.0.4 (or OpenMetrics) as the Collector's prometheus
+//! exporter would, `target_info` and the hub's own `kepler_collector_*` metrics included. The
+//! store is read one shard at a time, each series written straight into its family's text; the
+//! document is handed out family by family ([`render_chunks`]) for the server to stream.
 
 use crate::ingest::Hub;
 use crate::store::{Histogram, Meta, SeriesKey, Summary, Value};
@@ -247,7 +236,10 @@ pub fn render_as(hub: &Hub, format: Format) -> String {
 }
 
 /// Renders everything the hub exposes in `format` as consecutive pieces of the document: one
-/// per family of series, then `target_info` and the hub's own metrics.
+/// per family of series (families sorted by name, series by labels), then `target_info` (one
+/// per job + instance; resource attributes that sanitize to the same label have their values
+/// joined with `;` in key order, and a resource with a reserved `__*` label gets none, as in
+/// the Collector) and the hub's own metrics.
 pub fn render_chunks(hub: &Hub, format: Format) -> Vec<String> {
     let mut families: BTreeMap<String, FamilyText> = BTreeMap::new();
     hub.store.for_each_live(|key, series| {

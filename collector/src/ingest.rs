@@ -1,11 +1,7 @@
 //! From an export request to store updates: job/instance from the resource, the `cluster`
-//! insert (or the cluster bound to the sender's token), the metric type mapping, and the OTLP
-//! partial-success answer (rejected points with a message).
-//!
-//! Receivers (gRPC and HTTP) call [`Hub::ingest_protobuf`] with the request bytes (read
-//! through a borrowed [`View`] when they have the common shape, decoded with prost otherwise)
-//! or [`Hub::ingest`] with a decoded request (OTLP/JSON); both go through [`Hub::ingest_view`].
-//! Receivers own transport concerns only.
+//! insert (or the cluster bound to the sender's token), the metric type mapping, and the
+//! [`Outcome`] behind the OTLP partial-success answer. Entry points: [`Hub::ingest_protobuf`]
+//! (request bytes, read in place when they can be) and [`Hub::ingest`] (a decoded request).
 
 use crate::decode::{self, DecodeError};
 use crate::selfmetrics::SelfMetrics;

@@ -1,15 +1,6 @@
-//! Reference-counted interning for the series store.
-//!
-//! A hub sees the same label keys and values over and over (`mode`, `source`, namespaces, pod
-//! names, metric names, jobs, instances), so every distinct string is stored once, in one text
-//! arena, and series refer to it by a `u32` [`Id`]. Every holder takes a reference
-//! ([`Interner::intern`] / [`Interner::acquire`]) and gives it back ([`Interner::release`]);
-//! a string whose last reference goes is forgotten and its id reused. When more than half of
-//! the arena is text of forgotten strings, the arena is compacted, so memory follows the live
-//! strings as label values churn (containers come and go) instead of growing forever.
-//!
-//! [`Groups`] does the same for the part of a series key that many series share: metric name,
-//! type, scope, job, instance and the sorted attribute keys.
+//! Reference-counted interning for the series store: each distinct string is stored once, in
+//! one text arena, and referred to by a `u32` [`Id`]; [`Groups`] does the same for the part of
+//! a series key that many series share (metric, type, scope, job, instance, attribute keys).
 
 use crate::translate::Kind;
 use foldhash::fast::RandomState;
@@ -42,7 +33,11 @@ struct Entry {
     refs: u32,
 }
 
-/// Interned strings with reference counts.
+/// Interned strings with reference counts. Every holder takes a reference ([`Interner::intern`]
+/// / [`Interner::acquire`]) and gives it back ([`Interner::release`]); a string whose last
+/// reference goes is forgotten and its id reused. When more than half of the arena is text of
+/// forgotten strings, the arena is compacted, so memory follows the live strings as label
+/// values churn (containers come and go).
 #[derive(Debug, Default)]
 pub struct Interner {
     text: String,

@@ -1,12 +1,8 @@
-//! Prometheus remote-write 1.0 exporter, for users who outgrow one Prometheus (Thanos, Mimir,
-//! Cortex, VictoriaMetrics): every `interval` the live series are turned into samples with the
-//! same names and labels as `/metrics` (plus `__name__`), cut into requests of at most
-//! `max_samples_per_request`, snappy-compressed protobuf `WriteRequest`s, and sent in order.
-//!
-//! The queue is bounded (`max_queue` requests): when the receiver is slower than the hub, the
-//! oldest request is dropped and counted. Network errors, 5xx and 429 are retried with
-//! exponential backoff (0.5 s doubling to 30 s); other answers are permanent and drop the
-//! request. Energy counters are cumulative, so a dropped request loses resolution, not energy.
+//! Prometheus remote-write 1.0 exporter: every `interval` the live series become samples with
+//! the names and labels of `/metrics` (plus `__name__`), sent in order as snappy-compressed
+//! `WriteRequest`s of at most `max_samples_per_request` through a queue of at most `max_queue`
+//! requests (the oldest dropped and counted when full). Network errors, 5xx and 429 are
+//! retried after [`backoff`]; other answers drop the request.
 
 use crate::config::RemoteWrite;
 use crate::exposition;

@@ -1,14 +1,7 @@
 //! The OpenTelemetry Collector's OTLP -> Prometheus name and label translation (the
-//! `prometheus` exporter's default: with type and unit suffixes), as pure functions.
-//!
-//! Metric names: split on every character outside `[a-zA-Z0-9:]`, append the unit (mapped from
-//! UCUM, `{annotations}` dropped, `a/b` -> `a_per_b`) unless the name already has that token,
-//! monotonic sums get exactly one trailing `total`, gauges with unit `1` get `ratio`, a leading
-//! digit gets `_`. Labels: every run of characters outside `[a-zA-Z0-9_]` becomes one `_`, a
-//! leading digit gets `key_`, a single leading `_` gets `key`. [`label_conflict`] finds the
-//! attribute sets the Collector cannot expose (colliding or reserved labels). Attribute values
-//! are written as the Collector's `AsString` does.
-//! The rules are in ../shared/spec/pipeline.md; golden tests are in tests/translation.rs.
+//! `prometheus` exporter's default: with type and unit suffixes), as pure functions, and the
+//! attribute sets it cannot expose ([`label_conflict`]). The rules are in
+//! docs/otlp-to-prometheus.md; golden tests are in tests/translation.rs.
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use std::fmt::Write as _;
@@ -109,7 +102,10 @@ fn strip_annotations(unit: &str) -> String {
     out.trim().to_string()
 }
 
-/// The Prometheus metric name (without `_bucket`/`_sum`/`_count`) of an OTel metric.
+/// The Prometheus metric name (without `_bucket`/`_sum`/`_count`) of an OTel metric: split on
+/// every character outside `[a-zA-Z0-9:]`, the unit appended (mapped from UCUM, `{annotations}`
+/// dropped, `a/b` -> `a_per_b`) unless the name already has that token, monotonic sums with
+/// exactly one trailing `total`, gauges with unit `1` with `ratio`, a leading digit gets `_`.
 pub fn metric_name(name: &str, unit: &str, kind: Kind) -> String {
     let mut tokens: Vec<&str> = name
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))

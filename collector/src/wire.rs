@@ -1,12 +1,6 @@
-//! A borrowed view of an OTLP `ExportMetricsServiceRequest`: what ingest reads, built either
-//! from decoded prost messages ([`View::of_request`]) or straight from the protobuf bytes
+//! A borrowed view of an OTLP `ExportMetricsServiceRequest`: what ingest reads, built from
+//! decoded prost messages ([`View::of_request`]) or read in place from the protobuf bytes
 //! ([`View::of_protobuf`]) without allocating a `String` per attribute.
-//!
-//! The byte walker only accepts the common shape (gauges and sums of number points whose
-//! attributes are strings, every field at most once, no unknown fields, no exemplars); for
-//! anything else, malformed input included, it answers `None` and the caller decodes the
-//! request with prost, whose errors and semantics stay the reference. What it accepts it reads
-//! exactly as prost would (the same fields, UTF-8 checked, the same varint rules).
 
 use crate::store::Attr;
 use crate::translate;
@@ -204,8 +198,11 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The view of an encoded request, when it has the common shape (see the module docs);
-    /// `None` otherwise, malformed bytes included: decode those with prost.
+    /// The view of an encoded request, when it has the common shape: gauges and sums of number
+    /// points whose attributes are strings, every field at most once, no unknown fields, no
+    /// exemplars. `None` otherwise, malformed bytes included: decode those with prost, whose
+    /// errors and semantics stay the reference. What it accepts it reads exactly as prost would
+    /// (the same fields, UTF-8 checked, the same varint rules).
     pub fn of_protobuf(bytes: &'a [u8]) -> Option<Self> {
         // Room for the usual shape (a string attribute takes 20 - 100 encoded bytes, a point
         // with its attributes 100 - 400), so that a large request's lists are not grown (and

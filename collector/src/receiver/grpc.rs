@@ -1,14 +1,7 @@
-//! OTLP/gRPC: the unary `MetricsService/Export` with gzip accepted (the Collector's exporter
-//! gzips by default), the request cap checked after decompression (tonic stops a gzip bomb at
-//! the cap), bearer-token auth (UNAUTHENTICATED), partial success for rejected points. The
-//! request reaches the hub still encoded and is read in place (see [`crate::wire`]).
-//!
-//! tonic answers an oversized uncompressed message with OUT_OF_RANGE, which OTLP clients
-//! retry; [`size_status_layer`] rewrites that answer to RESOURCE_EXHAUSTED (without RetryInfo:
-//! permanent), as the spec asks. A message that does not decode (garbage, truncated) is
-//! INVALID_ARGUMENT (bad data from the client: permanent, like HTTP's 400), not the INTERNAL
-//! tonic's prost codec would answer; a request without a valid token is UNAUTHENTICATED before
-//! its message is decoded.
+//! OTLP/gRPC: the unary `MetricsService/Export` with gzip accepted, the request cap checked
+//! after decompression, bearer-token auth (UNAUTHENTICATED) and partial success for rejected
+//! points, with the status codes OTLP clients expect for oversized and undecodable messages.
+//! The request reaches the hub still encoded and is read in place (see [`crate::wire`]).
 
 use super::{AuthError, Listener};
 use crate::decode::DecodeError;
@@ -36,7 +29,9 @@ pub struct GrpcReceiver {
     listener: Arc<Listener>,
 }
 
-/// Hands the (decompressed, size-checked) request bytes over as they are.
+/// Hands the (decompressed, size-checked) request bytes over as they are. A message that then
+/// does not decode (garbage, truncated) is answered INVALID_ARGUMENT (bad data from the client:
+/// permanent, like HTTP's 400), not the INTERNAL that tonic's prost codec would answer.
 #[derive(Debug, Clone, Copy, Default)]
 struct RawCodec;
 
@@ -79,7 +74,8 @@ impl GrpcReceiver {
         self
     }
 
-    /// One `Export` call.
+    /// One `Export` call; a request without a valid token is UNAUTHENTICATED before its
+    /// message is decoded.
     fn export(
         &self,
         request: Request<Bytes>,
@@ -182,7 +178,8 @@ impl From<AuthError> for Status {
     }
 }
 
-/// Rewrites tonic's OUT_OF_RANGE "message length too large" answer to RESOURCE_EXHAUSTED.
+/// Rewrites tonic's OUT_OF_RANGE "message length too large" answer (which OTLP clients retry)
+/// to RESOURCE_EXHAUSTED without RetryInfo (permanent), as the OTLP specification asks.
 pub fn size_status_layer() -> tower::util::MapResponseLayer<
     fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
 > {

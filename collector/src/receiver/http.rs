@@ -1,10 +1,7 @@
 //! OTLP/HTTP: `POST /v1/metrics` with protobuf or JSON bodies, gzip, the request cap checked
 //! before and after decompression (413), 415 for other content types or encodings, 405 for
-//! other methods (axum's method router), 401 without a valid bearer token when auth is on, 400
-//! for bodies that do not decode. Every answer, errors included, is written in the request's
-//! content type: an `ExportMetricsServiceResponse` on success, a `google.rpc.Status` otherwise.
-//! JSON answers follow the proto3 JSON mapping: lowerCamelCase names, fields at their default
-//! value left out, and 64-bit integers (`rejectedDataPoints`) written as decimal strings.
+//! other methods, 401 without a valid bearer token when auth is on, 400 for bodies that do not
+//! decode. Every answer, errors included, is written in the request's content type.
 
 use super::Listener;
 use crate::decode::{self, DecodeError};
@@ -54,9 +51,11 @@ fn content_type(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
-/// A message the receiver answers with, in either encoding.
+/// A message the receiver answers with, in either encoding: an `ExportMetricsServiceResponse`
+/// on success, a `google.rpc.Status` otherwise.
 trait Answer: Message {
-    /// The proto3 JSON form.
+    /// The proto3 JSON form: lowerCamelCase names, fields at their default value left out,
+    /// 64-bit integers (`rejectedDataPoints`) written as decimal strings.
     fn to_json(&self) -> serde_json::Value;
 }
 

@@ -1,11 +1,7 @@
 //! The series store: OTLP data points keyed as the Collector's prometheus exporter keys them
-//! (metric name + type + scope + data-point attributes + `job` + `instance`), with the
-//! Collector's accumulation rules, series limits (overall and per cluster) and expiry by
-//! arrival time.
-//!
-//! The map is split into shards, each behind its own mutex, so that a render (which visits one
-//! shard at a time) never holds up ingestion for more than one shard's worth of copying.
-//! `target_info` metadata (resource attributes per job + instance) expires with its series.
+//! (metric name + type + scope + data-point attributes + `job` + `instance`), in shards each
+//! behind its own mutex (a render visits one shard at a time), with series limits and expiry by
+//! arrival time; `target_info` metadata expires with its series.
 
 mod keys;
 mod limits;
