@@ -97,76 +97,76 @@ impl SelfMetrics {
     /// Writes the self-metric families.
     pub fn render(&self, enc: &mut Encoder, store: &Store) {
         let c = self.lock();
-        let mut received: Vec<_> = c.received.iter().collect();
-        received.sort();
-        enc.family(
+        write_family(
+            enc,
             "kepler_collector_points_received_total",
             "OTLP data points received, per cluster (the data-point attribute cluster).",
             MetricType::Counter,
+            c.received
+                .iter()
+                .map(|(cluster, n)| ([("cluster", cluster.as_str())], *n as f64)),
         );
-        for (cluster, n) in received {
-            enc.sample(
-                "kepler_collector_points_received_total",
-                &[("cluster", cluster)],
-                *n as f64,
-            );
-        }
-        let mut rejected: Vec<_> = c.rejected.iter().collect();
-        rejected.sort();
-        enc.family(
+        write_family(
+            enc,
             "kepler_collector_points_rejected_total",
             "OTLP data points rejected, per cluster and reason.",
             MetricType::Counter,
+            c.rejected.iter().map(|((cluster, reason), n)| {
+                (
+                    [("cluster", cluster.as_str()), ("reason", *reason)],
+                    *n as f64,
+                )
+            }),
         );
-        for ((cluster, reason), n) in rejected {
-            enc.sample(
-                "kepler_collector_points_rejected_total",
-                &[("cluster", cluster), ("reason", reason)],
-                *n as f64,
-            );
-        }
-        let mut seen: Vec<_> = c.last_seen_ms.iter().collect();
-        seen.sort();
-        enc.family(
+        write_family(
+            enc,
             "kepler_collector_cluster_last_seen_timestamp_seconds",
             "When the hub last received data points from the cluster (Unix time).",
             MetricType::Gauge,
+            c.last_seen_ms
+                .iter()
+                .map(|(cluster, ms)| ([("cluster", cluster.as_str())], *ms as f64 / 1000.0)),
         );
-        for (cluster, ms) in seen {
-            enc.sample(
-                "kepler_collector_cluster_last_seen_timestamp_seconds",
-                &[("cluster", cluster)],
-                *ms as f64 / 1000.0,
-            );
-        }
-        let mut requests: Vec<_> = c.requests.iter().collect();
-        requests.sort();
-        enc.family(
+        write_family(
+            enc,
             "kepler_collector_requests_total",
             "OTLP export requests per listener and outcome.",
             MetricType::Counter,
+            c.requests.iter().map(|((listener, outcome), n)| {
+                (
+                    [("listener", listener.as_str()), ("outcome", *outcome)],
+                    *n as f64,
+                )
+            }),
         );
-        for ((listener, outcome), n) in requests {
-            enc.sample(
-                "kepler_collector_requests_total",
-                &[("listener", listener), ("outcome", outcome)],
-                *n as f64,
-            );
-        }
         drop(c);
         self.render_remote_write(enc);
-        enc.family(
+        let per_cluster = store.series_per_cluster();
+        write_family(
+            enc,
             "kepler_collector_series_active",
             "Series held by the hub, per cluster (empty cluster: series without one).",
             MetricType::Gauge,
+            per_cluster
+                .iter()
+                .map(|(cluster, n)| ([("cluster", &**cluster)], *n as f64)),
         );
-        for (cluster, n) in store.series_per_cluster() {
-            enc.sample(
-                "kepler_collector_series_active",
-                &[("cluster", &cluster)],
-                n as f64,
-            );
-        }
+    }
+}
+
+/// Writes family `name` with one sample per `(labels, value)`, in label order.
+fn write_family<'a, const N: usize>(
+    enc: &mut Encoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl Iterator<Item = ([(&'a str, &'a str); N], f64)>,
+) {
+    let mut samples: Vec<_> = samples.collect();
+    samples.sort_by(|a, b| a.0.cmp(&b.0));
+    enc.family(name, help, kind);
+    for (labels, value) in &samples {
+        enc.sample(name, labels, *value);
     }
 }
 
