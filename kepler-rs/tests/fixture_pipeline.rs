@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::host_tree::HostTree;
 use kepler_rs::config::IdlePolicy;
 use kepler_rs::config::Schema;
 use kepler_rs::export::prometheus::{render, render_classic, BuildInfo, Format, RenderOptions};
@@ -58,7 +59,7 @@ fn row(rows: &[(String, String)], case: &str) -> String {
 }
 
 struct FakeHost {
-    dir: tempfile::TempDir,
+    tree: HostTree,
     procs: Vec<Proc>,
     interval: u64,
 }
@@ -82,25 +83,12 @@ impl FakeHost {
             Proc { pid: 5001, comm: "podman-app", flags: 0, cgroup: row(&rows, "podman rootful"), ticks_per_interval: 5,
                    container_cgroup: Some("machine.slice/libpod-e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2.scope") },
         ];
-        let dir = tempfile::tempdir().unwrap();
-        common::copy_powercap_fixture("intel-client-psys", &dir.path().join("sys"));
-        let cgroup = dir.path().join("sys/fs/cgroup");
-        fs::create_dir_all(&cgroup).unwrap();
-        fs::write(
-            cgroup.join("cgroup.controllers"),
-            "cpuset cpu io memory pids\n",
-        )
-        .unwrap();
+        let tree = HostTree::new("intel-client-psys", "cpuset cpu io memory pids");
         for p in &procs {
-            let pdir = dir.path().join("proc").join(p.pid.to_string());
-            fs::create_dir_all(&pdir).unwrap();
-            fs::write(pdir.join("cgroup"), format!("{}\n", p.cgroup)).unwrap();
-            if let Some(cg) = p.container_cgroup {
-                fs::create_dir_all(cgroup.join(cg)).unwrap();
-            }
+            tree.add_process(p.pid, &p.cgroup, p.container_cgroup);
         }
         let host = Self {
-            dir,
+            tree,
             procs,
             interval: 0,
         };
@@ -109,11 +97,11 @@ impl FakeHost {
     }
 
     fn sysfs(&self) -> PathBuf {
-        self.dir.path().join("sys")
+        self.tree.sysfs()
     }
 
     fn procfs(&self) -> PathBuf {
-        self.dir.path().join("proc")
+        self.tree.procfs()
     }
 
     /// Writes every CPU counter for the current interval number.
@@ -123,38 +111,21 @@ impl FakeHost {
         for p in &self.procs {
             let utime = 1000 + p.ticks_per_interval * n;
             busy += p.ticks_per_interval * n;
-            let stat = common::proc_stat_line(p.pid, p.comm, p.flags, utime);
-            fs::write(self.procfs().join(p.pid.to_string()).join("stat"), stat).unwrap();
+            self.tree.write_process_ticks(p.pid, p.comm, p.flags, utime);
             if let Some(cg) = p.container_cgroup {
                 // The cgroup saw 10 % more than the live process: a short-lived child that exited.
-                let usec = (utime * 10_000) * 11 / 10;
-                fs::write(
-                    self.sysfs().join("fs/cgroup").join(cg).join("cpu.stat"),
-                    format!("usage_usec {usec}\nuser_usec {usec}\nsystem_usec 0\n"),
-                )
-                .unwrap();
+                self.tree.write_cgroup_usage(cg, (utime * 10_000) * 11 / 10);
             }
         }
         // Two CPUs at 100 Hz over 3 s intervals: 600 ticks per interval.
-        let idle = 600 * n - busy;
-        fs::write(
-            self.procfs().join("stat"),
-            format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n"),
-        )
-        .unwrap();
+        self.tree.write_node_ticks(busy, 600 * n - busy);
     }
 
     /// Advances every zone by `watts` for 3 s and every process by its ticks.
     fn advance(&mut self, watts: &[(&str, u64)]) {
         self.interval += 1;
         for (zone, w) in watts {
-            let path = self
-                .sysfs()
-                .join("class/powercap")
-                .join(zone)
-                .join("energy_uj");
-            let now: u64 = fs::read_to_string(&path).unwrap().trim().parse().unwrap();
-            fs::write(&path, format!("{}\n", now + w * 3_000_000)).unwrap();
+            self.tree.add_energy(zone, w * 3_000_000);
         }
         self.write_counters();
     }

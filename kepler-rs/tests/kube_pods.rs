@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::host_tree::HostTree;
 use kepler_rs::config::IdlePolicy;
 use kepler_rs::export::prometheus::{render_classic, BuildInfo, Format, RenderOptions};
 use kepler_rs::monitor::{Monitor, MonitorOptions};
@@ -31,10 +32,6 @@ use kepler_rs::workload::kube::SharedPods;
 use kepler_rs::workload::procfs::ProcfsSource;
 use kubelet_server::{fixture_with, pod, Kubelet, FIXTURE};
 
-const POWERCAP: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/testdata/powercap/intel-client-psys"
-);
 const WEB: &str = "web-7d9f8b6c5d-x2k4q";
 const LATE_UID: &str = "99999999-aaaa-4bbb-8ccc-dddddddddddd";
 
@@ -91,55 +88,33 @@ fn processes() -> Vec<(u32, &'static str, String, &'static str)> {
 
 /// A `/proc` + `/sys` tree: the powercap fixture, kubepods cgroups, one process per container.
 struct FakeHost {
-    dir: tempfile::TempDir,
+    tree: HostTree,
     interval: u64,
     gone: Vec<u32>,
 }
 
 impl FakeHost {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let powercap = dir.path().join("sys/class/powercap");
-        for zone in fs::read_dir(POWERCAP).unwrap() {
-            let zone = zone.unwrap();
-            fs::create_dir_all(powercap.join(zone.file_name())).unwrap();
-            for file in fs::read_dir(zone.path()).unwrap() {
-                let file = file.unwrap();
-                fs::copy(
-                    file.path(),
-                    powercap.join(zone.file_name()).join(file.file_name()),
-                )
-                .unwrap();
-            }
+        let tree = HostTree::new("intel-client-psys", "cpu memory pids");
+        for (pid, _, id, uid) in processes() {
+            let cgroup = cgroup_path(&id, uid);
+            tree.add_process(pid, &format!("0::/{cgroup}"), Some(&cgroup));
         }
-        let cgroup = dir.path().join("sys/fs/cgroup");
-        fs::create_dir_all(&cgroup).unwrap();
-        fs::write(cgroup.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
         let host = Self {
-            dir,
+            tree,
             interval: 0,
             gone: Vec::new(),
         };
-        for (pid, _, id, uid) in processes() {
-            let pdir = host.procfs().join(pid.to_string());
-            fs::create_dir_all(&pdir).unwrap();
-            fs::write(
-                pdir.join("cgroup"),
-                format!("0::/{}\n", cgroup_path(&id, uid)),
-            )
-            .unwrap();
-            fs::create_dir_all(cgroup.join(cgroup_path(&id, uid))).unwrap();
-        }
         host.write_counters();
         host
     }
 
     fn sysfs(&self) -> PathBuf {
-        self.dir.path().join("sys")
+        self.tree.sysfs()
     }
 
     fn procfs(&self) -> PathBuf {
-        self.dir.path().join("proc")
+        self.tree.procfs()
     }
 
     fn write_counters(&self) {
@@ -151,40 +126,25 @@ impl FakeHost {
             }
             let utime = 1000 + 20 * n;
             busy += 20 * n;
-            let stat = common::proc_stat_line(pid, comm, 0, utime);
-            fs::write(self.procfs().join(pid.to_string()).join("stat"), stat).unwrap();
-            let usec = utime * 10_000;
-            fs::write(
-                self.sysfs()
-                    .join("fs/cgroup")
-                    .join(cgroup_path(&id, uid))
-                    .join("cpu.stat"),
-                format!("usage_usec {usec}\nuser_usec {usec}\nsystem_usec 0\n"),
-            )
-            .unwrap();
+            self.tree.write_process_ticks(pid, comm, 0, utime);
+            self.tree
+                .write_cgroup_usage(&cgroup_path(&id, uid), utime * 10_000);
         }
-        let idle = 600 * n - busy.min(600 * n);
-        fs::write(
-            self.procfs().join("stat"),
-            format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n"),
-        )
-        .unwrap();
+        self.tree
+            .write_node_ticks(busy, 600 * n - busy.min(600 * n));
     }
 
     /// 3 s more of CPU and 20 W of package power.
     fn advance(&mut self) {
         self.interval += 1;
-        let path = self.sysfs().join("class/powercap/intel-rapl:0/energy_uj");
-        let now: u64 = fs::read_to_string(&path).unwrap().trim().parse().unwrap();
-        fs::write(&path, format!("{}\n", now + 60_000_000)).unwrap();
+        self.tree.add_energy("intel-rapl:0", 60_000_000);
         self.write_counters();
     }
 
     /// The process exits and its container's cgroup is removed.
     fn exit(&mut self, pid: u32) {
         let (_, _, id, uid) = processes().into_iter().find(|p| p.0 == pid).unwrap();
-        fs::remove_dir_all(self.procfs().join(pid.to_string())).unwrap();
-        fs::remove_dir_all(self.sysfs().join("fs/cgroup").join(cgroup_path(&id, uid))).unwrap();
+        self.tree.remove_process(pid, Some(&cgroup_path(&id, uid)));
         self.gone.push(pid);
     }
 }

@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+pub mod host_tree;
 pub mod otlp;
 
 pub use kepler_test_support::cgroup::{
