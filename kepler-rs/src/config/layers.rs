@@ -10,7 +10,7 @@ use std::path::Path;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::settings::{self, Kind, SETTINGS};
-use super::ConfigError;
+use kepler_config_errors::ConfigError;
 
 /// Raw values by dotted path.
 pub type Values = BTreeMap<&'static str, String>;

@@ -5,23 +5,25 @@
 //! pass and reports every problem at once, each with its path
 //! (`monitor.interval: must be > 0, got 0s`).
 
+pub mod kube;
 pub mod layers;
 pub mod otlp;
+mod parser;
+pub mod power;
 pub mod relay;
 pub mod settings;
 pub mod top;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use crate::power::fake::{FakeRaplModel, FakeZoneModel};
-use crate::power::units::{Microjoules, Watts};
-use crate::power::ZoneKind;
+use parser::Parser;
 
+pub use kube::{KubeConfig, MetadataSource};
 pub use layers::Values;
 pub use otlp::OtlpConfig;
+pub use power::{EstimatorConfig, FakeRaplConfig};
 pub use relay::RelayConfig;
 
 pub use kepler_config_errors::{ConfigError, ConfigErrors};
@@ -90,135 +92,10 @@ pub struct Config {
     pub relay: Option<RelayConfig>,
 }
 
-/// Where pod metadata comes from (`kube.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeConfig {
-    /// Empty: decided at start-up from $NODE_IP.
-    pub kubelet_url: String,
-    pub token_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
-    pub poll_interval: Duration,
-    pub source: MetadataSource,
-    /// Empty: from $KUBERNETES_SERVICE_HOST and $KUBERNETES_SERVICE_PORT.
-    pub api_server_url: String,
-}
-
-/// `kube.metadataSource`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetadataSource {
-    /// Poll the local kubelet's `/pods` (default).
-    Kubelet,
-    /// List and watch this node's pods on the API server.
-    ApiServer,
-}
-
-/// The fallback power estimator (see `power::estimator`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EstimatorConfig {
-    pub enabled: bool,
-    /// (idle, max) per socket when configured; otherwise chosen from the CPU model.
-    pub watts: Option<(Watts, Watts)>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FakeRaplConfig {
-    pub dir: Option<PathBuf>,
-    pub model: FakeRaplModel,
-}
-
-/// Parses each raw value once, collecting errors instead of stopping at the first.
-struct Parser<'a> {
-    values: &'a Values,
-    errors: Vec<ConfigError>,
-}
-
-impl Parser<'_> {
-    fn raw(&self, path: &'static str) -> &str {
-        self.values
-            .get(path)
-            .map(String::as_str)
-            .unwrap_or_default()
-    }
-
-    fn fail(&mut self, path: &str, message: String) {
-        self.errors.push(ConfigError::new(path, message));
-    }
-
-    fn parse<T: FromStr + Default>(&mut self, path: &'static str, what: &str) -> T {
-        let raw = self.raw(path).trim().to_string();
-        match raw.parse() {
-            Ok(v) => v,
-            Err(_) => {
-                self.fail(path, format!("must be {what}, got {raw:?}"));
-                T::default()
-            }
-        }
-    }
-
-    fn bool(&mut self, path: &'static str) -> bool {
-        match self.raw(path).trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => true,
-            "false" | "0" | "no" | "off" | "" => false,
-            other => {
-                let other = other.to_string();
-                self.fail(path, format!("must be true or false, got {other:?}"));
-                false
-            }
-        }
-    }
-
-    fn duration(&mut self, path: &'static str, min: Duration) -> Duration {
-        let raw = self.raw(path).trim().to_string();
-        match humantime::parse_duration(&raw) {
-            Ok(d) if d < min => {
-                let shown = humantime::format_duration(d);
-                if min.is_zero() {
-                    d
-                } else if d.is_zero() {
-                    self.fail(path, format!("must be > 0, got {shown}"));
-                    d
-                } else {
-                    let min_shown = humantime::format_duration(min);
-                    self.fail(path, format!("must be at least {min_shown}, got {shown}"));
-                    d
-                }
-            }
-            Ok(d) => d,
-            Err(e) => {
-                self.fail(
-                    path,
-                    format!("must be a duration like 3s or 500ms, got {raw:?} ({e})"),
-                );
-                Duration::ZERO
-            }
-        }
-    }
-
-    fn watts(&mut self, path: &'static str) -> Watts {
-        let w: f64 = self.parse(path, "a number of watts");
-        if !w.is_finite() || w < 0.0 {
-            self.fail(path, format!("must be a finite number >= 0, got {w}"));
-        }
-        Watts(w)
-    }
-
-    fn path(&mut self, path: &'static str) -> PathBuf {
-        let raw = PathBuf::from(self.raw(path).trim());
-        if raw.as_os_str().is_empty() {
-            self.fail(path, "must not be empty".to_string());
-        }
-        raw
-    }
-}
-
 impl Config {
     /// Builds and validates the configuration from merged raw values.
     pub fn from_values(values: &Values) -> Result<Config, ConfigErrors> {
-        let mut p = Parser {
-            values,
-            errors: Vec::new(),
-        };
+        let mut p = Parser::new(values);
         let log_level = p.raw("log.level").trim().to_ascii_lowercase();
         if !matches!(
             log_level.as_str(),
@@ -292,15 +169,15 @@ impl Config {
         let sysfs = p.path("host.sysfs");
         let procfs = p.path("host.procfs");
         let node_name = p.raw("kube.nodeName").trim().to_string();
-        let estimator = estimator_config(&mut p);
+        let estimator = power::estimator_config(&mut p);
         let node_share = p.bool("monitor.nodeShare");
         let kube = if p.bool("kube.enable") {
-            Some(kube_config(&mut p))
+            Some(kube::kube_config(&mut p))
         } else {
             None
         };
         let fake_rapl = if p.bool("fakeRapl.enabled") {
-            Some(fake_rapl_config(&mut p))
+            Some(power::fake_rapl_config(&mut p))
         } else {
             None
         };
@@ -357,138 +234,6 @@ impl Config {
         values.extend(layers::from_env(env));
         values.extend(command_line.values.clone());
         Config::from_values(&values)
-    }
-}
-
-fn estimator_config(p: &mut Parser<'_>) -> EstimatorConfig {
-    let enabled = p.bool("estimator.enabled");
-    let idle_raw = p.raw("estimator.idleWatts").trim().is_empty();
-    let max_raw = p.raw("estimator.maxWatts").trim().is_empty();
-    let watts = match (idle_raw, max_raw) {
-        (true, true) => None,
-        (false, false) => {
-            let (idle, max) = (
-                p.watts("estimator.idleWatts"),
-                p.watts("estimator.maxWatts"),
-            );
-            if max.0 < idle.0 {
-                p.fail(
-                    "estimator.maxWatts",
-                    format!(
-                        "must be at least estimator.idleWatts ({}), got {}",
-                        idle.0, max.0
-                    ),
-                );
-            }
-            Some((idle, max))
-        }
-        (true, false) => {
-            p.fail(
-                "estimator.idleWatts",
-                "must be set together with estimator.maxWatts".to_string(),
-            );
-            None
-        }
-        (false, true) => {
-            p.fail(
-                "estimator.maxWatts",
-                "must be set together with estimator.idleWatts".to_string(),
-            );
-            None
-        }
-    };
-    EstimatorConfig { enabled, watts }
-}
-
-fn kube_config(p: &mut Parser<'_>) -> KubeConfig {
-    let optional_path = |p: &Parser<'_>, path| {
-        Some(p.raw(path).trim())
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let kubelet_url = p.raw("kube.kubeletUrl").trim().to_string();
-    if !kubelet_url.is_empty()
-        && !kubelet_url.starts_with("https://")
-        && !kubelet_url.starts_with("http://")
-    {
-        p.fail(
-            "kube.kubeletUrl",
-            format!("must start with https:// (or http://), got {kubelet_url:?}"),
-        );
-    }
-    let source = match p.raw("kube.metadataSource").trim() {
-        "kubelet" => MetadataSource::Kubelet,
-        "api-server" => MetadataSource::ApiServer,
-        other => {
-            let other = other.to_string();
-            p.fail(
-                "kube.metadataSource",
-                format!("must be kubelet or api-server, got {other:?}"),
-            );
-            MetadataSource::Kubelet
-        }
-    };
-    let api_server_url = p.raw("kube.apiServerUrl").trim().to_string();
-    KubeConfig {
-        source,
-        api_server_url,
-        kubelet_url,
-        token_file: optional_path(p, "kube.tokenFile"),
-        ca_file: optional_path(p, "kube.caFile"),
-        insecure_skip_verify: p.bool("kube.kubeletInsecureSkipVerify"),
-        poll_interval: p.duration("kube.pollInterval", Duration::from_millis(100)),
-    }
-}
-
-fn fake_rapl_config(p: &mut Parser<'_>) -> FakeRaplConfig {
-    let dir = Some(p.raw("fakeRapl.dir").trim())
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from);
-    let sockets = p.parse::<u32>("fakeRapl.sockets", "a whole number");
-    if sockets == 0 {
-        p.fail("fakeRapl.sockets", "must be > 0, got 0".to_string());
-    }
-    let zone = |p: &mut Parser<'_>, kind, idle, dynamic| FakeZoneModel {
-        kind,
-        idle: p.watts(idle),
-        dynamic: p.watts(dynamic),
-    };
-    let zones = vec![
-        zone(
-            p,
-            ZoneKind::Package,
-            "fakeRapl.packageIdleWatts",
-            "fakeRapl.packageDynamicWatts",
-        ),
-        zone(
-            p,
-            ZoneKind::Core,
-            "fakeRapl.coreIdleWatts",
-            "fakeRapl.coreDynamicWatts",
-        ),
-        zone(
-            p,
-            ZoneKind::Dram,
-            "fakeRapl.dramIdleWatts",
-            "fakeRapl.dramDynamicWatts",
-        ),
-    ];
-    let max_range = p.parse::<u64>("fakeRapl.maxEnergyRangeUj", "a whole number of microjoules");
-    if max_range == 0 {
-        p.fail(
-            "fakeRapl.maxEnergyRangeUj",
-            "must be > 0, got 0".to_string(),
-        );
-    }
-    let tick = p.duration("fakeRapl.tick", Duration::from_millis(1));
-    FakeRaplConfig {
-        dir,
-        model: FakeRaplModel {
-            sockets,
-            zones,
-            max_energy_range: Microjoules(max_range),
-            tick,
-        },
     }
 }
 

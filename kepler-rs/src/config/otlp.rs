@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::layers::Values;
-use super::Parser;
+use super::parser::Parser;
 
 /// The OTLP transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,46 +146,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A URL with an explicit http:// or https:// scheme.
-pub(super) fn url(p: &mut Parser<'_>, path: &'static str, raw: &str) -> Option<reqwest::Url> {
-    if !(raw.starts_with("http://") || raw.starts_with("https://")) {
-        p.fail(
-            path,
-            format!(
-                "must start with http:// (plaintext) or https:// (TLS), e.g. http://hub:4317, \
-                 got {raw:?}"
-            ),
-        );
-        return None;
-    }
-    match reqwest::Url::parse(raw) {
-        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Some(u),
-        Ok(_) => {
-            p.fail(path, format!("must name a host, got {raw:?}"));
-            None
-        }
-        Err(e) => {
-            p.fail(path, format!("is not a valid URL ({e}), got {raw:?}"));
-            None
-        }
-    }
-}
-
-fn optional_path(p: &Parser<'_>, path: &'static str) -> Option<PathBuf> {
-    Some(p.raw(path).trim())
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-}
-
-pub(super) fn list(p: &Parser<'_>, path: &'static str) -> Vec<String> {
-    p.raw(path)
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// `cluster`: `None` when empty.
 pub(super) fn cluster(p: &mut Parser<'_>) -> Option<String> {
     Some(p.raw("cluster").trim().to_string()).filter(|c| !c.is_empty())
@@ -239,12 +199,12 @@ pub(super) fn otlp_config(p: &mut Parser<'_>) -> Option<OtlpConfig> {
     if service_name.is_empty() {
         p.fail("otlp.serviceName", "must not be empty".to_string());
     }
-    let ca_file = optional_path(p, "otlp.caFile");
+    let ca_file = p.optional_path("otlp.caFile");
     let raw = p.raw("otlp.endpoint").trim().to_string();
     if raw.is_empty() {
         return None;
     }
-    let mut endpoint = url(p, "otlp.endpoint", &raw)?;
+    let mut endpoint = p.url("otlp.endpoint", &raw)?;
     if protocol == Protocol::HttpProtobuf && matches!(endpoint.path(), "" | "/") {
         endpoint.set_path("/v1/metrics");
     }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::otlp::{list, url};
-use super::{kube_config, KubeConfig, Parser};
+use super::kube::{kube_config, KubeConfig};
+use super::parser::Parser;
 
 /// One endpoint to scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,12 +116,12 @@ pub(super) fn relay_config(
     kube: Option<&KubeConfig>,
 ) -> Option<RelayConfig> {
     let mut targets = Vec::new();
-    for item in list(p, "relay.targets") {
+    for item in p.list("relay.targets") {
         let (job, raw) = match item.split_once('=') {
             Some((job, url)) if !job.contains("://") => (job.trim().to_string(), url.trim()),
             _ => ("relay".to_string(), item.as_str()),
         };
-        if let Some(url) = url(p, "relay.targets", raw) {
+        if let Some(url) = p.url("relay.targets", raw) {
             targets.push(RelayTarget::plain(job, url));
         }
     }
@@ -145,7 +145,7 @@ pub(super) fn relay_config(
     if max_series == 0 {
         p.fail("relay.maxSeries", "must be > 0, got 0".to_string());
     }
-    let filter = MetricFilter::new(list(p, "relay.metrics"), list(p, "relay.dropLabels"))
+    let filter = MetricFilter::new(p.list("relay.metrics"), p.list("relay.dropLabels"))
         .with_max_series(max_series);
     if targets.is_empty() && kubelet.is_none() {
         return None;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::power::units::Watts;
 
 fn load(args: &[&str], env: &[(&str, &str)], yaml: Option<&str>) -> Result<Config, ConfigErrors> {
     let dir = tempfile::tempdir().unwrap();
