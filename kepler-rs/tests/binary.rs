@@ -7,60 +7,19 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
-
-struct Exporter {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+use common::exporter::{Exporter, BIN};
 use kepler_test_support::net::free_port;
 
 fn start(extra: &[&str]) -> Exporter {
-    start_with(Command::new(BIN), extra)
+    Exporter::start(extra)
 }
 
 /// Like [`start`], with a prepared command (e.g. a wrapper that drops privileges).
-fn start_with(mut command: Command, extra: &[&str]) -> Exporter {
-    let port = free_port();
-    let child = command
-        .args([
-            "--fake-rapl",
-            "--log.level",
-            "warn",
-            "--monitor.interval",
-            "500ms",
-            "--web.listen-address",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut exporter = Exporter { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(status) = exporter.child.try_wait().unwrap() {
-            panic!("exporter exited at start-up: {status}");
-        }
-        if let Ok((_, body)) = get(port, "/healthz", &[]) {
-            assert_eq!(body, "ok");
-            return exporter;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("exporter did not answer /healthz within 20 s");
+fn start_with(command: Command, extra: &[&str]) -> Exporter {
+    Exporter::launch(command, "500ms", extra, Stdio::inherit())
 }
 
 /// A minimal HTTP/1.0 GET: (headers, body).

@@ -10,6 +10,8 @@
 //! (`cargo test -p kepler-rs` alone) Prometheus scrapes the exporters directly with `cluster` as
 //! a target label instead. Missing tools skip, or fail under CI.
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::exporter::{Exporter, BIN};
 use serde_json::Value;
 
 const CLUSTERS: [&str; 3] = ["hub", "cluster1", "cluster2"];
@@ -124,39 +127,16 @@ fn start_hub(collector: &Path, dir: &Path) -> (Killed, u16, u16, u16, Vec<(Strin
     (child, ports["4317"], ports["4327"], ports["9464"], tokens)
 }
 
-fn start_exporter(dir: &Path, name: &str, push: &[String]) -> (Killed, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
-        .args([
-            "--fake-rapl",
-            "--log.level",
-            "warn",
-            "--monitor.interval",
-            "500ms",
-        ])
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--fake-rapl.dir={}", dir.join(name).display()))
-        .arg(format!("--kube.node-name={name}-node"))
-        .args(push)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("exporter {name} exited: {status}");
-        }
-        if get(port, "/healthz").is_some_and(|(_, b)| b == "ok") {
-            return (child, port);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exporter {name} never answered /healthz"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn start_exporter(dir: &Path, name: &str, push: &[String]) -> (Exporter, u16) {
+    let mut args = vec![
+        format!("--fake-rapl.dir={}", dir.join(name).display()),
+        format!("--kube.node-name={name}-node"),
+    ];
+    args.extend(push.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let exporter = Exporter::launch(Command::new(BIN), "500ms", &args, Stdio::inherit());
+    let port = exporter.port;
+    (exporter, port)
 }
 
 /// Every PromQL expression in the dashboard: (panel title, expr).
@@ -222,7 +202,7 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: kepler-pods\n    static_configs:\n",
     );
     let _hub;
-    let _exporters: Vec<(Killed, u16)>;
+    let _exporters: Vec<(Exporter, u16)>;
     if let Some(collector) = collector_binary() {
         let (hub, hub_grpc, spoke_grpc, exposition, tokens) = start_hub(&collector, dir.path());
         _hub = Some(hub);

@@ -5,48 +5,21 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+use common::exporter::{Exporter, BIN};
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn exporter() -> (Killed, String) {
+fn exporter() -> (Exporter, String) {
     exporter_measuring_every("300ms", Duration::from_millis(1500))
 }
 
 /// The exporter on fake RAPL, measuring every `interval`, after `settle` to start up.
-fn exporter_measuring_every(interval: &str, settle: Duration) -> (Killed, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .args([
-            "--fake-rapl",
-            "--log.level",
-            "warn",
-            "--monitor.interval",
-            interval,
-            "--web.listen-address",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/metrics");
+fn exporter_measuring_every(interval: &str, settle: Duration) -> (Exporter, String) {
+    let exporter = Exporter::launch(Command::new(BIN), interval, &[], Stdio::inherit());
+    let url = exporter.metrics_url();
     std::thread::sleep(settle);
-    (Killed(child), url)
+    (exporter, url)
 }
 
 #[test]

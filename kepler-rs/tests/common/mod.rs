@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+pub mod exporter;
 pub mod host_tree;
 pub mod otlp;
 

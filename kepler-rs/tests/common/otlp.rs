@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+pub use super::exporter::{Exporter, BIN};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -118,54 +118,18 @@ impl Drop for Sink {
     }
 }
 
-pub struct Exporter {
-    pub child: Child,
-    pub port: u16,
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The exporter on fake RAPL (every 300 ms, node `node-a`) with `extra` flags.
 pub fn start_exporter(extra: &[&str]) -> Exporter {
     start_exporter_logging(extra, Stdio::inherit())
 }
 
 /// Like [`start_exporter`], with the exporter's log (stderr) going to `log`.
 pub fn start_exporter_logging(extra: &[&str], log: impl Into<Stdio>) -> Exporter {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args([
-            "--fake-rapl",
-            "--log.level",
-            "warn",
-            "--monitor.interval",
-            "300ms",
-        ])
-        .args(["--kube.node-name", "node-a", "--web.listen-address"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(extra)
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut exporter = Exporter { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(status) = exporter.child.try_wait().unwrap() {
-            panic!("exporter exited at start-up: {status}");
-        }
-        if metrics(port).is_ok() {
-            return exporter;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("exporter did not serve /metrics within 20 s");
+    let args: Vec<&str> = ["--kube.node-name", "node-a"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    Exporter::launch(Command::new(BIN), "300ms", &args, log)
 }
 
 /// GET /metrics over HTTP/1.0.
