@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, IdlePolicy, KubeConfig, MetadataSource};
+use crate::export::family::{BuildInfo, RenderOptions};
 use crate::export::otlp::{self, Identity, SnapshotSource, Transport};
-use crate::export::prometheus::{BuildInfo, RenderOptions};
 use crate::export::relay::{RelayIdentity, RelaySource};
 use crate::host;
 use crate::monitor::node_share::NodeShare;

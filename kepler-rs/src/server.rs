@@ -22,7 +22,8 @@ use axum::{Extension, Router};
 use tokio::sync::Semaphore;
 use tower_http::compression::CompressionLayer;
 
-use crate::export::prometheus::{render_each_piece, text, BuildInfo, Format, RenderOptions};
+use crate::export::family::{BuildInfo, RenderOptions};
+use crate::export::prometheus::{render_each_piece, text, Format};
 use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;

@@ -3,15 +3,16 @@
 //!
 //! [`text`] is our own writer for the Prometheus text format 0.0.4 and OpenMetrics 1.0 text
 //! (why: docs/adr/0001-own-text-encoder.md), the `kepler-prom-text` crate shared with the hub.
-//! Rendering only reads; it never measures. The family builders' inputs ([`BuildInfo`],
-//! [`RenderOptions`], [`Schema`]) are re-exported here, as the API `/metrics` callers use.
+//! Rendering only reads; it never measures. [`families`] and the builders' inputs
+//! ([`BuildInfo`], [`RenderOptions`]) are re-exported here for the integration tests and
+//! benches, which render through this module.
 
 /// The shared text writer (crate `kepler-prom-text`, also used by the hub in `collector/`).
 pub use kepler_prom_text as text;
 
-pub use crate::export::family::{classic_families, families, BuildInfo, RenderOptions, Schema};
+pub use crate::export::family::{families, BuildInfo, RenderOptions};
 
-use crate::export::family::{Family, Value};
+use crate::export::family::{classic_families, Family, Value};
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::Snapshot;
 

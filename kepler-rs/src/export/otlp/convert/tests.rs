@@ -1,5 +1,5 @@
 use super::*;
-use crate::export::prometheus::{classic_families, BuildInfo, RenderOptions};
+use crate::export::family::{classic_families, BuildInfo, RenderOptions};
 use crate::power::units::{CpuNanos, Microjoules, Watts};
 use crate::power::{ZoneId, ZoneKind};
 use crate::selfmetrics::SelfMetrics;
@@ -129,12 +129,12 @@ fn collector_translation_gives_back_every_metrics_name() {
     metrics.record_export("push", "sent", 1);
     let b = build();
     // Both schemas: every family /metrics can serve.
-    let families = crate::export::prometheus::families(
+    let families = crate::export::family::families(
         &s,
         &metrics,
         &RenderOptions {
             process_metrics: true,
-            schema: crate::export::prometheus::Schema::Both,
+            schema: crate::export::family::Schema::Both,
         },
         &b,
     );
