@@ -20,6 +20,10 @@ pub struct ModeSplit {
 }
 
 impl ModeSplit {
+    pub fn new(dynamic: Microjoules, idle: Microjoules) -> Self {
+        Self { dynamic, idle }
+    }
+
     pub fn total(&self) -> Microjoules {
         self.dynamic + self.idle
     }
@@ -99,6 +103,25 @@ pub struct WorkloadEnergy {
     /// Cumulative hardware counters (meaningful for [`Snapshot::hardware_counters`] only).
     pub counters: HardwareCounts,
     pub state: State,
+}
+
+impl WorkloadEnergy {
+    /// A running workload with `energy` and `cpu_time` so far and no names yet (a pseudo
+    /// container, or a container before its pod metadata arrives).
+    pub fn running(key: WorkloadKey, energy: EnergyByKind, cpu_time: CpuNanos) -> Self {
+        Self {
+            key,
+            identity: None,
+            pod_name: String::new(),
+            container_name: String::new(),
+            namespace: String::new(),
+            energy,
+            interval: EnergyByKind::default(),
+            cpu_time,
+            counters: HardwareCounts::default(),
+            state: State::Running,
+        }
+    }
 }
 
 /// A process (only when process metrics are enabled).
@@ -189,5 +212,55 @@ impl Snapshot {
             workloads: Vec::new(),
             processes: Vec::new(),
         }
+    }
+}
+
+/// Small snapshots the unit tests of the views share.
+#[cfg(test)]
+pub(crate) mod examples {
+    use super::*;
+
+    /// A split of `dynamic` and `idle` microjoules.
+    pub(crate) fn split(dynamic: u64, idle: u64) -> ModeSplit {
+        ModeSplit::new(Microjoules(dynamic), Microjoules(idle))
+    }
+
+    /// Node `n1` (RAPL components, `platform` as its platform source) with one zone of each
+    /// of `kinds` on socket 0 (3 J dynamic, 1.5 J idle; 1 W, 0.5 W idle; all read from the same
+    /// path) and system processes
+    /// with 2 J dynamic and 0.5 J idle of package energy over 1.5 ms of CPU time.
+    pub(crate) fn node_with_system_processes(kinds: &[ZoneKind], platform: &str) -> Snapshot {
+        let mut s = Snapshot::empty(
+            NodeInfo {
+                node_name: "n1".into(),
+                cpu_architecture: "x86_64".into(),
+                components_power_source: "rapl-sysfs".into(),
+                platform_power_source: platform.into(),
+                cpus: Vec::new(),
+            },
+            "rapl-sysfs",
+            "procfs",
+        );
+        for &kind in kinds {
+            s.node_zones.insert(
+                ZoneId { kind, socket: 0 },
+                NodeZone {
+                    path: "/sys/class/powercap/intel-rapl:0".into(),
+                    energy: split(3_000_000, 1_500_000),
+                    watts: Watts(1.0),
+                    idle_watts: Watts(0.5),
+                },
+            );
+        }
+        let mut energy = EnergyByKind::default();
+        energy
+            .zones
+            .insert(ZoneKind::Package, split(2_000_000, 500_000));
+        s.workloads.push(WorkloadEnergy::running(
+            WorkloadKey::System,
+            energy,
+            CpuNanos(1_500_000),
+        ));
+        s
     }
 }

@@ -180,14 +180,7 @@ fn running(pod: &str, container: &str, ns: &str) -> Option<(String, String, Stri
 }
 
 fn render(s: &Snapshot, metrics: &SelfMetrics) -> String {
-    let build = BuildInfo {
-        branch: "main".into(),
-        revision: "0".into(),
-        version: "0.0.0-test".into(),
-        os: "linux".into(),
-        arch: "x86_64".into(),
-        rust_version: "rustc".into(),
-    };
+    let build = BuildInfo::default();
     render_classic(
         s,
         metrics,

@@ -4,18 +4,6 @@
 use super::*;
 use kepler_rs::export::prometheus::{render_classic, BuildInfo, Format, RenderOptions};
 
-pub(crate) fn monitor_options() -> MonitorOptions {
-    MonitorOptions {
-        procfs: "/proc".into(),
-        terminated_retention: Duration::from_secs(600),
-        max_terminated: 10_000,
-        process_metrics: true,
-        idle_policy: IdlePolicy::CpuShare,
-        idle_window: Duration::from_secs(60),
-        idle_half_life: Duration::from_secs(3600),
-    }
-}
-
 pub(crate) fn render(s: &kepler_rs::snapshot::Snapshot, metrics: &SelfMetrics) -> String {
     render_classic(
         s,

@@ -357,15 +357,7 @@ fn monitor_on_ebpf_conserves_energy_and_credits_short_lived_processes() {
     let metrics = Arc::new(SelfMetrics::new());
     let fake = FakeRapl::start(None, FakeRaplModel::default(), "/proc".into()).unwrap();
     let meter = RaplMeter::discover(fake.sysfs_root(), "fake-rapl").unwrap();
-    let options = MonitorOptions {
-        procfs: "/proc".into(),
-        terminated_retention: Duration::from_secs(600),
-        max_terminated: 10_000,
-        process_metrics: true,
-        idle_policy: IdlePolicy::CpuShare,
-        idle_window: Duration::from_secs(60),
-        idle_half_life: Duration::from_secs(3600),
-    };
+    let options = monitor_options();
     let mut monitor = Monitor::new(
         Box::new(meter),
         Box::new(source(&metrics)),
@@ -463,4 +455,17 @@ fn pending_generations(program: &EbpfProgram) -> Vec<Option<u32>> {
                 .map(kepler_ebpf::Pending::pending_generation)
         })
         .collect()
+}
+
+/// The monitor as the exporter runs it by default, with process metrics.
+fn monitor_options() -> MonitorOptions {
+    MonitorOptions {
+        procfs: "/proc".into(),
+        terminated_retention: Duration::from_secs(600),
+        max_terminated: 10_000,
+        process_metrics: true,
+        idle_policy: IdlePolicy::CpuShare,
+        idle_window: Duration::from_secs(60),
+        idle_half_life: Duration::from_secs(3600),
+    }
 }

@@ -4,10 +4,7 @@
 use super::*;
 
 pub(crate) fn split(dynamic_uj: u64, idle_uj: u64) -> ModeSplit {
-    ModeSplit {
-        dynamic: Microjoules(dynamic_uj),
-        idle: Microjoules(idle_uj),
-    }
+    ModeSplit::new(Microjoules(dynamic_uj), Microjoules(idle_uj))
 }
 
 /// Energy by kind from `(kind, dynamic µJ, idle µJ)`; `other` as given.
@@ -64,18 +61,7 @@ pub(crate) fn container(
 }
 
 pub(crate) fn pseudo(key: WorkloadKey, energy: EnergyByKind, cpu_ms: u64) -> WorkloadEnergy {
-    WorkloadEnergy {
-        key,
-        identity: None,
-        pod_name: String::new(),
-        container_name: String::new(),
-        namespace: String::new(),
-        energy,
-        interval: EnergyByKind::default(),
-        cpu_time: CpuNanos(cpu_ms * 1_000_000),
-        counters: Default::default(),
-        state: State::Running,
-    }
+    WorkloadEnergy::running(key, energy, CpuNanos(cpu_ms * 1_000_000))
 }
 
 pub(crate) fn process(

@@ -19,6 +19,21 @@ pub struct BuildInfo {
     pub rust_version: String,
 }
 
+impl Default for BuildInfo {
+    /// Nothing known: every fact `unknown` (stable output for tests and tools).
+    fn default() -> Self {
+        let unknown = || "unknown".to_string();
+        Self {
+            branch: unknown(),
+            revision: unknown(),
+            version: unknown(),
+            os: unknown(),
+            arch: unknown(),
+            rust_version: unknown(),
+        }
+    }
+}
+
 impl BuildInfo {
     /// The build facts of this binary.
     pub fn current() -> Self {

@@ -1,57 +1,10 @@
 use super::*;
-use crate::power::units::{CpuNanos, Microjoules, Watts};
-use crate::power::{ZoneId, ZoneKind};
-use crate::snapshot::{EnergyByKind, ModeSplit, NodeInfo, NodeZone, State, WorkloadEnergy};
-use crate::workload::{HardwareCounter, WorkloadKey};
-
-fn split(d: u64, i: u64) -> ModeSplit {
-    ModeSplit {
-        dynamic: Microjoules(d),
-        idle: Microjoules(i),
-    }
-}
+use crate::power::ZoneKind;
+use crate::snapshot::examples::node_with_system_processes;
+use crate::workload::HardwareCounter;
 
 fn snapshot() -> Snapshot {
-    let mut s = Snapshot::empty(
-        NodeInfo {
-            node_name: "n1".into(),
-            cpu_architecture: "x86_64".into(),
-            components_power_source: "rapl-sysfs".into(),
-            platform_power_source: "none".into(),
-            cpus: Vec::new(),
-        },
-        "rapl-sysfs",
-        "procfs",
-    );
-    s.node_zones.insert(
-        ZoneId {
-            kind: ZoneKind::Package,
-            socket: 0,
-        },
-        NodeZone {
-            path: "/sys/class/powercap/intel-rapl:0".into(),
-            energy: split(3_000_000, 1_500_000),
-            watts: Watts(1.0),
-            idle_watts: Watts(0.5),
-        },
-    );
-    let mut energy = EnergyByKind::default();
-    energy
-        .zones
-        .insert(ZoneKind::Package, split(2_000_000, 500_000));
-    s.workloads.push(WorkloadEnergy {
-        key: WorkloadKey::System,
-        identity: None,
-        pod_name: String::new(),
-        container_name: String::new(),
-        namespace: String::new(),
-        energy,
-        interval: EnergyByKind::default(),
-        cpu_time: CpuNanos(1_500_000),
-        counters: Default::default(),
-        state: State::Running,
-    });
-    s
+    node_with_system_processes(&[ZoneKind::Package], "none")
 }
 
 fn render(s: &Snapshot, process_metrics: bool) -> String {
@@ -59,14 +12,7 @@ fn render(s: &Snapshot, process_metrics: bool) -> String {
 }
 
 fn render_with(s: &Snapshot, metrics: &SelfMetrics, process_metrics: bool) -> String {
-    let build = BuildInfo {
-        branch: "main".into(),
-        revision: "abc".into(),
-        version: "0.1.0".into(),
-        os: "linux".into(),
-        arch: "x86_64".into(),
-        rust_version: "rustc".into(),
-    };
+    let build = BuildInfo::default();
     render_classic(
         s,
         metrics,

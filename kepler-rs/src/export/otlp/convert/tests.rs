@@ -1,11 +1,10 @@
 use super::*;
 use crate::export::family::{classic_families, BuildInfo, RenderOptions};
-use crate::power::units::{CpuNanos, Microjoules, Watts};
-use crate::power::{ZoneId, ZoneKind};
+use crate::power::units::CpuNanos;
+use crate::power::ZoneKind;
 use crate::selfmetrics::SelfMetrics;
-use crate::snapshot::{
-    EnergyByKind, ModeSplit, NodeInfo, NodeZone, Snapshot, State, WorkloadEnergy,
-};
+use crate::snapshot::examples::node_with_system_processes;
+use crate::snapshot::{Snapshot, State};
 use crate::workload::WorkloadKey;
 use std::time::Duration;
 
@@ -44,59 +43,19 @@ fn collector_name(name: &str, unit: &str, monotonic_sum: bool, gauge: bool) -> S
     tokens.join("_")
 }
 
-fn split(d: u64, i: u64) -> ModeSplit {
-    ModeSplit {
-        dynamic: Microjoules(d),
-        idle: Microjoules(i),
-    }
-}
-
 fn snapshot() -> Snapshot {
-    let mut s = Snapshot::empty(
-        NodeInfo {
-            node_name: "n1".into(),
-            cpu_architecture: "x86_64".into(),
-            components_power_source: "rapl-sysfs".into(),
-            platform_power_source: "rapl-sysfs".into(),
-            cpus: Vec::new(),
-        },
+    let mut s = node_with_system_processes(
+        &[
+            ZoneKind::Package,
+            ZoneKind::Core,
+            ZoneKind::Dram,
+            ZoneKind::Psys,
+        ],
         "rapl-sysfs",
-        "procfs",
     );
     s.taken_at = UNIX_EPOCH + Duration::from_secs(1_000);
     s.cpu_time_exact = true;
-    for kind in [
-        ZoneKind::Package,
-        ZoneKind::Core,
-        ZoneKind::Dram,
-        ZoneKind::Psys,
-    ] {
-        s.node_zones.insert(
-            ZoneId { kind, socket: 0 },
-            NodeZone {
-                path: String::new(),
-                energy: split(3_000_000, 1_500_000),
-                watts: Watts(1.0),
-                idle_watts: Watts(0.5),
-            },
-        );
-    }
-    let mut energy = EnergyByKind::default();
-    energy
-        .zones
-        .insert(ZoneKind::Package, split(2_000_000, 500_000));
-    s.workloads.push(WorkloadEnergy {
-        key: WorkloadKey::System,
-        identity: None,
-        pod_name: String::new(),
-        container_name: String::new(),
-        namespace: String::new(),
-        energy: energy.clone(),
-        interval: EnergyByKind::default(),
-        cpu_time: CpuNanos(1_500_000),
-        counters: Default::default(),
-        state: State::Running,
-    });
+    let energy = s.workloads[0].energy.clone();
     s.processes.push(crate::snapshot::ProcessEnergy {
         pid: 42,
         comm: "sh".into(),
