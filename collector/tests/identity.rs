@@ -10,10 +10,6 @@ mod common;
 use common::*;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-};
 use prost::Message;
 
 const TOKEN_C1: &str = "token-of-cluster1-0123456789";
@@ -27,50 +23,13 @@ fn auth_config() -> String {
 }
 
 /// One gauge `g` with one point per `(series, cluster attribute)` pair, value `value`.
-fn gauge_request(series: &[(&str, Option<&str>)], value: f64) -> ExportMetricsServiceRequest {
-    let s = |v: &str| {
-        Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        })
-    };
-    let points = series
-        .iter()
-        .map(|(id, cluster)| {
-            let mut attributes = vec![KeyValue {
-                key: "id".into(),
-                key_strindex: 0,
-                value: s(id),
-            }];
-            if let Some(c) = cluster {
-                attributes.push(KeyValue {
-                    key: "cluster".into(),
-                    key_strindex: 0,
-                    value: s(c),
-                });
-            }
-            NumberDataPoint {
-                attributes,
-                time_unix_nano: 1,
-                value: Some(number_data_point::Value::AsDouble(value)),
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "g".into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: points,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+fn cluster_gauges(series: &[(&str, Option<&str>)], value: f64) -> ExportMetricsServiceRequest {
+    let attributes = series.iter().map(|(id, cluster)| {
+        let mut attributes = vec![string_kv("id", *id)];
+        attributes.extend(cluster.map(|c| string_kv("cluster", c)));
+        attributes
+    });
+    gauge_request("g", attributes, value)
 }
 
 /// The exposition holds the two energy series the Python SDK sent (one per transport), both
@@ -126,7 +85,7 @@ fn python_sdk_with_a_token_cannot_write_as_another_cluster() {
 #[test]
 fn requests_without_a_valid_token_are_401_and_unauthenticated() {
     let hub = HubProcess::start(&auth_config());
-    let body = gauge_request(&[("a", None)], 1.0).encode_to_vec();
+    let body = cluster_gauges(&[("a", None)], 1.0).encode_to_vec();
     let ct = ("Content-Type", "application/x-protobuf");
     let addr = hub.addr("spokes-http");
     let (status, headers, _) = http(addr, "POST", "/v1/metrics", &[ct], &body);
@@ -168,11 +127,11 @@ fn requests_without_a_valid_token_are_401_and_unauthenticated() {
                 .await
                 .unwrap();
         let err = client
-            .export(gauge_request(&[("a", None)], 1.0))
+            .export(cluster_gauges(&[("a", None)], 1.0))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let mut request = tonic::Request::new(gauge_request(&[("b", Some("cluster2"))], 1.0));
+        let mut request = tonic::Request::new(cluster_gauges(&[("b", Some("cluster2"))], 1.0));
         request.metadata_mut().insert(
             "authorization",
             format!("Bearer {TOKEN_C1}").parse().unwrap(),
@@ -207,7 +166,7 @@ async fn series_limits_reject_new_series_and_keep_updating_existing_ones() {
         .map(|id| (*id, Some("c1")))
         .collect();
     let response = client
-        .export(gauge_request(&c1, 1.0))
+        .export(cluster_gauges(&c1, 1.0))
         .await
         .unwrap()
         .into_inner();
@@ -220,7 +179,7 @@ async fn series_limits_reject_new_series_and_keep_updating_existing_ones() {
     );
     // Existing series keep updating; the rejected ones are still rejected.
     let response = client
-        .export(gauge_request(&c1, 2.0))
+        .export(cluster_gauges(&c1, 2.0))
         .await
         .unwrap()
         .into_inner();
@@ -229,7 +188,7 @@ async fn series_limits_reject_new_series_and_keep_updating_existing_ones() {
     let c2: Vec<(&str, Option<&str>)> =
         ["a", "b", "c"].iter().map(|id| (*id, Some("c2"))).collect();
     let response = client
-        .export(gauge_request(&c2, 7.0))
+        .export(cluster_gauges(&c2, 7.0))
         .await
         .unwrap()
         .into_inner();

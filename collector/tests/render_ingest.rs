@@ -13,26 +13,12 @@ use kepler_collector::exposition::render;
 use kepler_collector::ingest::{Hub, Labeling};
 use kepler_collector::store::{Limits, Store};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-};
 use prost::Message;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn string_kv(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        key_strindex: 0,
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-    }
-}
 
 /// Gauge points `first .. first + n` of metric `name`, series `i` labelled `series="<i>"` (and
 /// `pad` with `pad` bytes when `pad > 0`), all with value `value`.
@@ -43,35 +29,14 @@ fn gauges(
     pad: usize,
     value: f64,
 ) -> ExportMetricsServiceRequest {
-    let points = (first..first + n)
-        .map(|i| {
-            let mut attributes = vec![string_kv("series", i.to_string())];
-            if pad > 0 {
-                attributes.push(string_kv("pad", "p".repeat(pad)));
-            }
-            NumberDataPoint {
-                attributes,
-                time_unix_nano: 1,
-                value: Some(number_data_point::Value::AsDouble(value)),
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: name.into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: points,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let attributes = (first..first + n).map(|i| {
+        let mut attributes = vec![string_kv("series", i.to_string())];
+        if pad > 0 {
+            attributes.push(string_kv("pad", "p".repeat(pad)));
+        }
+        attributes
+    });
+    gauge_request(name, attributes, value)
 }
 
 /// How many ingests must complete inside one render for the test to pass.

@@ -359,3 +359,53 @@ pub fn check_golden(name: &str, actual: &str) {
 pub fn assert_promtool_accepts(text: &str) {
     kepler_test_support::promtool::assert_accepts("the hub's exposition", text, |_| true);
 }
+
+// OTLP requests
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+
+/// A string attribute.
+pub fn string_kv(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        key_strindex: 0,
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+    }
+}
+
+/// A request with one gauge `name` whose points carry `attributes` (one set per point), all with
+/// value `value` at time 1 ns, in one resource and scope without attributes.
+pub fn gauge_request(
+    name: &str,
+    attributes: impl IntoIterator<Item = Vec<KeyValue>>,
+    value: f64,
+) -> ExportMetricsServiceRequest {
+    let data_points = attributes
+        .into_iter()
+        .map(|attributes| NumberDataPoint {
+            attributes,
+            time_unix_nano: 1,
+            value: Some(number_data_point::Value::AsDouble(value)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
