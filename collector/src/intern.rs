@@ -1,7 +1,9 @@
 //! Reference-counted interning for the series store: each distinct string is stored once, in
 //! one text arena, and referred to by a `u32` [`Id`]; [`Groups`] does the same for the part of
-//! a series key that many series share (metric, type, scope, job, instance, attribute keys).
+//! a series key that many series share (metric, type, scope, job, instance, attribute keys),
+//! each with the label [`Layout`] of its series.
 
+use crate::labels::{GroupText, Layout, Source};
 use crate::translate::Kind;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
@@ -235,12 +237,37 @@ pub struct Group {
     pub key: GroupKey<Box<[Id]>>,
     /// Where `cluster` is among the keys.
     pub cluster: Option<usize>,
+    /// The label names of the group's series.
+    pub layout: Layout,
     refs: u32,
 }
 
 impl Group {
     fn as_ref(&self) -> GroupRef<'_> {
         self.key.with_keys(&self.key.keys)
+    }
+
+    /// Writes the labels of the group's series with attribute value ids `values` into `out`
+    /// (see [`Layout::labels`]).
+    pub fn labels<'a>(
+        &'a self,
+        strings: &'a Interner,
+        values: &[Id],
+        out: &mut Vec<(&'a str, &'a str)>,
+    ) {
+        let k = &self.key;
+        let text = |id: Option<&Id>| id.map_or("", |&id| strings.text(id));
+        self.layout.labels(
+            |i| text(k.keys.get(i)),
+            |source| match source {
+                Source::Attr(i) => text(values.get(i)),
+                Source::ScopeName => strings.text(k.scope_name),
+                Source::ScopeVersion => strings.text(k.scope_version),
+                Source::Job => strings.text(k.job),
+                Source::Instance => strings.text(k.instance),
+            },
+            out,
+        );
     }
 
     /// The ids of the strings the group holds a reference on.
@@ -304,9 +331,18 @@ impl Groups {
             None => Id::try_from(self.groups.len()).ok()?,
         };
         let cluster = key.keys.iter().position(|&k| strings.text(k) == "cluster");
+        let keys: Vec<&str> = key.keys.iter().map(|&k| strings.text(k)).collect();
+        let layout = Layout::new(GroupText {
+            keys: &keys,
+            scope_name: strings.text(key.scope_name),
+            scope_version: strings.text(key.scope_version),
+            job: strings.text(key.job),
+            instance: strings.text(key.instance),
+        });
         let group = Group {
             key: key.with_keys(key.keys.into()),
             cluster,
+            layout,
             refs: 1,
         };
         for s in group.strings() {

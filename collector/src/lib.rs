@@ -13,6 +13,7 @@ pub mod decode;
 pub mod exposition;
 pub mod ingest;
 pub mod intern;
+pub mod labels;
 pub mod receiver;
 pub mod remote_write;
 pub mod selfmetrics;

@@ -1,22 +1,27 @@
 //! The series store: OTLP data points keyed as the Collector's prometheus exporter keys them
 //! (metric name + type + scope + data-point attributes + `job` + `instance`), in shards each
-//! behind its own mutex (a render visits one shard at a time), with series limits and expiry by
-//! arrival time; `target_info` metadata expires with its series.
+//! behind its own mutex (a render visits one shard at a time), each shard listing its series per
+//! family in label order, with series limits and expiry by arrival time; `target_info` metadata
+//! expires with its series.
 
+mod family;
 mod keys;
 mod limits;
 mod locks;
 mod lookup;
 mod point;
 mod shard;
+mod visit;
 
 pub use keys::{attrs_of, cluster_of, sorted_attrs, Attr, Attrs, KeyRef, Scope, SeriesKey};
 pub use limits::{Limits, Reject};
 pub use lookup::{Hint, Lookup};
 pub use point::{Applied, Histogram, Meta, Point, Series, Summary, Value};
+pub use visit::{Family, FamilyCursor};
 
 use crate::clock::Clock;
 use crate::intern::{GroupRef, Id};
+use family::Registry;
 use foldhash::fast::RandomState;
 use limits::SeriesCounts;
 use locks::{lock, read, write};
@@ -46,6 +51,8 @@ pub struct Store {
     /// Locked before any shard.
     names: RwLock<Names>,
     shards: Vec<Mutex<Shard>>,
+    /// Family names and the shards holding them; locked after a shard, never before.
+    registry: Registry,
     hasher: RandomState,
     targets: Mutex<Targets>,
     counts: SeriesCounts,
@@ -57,7 +64,8 @@ impl Store {
     pub fn new(limits: Limits, expiration_ms: u64, clock: Arc<dyn Clock>) -> Self {
         Self {
             names: RwLock::new(Names::default()),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|i| Mutex::new(Shard::new(i))).collect(),
+            registry: Registry::default(),
             hasher: RandomState::default(),
             targets: Mutex::new(HashMap::new()),
             counts: SeriesCounts::new(limits),
@@ -113,9 +121,13 @@ impl Store {
                 let known = lookup.known_values(r.group, hint);
                 let mut shard = lock(self.shard(r.hash));
                 let found = shard.find_text(r.hash, r.group, &names.strings, key.attrs, known);
-                if let Some(record) = found.and_then(|slot| shard.record_mut(slot)) {
-                    lookup.remember(r.group, record.values());
-                    return Ok(point::update(&mut record.series, meta, point, now_ms));
+                if let Some(slot) = found {
+                    if let Some(record) = shard.record(slot) {
+                        lookup.remember(r.group, record.values());
+                        return shard
+                            .update(slot, meta, point, now_ms, &self.registry)
+                            .ok_or(Reject::Invalid);
+                    }
                 }
             }
         }
@@ -209,10 +221,9 @@ impl Store {
         let mut shard = lock(self.shard(hash));
         if let Some(slot) = shard.find(hash, group, values) {
             release_values(names, Some(group), values);
-            return match shard.record_mut(slot) {
-                Some(record) => Ok(point::update(&mut record.series, meta, point, now_ms)),
-                None => Err(Reject::Invalid),
-            };
+            return shard
+                .update(slot, meta, point, now_ms, &self.registry)
+                .ok_or(Reject::Invalid);
         }
         if let Err(reject) = self.counts.reserve(cluster_of(key.attrs)) {
             release_values(names, Some(group), values);
@@ -231,6 +242,7 @@ impl Store {
                     updated_ms: now_ms,
                 },
             ),
+            &self.registry,
         );
         Ok(Applied::Inserted)
     }
@@ -284,51 +296,11 @@ impl Store {
                     names.groups.release(record.group, &mut names.strings);
                     removed += 1;
                 },
+                &self.registry,
             );
         }
         lock(&self.targets).retain(|_, t| self.alive(t.updated_ms, now));
         removed
-    }
-
-    /// Calls `f` for every live series, one shard at a time (each shard locked only while it is
-    /// visited).
-    pub fn for_each_live(&self, mut f: impl FnMut(&SeriesKey<'_>, &Series)) {
-        let now = self.clock.now_ms();
-        for shard in &self.shards {
-            let names = read(&self.names);
-            let shard = lock(shard);
-            for record in shard.records() {
-                if !self.alive(record.series.updated_ms, now) {
-                    continue;
-                }
-                let Some(group) = names.groups.group(record.group).map(|g| &g.key) else {
-                    continue;
-                };
-                let text = |id| names.strings.text(id);
-                let key = SeriesKey {
-                    metric: text(group.metric),
-                    kind: group.kind,
-                    scope: Scope {
-                        name: text(group.scope_name),
-                        version: text(group.scope_version),
-                    },
-                    job: text(group.job),
-                    instance: text(group.instance),
-                    attrs: Attrs::new(&names.strings, &group.keys, record.values()),
-                };
-                f(&key, &record.series);
-            }
-        }
-    }
-
-    /// Live `target_info` entries: (job, instance, labels).
-    pub fn live_targets(&self) -> Vec<TargetInfo> {
-        let now = self.clock.now_ms();
-        lock(&self.targets)
-            .iter()
-            .filter(|(_, t)| self.alive(t.updated_ms, now))
-            .map(|((job, instance), t)| (job.clone(), instance.clone(), t.labels.clone()))
-            .collect()
     }
 }
 

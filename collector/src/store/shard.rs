@@ -1,12 +1,16 @@
 //! One shard of the store: series records in a slab, found through a hash table of slab
-//! indices by the series hash (group id and attribute value text, see [`series_hash`]).
+//! indices by the series hash (group id and attribute value text, see [`series_hash`]), and
+//! listed per family in label order ([`Families`]).
 
+use super::family::{Families, FamilyIndex, Registry};
 use super::keys::Attr;
-use super::point::Series;
+use super::point::{self, Applied, Meta, Point, Series};
 use crate::intern::{Id, Interner};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
+use std::cmp::Ordering;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 /// Attribute values of one series (ids into the interner), in the order of its group's keys;
 /// stored inline up to a Kepler series' 7 (6 attributes and `cluster`).
@@ -62,11 +66,14 @@ impl Record {
 }
 
 /// One shard: records in a slab, found through a table of slab indices.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Shard {
+    /// Its place in the store (its bit in the [`Registry`]).
+    number: usize,
     index: HashTable<u32>,
     slots: Vec<Option<Record>>,
     free: Vec<u32>,
+    families: Families,
 }
 
 /// The hash of a series: its group and the text of its attribute values (so that a known
@@ -101,6 +108,16 @@ fn record_hash(hasher: &RandomState, strings: &Interner, r: &Record) -> u64 {
 }
 
 impl Shard {
+    pub(super) fn new(number: usize) -> Self {
+        Self {
+            number,
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            families: Families::default(),
+        }
+    }
+
     /// The slot of the series with `group` and attribute value ids `values`.
     pub(super) fn find(&self, hash: u64, group: Id, values: &[Id]) -> Option<u32> {
         let slots = &self.slots;
@@ -141,8 +158,68 @@ impl Shard {
             .copied()
     }
 
-    pub(super) fn record_mut(&mut self, slot: u32) -> Option<&mut Record> {
-        self.slots.get_mut(slot as usize).and_then(Option::as_mut)
+    /// The record in `slot`.
+    pub(super) fn record(&self, slot: u32) -> Option<&Record> {
+        record_at(&self.slots, slot)
+    }
+
+    /// Applies a point to the series in `slot` (none there: `None`); a series whose metric now
+    /// translates to another family name moves to that family.
+    pub(super) fn update(
+        &mut self,
+        slot: u32,
+        meta: &Arc<Meta>,
+        incoming: Point,
+        now_ms: u64,
+        registry: &Registry,
+    ) -> Option<Applied> {
+        let record = self.slots.get_mut(slot as usize).and_then(Option::as_mut)?;
+        let old = &record.series.meta;
+        let moved = (!Arc::ptr_eq(old, meta) && old.prom_name != meta.prom_name)
+            .then(|| old.prom_name.clone());
+        let applied = point::update(&mut record.series, meta, incoming, now_ms);
+        if let Some(old) = moved {
+            if self.families.remove(&old, slot) {
+                registry.removed(&old, self.number);
+            }
+            if let Some(name) = self.families.add(&meta.prom_name, slot) {
+                registry.added(&name, self.number);
+            }
+        }
+        Some(applied)
+    }
+
+    /// The index of family `name` in this shard.
+    pub(super) fn family(&self, name: &str) -> Option<&FamilyIndex> {
+        self.families.get(name)
+    }
+
+    /// Puts the index of family `name` in label order (`cmp`) where series were added since
+    /// the last time; returns whether this shard holds the family.
+    pub(super) fn sort_family(
+        &mut self,
+        name: &str,
+        mut cmp: impl FnMut(&Record, &Record) -> Ordering,
+    ) -> bool {
+        let version = match self.families.get(name) {
+            Some(index) if index.sorted < index.slots.len() => self.families.next_version(),
+            Some(_) => return true,
+            None => return false,
+        };
+        let slots = &self.slots;
+        let Some(index) = self.families.get_mut(name) else {
+            return false;
+        };
+        // A stable sort finds the sorted prefix as one run and merges the new tail into it.
+        index
+            .slots
+            .sort_by(|&a, &b| match (record_at(slots, a), record_at(slots, b)) {
+                (Some(a), Some(b)) => cmp(a, b),
+                (a, b) => a.is_some().cmp(&b.is_some()),
+            });
+        index.sorted = index.slots.len();
+        index.version = version;
+        true
     }
 
     /// Every record, in slot order.
@@ -156,6 +233,7 @@ impl Shard {
         strings: &Interner,
         hash: u64,
         record: Record,
+        registry: &Registry,
     ) {
         let slots = &self.slots;
         let slot = match self.free.pop() {
@@ -166,6 +244,9 @@ impl Shard {
                 Err(_) => return,
             },
         };
+        if let Some(name) = self.families.add(&record.series.meta.prom_name, slot) {
+            registry.added(&name, self.number);
+        }
         match self.slots.get_mut(slot as usize) {
             Some(place) => *place = Some(record),
             None => self.slots.push(Some(record)),
@@ -177,13 +258,21 @@ impl Shard {
     }
 
     /// Keeps the records `keep` accepts and hands the others to `removed`; their slots are
-    /// freed for reuse (trailing ones given back).
+    /// freed for reuse (trailing ones given back) and leave their family.
     pub(super) fn retain(
         &mut self,
         mut keep: impl FnMut(&Record) -> bool,
         mut removed: impl FnMut(Record),
+        registry: &Registry,
     ) {
-        let Shard { index, slots, free } = self;
+        let Shard {
+            number,
+            index,
+            slots,
+            free,
+            families,
+        } = self;
+        let live = index.len();
         index.retain(|&mut i| {
             let Some(place) = slots.get_mut(i as usize) else {
                 return false;
@@ -197,6 +286,12 @@ impl Shard {
             free.push(i);
             false
         });
+        if index.len() != live {
+            families.retain(
+                |slot| record_at(slots, slot).is_some(),
+                |name| registry.removed(name, *number),
+            );
+        }
         while slots.last().is_some_and(Option::is_none) {
             slots.pop();
         }
