@@ -2,7 +2,9 @@
 # Installs what the test suite needs on a fresh Debian machine (idempotent):
 # Debian packages (promtool/prometheus, clang and bpftool for the eBPF build, iproute2 and curl
 # for the namespace end-to-end tests) and a Python venv in .venv with the packages in
-# tests/requirements.txt.
+# tests/requirements.txt, then the peer programs (the OpenTelemetry Collector, Prometheus 3,
+# VictoriaMetrics) built from their pinned Go modules by scripts/peers.sh (needs Go and the Go
+# module proxy; a warm Go build cache makes that a link of seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +28,5 @@ if grep -qv '^\s*\(#\|$\)' tests/requirements.txt 2>/dev/null; then
   fi
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
+bash scripts/peers.sh
 echo "setup: ok"

@@ -58,9 +58,12 @@ fn assert_total_in_model_range(url: &str) {
         .and_then(|r| r.split(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap();
-    // Fake RAPL defaults: package 10..50 W + dram 2..5 W per socket.
+    // Fake RAPL defaults: package 10..50 W + dram 2..5 W per socket. The power is the energy
+    // between two snapshots over their timestamps; on a loaded host the energy read and the
+    // snapshot's timestamp can be tens of milliseconds apart, a few percent of a 1 s interval
+    // either way, so the range has 10 % of slack on both ends.
     assert!(
-        (12.0..=56.0).contains(&total),
+        (10.8..=60.5).contains(&total),
         "total {total} W outside the fake model's range:\n{stdout}"
     );
 }

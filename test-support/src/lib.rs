@@ -7,6 +7,7 @@
 //! - [`process`]: child processes that die with the test.
 //! - [`golden`]: golden-file comparison with `UPDATE_GOLDEN=1`.
 //! - [`promql`]: queries to a real Prometheus and the samples of its answers.
+//! - [`peers`]: the OpenTelemetry Collector, Prometheus 3 and VictoriaMetrics built from Go.
 //! - [`promtool`]: `promtool check metrics` on rendered text.
 //! - [`python`]: the workspace's Python venv with the OpenTelemetry packages.
 //!
@@ -16,6 +17,7 @@
 pub mod cgroup;
 pub mod golden;
 pub mod net;
+pub mod peers;
 pub mod process;
 pub mod promql;
 pub mod promtool;

@@ -26,6 +26,52 @@ pub fn hub_config(expiration: &str, extra: &str) -> String {
     )
 }
 
+/// The program serving as the hub in the hub namespace.
+#[derive(Debug, Clone)]
+pub enum HubProgram {
+    /// kepler-collector with [`hub_config`]: tokens on the spoke listeners.
+    KeplerCollector(PathBuf),
+    /// The OpenTelemetry Collector built from its Go modules (`tests/peers/otelcol`), configured
+    /// as the reference deployment's hub ([`otelcol_hub_config`]).
+    OtelCollector(PathBuf),
+}
+
+/// The reference deployment's hub Collector: receivers `otlp/hub` on 4317/4318 whose pipeline
+/// inserts `cluster=hub` with the `attributes` processor, `otlp/spokes` on 4327/4328 whose
+/// pipeline keeps the spokes' own `cluster`, both exported by `prometheus` on 0.0.0.0:9464.
+pub fn otelcol_hub_config() -> String {
+    "receivers:
+  otlp/hub:
+    protocols:
+      grpc: {endpoint: 0.0.0.0:4317}
+      http: {endpoint: 0.0.0.0:4318}
+  otlp/spokes:
+    protocols:
+      grpc: {endpoint: 0.0.0.0:4327}
+      http: {endpoint: 0.0.0.0:4328}
+processors:
+  attributes/hub:
+    actions:
+      - {key: cluster, value: hub, action: insert}
+exporters:
+  prometheus:
+    endpoint: 0.0.0.0:9464
+service:
+  telemetry:
+    logs: {level: warn}
+    metrics: {level: none}
+  pipelines:
+    metrics/hub:
+      receivers: [otlp/hub]
+      processors: [attributes/hub]
+      exporters: [prometheus]
+    metrics/spokes:
+      receivers: [otlp/spokes]
+      exporters: [prometheus]
+"
+    .to_string()
+}
+
 /// The whole three-cluster pipeline: namespaces, hub, exporters, workloads, Prometheus.
 /// Field order is drop order: processes first, namespaces last.
 #[derive(Debug)]
@@ -36,7 +82,7 @@ pub struct Pipeline {
     pub collector: Proc,
     pub workloads: Vec<Workload>,
     pub exporter_bin: PathBuf,
-    pub collector_bin: PathBuf,
+    pub hub_program: HubProgram,
     /// Extra flags of each exporter (order of [`CLUSTERS`]), kept for restarts.
     pub exporter_args: Vec<Vec<String>>,
     pub topo: Topology,
@@ -62,11 +108,37 @@ impl Pipeline {
         extra: &str,
         exporter_args: Vec<Vec<String>>,
     ) -> Option<Pipeline> {
-        assert_eq!(exporter_args.len(), CLUSTERS.len());
         if !require_netns(what) {
             return None;
         }
         let (exporter_bin, collector_bin) = binaries()?;
+        let hub = HubProgram::KeplerCollector(collector_bin);
+        Self::start_hub(hub, exporter_bin, expiration, extra, exporter_args, true)
+    }
+
+    /// The pipeline with the real OpenTelemetry Collector as the hub, scraped by Prometheus
+    /// with `honor_labels: false` as a ServiceMonitor does (pushed `job`/`instance` become
+    /// `exported_job`/`exported_instance`); exporters as in [`Pipeline::start`].
+    pub fn start_otel_collector(what: &str) -> Option<Pipeline> {
+        if !require_netns(what) {
+            return None;
+        }
+        let (exporter_bin, _) = binaries()?;
+        let otelcol = kepler_test_support::peers::require_peer("otelcol")?;
+        let hub = HubProgram::OtelCollector(otelcol);
+        let args = vec![Vec::new(); CLUSTERS.len()];
+        Self::start_hub(hub, exporter_bin, "5m", "", args, false)
+    }
+
+    fn start_hub(
+        hub_program: HubProgram,
+        exporter_bin: PathBuf,
+        expiration: &str,
+        extra: &str,
+        exporter_args: Vec<Vec<String>>,
+        honor_labels: bool,
+    ) -> Option<Pipeline> {
+        assert_eq!(exporter_args.len(), CLUSTERS.len());
         let prometheus_bin = prometheus_binary()?;
         let workloads: Vec<Workload> = SPOKES.iter().filter_map(|_| Workload::start()).collect();
         if workloads.len() != SPOKES.len() {
@@ -75,7 +147,8 @@ impl Pipeline {
         let topo = Topology::create();
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("hub.yaml"), hub_config(expiration, extra)).unwrap();
-        let collector = start_collector(&collector_bin, &topo.hub, dir.path());
+        fs::write(dir.path().join("otelcol.yaml"), otelcol_hub_config()).unwrap();
+        let collector = start_hub_program(&hub_program, &topo.hub, dir.path());
         let mut exporters = Vec::new();
         for (i, cluster) in CLUSTERS.iter().enumerate() {
             exporters.push(start_exporter(
@@ -87,14 +160,14 @@ impl Pipeline {
                 &exporter_args[i],
             ));
         }
-        let prometheus = Prometheus::start(&prometheus_bin, &topo.hub, dir.path());
+        let prometheus = Prometheus::start(&prometheus_bin, &topo.hub, dir.path(), honor_labels);
         Some(Pipeline {
             prometheus,
             exporters,
             collector,
             workloads,
             exporter_bin,
-            collector_bin,
+            hub_program,
             exporter_args,
             topo,
             dir,
@@ -134,7 +207,7 @@ impl Pipeline {
 
     /// Restarts the collector (after [`Proc::kill`] on it).
     pub fn restart_collector(&mut self) {
-        self.collector = start_collector(&self.collector_bin, &self.topo.hub, self.dir.path());
+        self.collector = start_hub_program(&self.hub_program, &self.topo.hub, self.dir.path());
     }
 
     /// Restarts exporter `i` (after [`Proc::kill`] on it).
@@ -181,6 +254,34 @@ impl Drop for Pipeline {
     }
 }
 
+/// Starts the hub program in `ns` with its config in `dir` and waits (bounded) until it serves.
+pub fn start_hub_program(hub: &HubProgram, ns: &str, dir: &Path) -> Proc {
+    match hub {
+        HubProgram::KeplerCollector(bin) => start_collector(bin, ns, dir),
+        HubProgram::OtelCollector(bin) => start_otel_collector(bin, ns, dir),
+    }
+}
+
+/// The real Collector with `otelcol.yaml` from `dir`; ready once its exporter serves /metrics.
+pub fn start_otel_collector(bin: &Path, ns: &str, dir: &Path) -> Proc {
+    let mut proc = Proc::spawn(
+        "otelcol",
+        in_ns(ns, bin).arg(format!("--config={}", dir.join("otelcol.yaml").display())),
+        &dir.join("otelcol.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(ns, "http://127.0.0.1:9464/metrics").is_none_or(|(c, _)| c != 200) {
+        proc.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the Collector never served /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    proc
+}
+
+/// kepler-collector with `hub.yaml` from `dir`; ready once it serves /healthz.
 pub fn start_collector(bin: &Path, ns: &str, dir: &Path) -> Proc {
     let mut proc = Proc::spawn(
         "kepler-collector",
@@ -294,7 +395,14 @@ pub fn series_of(
             let mut labels = labels.clone();
             labels.remove("cluster");
             labels.remove("job");
-            for added in ["instance", "otel_scope_name", "otel_scope_version"] {
+            // What the hub adds: the push's identity and scope (the Collector also writes
+            // `otel_scope_schema_url`, empty for kepler-rs).
+            for added in [
+                "instance",
+                "otel_scope_name",
+                "otel_scope_version",
+                "otel_scope_schema_url",
+            ] {
                 labels.remove(added);
             }
             (labels, *v)

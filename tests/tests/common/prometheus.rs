@@ -2,8 +2,13 @@
 
 use super::*;
 
+/// The scrape job of the hub's Prometheus.
+pub const SCRAPE_JOB: &str = "kepler-hub";
+
 /// A real Prometheus in the hub namespace (127.0.0.1:9090 there) scraping the hub's exposition
-/// every 2 s (timeout 2 s); temporary config and data directory.
+/// every 2 s (timeout 2 s) as job `kepler-hub`; temporary config and data directory. With
+/// `honor_labels: false` (a ServiceMonitor's default) the pushed `job` and `instance` labels
+/// become `exported_job` and `exported_instance`.
 #[derive(Debug)]
 pub struct Prometheus {
     pub ns: String,
@@ -11,11 +16,11 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn start(bin: &Path, ns: &str, dir: &Path) -> Prometheus {
+    pub fn start(bin: &Path, ns: &str, dir: &Path, honor_labels: bool) -> Prometheus {
         let config = dir.join("prometheus.yml");
         fs::write(
             &config,
-            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\nscrape_configs:\n  - job_name: kepler-hub\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:9464\"]\n",
+            format!("global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\nscrape_configs:\n  - job_name: {SCRAPE_JOB}\n    honor_labels: {honor_labels}\n    static_configs:\n      - targets: [\"127.0.0.1:9464\"]\n"),
         )
         .unwrap();
         let proc = Proc::spawn(

@@ -3,7 +3,10 @@
 //! Counters become monotonic cumulative Sums with a stable `start_time_unix_nano` (when this
 //! exporter started counting), gauges become Gauges; labels become data-point attributes in
 //! exposition order, and `cluster` is appended to every point when one is configured (never an
-//! empty one). Names and units are the families' own, chosen so that the OpenTelemetry
+//! empty one). Kepler's `instance` label (the node name) is not repeated on the points: the
+//! resource's `service.instance.id` is that name and becomes `instance` at the hub, and the
+//! Collector's prometheus exporter drops a whole metric whose points also carry `instance`
+//! ("duplicate label names"). Names and units are the families' own, chosen so that the OpenTelemetry
 //! Collector's Prometheus translation gives back the `/metrics` names exactly.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -93,21 +96,29 @@ pub fn request(resource: Resource, metrics: Vec<Metric>) -> ExportMetricsService
     }
 }
 
-/// Converts families to OTLP metrics: points at `time`, counters starting at `start`.
-/// Families without samples are left out, as the text encoder leaves them out.
+/// The label that the resource's `service.instance.id` becomes at the hub.
+const INSTANCE_LABEL: &str = "instance";
+
+/// Converts families to OTLP metrics for `identity`: points at `time`, counters starting at
+/// `start`. Families without samples are left out, as the text encoder leaves them out.
 pub fn families_to_metrics(
     families: &[Family<'_>],
     start: SystemTime,
     time: SystemTime,
-    cluster: Option<&str>,
+    identity: &Identity,
 ) -> Vec<Metric> {
     let start = unix_nanos(start);
     let time = unix_nanos(time);
+    let cluster = identity.cluster.as_deref();
     let mut metrics = Vec::with_capacity(families.len());
     for family in families {
         let mut points = Vec::new();
         family.for_each_sample(|labels, value| {
-            let mut attributes: Vec<KeyValue> = labels.iter().map(|(k, v)| kv(k, v)).collect();
+            let mut attributes: Vec<KeyValue> = labels
+                .iter()
+                .filter(|(k, v)| !(*k == INSTANCE_LABEL && *v == identity.node_name))
+                .map(|(k, v)| kv(k, v))
+                .collect();
             if let Some(cluster) = cluster {
                 attributes.push(kv(CLUSTER_ATTRIBUTE, cluster));
             }

@@ -88,7 +88,7 @@ impl SnapshotSource {
             &families,
             self.start.min(snapshot.taken_at),
             snapshot.taken_at,
-            self.identity.cluster.as_deref(),
+            &self.identity,
         );
         convert::request(self.identity.resource(), metrics)
     }

@@ -12,6 +12,15 @@ use std::time::Duration;
 /// docs/otlp-to-prometheus.md states it: split on every character outside `[a-zA-Z0-9:]`, add
 /// the unit's suffix unless a token already is it, monotonic sums drop every `total` token and
 /// end in `total`, gauges with unit `1` do the same with `ratio`.
+/// The identity of the example snapshot's node (`n1`), in `cluster` when one is given.
+fn identity(cluster: Option<&str>) -> Identity {
+    Identity {
+        service_name: "kepler-pods".into(),
+        node_name: "n1".into(),
+        cluster: cluster.map(str::to_string),
+    }
+}
+
 fn collector_name(name: &str, unit: &str, monotonic_sum: bool, gauge: bool) -> String {
     let mut tokens: Vec<String> = name
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
@@ -131,7 +140,7 @@ fn counters_are_cumulative_monotonic_sums_with_stable_start_and_cluster() {
     let b = build();
     let families = classic_families(&s, &SelfMetrics::new(), &RenderOptions::default(), &b);
     let start = UNIX_EPOCH + Duration::from_secs(900);
-    let metrics = families_to_metrics(&families, start, s.taken_at, Some("cluster1"));
+    let metrics = families_to_metrics(&families, start, s.taken_at, &identity(Some("cluster1")));
     // Families without samples (no errors, no exports yet) are left out, as in the text.
     let with_samples = families
         .iter()
@@ -207,14 +216,10 @@ fn without_cluster_no_cluster_attribute_at_all() {
     let s = snapshot();
     let b = build();
     let families = classic_families(&s, &SelfMetrics::new(), &RenderOptions::default(), &b);
-    let metrics = families_to_metrics(&families, s.taken_at, s.taken_at, None);
+    let metrics = families_to_metrics(&families, s.taken_at, s.taken_at, &identity(None));
     let text = format!("{metrics:?}");
     assert!(!text.contains("\"cluster\""), "{text}");
-    let identity = Identity {
-        service_name: "kepler-pods".into(),
-        node_name: "n1".into(),
-        cluster: None,
-    };
+    let identity = identity(None);
     let keys: Vec<String> = identity
         .resource()
         .attributes
@@ -256,7 +261,7 @@ fn text_and_otlp_carry_the_same_samples() {
         crate::export::prometheus::Format::Text,
     );
     let families = classic_families(&s, &SelfMetrics::new(), &options, &b);
-    let metrics = families_to_metrics(&families, s.taken_at, s.taken_at, None);
+    let metrics = families_to_metrics(&families, s.taken_at, s.taken_at, &identity(None));
     let points: usize = metrics
         .iter()
         .map(|m| match &m.data {
@@ -267,6 +272,33 @@ fn text_and_otlp_carry_the_same_samples() {
         .sum();
     let samples = text.lines().filter(|l| !l.starts_with('#')).count();
     assert_eq!(points, samples);
+    // Kepler's `instance` label is the node name, which the resource carries as
+    // `service.instance.id`: the points leave it out (the Collector's prometheus exporter drops
+    // a metric whose points repeat it), and nothing else is left out.
+    let labels = |line: &str| line.matches("=\"").count();
+    let text_labels: usize = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(labels)
+        .sum();
+    let instance_labels = text.matches("instance=\"n1\"").count();
+    assert!(
+        instance_labels > 0,
+        "the classic node families carry instance"
+    );
+    let attributes: usize = metrics
+        .iter()
+        .flat_map(|m| match &m.data {
+            Some(metric::Data::Sum(s)) => s.data_points.iter(),
+            Some(metric::Data::Gauge(g)) => g.data_points.iter(),
+            _ => [].iter(),
+        })
+        .map(|p| {
+            assert!(!p.attributes.iter().any(|a| a.key == "instance"), "{p:?}");
+            p.attributes.len()
+        })
+        .sum();
+    assert_eq!(attributes, text_labels - instance_labels);
     let names: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
