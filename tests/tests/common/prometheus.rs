@@ -1,4 +1,6 @@
-//! A real Prometheus in the hub's namespace, scraping the hub, and PromQL asked through it.
+//! A real Prometheus in the hub's namespace, scraping the hub, and PromQL asked through it; the
+//! time-series databases that receive pushes (Prometheus 3's OTLP and remote-write receivers,
+//! VictoriaMetrics), asked the same way.
 
 use super::*;
 
@@ -12,6 +14,8 @@ pub const SCRAPE_JOB: &str = "kepler-hub";
 #[derive(Debug)]
 pub struct Prometheus {
     pub ns: String,
+    /// The query API's port on 127.0.0.1 in `ns`.
+    pub port: u16,
     pub proc: Proc,
 }
 
@@ -37,13 +41,97 @@ impl Prometheus {
         );
         Prometheus {
             ns: ns.to_string(),
+            port: 9090,
+            proc,
+        }
+    }
+
+    /// Prometheus 3 (a peer built from its Go module) in `ns` on 0.0.0.0:`port`, scraping
+    /// nothing, with its OTLP receiver (`/api/v1/otlp/v1/metrics`, the default translation
+    /// `UnderscoreEscapingWithSuffixes`) and remote-write receiver (`/api/v1/write`) on; waits
+    /// (bounded) until it is ready.
+    pub fn start_receiver(bin: &Path, ns: &str, dir: &Path, port: u16) -> Prometheus {
+        let config = dir.join(format!("prometheus3-{port}.yml"));
+        fs::write(
+            &config,
+            "global:\n  evaluation_interval: 1s\notlp:\n  translation_strategy: UnderscoreEscapingWithSuffixes\n",
+        )
+        .unwrap();
+        let proc = Proc::spawn(
+            "prometheus 3",
+            in_ns(ns, bin)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join(format!("prom3-data-{port}")).display()
+                ))
+                .arg(format!("--web.listen-address=0.0.0.0:{port}"))
+                .args([
+                    "--web.enable-otlp-receiver",
+                    "--web.enable-remote-write-receiver",
+                    "--log.level=warn",
+                ]),
+            &dir.join(format!("prometheus3-{port}.log")),
+        );
+        Self::ready(ns, port, "/-/ready", proc)
+    }
+
+    /// VictoriaMetrics single-node (a peer built from its Go module) in `ns` on
+    /// 0.0.0.0:`port`: remote write at `/api/v1/write`, OTLP at `/opentelemetry/v1/metrics`,
+    /// PromQL at `/api/v1/query`. Queries see samples at once (`-search.latencyOffset=0s`;
+    /// the default hides the last 30 s). Waits (bounded) until it is healthy.
+    pub fn start_victoria_metrics(bin: &Path, ns: &str, dir: &Path, port: u16) -> Prometheus {
+        let proc = Proc::spawn(
+            "victoria-metrics",
+            in_ns(ns, bin)
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.join(format!("vm-data-{port}")).display()
+                ))
+                .arg(format!("-httpListenAddr=0.0.0.0:{port}"))
+                .args([
+                    "-search.latencyOffset=0s",
+                    "-search.disableCache",
+                    "-loggerLevel=WARN",
+                ]),
+            &dir.join(format!("victoria-metrics-{port}.log")),
+        );
+        Self::ready(ns, port, "/health", proc)
+    }
+
+    fn ready(ns: &str, port: u16, path: &str, mut proc: Proc) -> Prometheus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("http://127.0.0.1:{port}{path}");
+        while http_get(ns, &url).is_none_or(|(c, _)| c != 200) {
+            proc.assert_running();
+            assert!(Instant::now() < deadline, "{} never got ready", proc.name);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Prometheus {
+            ns: ns.to_string(),
+            port,
             proc,
         }
     }
 
     /// An instant query: `Some(result array)`, `None` while Prometheus is not up.
     pub fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
-        let url = format!("http://127.0.0.1:9090{}", promql::query_path(promql));
+        let url = format!(
+            "http://127.0.0.1:{}{}",
+            self.port,
+            promql::query_path(promql)
+        );
+        let (_, body) = http_get(&self.ns, &url)?;
+        Some(promql::results(promql, &body))
+    }
+
+    /// An instant query at Unix time `at` (seconds).
+    pub fn query_at(&self, promql: &str, at: f64) -> Option<Vec<serde_json::Value>> {
+        let url = format!(
+            "http://127.0.0.1:{}{}&time={at:.3}",
+            self.port,
+            promql::query_path(promql)
+        );
         let (_, body) = http_get(&self.ns, &url)?;
         Some(promql::results(promql, &body))
     }
