@@ -11,22 +11,30 @@
 //!   reference path that JSON and unusual requests take);
 //! - hub ingest of new series (first sight);
 //! - memory per active series at 1,000,000 series (RSS growth / series);
-//! - `/metrics` render time at 1,000,000 series.
+//! - `/metrics` at 1,000,000 series (all in the one family `kepler_container_joules_total`):
+//!   render time and the memory a scrape needs beyond the stored state (peak heap, counted by
+//!   a counting allocator, and peak RSS), for one scrape and for 4 at once, rendered while sent
+//!   (in process, and through the real server over loopback) and collected first (the former
+//!   render, `render_collected`).
 //!
 //! Run: `cargo bench -p kepler-collector --bench hub` (or `-- 200000` for fewer series; `-- grpc`
-//! for the gRPC part alone, with 40 rounds; `gzip` too for gzipped gRPC requests).
+//! for the gRPC part alone, with 40 rounds; `gzip` too for gzipped gRPC requests; `-- scrape`
+//! for the memory and `/metrics` part alone).
 //! Then over gRPC: the hub started in process (`app::start`, tokio) and a tonic client in the
 //! same process sending the same requests (no compression) one after another on loopback;
 //! points/s of wall time and points per CPU-second of the whole process (client encoding
 //! included, so the hub's own cost per point is lower). Then the same from a client in another
 //! process (this binary run with `--grpc-client`): points per CPU-second of the hub's process.
 
+#[path = "hub/heap.rs"]
+mod heap;
+#[path = "hub/scrape.rs"]
+mod scrape;
+
 use kepler_collector::clock::SystemClock;
 use kepler_collector::decode;
-use kepler_collector::exposition::render_chunks;
 use kepler_collector::ingest::{Hub, Labeling};
 use kepler_collector::store::{Limits, Store};
-use kepler_prom_text::Format;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -38,6 +46,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const POINTS: usize = 1_000;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 fn kv(key: &str, value: String) -> KeyValue {
     KeyValue {
@@ -138,6 +149,9 @@ fn main() {
         return;
     }
     memory_and_render(series);
+    if std::env::args().any(|a| a == "scrape") {
+        return;
+    }
 
     let encoded: Vec<Vec<Vec<u8>>> = (0..rounds)
         .map(|round| {
@@ -258,16 +272,6 @@ fn memory_and_render(series: usize) {
     let fill = start.elapsed().as_secs_f64();
     let after = rss_bytes();
     let stored = hub.store.len();
-    // Peak RSS of the render alone: reset the high-water mark, then read it back.
-    let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let rss_before_render = rss_bytes();
-    let cpu0 = cpu_seconds();
-    let start = Instant::now();
-    // What the server does: the pieces are streamed, never joined.
-    let chunks = render_chunks(&hub, Format::Text);
-    let render_s = start.elapsed().as_secs_f64();
-    let render_cpu = cpu_seconds() - cpu0;
-    let render_peak = peak_rss_bytes().saturating_sub(rss_before_render);
     println!("| at {stored} series | value |");
     println!("|---|---:|");
     println!(
@@ -275,15 +279,41 @@ fn memory_and_render(series: usize) {
         (after.saturating_sub(before)) / stored.max(1) as u64
     );
     println!("| fill (build + encode + decode + ingest) | {fill:.1} s |");
-    println!(
-        "| render /metrics | {render_s:.2} s wall, {render_cpu:.2} s CPU ({} MB of text) |",
-        chunks.iter().map(String::len).sum::<usize>() / 1_000_000
-    );
-    if peak_reset {
-        println!(
-            "| render peak memory (peak RSS during the render - RSS before it) | {} MB |",
-            render_peak / 1_000_000
-        );
+    // Streamed first: the collected render leaves freed memory in the allocator, which would
+    // hide the streamed render's own growth in RSS.
+    let hub = Arc::new(hub);
+    let first = scrape::measure(|| scrape::streamed(&hub));
+    let one = scrape::measure(|| scrape::streamed(&hub));
+    let four = scrape::measure(|| scrape::concurrent(4, || scrape::streamed(&hub)));
+    let server = scrape::Server::start(hub.clone());
+    server.scrape();
+    let http_one = scrape::measure(|| server.scrape());
+    let http_four = scrape::measure(|| scrape::concurrent(4, || server.scrape()));
+    server.stop();
+    let old_one = scrape::measure(|| scrape::collected(&hub));
+    let old_four = scrape::measure(|| scrape::concurrent(4, || scrape::collected(&hub)));
+    println!();
+    println!("| /metrics at {stored} series | wall | CPU | peak heap above the store | peak RSS above the store | text |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (what, cost) in [
+        (
+            "streamed, first render after the fill (sorts the family indexes)",
+            &first,
+        ),
+        ("streamed, 1 scrape (`render_each`)", &one),
+        ("streamed, 4 scrapes at once", &four),
+        ("streamed over HTTP (server, loopback), 1 scrape", &http_one),
+        (
+            "streamed over HTTP (server, loopback), 4 scrapes at once",
+            &http_four,
+        ),
+        ("collected (the former render), 1 scrape", &old_one),
+        (
+            "collected (the former render), 4 scrapes at once",
+            &old_four,
+        ),
+    ] {
+        println!("{}", cost.row(what));
     }
 }
 
