@@ -31,6 +31,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 const SHARDS: usize = 64;
+// The family registry keeps a family's shards in one `u64`.
+const _: () = assert!(SHARDS <= 64);
 
 /// Resource attributes behind a `target_info` sample.
 #[derive(Debug, Clone)]
