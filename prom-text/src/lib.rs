@@ -95,6 +95,8 @@ pub struct Encoder {
     family_start: usize,
     family_samples: usize,
     family_type: Option<MetricType>,
+    /// Whether a family with an empty HELP text still gets its `# HELP` line.
+    empty_help_lines: bool,
 }
 
 impl Encoder {
@@ -110,14 +112,24 @@ impl Encoder {
             family_start: 0,
             family_samples: 0,
             family_type: None,
+            empty_help_lines: false,
         }
+    }
+
+    /// Writes `# HELP name ` with no text for a family whose HELP is empty, as the Prometheus
+    /// Go client (and so the OpenTelemetry Collector's prometheus exporter) does, instead of
+    /// leaving the line out.
+    pub fn empty_help_lines(mut self) -> Self {
+        self.empty_help_lines = true;
+        self
     }
 
     pub fn format(&self) -> Format {
         self.format
     }
 
-    /// Opens a family: writes `# HELP` (left out when `help` is empty) and `# TYPE`. `name` is the sample name as Prometheus
+    /// Opens a family: writes `# HELP` (left out when `help` is empty, unless
+    /// [`empty_help_lines`](Self::empty_help_lines)) and `# TYPE`. `name` is the sample name as Prometheus
     /// stores it (counters end in `_total`); in OpenMetrics the family line of a counter
     /// drops that suffix. If no [`sample`](Self::sample) follows, the header is removed again.
     pub fn family(&mut self, name: &str, help: &str, ty: MetricType) {
@@ -131,7 +143,7 @@ impl Encoder {
             }
             _ => name,
         };
-        if !help.is_empty() {
+        if !help.is_empty() || self.empty_help_lines {
             self.out.push_str("# HELP ");
             self.out.push_str(family_name);
             self.out.push(' ');
@@ -404,6 +416,22 @@ mod tests {
         let start = line.find("=\"").unwrap() + 2;
         let end = line.rfind("\"}").unwrap();
         &line[start..end]
+    }
+
+    #[test]
+    fn empty_help_lines_only_when_asked() {
+        for (enc, want) in [
+            (Encoder::new(Format::Text), "# TYPE a gauge\na 1\n"),
+            (
+                Encoder::new(Format::Text).empty_help_lines(),
+                "# HELP a \n# TYPE a gauge\na 1\n",
+            ),
+        ] {
+            let mut enc = enc;
+            enc.family("a", "", MetricType::Gauge);
+            enc.sample("a", &[], 1.0);
+            assert_eq!(enc.finish(), want);
+        }
     }
 
     #[test]

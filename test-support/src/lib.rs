@@ -9,6 +9,7 @@
 //! - [`promql`]: queries to a real Prometheus and the samples of its answers.
 //! - [`peers`]: the OpenTelemetry Collector, Prometheus 3 and VictoriaMetrics built from Go.
 //! - [`promtool`]: `promtool check metrics` on rendered text.
+//! - [`text`]: Prometheus text pages parsed back into samples and families.
 //! - [`python`]: the workspace's Python venv with the OpenTelemetry packages.
 //!
 //! Helpers panic with a message that names what failed: they run inside tests only.
@@ -23,6 +24,7 @@ pub mod promql;
 pub mod promtool;
 pub mod python;
 pub mod require;
+pub mod text;
 
 use std::path::PathBuf;
 

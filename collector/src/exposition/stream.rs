@@ -33,7 +33,7 @@ pub(super) fn render_each(
     piece: usize,
     send: &mut dyn FnMut(String) -> bool,
 ) -> bool {
-    let mut enc = Encoder::with_capacity(format, piece + piece / 4);
+    let mut enc = Encoder::with_capacity(format, piece + piece / 4).empty_help_lines();
     let mut after: Option<Arc<str>> = None;
     while let Some(family) = hub.store.next_family(after.as_deref()) {
         let mut out = Out {

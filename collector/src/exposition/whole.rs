@@ -107,7 +107,7 @@ pub fn render_collected(hub: &Hub, format: Format) -> Vec<String> {
         });
     });
     let mut chunks = Vec::with_capacity(families.len() + 1);
-    let mut enc = Encoder::with_capacity(format, 1 << 16);
+    let mut enc = Encoder::with_capacity(format, 1 << 16).empty_help_lines();
     for (name, mut family) in families {
         let keys = &family.keys;
         // Two OTel metrics that translate to one name can carry the same labels; a family must
