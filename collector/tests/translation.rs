@@ -548,3 +548,58 @@ fn two_metrics_that_translate_to_one_series_expose_it_once_with_the_newest_point
         common::assert_promtool_accepts(&text);
     }
 }
+
+/// A point flagged "no recorded value" (the staleness marker the Collector's Prometheus
+/// receiver sends when a target or series goes away) ends its series at once, as the Collector's
+/// exporter deletes it: hidden from the page, removed at the next sweep, other series untouched,
+/// and a later point starts it again from that point's value.
+#[test]
+fn a_staleness_marker_ends_its_series_and_a_later_point_starts_it_again() {
+    let (hub, _clock) = hub();
+    let labeling = Labeling::default();
+    let send = |target: &str, time: u64, value: f64, stale: bool| {
+        let mut point = number(vec![kv("id", s(target))], 1, time, Num::AsDouble(value));
+        if stale {
+            point.value = None;
+            point.flags = 1;
+        }
+        let outcome = hub.ingest(
+            &request(
+                vec![kv("service.name", s("cadvisor"))],
+                "",
+                vec![metric("cpu", "s", "", sum(true, CUMULATIVE, vec![point]))],
+            ),
+            labeling,
+        );
+        assert_eq!(outcome.rejected, 0, "{outcome:?}");
+    };
+    send("a", 10, 5.0, false);
+    send("b", 10, 7.0, false);
+    send("a", 20, 0.0, true);
+    let text = render(&hub);
+    assert!(!text.contains("id=\"a\""), "{text}");
+    assert!(
+        text.contains("cpu_seconds_total{id=\"b\",job=\"cadvisor\"} 7\n"),
+        "{text}"
+    );
+    assert_eq!(hub.store.sweep(), 1);
+    assert_eq!(hub.store.len(), 1);
+    // A marker for a series that is not stored changes nothing.
+    send("c", 20, 0.0, true);
+    assert_eq!(hub.store.len(), 1);
+    // The target comes back: the series starts again from the new point.
+    send("a", 30, 1.5, false);
+    let text = render(&hub);
+    assert!(
+        text.contains("cpu_seconds_total{id=\"a\",job=\"cadvisor\"} 1.5\n"),
+        "{text}"
+    );
+    // Marked and revived before a sweep: the new point, not the old one.
+    send("b", 40, 0.0, true);
+    send("b", 5, 3.0, false);
+    let text = render(&hub);
+    assert!(
+        text.contains("cpu_seconds_total{id=\"b\",job=\"cadvisor\"} 3\n"),
+        "{text}"
+    );
+}

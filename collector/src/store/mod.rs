@@ -267,9 +267,35 @@ impl Store {
         );
     }
 
-    /// Whether something updated at `updated_ms` is still alive at `now_ms`.
+    /// A staleness marker (a point flagged "no recorded value", which the Prometheus receiver
+    /// sends when a target or a series goes away): the stored series with `key`, if any, is
+    /// hidden from the exposition at once and removed at the next sweep, as the Collector's
+    /// prometheus exporter deletes it. A later point brings it back. Whether a series was
+    /// marked.
+    pub fn mark_stale(&self, key: &KeyRef<'_>, lookup: &mut Lookup) -> bool {
+        let marked = {
+            let names = read(&self.names);
+            let hint = Hint::default();
+            lookup
+                .resolve(&names, &self.hasher, key, hint)
+                .and_then(|r| {
+                    let known = lookup.known_values(r.group, hint);
+                    let mut shard = lock(self.shard(r.hash));
+                    let slot =
+                        shard.find_text(r.hash, r.group, &names.strings, key.attrs, known)?;
+                    shard.mark_stale(slot)
+                })
+                .is_some()
+        };
+        lookup.forget();
+        marked
+    }
+
+    /// Whether something updated at `updated_ms` is still alive at `now_ms` (never once
+    /// marked stale).
     pub fn alive(&self, updated_ms: u64, now_ms: u64) -> bool {
-        self.expiration_ms == 0 || now_ms < updated_ms.saturating_add(self.expiration_ms)
+        updated_ms != point::STALE
+            && (self.expiration_ms == 0 || now_ms < updated_ms.saturating_add(self.expiration_ms))
     }
 
     /// Removes expired series and targets; returns how many series went. Their interned text

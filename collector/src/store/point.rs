@@ -56,9 +56,13 @@ pub struct Point {
 pub struct Series {
     pub meta: Arc<Meta>,
     pub point: Point,
-    /// Arrival time (clock ms) of the last update.
+    /// Arrival time (clock ms) of the last update; [`STALE`] once a staleness marker came.
     pub updated_ms: u64,
 }
+
+/// The `updated_ms` of a series that a staleness marker (a point flagged "no recorded value")
+/// ended: hidden at once, removed at the next sweep.
+pub const STALE: u64 = u64::MAX;
 
 /// What happened to one point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,12 @@ pub enum Applied {
 pub(super) fn update(series: &mut Series, meta: &Arc<Meta>, point: Point, now_ms: u64) -> Applied {
     if !Arc::ptr_eq(&series.meta, meta) && *series.meta != **meta {
         series.meta = meta.clone();
+    }
+    if series.updated_ms == STALE {
+        // Ended by a staleness marker: the series starts again from this point.
+        series.point = point;
+        series.updated_ms = now_ms;
+        return Applied::Updated;
     }
     let applied = merge(&mut series.point, point);
     if applied != Applied::Ignored {

@@ -189,6 +189,14 @@ impl Shard {
         Some(applied)
     }
 
+    /// Marks the series in `slot` stale (see [`super::point::STALE`]); `None` when the slot is
+    /// empty.
+    pub(super) fn mark_stale(&mut self, slot: u32) -> Option<()> {
+        let record = self.slots.get_mut(slot as usize).and_then(Option::as_mut)?;
+        record.series.updated_ms = super::point::STALE;
+        Some(())
+    }
+
     /// The index of family `name` in this shard.
     pub(super) fn family(&self, name: &str) -> Option<&FamilyIndex> {
         self.families.get(name)
