@@ -7,9 +7,10 @@
 //! receivers forward each request unchanged to both hubs), one pipeline for the hubs' spoke
 //! listeners and one for their hub listeners (where both insert `cluster="hub"`). The senders:
 //! kepler-rs in the classic and in the modern schema, kepler-rs relaying a kubelet-shaped
-//! cAdvisor page, kepler-rs without a cluster (to the hub listeners), and the official Python
-//! SDK with every instrument kind, attribute types, units and names that need translating,
-//! resource attributes and two scopes. Compared when the senders have stopped and both pages
+//! cAdvisor page, kepler-rs without a cluster (to the hub listeners), the official Python SDK
+//! with every instrument kind, attribute types, units and names that need translating, resource
+//! attributes and two scopes, and telemetrygen (the Collector project's load generator: sums
+//! cumulative and delta, gauges, histograms). Compared when the senders have stopped and both pages
 //! stand still: once, again after senders restart with their counters reset, and again after
 //! the expiry window. The pages must agree except for the differences listed in
 //! `collector/README.md`, each normalised here with its reason; anything else fails.
@@ -359,6 +360,37 @@ fn python_batch(python: &Path, endpoint: SocketAddr, scale: f64) {
     assert!(out.status.success(), "python sender: {out:?}");
 }
 
+/// telemetrygen (the Collector project's load generator, another independent OTLP sender)
+/// sending `count` points of each of a cumulative sum, a delta sum, a gauge and a histogram,
+/// with point attributes of several types and its own resource.
+fn telemetrygen_batch(bin: &Path, endpoint: SocketAddr, count: u32) {
+    for (name, kind, temporality) in [
+        ("tg.cumulative", "Sum", "cumulative"),
+        ("tg.delta", "Sum", "delta"),
+        ("tg.gauge", "Gauge", "cumulative"),
+        ("tg.latency", "Histogram", "cumulative"),
+    ] {
+        let out = Command::new(bin)
+            .args(["metrics", "--otlp-insecure", "--rate", "0"])
+            .arg(format!("--otlp-endpoint={endpoint}"))
+            .arg(format!("--otlp-metric-name={name}"))
+            .arg(format!("--metric-type={kind}"))
+            .arg(format!("--aggregation-temporality={temporality}"))
+            .arg(format!("--metrics={count}"))
+            .args([
+                "--otlp-attributes=service.name=\"telemetrygen\"",
+                "--otlp-attributes=deployment.environment=\"test\"",
+                "--telemetry-attributes=cluster=\"cluster4\"",
+                "--telemetry-attributes=k8s.pod.name=\"gen-1\"",
+                "--telemetry-attributes=retries=3",
+                "--telemetry-attributes=ok=true",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "telemetrygen {name}: {out:?}");
+    }
+}
+
 /// Waits until both pages show `name` (bounded).
 fn wait_for_family(real: SocketAddr, ours: SocketAddr, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -379,6 +411,9 @@ fn the_real_collector_and_kepler_collector_expose_the_same_page() {
         return;
     };
     let Some(python) = python() else {
+        return;
+    };
+    let Some(telemetrygen) = require_peer("telemetrygen") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -479,11 +514,13 @@ exposition: {{address: "127.0.0.1:0", metric_expiration: {EXPIRATION_S}s}}
     // 1. Everything once, senders stopped, pages still.
     let mut senders = start_senders("first");
     python_batch(&python, tee_spokes_addr, 1.0);
+    telemetrygen_batch(&telemetrygen, tee_spokes_addr, 5);
     for family in [
         "kepler_container_joules_total",
         "kepler_node_cpu_joules_total",
         "container_cpu_usage_seconds_total",
         "diff_energy_joules_total",
+        "tg_latency",
     ] {
         wait_for_family(real_addr, ours_addr, family);
     }
@@ -494,6 +531,7 @@ exposition: {{address: "127.0.0.1:0", metric_expiration: {EXPIRATION_S}s}}
     let (real, ours_page) = settled(real_addr, ours_addr);
     assert_same("first push", &real, &ours_page, &logs);
     let first_families = normalised(&real).len();
+    println!("families: {:?}", normalised(&real).keys().collect::<Vec<_>>());
     assert!(
         first_families > 40,
         "too few families to compare: {first_families}"
@@ -503,6 +541,7 @@ exposition: {{address: "127.0.0.1:0", metric_expiration: {EXPIRATION_S}s}}
     // process with smaller values): both hubs show the reset values.
     let mut senders = start_senders("second");
     python_batch(&python, tee_spokes_addr, 0.5);
+    telemetrygen_batch(&telemetrygen, tee_spokes_addr, 3);
     std::thread::sleep(Duration::from_secs(4));
     for s in &mut senders {
         s.stop();

@@ -14,7 +14,7 @@ pub fn peers_dir() -> PathBuf {
     }
 }
 
-/// The peer program `name` (`otelcol`, `prometheus`, `victoria-metrics`), or `None` with a
+/// The peer program `name` (`otelcol`, `prometheus`, `victoria-metrics`, `telemetrygen`), or `None` with a
 /// skip line; a failure under CI or with `KEPLER_REQUIRE_TOOLS=1`, like a missing tool.
 pub fn require_peer(name: &str) -> Option<PathBuf> {
     let bin = peers_dir().join(name);
