@@ -3,8 +3,8 @@
 # Debian packages (promtool/prometheus, clang and bpftool for the eBPF build, iproute2 and curl
 # for the namespace end-to-end tests) and a Python venv in .venv with the packages in
 # tests/requirements.txt, then the peer programs (the OpenTelemetry Collector, Prometheus 3,
-# VictoriaMetrics, telemetrygen) built from their pinned Go modules by scripts/peers.sh (needs Go and the Go
-# module proxy; a warm Go build cache makes that a link of seconds).
+# VictoriaMetrics, telemetrygen) built from their pinned Go modules by scripts/peers.sh (needs
+# Go and the Go module proxy; a warm Go build cache makes that a link of seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
