@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// The multi-cluster hub: OTLP in (4317/4318 for the hub, 4327/4328 for spokes), Prometheus out
 /// (:9464/metrics).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = kepler_collector::VERSION, about)]
 struct Args {
     /// YAML configuration file (listeners, limits, auth, expiry, exposition address).
     #[arg(long = "config.file")]

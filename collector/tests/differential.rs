@@ -531,7 +531,10 @@ exposition: {{address: "127.0.0.1:0", metric_expiration: {EXPIRATION_S}s}}
     let (real, ours_page) = settled(real_addr, ours_addr);
     assert_same("first push", &real, &ours_page, &logs);
     let first_families = normalised(&real).len();
-    println!("families: {:?}", normalised(&real).keys().collect::<Vec<_>>());
+    println!(
+        "families: {:?}",
+        normalised(&real).keys().collect::<Vec<_>>()
+    );
     assert!(
         first_families > 40,
         "too few families to compare: {first_families}"

@@ -2,7 +2,7 @@
 //! spoke listeners (the hub sets `cluster` from the token, so cluster1 cannot write as
 //! cluster2; no or a wrong token is 401 / UNAUTHENTICATED), and series limits (new series over
 //! the limit rejected with a partial success, existing series keep updating, other clusters
-//! unaffected), with the per-cluster self-metrics.
+//! unaffected), with the per-cluster self-metrics; and what `--version` tells an operator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -43,6 +43,16 @@ fn assert_two_energy_series_of_cluster1(text: &str) {
     assert!(
         energy.iter().all(|l| l.contains("cluster=\"cluster1\"")),
         "{energy:?}"
+    );
+}
+
+/// `--version` names the release, the git revision it was built from and the compiler, so an
+/// operator can tell which hub runs.
+#[test]
+fn version_names_the_release_revision_and_compiler() {
+    kepler_test_support::version::assert_version(
+        std::path::Path::new(env!("CARGO_BIN_EXE_kepler-collector")),
+        "kepler-collector",
     );
 }
 

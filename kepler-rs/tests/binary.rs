@@ -55,6 +55,11 @@ fn sum(body: &str, name: &str) -> f64 {
 }
 
 #[test]
+fn version_names_the_release_revision_and_compiler() {
+    kepler_test_support::version::assert_version(std::path::Path::new(BIN), "kepler-rs");
+}
+
+#[test]
 fn serves_kepler_metrics_on_fake_rapl() {
     let exporter = start(&["--kube.node-name", "test-node"]);
     std::thread::sleep(Duration::from_millis(1600));

@@ -10,6 +10,7 @@
 //! - [`peers`]: the OpenTelemetry Collector, Prometheus 3 and VictoriaMetrics built from Go.
 //! - [`promtool`]: `promtool check metrics` on rendered text.
 //! - [`text`]: Prometheus text pages parsed back into samples and families.
+//! - [`version`]: what `--version` must print.
 //! - [`python`]: the workspace's Python venv with the OpenTelemetry packages.
 //!
 //! Helpers panic with a message that names what failed: they run inside tests only.
@@ -25,6 +26,7 @@ pub mod promtool;
 pub mod python;
 pub mod require;
 pub mod text;
+pub mod version;
 
 use std::path::PathBuf;
 

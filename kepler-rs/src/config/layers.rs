@@ -102,7 +102,7 @@ pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Values {
 /// The command-line interface: `--config.file` plus one flag per setting.
 pub fn command() -> Command {
     let mut cmd = Command::new("kepler-rs")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(crate::VERSION)
         .about("Kepler-compatible node energy exporter")
         .arg(
             Arg::new("config.file")
