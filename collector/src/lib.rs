@@ -7,6 +7,7 @@
 //! configuration tree.
 
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decode;

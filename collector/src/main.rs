@@ -3,29 +3,10 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use kepler_collector::cli::Args;
 use kepler_collector::clock::SystemClock;
 use kepler_collector::config::RawConfig;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-/// The multi-cluster hub: OTLP in (4317/4318 for the hub, 4327/4328 for spokes), Prometheus out
-/// (:9464/metrics).
-#[derive(Debug, Parser)]
-#[command(version = kepler_collector::VERSION, about)]
-struct Args {
-    /// YAML configuration file (listeners, limits, auth, expiry, exposition address).
-    #[arg(long = "config.file")]
-    config_file: Option<PathBuf>,
-    /// Overrides exposition.address.
-    #[arg(long = "exposition.address")]
-    exposition_address: Option<String>,
-    /// Overrides exposition.metric_expiration (e.g. 5m).
-    #[arg(long = "exposition.metric-expiration")]
-    metric_expiration: Option<String>,
-    /// Log filter (tracing env-filter syntax).
-    #[arg(long = "log.level", default_value = "info")]
-    log_level: String,
-}
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
