@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine (idempotent):
-# Debian packages (promtool/prometheus, clang and bpftool for the eBPF build, iproute2 and curl
-# for the namespace end-to-end tests, man-db for the package test) and a Python venv in .venv
-# with the packages in tests/requirements.txt, then the peer programs (the OpenTelemetry Collector, Prometheus 3,
-# VictoriaMetrics, telemetrygen) built from their pinned Go modules by scripts/peers.sh (needs
-# Go and the Go module proxy; a warm Go build cache makes that a link of seconds).
+# Installs what the test suite needs on a fresh Debian machine (idempotent): Debian packages
+# (promtool/prometheus, clang and bpftool for the eBPF build, iproute2 and curl for the
+# namespace end-to-end tests, man-db for the package test), a Python venv in .venv with the
+# packages in tests/requirements.txt, and the peer programs (the OpenTelemetry Collector,
+# Prometheus 3, VictoriaMetrics, telemetrygen) built from their pinned Go modules by
+# scripts/peers.sh (needs Go and the Go module proxy; a warm Go build cache makes that a link
+# of seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
