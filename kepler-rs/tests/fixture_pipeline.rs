@@ -319,7 +319,6 @@ fn modern_spec() -> BTreeMap<&'static str, &'static [&'static str]> {
         (
             "kepler_node_cpu_info",
             &[
-                "node_name",
                 "processor",
                 "vendor_id",
                 "model_name",

@@ -156,8 +156,8 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
         "",
         move |out| {
             for cpu in &s.info.cpus {
+                // Upstream's labels exactly: no node_name (the scrape's instance tells nodes apart).
                 let labels = [
-                    ("node_name", s.info.node_name.as_str()),
                     ("processor", cpu.processor.as_str()),
                     ("vendor_id", cpu.vendor_id.as_str()),
                     ("model_name", cpu.model_name.as_str()),
