@@ -3,10 +3,11 @@
 //! and validated by `kubernetes-validate --strict` (built-in kinds), the rendered objects checked
 //! for what the exporter and hub need (and every flag and KEPLER_* variable they pass is one the
 //! exporter knows), the systemd units through `systemd-analyze verify` and `security`, the
-//! container recipe through hadolint, and the kind script: its `--dry-run` plan names every
-//! manifest and writes nothing, and a run against stub `kind`/`docker`/`kubectl` (the stub renders
-//! every `apply -k` with the real kustomize) wires a distinct token per spoke into both the hub's
-//! Secret and the spoke's header, with the hub address it looked up.
+//! container recipe through hadolint, and the kind script: its `--dry-run` plan (Helm, and with
+//! `--kustomize`) names every manifest and writes nothing, and a `--kustomize` run against stub
+//! `kind`/`docker`/`kubectl` (the stub renders every `apply -k` with the real kustomize) wires a
+//! distinct token per spoke into both the hub's Secret and the spoke's header, with the hub
+//! address it looked up. The same through the Helm chart: kepler-rs/tests/helm_chart.rs.
 //! Kubernetes, kind and Docker cannot run here. Tools come from scripts/setup.sh (.venv/bin on
 //! PATH); a missing tool skips with a message, or fails under CI (kepler_test_support::require).
 
@@ -397,12 +398,22 @@ fn scratch_repo() -> tempfile::TempDir {
 
 #[test]
 fn kind_dry_run_prints_a_plan_that_names_every_manifest_and_writes_nothing() {
+    for installer in ["helm", "kustomize"] {
+        kind_dry_run(installer);
+    }
+}
+
+fn kind_dry_run(installer: &str) {
     let scratch = scratch_repo();
     let script = scratch.path().join("deploy/kind/kind-up.sh");
-    let (ok, plan) = run(Command::new("bash")
-        .arg(&script)
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
         .arg("--dry-run")
-        .env("PATH", "/usr/bin:/bin"));
+        .env("PATH", "/usr/bin:/bin");
+    if installer == "kustomize" {
+        cmd.arg("--kustomize");
+    }
+    let (ok, plan) = run(&mut cmd);
     assert!(ok, "{plan}");
     let mut expected = vec![
         "deploy/image/Containerfile".to_string(),
@@ -427,20 +438,49 @@ fn kind_dry_run_prints_a_plan_that_names_every_manifest_and_writes_nothing() {
         expected.push(format!(
             "kubectl --context kind-{cluster} -n kepler rollout status daemonset/kepler-exporter"
         ));
+        if installer == "helm" {
+            expected.push(format!(
+                "kubectl --context kind-{cluster} apply -f deploy/kustomize/base/namespace.yaml"
+            ));
+            let (mode, values) = if cluster == "hub" {
+                ("hub", "hub")
+            } else {
+                ("spoke", cluster)
+            };
+            expected.push(format!(
+                "helm upgrade --install kepler deploy/helm/kepler-rs --kube-context kind-{cluster} \
+                 --namespace kepler --set mode={mode} -f deploy/kind/helm/kind.yaml \
+                 -f deploy/kind/.state/{values}/values.yaml"
+            ));
+        }
     }
-    // Every kustomization the plan applies, and what each generated one builds on.
-    expected.push("kubectl --context kind-hub apply -k deploy/kind/.state/hub".into());
-    expected.push("kubectl --context kind-cluster1 apply -k deploy/kind/.state/cluster1".into());
-    expected.push("kubectl --context kind-cluster2 apply -k deploy/kind/.state/cluster2".into());
-    expected.push("    |   - ../../hub".into());
-    expected.push("    |   - ../../spoke".into());
-    expected.push("KEPLER_CLUSTER=cluster1".into());
-    expected.push("KEPLER_CLUSTER=cluster2".into());
+    if installer == "kustomize" {
+        // Every kustomization the plan applies, and what each generated one builds on.
+        expected.push("kubectl --context kind-hub apply -k deploy/kind/.state/hub".into());
+        expected
+            .push("kubectl --context kind-cluster1 apply -k deploy/kind/.state/cluster1".into());
+        expected
+            .push("kubectl --context kind-cluster2 apply -k deploy/kind/.state/cluster2".into());
+        expected.push("    |   - ../../hub".into());
+        expected.push("    |   - ../../spoke".into());
+        expected.push("KEPLER_CLUSTER=cluster1".into());
+        expected.push("KEPLER_CLUSTER=cluster2".into());
+        assert!(!plan.contains("helm "), "--kustomize runs no helm:\n{plan}");
+    } else {
+        expected.push("    |     - cluster1\n    |     - cluster2".into());
+        expected.push("    |   cluster: cluster1".into());
+        expected.push("    |   cluster: cluster2".into());
+        assert!(!plan.contains("apply -k deploy/kind/.state"), "{plan}");
+        assert!(repo().join("deploy/kind/helm/kind.yaml").is_file());
+    }
     expected.push("port-forward service/prometheus-operated 9090:9090".into());
     expected.push("rate(kepler_container_joules_total{cluster=\"cluster1\"}[5m])".into());
     expected.push("rate(container_cpu_usage_seconds_total{cluster=\"cluster1\"}[5m])".into());
     for e in &expected {
-        assert!(plan.contains(e.as_str()), "plan lacks {e:?}:\n{plan}");
+        assert!(
+            plan.contains(e.as_str()),
+            "{installer} plan lacks {e:?}:\n{plan}"
+        );
     }
     // deploy/kind/{hub,spoke} are what the generated kustomizations point at.
     for dir in ["hub", "spoke", "prometheus"] {
@@ -502,6 +542,7 @@ exit 0"#,
     let path = format!("{}:/usr/bin:/bin", bin.display());
     let (ok, out) = run(Command::new("bash")
         .arg(scratch.path().join("deploy/kind/kind-up.sh"))
+        .arg("--kustomize")
         .env("PATH", &path)
         .env("STUB_LOG", &log));
     assert!(ok, "{out}");
@@ -576,7 +617,7 @@ exit 0"#,
     // A second run reuses the tokens; --no-node-share turns the kind overlay's share off.
     let (ok, out) = run(Command::new("bash")
         .arg(scratch.path().join("deploy/kind/kind-up.sh"))
-        .arg("--no-node-share")
+        .args(["--kustomize", "--no-node-share"])
         .env("PATH", &path)
         .env("STUB_LOG", &log));
     assert!(ok, "{out}");
