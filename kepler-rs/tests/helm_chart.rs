@@ -260,6 +260,37 @@ fn check_hub(objects: &[Value], what: &str) {
             }
         }
     }
+    // TLS: on exactly the spoke listeners when a Secret is named, its files where the config
+    // reads them; on none otherwise.
+    let tls_secret = volumes
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .map(|v| v["secret"]["secretName"].as_str().unwrap().to_string());
+    let mounted = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "tls" && m["mountPath"] == "/etc/kepler-collector/tls");
+    assert_eq!(
+        mounted,
+        tls_secret.is_some(),
+        "{what}: TLS volume and mount"
+    );
+    for l in config["listeners"].as_sequence().unwrap() {
+        let spoke = l["name"].as_str().unwrap().starts_with("spokes-");
+        if spoke && tls_secret.is_some() {
+            assert_eq!(
+                l["tls"]["cert_file"], "/etc/kepler-collector/tls/tls.crt",
+                "{what}"
+            );
+            assert_eq!(
+                l["tls"]["key_file"], "/etc/kepler-collector/tls/tls.key",
+                "{what}"
+            );
+        } else {
+            assert!(l["tls"].is_null(), "{what}: TLS on {:?}", l["name"]);
+        }
+    }
 }
 
 /// Standard base64 (Secret data).
@@ -387,6 +418,10 @@ fn matrix() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
         ("hub (defaults)", vec!["--set", "mode=hub"]),
         (
+            "hub: TLS on the spoke listeners from a Secret",
+            vec!["--set", "mode=hub", "--set", "hub.tls.secretName=hub-tls"],
+        ),
+        (
             "hub with the monitoring API, ServiceMonitor elsewhere",
             with(
                 &MONITORING,
@@ -437,6 +472,32 @@ fn matrix() -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
     ]
+}
+
+/// `hub.tls.secretName` serves the spoke listeners over TLS with that Secret's files; the hub
+/// listeners stay plain.
+#[test]
+fn hub_tls_from_a_secret_reaches_the_spoke_listeners() {
+    let Some(helms) = helms() else {
+        return;
+    };
+    for (name, helm) in &helms {
+        let objects = docs(&rendered(
+            helm,
+            &["--set", "mode=hub", "--set", "hub.tls.secretName=hub-tls"],
+        ));
+        let collector = find(&objects, "Deployment", "kepler-collector");
+        let volumes = collector["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .unwrap();
+        let tls = volumes.iter().find(|v| v["name"] == "tls");
+        assert_eq!(
+            tls.map(|v| &v["secret"]["secretName"]),
+            Some(&Value::from("hub-tls")),
+            "{name}: no TLS volume from the Secret"
+        );
+        check_hub(&objects, &format!("{name}: hub with TLS"));
+    }
 }
 
 #[test]

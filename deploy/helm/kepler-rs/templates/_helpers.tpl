@@ -71,6 +71,11 @@ listeners:
         - cluster: {{ . }}
           token_file: /etc/kepler-collector/tokens/{{ . }}
 {{- end }}
+{{- if $.Values.hub.tls.secretName }}
+    tls:
+      cert_file: /etc/kepler-collector/tls/tls.crt
+      key_file: /etc/kepler-collector/tls/tls.key
+{{- end }}
 {{- end }}
 exposition:
   address: 0.0.0.0:9464
