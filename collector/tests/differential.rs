@@ -135,36 +135,19 @@ fn answer(mut stream: TcpStream, page: &str) -> std::io::Result<()> {
     )
 }
 
-/// The reference hub's Collector configuration on loopback ports.
+/// The reference hub's Collector configuration on loopback ports (gRPC only), series expiring
+/// after [`EXPIRATION_S`].
 fn real_hub_config(hub: u16, spokes: u16, exposition: u16) -> String {
-    format!(
-        "receivers:
-  otlp/hub:
-    protocols:
-      grpc: {{endpoint: 127.0.0.1:{hub}}}
-  otlp/spokes:
-    protocols:
-      grpc: {{endpoint: 127.0.0.1:{spokes}}}
-processors:
-  attributes/hub:
-    actions:
-      - {{key: cluster, value: hub, action: insert}}
-exporters:
-  prometheus:
-    endpoint: 127.0.0.1:{exposition}
-    metric_expiration: {EXPIRATION_S}s
-service:
-  telemetry: {{logs: {{level: warn}}, metrics: {{level: none}}}}
-  pipelines:
-    metrics/hub:
-      receivers: [otlp/hub]
-      processors: [attributes/hub]
-      exporters: [prometheus]
-    metrics/spokes:
-      receivers: [otlp/spokes]
-      exporters: [prometheus]
-"
-    )
+    let expiration = format!("{EXPIRATION_S}s");
+    kepler_test_support::peers::otelcol_hub_config(&kepler_test_support::peers::OtelcolHub {
+        host: "127.0.0.1",
+        hub_grpc: hub,
+        hub_http: None,
+        spokes_grpc: spokes,
+        spokes_http: None,
+        exposition,
+        exporter_settings: &[("metric_expiration", &expiration)],
+    })
 }
 
 /// The tee: two receivers, each forwarding every request to both hubs' listener of that role.

@@ -44,23 +44,7 @@ fn the_real_collector_as_hub_answers_the_reference_queries_and_conserves_energy(
     }
 
     let prom = &pipeline.prometheus;
-    // The reference deployment's verification: per-cluster container power above zero.
-    for cluster in CLUSTERS {
-        let q = format!("rate(kepler_container_joules_total{{cluster=\"{cluster}\"}}[1m])");
-        let result = prom.wait_for(&q, 120, |r| r.iter().any(|s| sample_value(s) > 0.0));
-        for s in &result {
-            assert_eq!(s["metric"]["cluster"], cluster, "{q}: {s}");
-            assert!(sample_value(s) >= 0.0, "{q}: negative rate {s}");
-        }
-    }
-    let q = "sum by (cluster) (rate(kepler_container_joules_total[1m]))";
-    let result = prom.wait_for(q, 60, |r| r.len() == 3);
-    let mut clusters: Vec<&str> = result
-        .iter()
-        .map(|s| s["metric"]["cluster"].as_str().unwrap())
-        .collect();
-    clusters.sort_unstable();
-    assert_eq!(clusters, ["cluster1", "cluster2", "hub"], "{q}: {result:?}");
+    prom.assert_reference_queries();
 
     // The push's identity as the reference guide shows it: the pushed job and instance became
     // exported_job and exported_instance; job and instance are the scrape's own.

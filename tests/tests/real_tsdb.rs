@@ -29,30 +29,6 @@ use kepler_test_support::peers::require_peer;
 /// The TSDB's port in the hub namespace (the harness's Prometheus has 9090, the hub 9464).
 const TSDB_PORT: u16 = 9091;
 
-/// The reference deployment's verification against `tsdb`: per-cluster container power above
-/// zero for all three clusters, and `sum by (cluster)` over them.
-fn assert_reference_queries(tsdb: &Prometheus) {
-    for cluster in CLUSTERS {
-        let q = format!("rate(kepler_container_joules_total{{cluster=\"{cluster}\"}}[1m])");
-        let result = tsdb.wait_for(&q, 120, |r| r.iter().any(|s| sample_value(s) > 0.0));
-        for s in &result {
-            assert_eq!(s["metric"]["cluster"], cluster, "{q}: {s}");
-            assert!(sample_value(s) >= 0.0, "{q}: negative rate {s}");
-        }
-    }
-    let q = "sum by (cluster) (rate(kepler_container_joules_total[1m]))";
-    let result = tsdb.wait_for(q, 60, |r| r.len() == 3);
-    let clusters: BTreeSet<&str> = result
-        .iter()
-        .map(|s| s["metric"]["cluster"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        clusters,
-        BTreeSet::from(["cluster1", "cluster2", "hub"]),
-        "{q}"
-    );
-}
-
 /// Polls until `tsdb`'s node energy for `cluster` equals what the exporter in `ns` served at
 /// the snapshot the TSDB shows (`kepler_exporter_snapshot_sequence` travels with the data).
 /// A thread records every snapshot the exporter serves meanwhile.
@@ -153,7 +129,7 @@ fn kepler_rs_pushes_straight_into_prometheus_3_with_its_classic_names() {
         .map(|i| push_exporter(&exporter_bin, &topo, i, &url, dir.path()))
         .collect();
 
-    assert_reference_queries(&tsdb);
+    tsdb.assert_reference_queries();
 
     // Every family the exporter serves arrives under its own name, with the push's identity.
     let (_, page) = common::http_get(&topo.spokes[0], "http://127.0.0.1:9102/metrics").unwrap();
@@ -230,7 +206,7 @@ fn remote_write_into(kind: Tsdb) {
         }
     };
 
-    assert_reference_queries(&tsdb);
+    tsdb.assert_reference_queries();
     for (i, cluster) in CLUSTERS.iter().enumerate() {
         assert_tsdb_holds_the_exporters_energy(&tsdb, p.ns(i), cluster);
     }

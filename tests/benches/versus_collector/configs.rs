@@ -71,44 +71,15 @@ pub const OTELCOL_WRITE_TIMEOUT: &str = "10m";
 /// The real Collector as the reference hub (`otelcol_hub_config`), with
 /// [`OTELCOL_WRITE_TIMEOUT`].
 pub fn otelcol_hub(p: &HubPorts) -> String {
-    format!(
-        "receivers:
-  otlp/hub:
-    protocols:
-      grpc: {{endpoint: 127.0.0.1:{hub_grpc}}}
-      http: {{endpoint: 127.0.0.1:{hub_http}}}
-  otlp/spokes:
-    protocols:
-      grpc: {{endpoint: 127.0.0.1:{spokes_grpc}}}
-      http: {{endpoint: 127.0.0.1:{spokes_http}}}
-processors:
-  attributes/hub:
-    actions:
-      - {{key: cluster, value: hub, action: insert}}
-exporters:
-  prometheus:
-    endpoint: 127.0.0.1:{exposition}
-    write_timeout: {write_timeout}
-service:
-  telemetry:
-    logs: {{level: warn}}
-    metrics: {{level: none}}
-  pipelines:
-    metrics/hub:
-      receivers: [otlp/hub]
-      processors: [attributes/hub]
-      exporters: [prometheus]
-    metrics/spokes:
-      receivers: [otlp/spokes]
-      exporters: [prometheus]
-",
-        hub_grpc = p.hub_grpc,
-        hub_http = p.hub_http,
-        spokes_grpc = p.spokes_grpc,
-        spokes_http = p.spokes_http,
-        exposition = p.exposition,
-        write_timeout = OTELCOL_WRITE_TIMEOUT,
-    )
+    kepler_test_support::peers::otelcol_hub_config(&kepler_test_support::peers::OtelcolHub {
+        host: "127.0.0.1",
+        hub_grpc: p.hub_grpc,
+        hub_http: Some(p.hub_http),
+        spokes_grpc: p.spokes_grpc,
+        spokes_http: Some(p.spokes_http),
+        exposition: p.exposition,
+        exporter_settings: &[("write_timeout", OTELCOL_WRITE_TIMEOUT)],
+    })
 }
 
 /// The reference spoke Collector: scrapes kepler-rs on `target` every second, inserts

@@ -36,40 +36,18 @@ pub enum HubProgram {
     OtelCollector(PathBuf),
 }
 
-/// The reference deployment's hub Collector: receivers `otlp/hub` on 4317/4318 whose pipeline
-/// inserts `cluster=hub` with the `attributes` processor, `otlp/spokes` on 4327/4328 whose
-/// pipeline keeps the spokes' own `cluster`, both exported by `prometheus` on 0.0.0.0:9464.
+/// The reference deployment's hub Collector on the harness's ports: `otlp/hub` on 4317/4318,
+/// `otlp/spokes` on 4327/4328, `prometheus` on 0.0.0.0:9464.
 pub fn otelcol_hub_config() -> String {
-    "receivers:
-  otlp/hub:
-    protocols:
-      grpc: {endpoint: 0.0.0.0:4317}
-      http: {endpoint: 0.0.0.0:4318}
-  otlp/spokes:
-    protocols:
-      grpc: {endpoint: 0.0.0.0:4327}
-      http: {endpoint: 0.0.0.0:4328}
-processors:
-  attributes/hub:
-    actions:
-      - {key: cluster, value: hub, action: insert}
-exporters:
-  prometheus:
-    endpoint: 0.0.0.0:9464
-service:
-  telemetry:
-    logs: {level: warn}
-    metrics: {level: none}
-  pipelines:
-    metrics/hub:
-      receivers: [otlp/hub]
-      processors: [attributes/hub]
-      exporters: [prometheus]
-    metrics/spokes:
-      receivers: [otlp/spokes]
-      exporters: [prometheus]
-"
-    .to_string()
+    kepler_test_support::peers::otelcol_hub_config(&kepler_test_support::peers::OtelcolHub {
+        host: "0.0.0.0",
+        hub_grpc: 4317,
+        hub_http: Some(4318),
+        spokes_grpc: 4327,
+        spokes_http: Some(4328),
+        exposition: 9464,
+        exporter_settings: &[],
+    })
 }
 
 /// The whole three-cluster pipeline: namespaces, hub, exporters, workloads, Prometheus.

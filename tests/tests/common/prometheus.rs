@@ -161,4 +161,28 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// The reference deployment's verification: every cluster's container power
+    /// (`rate(kepler_container_joules_total{cluster="..."}[1m])`) above zero with no negative
+    /// rate, and `sum by (cluster)` over them naming exactly the three clusters.
+    pub fn assert_reference_queries(&self) {
+        for cluster in CLUSTERS {
+            let q = format!("rate(kepler_container_joules_total{{cluster=\"{cluster}\"}}[1m])");
+            let result = self.wait_for(&q, 120, |r| r.iter().any(|s| sample_value(s) > 0.0));
+            for s in &result {
+                assert_eq!(s["metric"]["cluster"], cluster, "{q}: {s}");
+                assert!(sample_value(s) >= 0.0, "{q}: negative rate {s}");
+            }
+        }
+        let q = "sum by (cluster) (rate(kepler_container_joules_total[1m]))";
+        let result = self.wait_for(q, 60, |r| r.len() == 3);
+        let mut clusters: Vec<&str> = result
+            .iter()
+            .map(|s| s["metric"]["cluster"].as_str().unwrap_or(""))
+            .collect();
+        clusters.sort_unstable();
+        assert_eq!(clusters, ["cluster1", "cluster2", "hub"], "{q}: {result:?}");
+    }
+}
+
 pub use kepler_test_support::promql::sample_value;
