@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Prints the `cargo:` lines of a build script: `KEPLER_BUILD_GIT_BRANCH`,
-/// `KEPLER_BUILD_GIT_REVISION`, `KEPLER_BUILD_GIT_SHORT` (12 characters) and
-/// `KEPLER_BUILD_RUSTC_VERSION` for `env!`, and when to run again.
+/// `KEPLER_BUILD_GIT_REVISION`, `KEPLER_BUILD_RUSTC_VERSION` and `KEPLER_BUILD_VERSION_LINE`
+/// (what `--version` prints after the program name) for `env!`, and when to run again.
 pub fn emit() {
     println!("cargo:rerun-if-changed=build.rs");
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
@@ -28,12 +28,6 @@ pub fn emit() {
         "cargo:rustc-env=KEPLER_BUILD_GIT_REVISION={}",
         revision.as_deref().unwrap_or("unknown")
     );
-    println!(
-        "cargo:rustc-env=KEPLER_BUILD_GIT_SHORT={}",
-        revision
-            .as_deref()
-            .map_or("unknown", |r| r.get(..12).unwrap_or(r))
-    );
 
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let rustc_version = Command::new(rustc)
@@ -44,6 +38,16 @@ pub fn emit() {
         .and_then(|o| one_line(&o.stdout));
     println!(
         "cargo:rustc-env=KEPLER_BUILD_RUSTC_VERSION={}",
+        rustc_version.as_deref().unwrap_or("unknown")
+    );
+    // What `--version` prints after the program name, the same for every binary: the release,
+    // the 12-character revision and the compiler.
+    println!(
+        "cargo:rustc-env=KEPLER_BUILD_VERSION_LINE={} (revision {}, {})",
+        std::env::var("CARGO_PKG_VERSION").unwrap_or_else(|_| "unknown".into()),
+        revision
+            .as_deref()
+            .map_or("unknown", |r| r.get(..12).unwrap_or(r)),
         rustc_version.as_deref().unwrap_or("unknown")
     );
 

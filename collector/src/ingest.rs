@@ -414,17 +414,17 @@ impl<'c, 'a> Ctx<'c, 'a> {
     ) {
         self.attrs(p, state);
         let cluster = Self::cluster(state);
+        let key = KeyRef {
+            metric: metric.name,
+            kind: meta.kind,
+            scope_name: self.scope_name,
+            scope_version: self.scope_version,
+            job: self.job,
+            instance: self.instance,
+            attrs: &state.attrs,
+        };
         if skip {
             // A staleness marker ends the series it names.
-            let key = KeyRef {
-                metric: metric.name,
-                kind: meta.kind,
-                scope_name: self.scope_name,
-                scope_version: self.scope_version,
-                job: self.job,
-                instance: self.instance,
-                attrs: &state.attrs,
-            };
             self.hub.store.mark_stale(&key, &mut state.lookup);
             state.previous_of = None;
             state.tally.count(cluster, Ok(Applied::Ignored));
@@ -465,15 +465,6 @@ impl<'c, 'a> Ctx<'c, 'a> {
                 }
             }
         }
-        let key = KeyRef {
-            metric: metric.name,
-            kind: meta.kind,
-            scope_name: self.scope_name,
-            scope_version: self.scope_version,
-            job: self.job,
-            instance: self.instance,
-            attrs: &state.attrs,
-        };
         let result = self
             .hub
             .store

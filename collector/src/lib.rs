@@ -26,11 +26,4 @@ pub mod wire;
 
 /// What `--version` prints after the program name: the release, the git revision it was built
 /// from and the compiler (`unknown` where the build had no git).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (revision ",
-    env!("KEPLER_BUILD_GIT_SHORT"),
-    ", ",
-    env!("KEPLER_BUILD_RUSTC_VERSION"),
-    ")"
-);
+pub const VERSION: &str = env!("KEPLER_BUILD_VERSION_LINE");
