@@ -101,7 +101,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
         match l.protocol {
             Protocol::Grpc => {
                 let tls = match &l.tls {
-                    Some(t) => Some(tls::load_pem(&t.cert_file, &t.key_file).map_err(tls_error)?),
+                    Some(t) => Some(tls::load(t).map_err(tls_error)?),
                     None => None,
                 };
                 tasks.spawn(async move {
@@ -116,9 +116,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
             Protocol::Http => {
                 let router = receiver::http::router(listener);
                 let tls = match &l.tls {
-                    Some(t) => {
-                        Some(tls::server_config(&t.cert_file, &t.key_file).map_err(tls_error)?)
-                    }
+                    Some(t) => Some(tls::server_config(t).map_err(tls_error)?),
                     None => None,
                 };
                 tasks.spawn(async move {

@@ -32,11 +32,26 @@ pub struct RawToken {
     pub token_file: Option<PathBuf>,
 }
 
+/// A client certificate bound to a cluster: a sender whose verified certificate has this
+/// subject common name or this DNS subject alternative name speaks for `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificateIdentity {
+    pub cluster: String,
+    #[serde(default)]
+    pub common_name: Option<String>,
+    #[serde(default)]
+    pub dns_name: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     #[serde(default)]
     pub tokens: Vec<RawToken>,
+    /// Client certificates bound to clusters (needs `tls.client_ca_file`).
+    #[serde(default)]
+    pub certificates: Vec<RawCertificateIdentity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -44,6 +59,9 @@ pub struct RawAuth {
 pub struct RawTls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// Require a client certificate signed by one of these CAs (PEM) on every connection.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -204,6 +222,18 @@ pub fn default_max_request(protocol: Protocol) -> usize {
 /// Bearer tokens of a listener: token -> cluster.
 pub type Tokens = BTreeMap<String, String>;
 
+/// A name a client certificate can carry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CertificateName {
+    /// The subject's common name (CN).
+    CommonName(String),
+    /// A DNS name among the subject alternative names.
+    DnsName(String),
+}
+
+/// Client certificates of a listener: certificate name -> cluster.
+pub type CertificateIdentities = BTreeMap<CertificateName, String>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
@@ -212,6 +242,8 @@ pub struct Listener {
     pub insert_cluster: Option<String>,
     /// `None`: auth off (the hub trusts the sender's `cluster`).
     pub tokens: Option<Tokens>,
+    /// `None`: no certificate names a cluster.
+    pub certificates: Option<CertificateIdentities>,
     pub tls: Option<RawTls>,
     pub max_request_bytes: usize,
 }
@@ -323,48 +355,105 @@ impl RawConfig {
                     }
                 },
             };
-            let tokens = raw.auth.as_ref().map(|auth| {
-                let mut tokens = Tokens::new();
-                if auth.tokens.is_empty() {
+            if let Some(auth) = &raw.auth {
+                if auth.tokens.is_empty() && auth.certificates.is_empty() {
                     err(
-                        format!("{p}.auth.tokens"),
-                        "auth needs at least one token".into(),
+                        format!("{p}.auth"),
+                        "auth needs at least one token or certificate".into(),
                     );
                 }
-                for (j, t) in auth.tokens.iter().enumerate() {
-                    let tp = format!("{p}.auth.tokens[{j}]");
-                    if t.cluster.is_empty() {
-                        err(format!("{tp}.cluster"), "must not be empty".into());
+            }
+            let certificates = raw
+                .auth
+                .as_ref()
+                .filter(|auth| !auth.certificates.is_empty())
+                .map(|auth| {
+                    let mut identities = CertificateIdentities::new();
+                    if raw
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.client_ca_file.as_ref())
+                        .is_none()
+                    {
+                        err(
+                            format!("{p}.auth.certificates"),
+                            "needs tls.client_ca_file (the CA that signs the client certificates)"
+                                .into(),
+                        );
                     }
-                    let token = match (&t.token, &t.token_file) {
-                        (Some(token), None) => Some(token.trim().to_string()),
-                        (None, Some(file)) => match std::fs::read_to_string(file) {
-                            Ok(text) => Some(text.trim().to_string()),
-                            Err(e) => {
+                    for (j, c) in auth.certificates.iter().enumerate() {
+                        let cp = format!("{p}.auth.certificates[{j}]");
+                        if c.cluster.is_empty() {
+                            err(format!("{cp}.cluster"), "must not be empty".into());
+                        }
+                        let name = match (&c.common_name, &c.dns_name) {
+                            (Some(cn), None) if !cn.is_empty() => {
+                                CertificateName::CommonName(cn.clone())
+                            }
+                            (None, Some(dns)) if !dns.is_empty() => {
+                                CertificateName::DnsName(dns.to_ascii_lowercase())
+                            }
+                            _ => {
                                 err(
-                                    format!("{tp}.token_file"),
-                                    format!("{}: {e}", file.display()),
+                                    cp.clone(),
+                                    "set exactly one of common_name and dns_name (not empty)"
+                                        .into(),
                                 );
+                                continue;
+                            }
+                        };
+                        if identities.insert(name, c.cluster.clone()).is_some() {
+                            err(cp, "the same certificate name is given twice".into());
+                        }
+                    }
+                    identities
+                });
+            let tokens = raw
+                .auth
+                .as_ref()
+                .filter(|auth| !auth.tokens.is_empty())
+                .map(|auth| {
+                    let mut tokens = Tokens::new();
+                    for (j, t) in auth.tokens.iter().enumerate() {
+                        let tp = format!("{p}.auth.tokens[{j}]");
+                        if t.cluster.is_empty() {
+                            err(format!("{tp}.cluster"), "must not be empty".into());
+                        }
+                        let token = match (&t.token, &t.token_file) {
+                            (Some(token), None) => Some(token.trim().to_string()),
+                            (None, Some(file)) => match std::fs::read_to_string(file) {
+                                Ok(text) => Some(text.trim().to_string()),
+                                Err(e) => {
+                                    err(
+                                        format!("{tp}.token_file"),
+                                        format!("{}: {e}", file.display()),
+                                    );
+                                    None
+                                }
+                            },
+                            _ => {
+                                err(tp.clone(), "set exactly one of token and token_file".into());
                                 None
                             }
-                        },
-                        _ => {
-                            err(tp.clone(), "set exactly one of token and token_file".into());
-                            None
-                        }
-                    };
-                    if let Some(token) = token {
-                        if token.len() < 16 {
-                            err(tp.clone(), "token must be at least 16 characters".into());
-                        } else if tokens.insert(token, t.cluster.clone()).is_some() {
-                            err(tp.clone(), "the same token is given twice".into());
+                        };
+                        if let Some(token) = token {
+                            if token.len() < 16 {
+                                err(tp.clone(), "token must be at least 16 characters".into());
+                            } else if tokens.insert(token, t.cluster.clone()).is_some() {
+                                err(tp.clone(), "the same token is given twice".into());
+                            }
                         }
                     }
-                }
-                tokens
-            });
+                    tokens
+                });
             if let Some(tls) = &raw.tls {
-                for (field, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                let files = [
+                    ("cert_file", Some(&tls.cert_file)),
+                    ("key_file", Some(&tls.key_file)),
+                    ("client_ca_file", tls.client_ca_file.as_ref()),
+                ];
+                for (field, file) in files {
+                    let Some(file) = file else { continue };
                     if !file.is_file() {
                         err(
                             format!("{p}.tls.{field}"),
@@ -380,6 +469,7 @@ impl RawConfig {
                     address,
                     insert_cluster: raw.insert_cluster.clone(),
                     tokens,
+                    certificates,
                     tls: raw.tls.clone(),
                     max_request_bytes,
                 });

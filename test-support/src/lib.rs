@@ -12,6 +12,7 @@
 //! - [`text`]: Prometheus text pages parsed back into samples and families.
 //! - [`version`]: what `--version` must print.
 //! - [`python`]: the workspace's Python venv with the OpenTelemetry packages.
+//! - [`pki`]: a throwaway CA issuing server and client certificates for TLS tests.
 //!
 //! Helpers panic with a message that names what failed: they run inside tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -20,6 +21,7 @@ pub mod cgroup;
 pub mod golden;
 pub mod net;
 pub mod peers;
+pub mod pki;
 pub mod process;
 pub mod promql;
 pub mod promtool;

@@ -85,7 +85,12 @@ impl GrpcReceiver {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes().to_vec());
-        let cluster = match listener.authenticate(authorization.as_deref()) {
+        let peer_certificates = request.peer_certs();
+        let leaf = peer_certificates
+            .as_deref()
+            .and_then(|chain| chain.first())
+            .map(|der| der.as_ref());
+        let cluster = match listener.authenticate(authorization.as_deref(), leaf) {
             Ok(cluster) => cluster,
             Err(e) => {
                 listener
@@ -205,11 +210,11 @@ fn rewrite_size_status(
 }
 
 /// Serves one gRPC listener on an already bound socket until `shutdown` resolves; with TLS when
-/// `tls` holds a PEM certificate chain and key.
+/// `tls` is given (requiring client certificates signed by its client CA when it has one).
 pub async fn serve(
     listener: Arc<Listener>,
     socket: tokio::net::TcpListener,
-    tls: Option<(Vec<u8>, Vec<u8>)>,
+    tls: Option<crate::tls::PemTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     // OTLP requests are large (a 1,000-point Kepler request is about 266 kB): HTTP/2's default
@@ -218,9 +223,12 @@ pub async fn serve(
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20));
-    if let Some((cert, key)) = tls {
-        let config = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(cert, key));
+    if let Some(tls) = tls {
+        let mut config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(tls.cert, tls.key));
+        if let Some(ca) = tls.client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
         builder = builder.tls_config(config)?;
     }
     builder

@@ -140,7 +140,11 @@ async fn export(State(listener): State<Arc<Listener>>, request: Request) -> Resp
         .headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let cluster = match listener.authenticate(authorization) {
+    let leaf = parts
+        .extensions
+        .get::<PeerCertificate>()
+        .map(|PeerCertificate(der)| &der[..]);
+    let cluster = match listener.authenticate(authorization, leaf) {
         Ok(cluster) => cluster.map(str::to_string),
         Err(e) => {
             listener
@@ -210,8 +214,13 @@ async fn export(State(listener): State<Arc<Listener>>, request: Request) -> Resp
     respond(StatusCode::OK, encoding, &listener.response(outcome))
 }
 
+/// The client certificate (DER leaf) of the connection a request came on, when it sent one.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
 /// Serves `router` over TLS on an already bound socket until `shutdown` resolves. Each
-/// connection gets 10 s for its handshake.
+/// connection gets 10 s for its handshake; the client's certificate, when it sent one, goes
+/// with each of its requests as a [`PeerCertificate`].
 pub async fn serve_tls(
     router: Router,
     socket: tokio::net::TcpListener,
@@ -237,10 +246,30 @@ pub async fn serve_tls(
         tokio::spawn(async move {
             let handshake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
-            let Ok(Ok(tls)) = handshake.await else {
-                return;
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
             };
-            let service = hyper_util::service::TowerToHyperService::new(router);
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|der| PeerCertificate(Arc::new(der.to_vec())));
+            let service = tower::ServiceExt::map_request(
+                router,
+                move |mut request: http::Request<hyper::body::Incoming>| {
+                    if let Some(peer) = &peer {
+                        request.extensions_mut().insert(peer.clone());
+                    }
+                    request
+                },
+            );
+            let service = hyper_util::service::TowerToHyperService::new(service);
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
