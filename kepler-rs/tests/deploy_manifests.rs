@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! deploy/ checked with the real tools: every kustomize overlay rendered by `kubectl kustomize`
 //! and validated by `kubernetes-validate --strict` (built-in kinds), the rendered objects checked
-//! for what the exporter and hub need (and every flag and KEPLER_* variable they pass is one the
+//! for the exporter's privileges (three capabilities in base and overlays, privileged with the
+//! Component overlays/privileged and on kind: common/privileges.rs), for what the exporter and hub need (and every flag and KEPLER_* variable they pass is one the
 //! exporter knows), the systemd units through `systemd-analyze verify` and `security`, the
 //! container recipe through hadolint, and the kind script: its `--dry-run` plan (Helm, and with
 //! `--kustomize`) names every manifest and writes nothing, and a `--kustomize` run against stub
@@ -18,7 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kepler_rs::config::settings::{env_name, flag_name, SETTINGS};
+use privileges::{assert_exporter_privileges, Privileges};
 use serde_yaml_ng::Value;
+
+#[path = "common/privileges.rs"]
+mod privileges;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -122,12 +127,11 @@ fn assert_known_flag(arg: &str) {
     );
 }
 
-fn check_exporter(objects: &[Value]) {
+fn check_exporter(objects: &[Value], privileges: Privileges, what: &str) {
     let ds = find(objects, "DaemonSet", "kepler-exporter");
     let pod = &ds["spec"]["template"]["spec"];
-    assert_eq!(pod["hostPID"], true);
+    assert_exporter_privileges(ds, privileges, what);
     let c = container(ds);
-    assert_eq!(c["securityContext"]["privileged"], true);
     for arg in strs(&c["args"]) {
         assert_known_flag(&arg);
     }
@@ -194,14 +198,15 @@ fn kustomize_overlays_render_validate_and_carry_what_the_binaries_need() {
     let validate = validate.as_deref();
     let deploy = repo().join("deploy");
 
+    let least = Privileges::Capabilities(&[]);
     let base = render(&kubectl, validate, &deploy.join("kustomize/base"));
-    check_exporter(&base);
+    check_exporter(&base, least, "base");
     assert!(has(&base, "Namespace", "kepler"));
     assert!(has(&base, "ServiceMonitor", "kepler-exporter"));
     assert!(has(&base, "Service", "kepler-exporter"));
 
     let spoke = render(&kubectl, validate, &deploy.join("kustomize/overlays/spoke"));
-    check_exporter(&spoke);
+    check_exporter(&spoke, least, "spoke");
     assert!(
         !has(&spoke, "ServiceMonitor", "kepler-exporter"),
         "no Prometheus on a spoke"
@@ -218,7 +223,7 @@ fn kustomize_overlays_render_validate_and_carry_what_the_binaries_need() {
         .any(|f| f["secretRef"]["name"] == "kepler-spoke-otlp"));
 
     let hub = render(&kubectl, validate, &deploy.join("kustomize/overlays/hub"));
-    check_exporter(&hub);
+    check_exporter(&hub, least, "hub");
     let env = configmap_env(&hub, "kepler-hub-push");
     assert!(
         !env.iter().any(|(k, _)| k == "KEPLER_CLUSTER"),
@@ -278,7 +283,7 @@ fn kustomize_overlays_render_validate_and_carry_what_the_binaries_need() {
 
     for (dir, exporter_only) in [("kind/hub", false), ("kind/spoke", true)] {
         let objects = render(&kubectl, validate, &deploy.join(dir));
-        check_exporter(&objects);
+        check_exporter(&objects, Privileges::Privileged, dir);
         let ds = find(&objects, "DaemonSet", "kepler-exporter");
         let c = container(ds);
         assert!(
@@ -297,6 +302,39 @@ fn kustomize_overlays_render_validate_and_carry_what_the_binaries_need() {
             assert_eq!(c["image"], "kepler-rs:dev");
         }
     }
+    // The privileged Component on the base alone (kernels older than 5.8): the same exporter
+    // but for its security context.
+    // Kustomize takes only relative paths: from the temporary directory up to / and down.
+    let dir = tempfile::tempdir().unwrap();
+    let up = "../".repeat(dir.path().canonicalize().unwrap().components().count() - 1);
+    let from_root = |p: &str| {
+        let abs = deploy.join(p).canonicalize().unwrap();
+        format!("{up}{}", abs.strip_prefix("/").unwrap().display())
+    };
+    fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {}\ncomponents:\n  - {}\n",
+            from_root("kustomize/base"),
+            from_root("kustomize/overlays/privileged")
+        ),
+    )
+    .unwrap();
+    let privileged = render(&kubectl, validate, dir.path());
+    check_exporter(&privileged, Privileges::Privileged, "base + privileged");
+    let mut unprivileged = base.clone();
+    let mut with = privileged.clone();
+    for objects in [&mut unprivileged, &mut with] {
+        for o in objects.iter_mut().filter(|o| o["kind"] == "DaemonSet") {
+            o["spec"]["template"]["spec"]["containers"][0]["securityContext"] = Value::Null;
+        }
+    }
+    assert_eq!(
+        unprivileged, with,
+        "the Component changes the security context only"
+    );
+
     let prometheus = render(&kubectl, validate, &deploy.join("kind/prometheus"));
     let p = find(&prometheus, "Prometheus", "hub");
     assert_eq!(p["metadata"]["namespace"], "monitoring");

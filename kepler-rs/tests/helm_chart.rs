@@ -3,7 +3,9 @@
 //! Helm 3 (`tests/peers/helm3`), both built by scripts/peers.sh. `helm lint --strict` in every
 //! mode; `helm template` of every mode and a values matrix, each manifest through
 //! `kubernetes-validate --strict` for the Kubernetes versions deploy_manifests.rs validates
-//! against, every flag and KEPLER_* variable one the exporter knows; wrong values refused by
+//! against, every flag and KEPLER_* variable one the exporter knows, the exporter's privileges
+//! (three capabilities by default, `exporter.privileged` as an option: common/privileges.rs);
+//! wrong values refused by
 //! values.schema.json with their path; ServiceMonitor and PrometheusRule only where the cluster
 //! serves monitoring.coreos.com/v1; the recording rules under upstream Kepler's names through
 //! `promtool check rules`; the dashboard ConfigMap equal to deploy/grafana; the chart and the
@@ -13,7 +15,10 @@
 //! hub's rendered configuration. A missing tool skips with a message, or fails under CI.
 
 mod common;
+#[path = "common/privileges.rs"]
+mod privileges;
 
+use privileges::{assert_exporter_privileges, Privileges};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -142,12 +147,11 @@ fn validate(validator: &Path, yaml: &str, what: &str) {
 }
 
 /// What every rendered exporter must have, in every mode and values set.
-fn check_exporter(objects: &[Value], what: &str) {
+fn check_exporter(objects: &[Value], privileges: Privileges, what: &str) {
     let ds = find(objects, "DaemonSet", "kepler-exporter");
     let pod = &ds["spec"]["template"]["spec"];
-    assert_eq!(pod["hostPID"], true, "{what}");
+    assert_exporter_privileges(ds, privileges, what);
     let c = container(ds);
-    assert_eq!(c["securityContext"]["privileged"], true, "{what}");
     assert_eq!(c["command"][0], "/usr/local/bin/kepler-rs", "{what}");
     for arg in strs(&c["args"]) {
         let flag = arg.trim_start_matches("--").split('=').next().unwrap();
@@ -382,6 +386,17 @@ fn matrix() -> Vec<(&'static str, Vec<&'static str>)> {
                 "exporter.nodeSelector.kubernetes\\.io/os=linux",
             ],
         ),
+        (
+            "exporter: privileged (kernels older than 5.8, kind)",
+            vec!["--set", "exporter.privileged=true"],
+        ),
+        (
+            "spoke: SYS_RESOURCE for the memlock limit of kernels 5.8 to 5.10",
+            with(
+                &SPOKE,
+                &["--set", "exporter.extraCapabilities={SYS_RESOURCE}"],
+            ),
+        ),
         ("spoke, generated token", SPOKE.to_vec()),
         (
             "spoke, existing token Secret, TLS CA, OTLP/HTTP",
@@ -546,7 +561,14 @@ fn every_mode_and_a_values_matrix_render_and_validate_with_helm_3_and_4() {
             );
         }
         if exporters {
-            check_exporter(&objects, name);
+            let privileges = if args.contains(&"exporter.privileged=true") {
+                Privileges::Privileged
+            } else if args.contains(&"exporter.extraCapabilities={SYS_RESOURCE}") {
+                Privileges::Capabilities(&["SYS_RESOURCE"])
+            } else {
+                Privileges::Capabilities(&[])
+            };
+            check_exporter(&objects, privileges, name);
             let c = container(find(&objects, "DaemonSet", "kepler-exporter"));
             let pushes = env_value(c, "KEPLER_OTLP_ENDPOINT");
             assert_eq!(pushes.is_some(), hub || spoke, "{name}: push");
@@ -618,13 +640,25 @@ fn wrong_values_are_refused_with_their_path() {
         return;
     };
     // (values, what the error must name)
-    let cases: [(&[&str], &[&str]); 14] = [
+    let cases: [(&[&str], &[&str]); 17] = [
         (&["--set", "mode=edge"], &["/mode"]),
         (
             &["--set", "exporter.tolerationz[0].operator=Exists"],
             &["/exporter", "tolerationz"],
         ),
         (&["--set", "exporter.fakeRapl=yes"], &["/exporter/fakeRapl"]),
+        (
+            &["--set", "exporter.privileged=sometimes"],
+            &["/exporter/privileged"],
+        ),
+        (
+            &["--set", "exporter.extraCapabilities={ALL}"],
+            &["/exporter/extraCapabilities/0"],
+        ),
+        (
+            &["--set", "exporter.extraCapabilities={cap_sys_admin}"],
+            &["/exporter/extraCapabilities/0"],
+        ),
         (
             &["--set", "exporter.resources.requests.cpu=lots"],
             &["/exporter/resources/requests/cpu"],
@@ -1332,7 +1366,7 @@ exec "{real}" template "$release" "$chart" "$@" > "{out}/$ctx.yaml""#,
         |ctx: &str| docs(&fs::read_to_string(rendered_dir.join(format!("{ctx}.yaml"))).unwrap());
     let hub = read("kind-hub");
     check_hub(&hub, "kind hub");
-    check_exporter(&hub, "kind hub");
+    check_exporter(&hub, Privileges::Privileged, "kind hub");
     let secret = find(&hub, "Secret", "kepler-collector-tokens");
     let mut tokens = BTreeSet::new();
     for spoke in ["cluster1", "cluster2"] {
@@ -1340,7 +1374,7 @@ exec "{real}" template "$release" "$chart" "$@" > "{out}/$ctx.yaml""#,
         assert_eq!(token.len(), 64, "32 random bytes in hex");
         tokens.insert(token.clone());
         let objects = read(&format!("kind-{spoke}"));
-        check_exporter(&objects, spoke);
+        check_exporter(&objects, Privileges::Privileged, spoke);
         let c = container(find(&objects, "DaemonSet", "kepler-exporter"));
         assert_eq!(env_value(c, "KEPLER_CLUSTER"), Some(spoke));
         assert_eq!(
