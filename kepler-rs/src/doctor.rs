@@ -92,18 +92,21 @@ fn check(
 /// Runs every check against the configured host paths.
 pub fn diagnose(config: &Config, env: impl Fn(&str) -> Option<String>) -> Report {
     let (rapl_check, real_measurements) = rapl_check(config);
-    let checks = vec![
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let mut checks = vec![
         rapl_check,
         power_source_check(config, real_measurements),
         btf_check(&config.sysfs),
-        privilege_check(&config.procfs),
+    ];
+    checks.extend(capability_checks(status.as_deref()));
+    checks.extend([
         ebpf_load_check(config),
         perf_check(&config.sysfs),
         cgroup_check(&config.sysfs),
         runtime_check(&config.sysfs, &config.procfs),
         kubernetes_check(&env),
         idle_policy_check(config),
-    ];
+    ]);
     Report {
         checks,
         real_measurements,
@@ -122,7 +125,7 @@ fn rapl_check(config: &Config) -> (Check, bool) {
                 "rapl",
                 Status::Missing,
                 e.to_string(),
-                "run the exporter as root (or privileged in a pod)",
+                "run the exporter as root, or grant it CAP_DAC_READ_SEARCH (see the capability lines)",
             ),
             false,
         ),
@@ -195,40 +198,93 @@ fn btf_check(sysfs: &Path) -> Check {
     )
 }
 
-/// CAP_SYS_ADMIN (21), CAP_PERFMON (38), CAP_BPF (39) from `CapEff` of this process.
-fn privilege_check(procfs: &Path) -> Check {
-    let path = procfs.join("self/status");
-    let caps = std::fs::read_to_string(&path).ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    });
-    match caps {
-        Some(caps) => {
-            let has = |bit: u32| caps & (1u64 << bit) != 0;
-            if has(21) || (has(38) && has(39)) {
+/// A capability the exporter uses: its bit in `CapEff`, its name, and what it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capability {
+    pub bit: u32,
+    pub name: &'static str,
+    /// What the exporter does with it.
+    pub used_for: &'static str,
+    /// Whether CAP_SYS_ADMIN stands in for it (kernels older than 5.8 have no CAP_BPF and no
+    /// CAP_PERFMON; there CAP_SYS_ADMIN is what bpf(2) and perf_event_open(2) check).
+    pub sys_admin_covers: bool,
+}
+
+/// CAP_SYS_ADMIN's bit in the capability sets.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Everything the exporter needs, and nothing else: the systemd unit and the DaemonSet grant
+/// exactly these (deploy/README.md, "Privileges").
+pub const CAPABILITIES: [Capability; 3] = [
+    Capability {
+        bit: 39,
+        name: "CAP_BPF",
+        used_for: "loading the eBPF CPU-time program and creating its maps",
+        sys_admin_covers: true,
+    },
+    Capability {
+        bit: 38,
+        name: "CAP_PERFMON",
+        used_for: "loading it as a tracing program (scheduler raw tracepoints) and opening \
+                   its hardware counters (perf_event_open)",
+        sys_admin_covers: true,
+    },
+    Capability {
+        bit: 2,
+        name: "CAP_DAC_READ_SEARCH",
+        used_for: "reading the root-only RAPL energy_uj files as a non-root user, and \
+                   resolving eBPF cgroup ids to paths (open_by_handle_at)",
+        sys_admin_covers: false,
+    },
+];
+
+/// The effective capability set of a `/proc/<pid>/status` text (`CapEff:`, hexadecimal).
+pub fn effective_capabilities(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// One line per capability the exporter uses: held, covered by CAP_SYS_ADMIN, or missing with
+/// what it is needed for. `status` is this process's `/proc/self/status` (capabilities belong
+/// to the process, not to the host tree that `host.procfs` names).
+fn capability_checks(status: Option<&str>) -> Vec<Check> {
+    let Some(caps) = status.and_then(effective_capabilities) else {
+        return vec![check(
+            "capabilities",
+            Status::Warn,
+            "cannot read CapEff from /proc/self/status",
+            "",
+        )];
+    };
+    let has = |bit: u32| caps & (1u64 << bit) != 0;
+    CAPABILITIES
+        .iter()
+        .map(|c| {
+            if has(c.bit) {
+                check(c.name, Status::Ok, format!("held: {}", c.used_for), "")
+            } else if c.sys_admin_covers && has(CAP_SYS_ADMIN) {
                 check(
-                    "ebpf privilege",
+                    c.name,
                     Status::Ok,
-                    "CAP_SYS_ADMIN or CAP_BPF+CAP_PERFMON held",
+                    format!("not held, CAP_SYS_ADMIN covers it: {}", c.used_for),
                     "",
                 )
             } else {
                 check(
-                    "ebpf privilege",
+                    c.name,
                     Status::Missing,
-                    "neither CAP_SYS_ADMIN nor CAP_BPF+CAP_PERFMON",
-                    "run privileged (DaemonSet) or grant CAP_BPF and CAP_PERFMON",
+                    format!("not held; the exporter needs it for {}", c.used_for),
+                    format!(
+                        "grant {} (systemd: AmbientCapabilities=; a pod: securityContext.capabilities.add: {}), or run privileged on kernels older than 5.8",
+                        c.name,
+                        c.name.trim_start_matches("CAP_")
+                    ),
                 )
             }
-        }
-        None => check(
-            "ebpf privilege",
-            Status::Warn,
-            format!("cannot read CapEff from {}", path.display()),
-            "",
-        ),
-    }
+        })
+        .collect()
 }
 
 /// Loads and attaches the real program (then drops it), as the exporter would, with the
@@ -491,6 +547,77 @@ mod tests {
             find(&diagnose(&with_pods, |_| None), "idle policy").status,
             Status::Ok
         );
+    }
+
+    /// A `/proc/self/status` with this effective set.
+    fn status(cap_eff: u64) -> String {
+        format!("Name:\tkepler-rs\nCapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\n")
+    }
+
+    const BPF: u64 = 1 << 39;
+    const PERFMON: u64 = 1 << 38;
+    const DAC_READ_SEARCH: u64 = 1 << 2;
+    const SYS_ADMIN: u64 = 1 << 21;
+
+    #[test]
+    fn the_three_capabilities_are_all_it_needs() {
+        let checks = capability_checks(Some(&status(BPF | PERFMON | DAC_READ_SEARCH)));
+        let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH"]);
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+        assert_eq!(
+            effective_capabilities("CapEff:\t000001fffeffffff\n"),
+            Some(0x1fffeffffff)
+        );
+    }
+
+    #[test]
+    fn each_missing_capability_is_named_with_what_it_is_for() {
+        for (i, cap) in CAPABILITIES.iter().enumerate() {
+            let held = CAPABILITIES
+                .iter()
+                .filter(|c| c.bit != cap.bit)
+                .fold(0, |acc, c| acc | 1u64 << c.bit);
+            let checks = capability_checks(Some(&status(held)));
+            let missing: Vec<&Check> = checks
+                .iter()
+                .filter(|c| c.status == Status::Missing)
+                .collect();
+            assert_eq!(missing.len(), 1, "{checks:?}");
+            assert_eq!(missing[0].name, cap.name);
+            assert_eq!(checks[i].name, cap.name);
+            assert!(missing[0].detail.contains(cap.used_for), "{:?}", missing[0]);
+            assert!(
+                missing[0]
+                    .advice
+                    .contains(cap.name.trim_start_matches("CAP_")),
+                "{:?}",
+                missing[0]
+            );
+        }
+        let report = Report {
+            checks: capability_checks(Some(&status(0))),
+            real_measurements: false,
+        }
+        .to_string();
+        for cap in CAPABILITIES {
+            assert!(
+                report.contains(&format!("MISSING  {} ", cap.name)),
+                "{report}"
+            );
+        }
+    }
+
+    #[test]
+    fn cap_sys_admin_stands_in_for_bpf_and_perfmon_only() {
+        let checks = capability_checks(Some(&status(SYS_ADMIN)));
+        let status_of = |name: &str| checks.iter().find(|c| c.name == name).unwrap().status;
+        assert_eq!(status_of("CAP_BPF"), Status::Ok);
+        assert_eq!(status_of("CAP_PERFMON"), Status::Ok);
+        assert_eq!(status_of("CAP_DAC_READ_SEARCH"), Status::Missing);
+        let unreadable = capability_checks(None);
+        assert_eq!(unreadable.len(), 1);
+        assert_eq!(unreadable[0].status, Status::Warn);
     }
 
     fn find<'a>(r: &'a Report, name: &str) -> &'a Check {
