@@ -35,6 +35,16 @@ pub struct TransportOptions {
     pub timeout: Duration,
     /// Trust only this CA (PEM) for `https://`; `None`: the system roots.
     pub ca_file: Option<PathBuf>,
+    /// The client certificate presented for mutual TLS: PEM certificate chain and key files.
+    pub client_identity: Option<ClientIdentityFiles>,
+}
+
+/// A PEM certificate chain and its private key, presented to a server that asks for a client
+/// certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentityFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Retry timing: initial and maximum interval, and the randomness for the jitter.
@@ -97,6 +107,8 @@ pub fn from_otel_env(lookup: impl Fn(&str) -> Option<String>) -> Values {
         ("HEADERS", "otlp.headers"),
         ("COMPRESSION", "otlp.compression"),
         ("CERTIFICATE", "otlp.caFile"),
+        ("CLIENT_CERTIFICATE", "otlp.clientCertFile"),
+        ("CLIENT_KEY", "otlp.clientKeyFile"),
     ] {
         if let Some(v) = pick(var) {
             values.insert(path, v);
@@ -200,6 +212,30 @@ pub(super) fn otlp_config(p: &mut Parser<'_>) -> Option<OtlpConfig> {
         p.fail("otlp.serviceName", "must not be empty".to_string());
     }
     let ca_file = p.optional_path("otlp.caFile");
+    let client_identity = match (
+        p.optional_path("otlp.clientCertFile"),
+        p.optional_path("otlp.clientKeyFile"),
+    ) {
+        (Some(cert_file), Some(key_file)) => Some(ClientIdentityFiles {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.fail(
+                "otlp.clientKeyFile",
+                "must be set with otlp.clientCertFile".to_string(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.fail(
+                "otlp.clientCertFile",
+                "must be set with otlp.clientKeyFile".to_string(),
+            );
+            None
+        }
+    };
     let raw = p.raw("otlp.endpoint").trim().to_string();
     if raw.is_empty() {
         return None;
@@ -216,6 +252,7 @@ pub(super) fn otlp_config(p: &mut Parser<'_>) -> Option<OtlpConfig> {
             headers,
             timeout,
             ca_file,
+            client_identity,
         },
         interval,
         retry,

@@ -173,6 +173,16 @@ pub const SETTINGS: &[Setting] = &[
         "PEM CA to trust for an https:// endpoint instead of the system roots (env OTEL_EXPORTER_OTLP_CERTIFICATE too)",
     ),
     value(
+        "otlp.clientCertFile",
+        "",
+        "PEM client certificate (chain) presented to an https:// endpoint that requires one, with otlp.clientKeyFile (env OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE too)",
+    ),
+    value(
+        "otlp.clientKeyFile",
+        "",
+        "PEM private key of otlp.clientCertFile (env OTEL_EXPORTER_OTLP_CLIENT_KEY too)",
+    ),
+    value(
         "otlp.serviceName",
         "kepler-pods",
         "service.name of the pushed resource: the hub's `job` label (the Kepler scrape job's name in the reference multi-cluster deployment; env OTEL_SERVICE_NAME too)",

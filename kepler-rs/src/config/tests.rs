@@ -322,6 +322,7 @@ fn otlp_push_and_relay_settings() {
         vec![("authorization".to_string(), "Bearer t".to_string())]
     );
     assert_eq!(otlp.interval, None, "defaults to monitor.interval");
+    assert_eq!(otlp.transport.client_identity, None);
     let relay = c.relay.unwrap();
     assert_eq!(relay.targets[0].job, "cadvisor");
     assert_eq!(relay.targets[1].job, "relay");
@@ -338,6 +339,24 @@ fn otlp_push_and_relay_settings() {
     assert_eq!(
         c.otlp.unwrap().transport.endpoint.as_str(),
         "https://kepler:4317/"
+    );
+    // The client certificate: the OTel variables, the flags above them.
+    let c = load(
+        &["--otlp.client-key-file", "/flag/spoke.key"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://hub:4327"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/env/spoke.crt"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/env/spoke.key"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.otlp.unwrap().transport.client_identity,
+        Some(super::otlp::ClientIdentityFiles {
+            cert_file: "/env/spoke.crt".into(),
+            key_file: "/flag/spoke.key".into(),
+        })
     );
 }
 
@@ -367,6 +386,18 @@ fn otlp_errors_name_the_setting() {
         "{text}"
     );
     assert!(text.contains("otlp.headers: must be key=value"), "{text}");
+    // A client certificate without its key (or the other way round) is an error.
+    let err = load(
+        &["--otlp.endpoint", "https://hub:4327"],
+        &[("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/spoke.crt")],
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("otlp.clientKeyFile: must be set with otlp.clientCertFile"),
+        "{err}"
+    );
     let err = load(
         &["--relay.targets", "http://127.0.0.1:1/metrics"],
         &[],

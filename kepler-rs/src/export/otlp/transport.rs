@@ -2,7 +2,7 @@
 //!
 //! Both transports gzip by default, add the configured headers (a bearer token) to every
 //! request, and speak TLS with rustls when the endpoint is `https://` (system roots, or only
-//! the configured CA). Connections are made lazily, so a hub that is down at start-up is just a
+//! the configured CA), presenting the configured client certificate to a hub that requires one. Connections are made lazily, so a hub that is down at start-up is just a
 //! retryable failure of the first export. Every response is turned into a
 //! [`retry::Outcome`](super::retry::Outcome) by the OTLP rules in [`super::retry`].
 
@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::retry::{classify_grpc, classify_http, Outcome};
 use crate::config::otlp::{Compression, Protocol, TransportOptions};
@@ -27,6 +27,11 @@ use crate::config::otlp::{Compression, Protocol, TransportOptions};
 pub enum TransportError {
     #[error("cannot read the CA file {path}: {source}")]
     CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the client certificate or key {path}: {source}")]
+    ClientIdentity {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -68,9 +73,24 @@ impl Transport {
             ),
             None => None,
         };
+        let identity = match &options.client_identity {
+            Some(files) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|source| TransportError::ClientIdentity {
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                Some(PemIdentity {
+                    cert: read(&files.cert_file)?,
+                    key: read(&files.key_file)?,
+                })
+            }
+            None => None,
+        };
         match options.protocol {
-            Protocol::Grpc => grpc(options, ca),
-            Protocol::HttpProtobuf => http(options, ca),
+            Protocol::Grpc => grpc(options, ca, identity),
+            Protocol::HttpProtobuf => http(options, ca, identity),
         }
     }
 
@@ -208,7 +228,17 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn grpc(options: &TransportOptions, ca: Option<Vec<u8>>) -> Result<Transport, TransportError> {
+/// A client certificate chain and key as read from their PEM files.
+struct PemIdentity {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+fn grpc(
+    options: &TransportOptions,
+    ca: Option<Vec<u8>>,
+    identity: Option<PemIdentity>,
+) -> Result<Transport, TransportError> {
     let url = options.endpoint.as_str().trim_end_matches('/').to_string();
     let grpc_err = |source| TransportError::Grpc {
         endpoint: url.clone(),
@@ -219,10 +249,13 @@ fn grpc(options: &TransportOptions, ca: Option<Vec<u8>>) -> Result<Transport, Tr
         .timeout(options.timeout)
         .connect_timeout(options.timeout);
     if options.endpoint.scheme() == "https" {
-        let tls = match ca {
+        let mut tls = match ca {
             Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
             None => ClientTlsConfig::new().with_native_roots(),
         };
+        if let Some(identity) = identity {
+            tls = tls.identity(Identity::from_pem(identity.cert, identity.key));
+        }
         endpoint = endpoint.tls_config(tls).map_err(grpc_err)?;
     }
     let mut client = MetricsServiceClient::new(endpoint.connect_lazy())
@@ -246,7 +279,11 @@ fn grpc(options: &TransportOptions, ca: Option<Vec<u8>>) -> Result<Transport, Tr
     })
 }
 
-fn http(options: &TransportOptions, ca: Option<Vec<u8>>) -> Result<Transport, TransportError> {
+fn http(
+    options: &TransportOptions,
+    ca: Option<Vec<u8>>,
+    identity: Option<PemIdentity>,
+) -> Result<Transport, TransportError> {
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in &options.headers {
         let bad = || TransportError::Header { name: name.clone() };
@@ -261,6 +298,12 @@ fn http(options: &TransportOptions, ca: Option<Vec<u8>>) -> Result<Transport, Tr
         .no_proxy();
     if let Some(pem) = ca {
         builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem)?);
+    }
+    if let Some(identity) = identity {
+        let mut pem = identity.cert;
+        pem.push(b'\n');
+        pem.extend_from_slice(&identity.key);
+        builder = builder.identity(reqwest::Identity::from_pem(&pem)?);
     }
     Ok(Transport::Http {
         client: builder.build()?,
