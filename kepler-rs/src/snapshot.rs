@@ -5,11 +5,13 @@
 //! are cumulative since the exporter started and never go backwards.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::host::CpuInfo;
 use crate::power::units::{CpuNanos, Microjoules, Watts};
 use crate::power::{ZoneId, ZoneKind};
+use crate::workload::vm::VmIdentity;
 use crate::workload::{ContainerIdentity, HardwareCounterSet, HardwareCounts, WorkloadKey};
 
 /// Energy split into Kepler's two modes.
@@ -130,6 +132,21 @@ pub struct ProcessEnergy {
     pub pid: u32,
     pub comm: String,
     pub workload: WorkloadKey,
+    /// The guest this process runs (a QEMU process outside containers), if any.
+    pub vm: Option<Arc<VmIdentity>>,
+    pub energy: EnergyByKind,
+    /// Energy of the last interval only (zero once terminated).
+    pub interval: EnergyByKind,
+    pub cpu_time: CpuNanos,
+    /// Cumulative hardware counters (meaningful for [`Snapshot::hardware_counters`] only).
+    pub counters: HardwareCounts,
+    pub state: State,
+}
+
+/// A virtual machine: the sum of its processes (the QEMU process and any helper in its scope).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmEnergy {
+    pub identity: VmIdentity,
     pub energy: EnergyByKind,
     /// Energy of the last interval only (zero once terminated).
     pub interval: EnergyByKind,
@@ -176,6 +193,9 @@ pub struct Snapshot {
     pub node_cpu_usage_ratio: f64,
     pub workloads: Vec<WorkloadEnergy>,
     pub processes: Vec<ProcessEnergy>,
+    /// Virtual machines, whatever `--metrics.processes` says. Their processes are outside
+    /// containers, so their energy is part of `system_processes` (or `kernel_processes`).
+    pub vms: Vec<VmEnergy>,
 }
 
 impl Snapshot {
@@ -185,6 +205,19 @@ impl Snapshot {
         let mut sum = ModeSplit::default();
         for w in &self.workloads {
             if let Some(split) = w.energy.zones.get(&kind) {
+                sum += *split;
+            }
+        }
+        sum
+    }
+
+    /// The sum over all VMs (terminated ones included) of one zone kind. VMs are processes
+    /// outside containers, so this never exceeds what `system_processes` and
+    /// `kernel_processes` hold.
+    pub fn vms_total(&self, kind: ZoneKind) -> ModeSplit {
+        let mut sum = ModeSplit::default();
+        for vm in &self.vms {
+            if let Some(split) = vm.energy.zones.get(&kind) {
                 sum += *split;
             }
         }
@@ -211,6 +244,7 @@ impl Snapshot {
             node_cpu_usage_ratio: 0.0,
             workloads: Vec::new(),
             processes: Vec::new(),
+            vms: Vec::new(),
         }
     }
 }

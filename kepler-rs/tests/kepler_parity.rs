@@ -323,7 +323,7 @@ fn processes() -> Vec<(u32, &'static str, String, Option<String>)> {
         (
             QEMU,
             "qemu-system-x86",
-            "0::/machine.slice/machine-qemu.scope".into(),
+            "0::/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator".into(),
             None,
         ),
         (WORKER, "worker", format!("0::/{cgroupfs}"), Some(cgroupfs)),
@@ -625,20 +625,37 @@ fn exe_is_empty(page: &Exposition) -> Result<(), String> {
     Ok(())
 }
 
-/// Upstream classifies a `qemu-system-*` command line as `type="vm"` with a `vm_id` (and serves
-/// `kepler_vm_*`); we see a regular process.
-fn qemu_is_a_regular_process(page: &Exposition) -> Result<(), String> {
-    let s = one(
-        page,
+/// As upstream: a `qemu-system-*` process is `type="vm"` with the `-uuid` as `vm_id` and no
+/// `container_id`, and its guest is served in `kepler_vm_*` with the `-name` and `kvm`.
+fn qemu_is_a_vm(page: &Exposition) -> Result<(), String> {
+    const UUID: &str = "5b0a6f3e-0c1d-4e2f-8a9b-1c2d3e4f5a6b";
+    for family in [
         "kepler_process_cpu_joules_total",
-        &[("pid", &pid(QEMU))],
-    )?;
-    if s.label("type") != Some("regular") || s.label("vm_id") != Some("") {
-        return Err(format!(
-            "qemu: type={:?} vm_id={:?}, documented as regular and empty",
-            s.label("type"),
-            s.label("vm_id")
-        ));
+        "kepler_process_cpu_watts",
+        "kepler_process_cpu_seconds_total",
+    ] {
+        let s = one(page, family, &[("pid", &pid(QEMU))])?;
+        if s.label("type") != Some("vm")
+            || s.label("vm_id") != Some(UUID)
+            || s.label("container_id") != Some("")
+        {
+            return Err(format!(
+                "{family} qemu: type={:?} vm_id={:?} container_id={:?}, documented as vm, {UUID}, empty",
+                s.label("type"),
+                s.label("vm_id"),
+                s.label("container_id")
+            ));
+        }
+    }
+    let guest = [
+        ("vm_id", UUID),
+        ("vm_name", "vm1"),
+        ("hypervisor", "kvm"),
+        ("state", "running"),
+        ("zone", "package"),
+    ];
+    for family in ["kepler_vm_cpu_joules_total", "kepler_vm_cpu_watts"] {
+        one(page, family, &guest)?;
     }
     Ok(())
 }
@@ -753,7 +770,7 @@ fn documented_value_differences_still_hold() {
     let checks: [(&str, Check); 8] = [
         ("zones per socket", zones_are_per_socket),
         ("exe empty", exe_is_empty),
-        ("no VM detection", qemu_is_a_regular_process),
+        ("VMs as upstream", qemu_is_a_vm),
         (
             "cpu seconds since first sight",
             cpu_seconds_count_from_first_sight,

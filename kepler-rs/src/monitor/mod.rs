@@ -2,7 +2,9 @@
 //!
 //! Each [`Monitor::step`] reads the power meter's zone counters (through [`Counter`], so wraps
 //! lose nothing), the node's CPU utilisation and the CPU-time source, attributes the interval's
-//! energy, adds it to the [`ledger`], and returns a fresh [`Snapshot`]. The clock is an argument,
+//! energy, adds it to the [`ledger`], and returns a fresh [`Snapshot`]. Virtual machines are
+//! the sums of their processes' shares (found by [`VmResolver`]), so they come out of the same
+//! attribution as containers and processes. The clock is an argument,
 //! so tests drive intervals without sleeping. [`run`] calls `step` on a dedicated thread and
 //! publishes each snapshot; views only ever read the latest one.
 
@@ -18,16 +20,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::attribution::ZoneEnergy;
 use crate::attribution::{Attributor, CpuRequests};
 use crate::config::IdlePolicy;
 use crate::host::{self, CpuTimes};
 use crate::power::counter::{Counter, Step};
+use crate::power::units::CpuNanos;
 use crate::power::units::{Microjoules, Watts};
 use crate::power::{PowerMeter, ZoneId};
 use crate::report_error;
 use crate::selfmetrics::SelfMetrics;
-use crate::snapshot::{ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, WorkloadEnergy};
+use crate::snapshot::{
+    ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, VmEnergy, WorkloadEnergy,
+};
 use crate::workload::kube::SharedPods;
+use crate::workload::vm::{VmIdentity, VmResolver};
+use crate::workload::HardwareCounts;
 use crate::workload::{CpuTimeSource, WorkloadKey, WorkloadSample, WorkloadUsage};
 
 use ledger::{add_interval, Ledger, ProcessKey, WorkloadMeta};
@@ -60,7 +68,9 @@ pub struct Monitor {
     idle_power: BTreeMap<ZoneId, Watts>,
     last_zone_power: BTreeMap<ZoneId, Watts>,
     workloads: Ledger<WorkloadKey, WorkloadMeta>,
-    processes: Ledger<ProcessKey, ()>,
+    processes: Ledger<ProcessKey, Option<Arc<VmIdentity>>>,
+    vms: Ledger<String, VmIdentity>,
+    vm_resolver: VmResolver,
     sequence: u64,
     last_interval: Duration,
     last_utilisation: f64,
@@ -89,6 +99,8 @@ impl Monitor {
             ),
             workloads: Ledger::new(options.terminated_retention, options.max_terminated),
             processes: Ledger::new(options.terminated_retention, options.max_terminated),
+            vms: Ledger::new(options.terminated_retention, options.max_terminated),
+            vm_resolver: VmResolver::new(options.procfs.clone()),
             meter,
             cpu,
             options,
@@ -153,6 +165,9 @@ impl Monitor {
             .iter()
             .map(|(key, usage)| self.meta(key, usage))
             .collect();
+        // The guest of each process (aligned with `sample.processes`).
+        let guests = self.vm_resolver.resolve(&sample.processes, &self.metrics);
+        let any_guest = guests.iter().any(Option::is_some);
 
         if !first && !elapsed.is_zero() {
             if self.options.idle_policy == IdlePolicy::Requests {
@@ -164,7 +179,7 @@ impl Monitor {
                 elapsed,
                 utilisation,
                 &sample,
-                self.options.process_metrics,
+                self.options.process_metrics || any_guest,
             );
             for (zone, split) in &attribution.node {
                 *self.node_zones.entry(*zone).or_default() += *split;
@@ -185,15 +200,34 @@ impl Monitor {
                 );
             }
             if self.options.process_metrics {
-                for (process, energy) in sample.processes.iter().zip(&attribution.processes) {
+                for ((process, energy), vm) in sample
+                    .processes
+                    .iter()
+                    .zip(&attribution.processes)
+                    .zip(&guests)
+                {
                     let key = ProcessKey {
                         pid: process.pid,
                         comm: process.comm.clone(),
                         workload: process.workload.clone(),
                     };
-                    self.processes
-                        .update(&key, (), Some(energy), process.cpu, process.counters);
+                    self.processes.update(
+                        &key,
+                        vm.clone(),
+                        Some(energy),
+                        process.cpu,
+                        process.counters,
+                    );
                 }
+            }
+            for (id, guest) in guests_of(&sample, &guests, &attribution.processes) {
+                self.vms.update(
+                    &id,
+                    guest.identity,
+                    Some(&guest.energy),
+                    guest.cpu,
+                    guest.counters,
+                );
             }
             self.sequence += 1;
             self.last_interval = elapsed;
@@ -203,7 +237,20 @@ impl Monitor {
                 self.workloads
                     .update(key, meta, None, usage.cpu, usage.counters);
             }
+            // Listed from the baseline on, with nothing counted yet (as processes).
+            for (id, guest) in guests_of(&sample, &guests, &[]) {
+                self.vms.update(
+                    &id,
+                    guest.identity,
+                    None,
+                    CpuNanos::ZERO,
+                    HardwareCounts::default(),
+                );
+            }
         }
+        let live_guests: std::collections::BTreeSet<&str> =
+            guests.iter().flatten().map(|vm| vm.id.as_str()).collect();
+        self.vms.sweep(|id| live_guests.contains(id.as_str()), now);
         self.workloads
             .sweep(|k| sample.workloads.contains_key(k), now);
         if self.options.process_metrics {
@@ -360,6 +407,19 @@ impl Monitor {
                 pid: key.pid,
                 comm: key.comm.clone(),
                 workload: key.workload.clone(),
+                vm: e.meta.clone(),
+                energy: e.energy.clone(),
+                interval: e.last_interval.clone(),
+                cpu_time: e.cpu_time,
+                counters: e.counters,
+                state: e.state,
+            })
+            .collect();
+        let vms = self
+            .vms
+            .iter()
+            .map(|(_, e)| VmEnergy {
+                identity: e.meta.clone(),
                 energy: e.energy.clone(),
                 interval: e.last_interval.clone(),
                 cpu_time: e.cpu_time,
@@ -381,8 +441,46 @@ impl Monitor {
             node_cpu_usage_ratio: self.last_utilisation,
             workloads,
             processes,
+            vms,
         }
     }
+}
+
+/// One guest's share of an interval: the sum over its processes.
+struct GuestInterval {
+    identity: VmIdentity,
+    energy: ZoneEnergy,
+    cpu: CpuNanos,
+    counters: HardwareCounts,
+}
+
+/// Sums each guest's processes (`guests` and `energies` aligned with `sample.processes`;
+/// `energies` empty when no energy was attributed), by `vm_id`.
+fn guests_of(
+    sample: &WorkloadSample,
+    guests: &[Option<Arc<VmIdentity>>],
+    energies: &[ZoneEnergy],
+) -> BTreeMap<String, GuestInterval> {
+    let mut out: BTreeMap<String, GuestInterval> = BTreeMap::new();
+    for (i, (process, vm)) in sample.processes.iter().zip(guests).enumerate() {
+        let Some(vm) = vm else {
+            continue;
+        };
+        let guest = out.entry(vm.id.clone()).or_insert_with(|| GuestInterval {
+            identity: VmIdentity::clone(vm),
+            energy: ZoneEnergy::new(),
+            cpu: CpuNanos::ZERO,
+            counters: HardwareCounts::default(),
+        });
+        if let Some(energy) = energies.get(i) {
+            for (zone, split) in energy {
+                *guest.energy.entry(*zone).or_default() += *split;
+            }
+        }
+        guest.cpu += process.cpu;
+        guest.counters += process.counters;
+    }
+    out
 }
 
 /// Runs the monitor on the calling thread until `stop` receives a message or is closed,

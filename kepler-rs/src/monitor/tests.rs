@@ -548,3 +548,159 @@ fn requests_idle_policy_splits_idle_by_the_pods_cpu_requests() {
         .unwrap();
     assert_eq!(nginx_names.container_name, "nginx");
 }
+
+/// Writes `<proc>/<pid>/cgroup` and `<proc>/<pid>/cmdline` on the fake host.
+fn fake_process(host: &Host, pid: u32, cgroup: &str, cmdline: &[u8]) {
+    let dir = host.dir.path().join("proc").join(pid.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cgroup"), format!("{cgroup}\n")).unwrap();
+    std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+}
+
+/// System processes 200 (a libvirt guest's QEMU), 201 (a helper in its scope), 202 (a plain
+/// QEMU, `-name dev`) and 203 (sshd), and one container, for `n` intervals; from interval
+/// `qemu_exits_at` on, process 202 is gone.
+fn guests_script(n: u64, qemu_exits_at: u64) -> Vec<WorkloadSample> {
+    (0..n)
+        .map(|i| {
+            let procs: Vec<(u32, &str, u64)> = [
+                (200, "qemu-system-x86", 2_000_000_000 + i),
+                (201, "virtiofsd", 100_000_000),
+                (202, "qemu-system-x86", 700_000_000),
+                (203, "sshd", 50_000_000),
+            ]
+            .into_iter()
+            .filter(|(pid, _, _)| *pid != 202 || i < qemu_exits_at)
+            .collect();
+            let system: u64 = procs.iter().map(|p| p.2).sum();
+            let mut s = crate::workload::testing::sample(&[
+                (WorkloadKey::System, system),
+                (container(1), 1_000_000_000),
+            ]);
+            for (pid, comm, ns) in procs {
+                s.processes.push(crate::workload::ProcessUsage {
+                    pid,
+                    comm: comm.into(),
+                    workload: WorkloadKey::System,
+                    cpu: crate::power::units::CpuNanos(ns),
+                    counters: Default::default(),
+                });
+            }
+            s
+        })
+        .collect()
+}
+
+fn run_guests(host: &Host, processes: bool) -> Vec<Snapshot> {
+    let mut m = host.monitor(guests_script(6, 4), processes);
+    (0..6u64)
+        .map(|i| {
+            for (zone, step) in [
+                ("intel-rapl:0", 9_000_000),
+                ("intel-rapl:0:0", 5_000_000),
+                ("intel-rapl:0:1", 1_000_000),
+                ("intel-rapl:0:2", 2_000_000),
+                ("intel-rapl:1", 15_000_000),
+            ] {
+                host.set_energy(zone, host.energy(zone) + step * (i + 1));
+            }
+            host.set_cpu(100 * i * i, 1000 + 100 * i);
+            m.step(at(3 * i))
+        })
+        .collect()
+}
+
+#[test]
+fn guests_are_the_sum_of_their_processes_and_inside_the_node() {
+    let host = Host::new("intel-client-psys");
+    let scope = "0::/machine.slice/machine-qemu\\x2d1\\x2dweb.scope";
+    fake_process(
+        &host,
+        200,
+        &format!("{scope}/libvirt/emulator"),
+        b"/usr/bin/qemu-system-x86_64\0-name\0guest=web,debug-threads=on\0-uuid\x001b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01\0",
+    );
+    fake_process(
+        &host,
+        201,
+        &format!("{scope}/libvirt"),
+        b"/usr/libexec/virtiofsd\0--fd=3\0",
+    );
+    fake_process(
+        &host,
+        202,
+        "0::/user.slice/user-1000.slice/session-2.scope",
+        b"qemu-system-x86_64\0-name\0dev\0",
+    );
+    fake_process(
+        &host,
+        203,
+        "0::/system.slice/sshd.service",
+        b"/usr/sbin/sshd\0-D\0",
+    );
+
+    let with = run_guests(&host, true);
+    let s = with.last().unwrap();
+    let ids: Vec<&str> = s.vms.iter().map(|v| v.identity.id.as_str()).collect();
+    assert_eq!(ids, ["1b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01", "dev"]);
+    let web = &s.vms[0];
+    assert_eq!(web.identity.name, "web");
+    assert_eq!(web.identity.hypervisor, "kvm");
+    assert_eq!(web.state, crate::snapshot::State::Running);
+    assert!(matches!(
+        s.vms[1].state,
+        crate::snapshot::State::Terminated(_)
+    ));
+    assert!(web.energy.total().total().0 > 0);
+    // Conservation: workloads add up to the node, whatever the VMs.
+    for (kind, node) in &s.node.zones {
+        assert_eq!(s.workloads_total(*kind), *node, "{kind}");
+        // VMs are processes outside containers: inside system_processes + kernel_processes.
+        let outside: u64 = s
+            .workloads
+            .iter()
+            .filter(|w| !matches!(w.key, WorkloadKey::Container(_)))
+            .map(|w| w.energy.zones.get(kind).map_or(0, |m| m.total().0))
+            .sum();
+        assert!(s.vms_total(*kind).total().0 <= outside, "{kind}");
+    }
+    // Each VM is exactly the sum of its processes (the helper belongs to the libvirt guest).
+    for vm in &s.vms {
+        let mut sum = crate::snapshot::EnergyByKind::default();
+        let mut cpu = crate::power::units::CpuNanos::ZERO;
+        for p in s
+            .processes
+            .iter()
+            .filter(|p| p.vm.as_ref().map(|v| v.id.as_str()) == Some(vm.identity.id.as_str()))
+        {
+            sum += &p.energy;
+            cpu += p.cpu_time;
+        }
+        assert_eq!(sum.zones, vm.energy.zones, "{}", vm.identity.id);
+        assert_eq!(cpu, vm.cpu_time, "{}", vm.identity.id);
+    }
+    let helper = s.processes.iter().find(|p| p.pid == 201).unwrap();
+    assert_eq!(helper.vm.as_ref().unwrap().id, web.identity.id);
+    assert!(s
+        .processes
+        .iter()
+        .find(|p| p.pid == 203)
+        .unwrap()
+        .vm
+        .is_none());
+
+    // Without process metrics the VMs are the same (processes are attributed for them anyway).
+    let host2 = Host::new("intel-client-psys");
+    for pid in [200, 201, 202, 203] {
+        let from = host.dir.path().join("proc").join(pid.to_string());
+        let to = host2.dir.path().join("proc").join(pid.to_string());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["cgroup", "cmdline"] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    let without = run_guests(&host2, false);
+    let s2 = without.last().unwrap();
+    assert!(s2.processes.is_empty());
+    assert_eq!(s2.vms, s.vms);
+}

@@ -3,8 +3,8 @@
 //! A [`CpuTimeSource`] measures CPU time per process and per container since its previous sample.
 //! The procfs/cgroup source ([`procfs`]) works everywhere; the eBPF source plugs into the same
 //! trait. [`cgroup`] maps a process's cgroup to a container id, pod UID and runtime; [`kube`]
-//! maps container ids to pod names from the kubelet.
-//! Nothing here knows about energy.
+//! maps container ids to pod names from the kubelet; [`vm`] finds the QEMU/KVM guests among the
+//! processes. Nothing here knows about energy.
 
 pub mod cgroup;
 pub mod cgroup_cpu;
@@ -13,6 +13,7 @@ pub mod kube;
 pub mod procfs;
 #[cfg(test)]
 pub mod testing;
+pub mod vm;
 
 use std::collections::BTreeMap;
 use std::fmt;

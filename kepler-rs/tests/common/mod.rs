@@ -74,9 +74,10 @@ pub use kepler_test_support::promtool::check as promtool_check;
 pub fn is_accepted_lint(line: &str) -> bool {
     // Kepler's classic `*_bpf_cpu_time_ms_total` counters carry the abbreviated unit `ms`;
     // dashboards and runbooks query these exact names, so we cannot rename them.
-    const MS_NAMES: [&str; 2] = [
+    const MS_NAMES: [&str; 3] = [
         "kepler_container_bpf_cpu_time_ms_total",
         "kepler_process_bpf_cpu_time_ms_total",
+        "kepler_vm_bpf_cpu_time_ms_total",
     ];
     MS_NAMES.iter().any(|name| {
         line.trim() == format!("{name} metric names should not contain abbreviated units")

@@ -29,8 +29,10 @@ use kepler_rs::power::{ZoneId, ZoneKind};
 use kepler_rs::selfmetrics::SelfMetrics;
 use kepler_rs::server::{router, serve, AppState, MAX_PARALLEL_SCRAPES};
 use kepler_rs::snapshot::{
-    EnergyByKind, ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, State, WorkloadEnergy,
+    EnergyByKind, ModeSplit, NodeInfo, NodeZone, ProcessEnergy, Snapshot, State, VmEnergy,
+    WorkloadEnergy,
 };
+use kepler_rs::workload::vm::VmIdentity;
 use kepler_rs::workload::{ContainerIdentity, Runtime, WorkloadKey};
 use tower::ServiceExt;
 

@@ -85,7 +85,14 @@ fn metrics_reference_is_up_to_date() {
          and monotonic; process series appear only with `--metrics.processes`;\n\
          `*_bpf_cpu_time_ms_total` only with the eBPF CPU-time source, the hardware counter\n\
          families (`*_cpu_cycles_total`, `*_cpu_instructions_total`, `*_cache_miss_total`) only\n\
-         for the counters the PMU offers (absent in most VMs). OTLP push sends the same\n\
+         for the counters the PMU offers (absent in most VMs). The VM families (`kepler_vm_*`)\n\
+         appear while the node runs QEMU/KVM guests, found by libvirt's machine cgroups\n\
+         (`machine.slice/machine-qemu...scope`) and by `qemu-system-*`, `qemu-kvm` and `kvm`\n\
+         processes outside containers; a guest's energy is the sum of its processes' shares, so it\n\
+         is also part of `system_processes`. `vm_id` is the guest's UUID (its `-uuid`, which\n\
+         libvirt always passes), else its libvirt scope (`machine-qemu-1-web`, classic Kepler's\n\
+         `vm_id`), else its `-name`; `vm_name` is the `-name`, and `hypervisor` is `kvm` for every\n\
+         QEMU guest, as upstream names it. OTLP push sends the same\n\
          families with the unit shown, so a Collector's Prometheus exporter gives back these names.\n\n\
          ## Classic family (Kepler <= 0.9)\n\n{}\n\
          ## Modern family (Kepler >= 0.10)\n\n{}\n\

@@ -74,6 +74,7 @@ pub(crate) fn process(
         pid,
         comm: comm.into(),
         workload,
+        vm: None,
         energy,
         interval: Default::default(),
         cpu_time: CpuNanos(u64::from(pid) * 1_000_500),
@@ -215,7 +216,8 @@ pub(crate) fn server_two_sockets() -> Snapshot {
 }
 
 /// A laptop-like client with every RAPL zone (package, core, uncore, dram, psys), exact
-/// scheduler CPU time, a container without pod names, and label values that need escaping.
+/// scheduler CPU time, a container without pod names, label values that need escaping, and a
+/// libvirt guest (its QEMU process is one of the system processes).
 pub(crate) fn client_all_zones() -> Snapshot {
     let mut s = base_snapshot("laptop", "fake-rapl", "fake-rapl");
     s.cpu_time_source = "ebpf";
@@ -265,8 +267,28 @@ pub(crate) fn client_all_zones() -> Snapshot {
             s.workloads[1].key.clone(),
             scaled(&base, 0.333),
         ),
-        process(1, "systemd", WorkloadKey::System, scaled(&base, 3.0)),
+        process(1, "systemd", WorkloadKey::System, scaled(&base, 2.5)),
+        process(
+            4242,
+            "qemu-system-x86",
+            WorkloadKey::System,
+            scaled(&base, 0.5),
+        ),
     ];
+    let guest = VmIdentity {
+        id: "1b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01".into(),
+        name: "web-01".into(),
+        hypervisor: "kvm",
+    };
+    s.processes[3].vm = Some(std::sync::Arc::new(guest.clone()));
+    s.vms = vec![VmEnergy {
+        identity: guest,
+        energy: scaled(&base, 0.5),
+        interval: EnergyByKind::default(),
+        cpu_time: s.processes[3].cpu_time,
+        counters: Default::default(),
+        state: State::Running,
+    }];
     finish_node(
         &mut s,
         &[

@@ -1,8 +1,8 @@
 //! Kepler's classic metric family (Kepler <= 0.9), built from one snapshot.
 //!
 //! Names and label sets are fixed by compatibility with Kepler (docs/metrics.md lists them):
-//! container, process and node energy counters in joules with `mode` (`dynamic`/`idle`) and
-//! `source`, `kepler_container_bpf_cpu_time_ms_total` when CPU time is exact scheduler time, the
+//! container, process, VM and node energy counters in joules with `mode` (`dynamic`/`idle`) and
+//! `source` (the VM families only while the node has VMs), `kepler_container_bpf_cpu_time_ms_total` when CPU time is exact scheduler time, the
 //! hardware counter families (`*_cpu_cycles_total`, ...) only for the counters measured, the node
 //! and build info gauges, plus our own `kepler_exporter_*` self-metrics. Families come out sorted
 //! by name and samples in snapshot order, so the output is stable for golden tests and diffs.
@@ -21,6 +21,7 @@ struct ZoneNames {
     kind: ZoneKind,
     container: &'static str,
     process: &'static str,
+    vm: &'static str,
     node: &'static str,
     what: &'static str,
 }
@@ -30,6 +31,7 @@ const ZONES: [ZoneNames; 5] = [
         kind: ZoneKind::Package,
         container: "kepler_container_package_joules_total",
         process: "kepler_process_package_joules_total",
+        vm: "kepler_vm_package_joules_total",
         node: "kepler_node_package_joules_total",
         what: "the CPU package (RAPL package zone, cores and uncore included)",
     },
@@ -37,6 +39,7 @@ const ZONES: [ZoneNames; 5] = [
         kind: ZoneKind::Core,
         container: "kepler_container_core_joules_total",
         process: "kepler_process_core_joules_total",
+        vm: "kepler_vm_core_joules_total",
         node: "kepler_node_core_joules_total",
         what: "the CPU cores (RAPL core zone, part of package)",
     },
@@ -44,6 +47,7 @@ const ZONES: [ZoneNames; 5] = [
         kind: ZoneKind::Uncore,
         container: "kepler_container_uncore_joules_total",
         process: "kepler_process_uncore_joules_total",
+        vm: "kepler_vm_uncore_joules_total",
         node: "kepler_node_uncore_joules_total",
         what: "the CPU uncore, e.g. integrated GPU (RAPL uncore zone, part of package)",
     },
@@ -51,6 +55,7 @@ const ZONES: [ZoneNames; 5] = [
         kind: ZoneKind::Dram,
         container: "kepler_container_dram_joules_total",
         process: "kepler_process_dram_joules_total",
+        vm: "kepler_vm_dram_joules_total",
         node: "kepler_node_dram_joules_total",
         what: "memory (RAPL dram zone)",
     },
@@ -58,6 +63,7 @@ const ZONES: [ZoneNames; 5] = [
         kind: ZoneKind::Psys,
         container: "kepler_container_platform_joules_total",
         process: "kepler_process_platform_joules_total",
+        vm: "kepler_vm_platform_joules_total",
         node: "kepler_node_platform_joules_total",
         what: "the whole platform (RAPL psys zone)",
     },
@@ -87,6 +93,13 @@ const COUNTER_FAMILIES: [(HardwareCounter, &str, &str, &str); 3] = [
     ),
 ];
 
+/// The VM names of [`COUNTER_FAMILIES`], in the same order.
+const VM_COUNTER_FAMILIES: [&str; 3] = [
+    "kepler_vm_cpu_cycles_total",
+    "kepler_vm_cpu_instructions_total",
+    "kepler_vm_cache_miss_total",
+];
+
 /// Where the counter families' values come from, for their help texts.
 const COUNTER_ORIGIN: &str = "counted by the CPU's PMU while they ran (perf events read at \
      every context switch); absent where the PMU offers no such counter";
@@ -108,6 +121,7 @@ pub fn classic_families<'a>(
 ) -> Vec<Family<'a>> {
     let mut families = Vec::with_capacity(40);
     container_families(snapshot, &mut families);
+    vm_families(snapshot, &mut families);
     node_families(snapshot, &mut families);
     if options.process_metrics {
         let pids: Rc<[String]> = snapshot
@@ -257,6 +271,82 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     }
 }
 
+/// Kepler's classic VM families (upstream has no `kepler_vm_joules_total`): one series per VM
+/// and mode, labelled `vm_id`; present only while the node has VMs.
+fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    if s.vms.is_empty() {
+        return;
+    }
+    let source = s.power_source;
+    let what = "attributed to the virtual machine (its QEMU processes) in joules";
+    for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
+        let kind = zone.kind;
+        out.push(Family::new(
+            zone.vm,
+            format!("Cumulative energy of {} {what}, {MODES}.", zone.what),
+            MetricType::Counter,
+            JOULES,
+            move |out| {
+                for vm in &s.vms {
+                    let ids = [("vm_id", vm.identity.id.as_str())];
+                    write_modes(out, &ids, zone_split(&vm.energy, kind), source);
+                }
+            },
+        ));
+    }
+    out.push(Family::new(
+        "kepler_vm_other_joules_total",
+        format!(
+            "Cumulative platform energy outside package and dram (platform - package - dram, \
+             never negative) {what}, {MODES}."
+        ),
+        MetricType::Counter,
+        JOULES,
+        move |out| {
+            for vm in &s.vms {
+                let ids = [("vm_id", vm.identity.id.as_str())];
+                write_modes(out, &ids, vm.energy.other, source);
+            }
+        },
+    ));
+    if s.cpu_time_exact {
+        out.push(Family::new(
+            "kepler_vm_bpf_cpu_time_ms_total",
+            "Cumulative on-CPU time of the virtual machine's processes in milliseconds, \
+             measured by the scheduler.",
+            MetricType::Counter,
+            NO_UNIT_MS,
+            move |out| {
+                for vm in &s.vms {
+                    out(
+                        &[("vm_id", vm.identity.id.as_str())],
+                        Value::Millionths(vm.cpu_time.0),
+                    );
+                }
+            },
+        ));
+    }
+    for ((counter, _, _, what), name) in COUNTER_FAMILIES.into_iter().zip(VM_COUNTER_FAMILIES) {
+        if !s.hardware_counters.contains(counter) {
+            continue;
+        }
+        out.push(Family::new(
+            name,
+            format!("Cumulative {what} of the virtual machine's processes, {COUNTER_ORIGIN}."),
+            MetricType::Counter,
+            "",
+            move |out| {
+                for vm in &s.vms {
+                    out(
+                        &[("vm_id", vm.identity.id.as_str())],
+                        Value::Float(vm.counters.get(counter) as f64),
+                    );
+                }
+            },
+        ));
+    }
+}
+
 fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     let source = s.power_source;
     let instance = s.info.node_name.as_str();
@@ -304,8 +394,7 @@ fn process_ids<'p>(p: &'p ProcessEnergy, pid: &'p str) -> [(&'static str, &'p st
     [
         ("pid", pid),
         ("container_id", p.workload.container_id()),
-        // No VM detection yet.
-        ("vm_id", ""),
+        ("vm_id", p.vm.as_ref().map_or("", |vm| vm.id.as_str())),
         ("command", p.comm.as_str()),
     ]
 }

@@ -5,14 +5,15 @@
 //! no `mode` and no `source`. Unlike modern Kepler, our node counters are monotonic (wraps
 //! corrected), terminated workloads stay visible for the retention window to every scraper,
 //! and containers and pods carry their idle share (see docs/attribution.md). Containers are
-//! real containers only: processes outside any container appear as `type="regular"` processes.
+//! real containers only: processes outside any container appear as `type="regular"` processes,
+//! or `type="vm"` with their `vm_id` for QEMU guests, which also get `kepler_vm_cpu_*`.
 
 use std::collections::BTreeMap;
 
 use super::{BuildInfo, Family, MetricType, RenderOptions, Value};
 use crate::power::units::Microjoules;
 use crate::power::ZoneKind;
-use crate::snapshot::{EnergyByKind, ModeSplit, Snapshot, State, WorkloadEnergy};
+use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, State, WorkloadEnergy};
 use crate::workload::WorkloadKey;
 
 const JOULES: &str = "J";
@@ -53,6 +54,7 @@ pub fn modern_families<'a>(
     node_families(s, &mut out);
     container_families(s, &mut out);
     pod_families(s, &mut out);
+    vm_families(s, &mut out);
     if options.process_metrics {
         process_families(s, &mut out);
     }
@@ -301,16 +303,62 @@ fn pod_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     }
 }
 
+/// Upstream's `kepler_vm_cpu_*`: one series per VM and zone.
+fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
+    let kinds = kinds(s);
+    for (name, help, ty, unit, is_power) in [
+        (
+            "kepler_vm_cpu_joules_total",
+            "Energy attributed to the virtual machine (its QEMU processes) per zone in joules.",
+            MetricType::Counter,
+            JOULES,
+            false,
+        ),
+        (
+            "kepler_vm_cpu_watts",
+            "Power attributed to the virtual machine (its QEMU processes) per zone in watts \
+             over the last interval.",
+            MetricType::Gauge,
+            WATTS,
+            true,
+        ),
+    ] {
+        let kinds = kinds.clone();
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            for vm in &s.vms {
+                for kind in &kinds {
+                    let labels = [
+                        ("node_name", s.info.node_name.as_str()),
+                        ("vm_id", vm.identity.id.as_str()),
+                        ("vm_name", vm.identity.name.as_str()),
+                        ("hypervisor", vm.identity.hypervisor),
+                        ("state", state(vm.state)),
+                        ("zone", kind.as_str()),
+                    ];
+                    let value = if is_power {
+                        Value::Float(watts(s, kind_total(&vm.interval, *kind)))
+                    } else {
+                        Value::Millionths(kind_total(&vm.energy, *kind).0)
+                    };
+                    out(&labels, value);
+                }
+            }
+        }));
+    }
+}
+
 fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     let kinds = kinds(s);
     let pids: Vec<String> = s.processes.iter().map(|p| p.pid.to_string()).collect();
     let pids = std::rc::Rc::new(pids);
-    let typed = |key: &WorkloadKey| match key {
-        WorkloadKey::Container(id) => ("container", id.clone()),
-        WorkloadKey::System | WorkloadKey::Kernel => ("regular", String::new()),
+    // (type, container_id, vm_id); a container process is never a VM's.
+    let typed = |p: &'a ProcessEnergy| match (&p.workload, &p.vm) {
+        (WorkloadKey::Container(id), _) => ("container", id.as_str(), ""),
+        (_, Some(vm)) => ("vm", "", vm.id.as_str()),
+        (WorkloadKey::System | WorkloadKey::Kernel, None) => ("regular", "", ""),
     };
-    let types: std::rc::Rc<Vec<(&'static str, String)>> =
-        std::rc::Rc::new(s.processes.iter().map(|p| typed(&p.workload)).collect());
+    let types: std::rc::Rc<Vec<(&'static str, &'a str, &'a str)>> =
+        std::rc::Rc::new(s.processes.iter().map(typed).collect());
     for (name, help, ty, unit, is_power) in [
         (
             "kepler_process_cpu_joules_total",
@@ -338,8 +386,8 @@ fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                         ("exe", ""),
                         ("type", types[i].0),
                         ("state", state(p.state)),
-                        ("container_id", types[i].1.as_str()),
-                        ("vm_id", ""),
+                        ("container_id", types[i].1),
+                        ("vm_id", types[i].2),
                         ("zone", kind.as_str()),
                     ];
                     let value = if is_power {
@@ -365,8 +413,8 @@ fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                     ("comm", p.comm.as_str()),
                     ("exe", ""),
                     ("type", types[i].0),
-                    ("container_id", types[i].1.as_str()),
-                    ("vm_id", ""),
+                    ("container_id", types[i].1),
+                    ("vm_id", types[i].2),
                 ];
                 // Nanoseconds -> seconds would not be an exact decimal in millionths; use f64.
                 out(&labels, Value::Float(p.cpu_time.as_secs_f64()));

@@ -69,6 +69,7 @@ fn snapshot() -> Snapshot {
         pid: 42,
         comm: "sh".into(),
         workload: WorkloadKey::System,
+        vm: None,
         energy,
         interval: Default::default(),
         cpu_time: CpuNanos(7),
@@ -306,4 +307,76 @@ fn text_and_otlp_carry_the_same_samples() {
         .collect();
     let otlp: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, otlp);
+}
+
+#[test]
+fn vm_families_are_pushed_like_the_others() {
+    use crate::export::family::Schema;
+    use crate::snapshot::VmEnergy;
+    use crate::workload::vm::VmIdentity;
+    let mut s = snapshot();
+    let guest = VmIdentity {
+        id: "1b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01".into(),
+        name: "web-01".into(),
+        hypervisor: "kvm",
+    };
+    s.processes[0].vm = Some(std::sync::Arc::new(guest.clone()));
+    s.vms.push(VmEnergy {
+        identity: guest,
+        energy: s.processes[0].energy.clone(),
+        interval: Default::default(),
+        cpu_time: CpuNanos(7),
+        counters: Default::default(),
+        state: State::Running,
+    });
+    let build = build();
+    let options = RenderOptions {
+        process_metrics: true,
+        schema: Schema::Both,
+    };
+    let families = crate::export::family::families(&s, &SelfMetrics::new(), &options, &build);
+    for f in families.iter().filter(|f| f.name.starts_with("kepler_vm_")) {
+        let counter = f.ty == MetricType::Counter;
+        assert_eq!(collector_name(f.name, f.unit, counter, !counter), f.name);
+    }
+    let start = s.taken_at - Duration::from_secs(100);
+    let metrics = families_to_metrics(&families, start, s.taken_at, &identity(None));
+    let by_name = |name: &str| {
+        metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} not pushed"))
+    };
+    let attrs = |m: &Metric| -> Vec<Vec<KeyValue>> {
+        match &m.data {
+            Some(metric::Data::Sum(sum)) => sum
+                .data_points
+                .iter()
+                .map(|p| p.attributes.clone())
+                .collect(),
+            Some(metric::Data::Gauge(g)) => {
+                g.data_points.iter().map(|p| p.attributes.clone()).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let classic = by_name("kepler_vm_package_joules_total");
+    assert_eq!(classic.unit, "J");
+    let first = &attrs(classic)[0];
+    assert_eq!(
+        first[0],
+        kv("vm_id", "1b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01")
+    );
+    let modern = by_name("kepler_vm_cpu_joules_total");
+    let labels = &attrs(modern)[0];
+    for (k, v) in [
+        ("vm_id", "1b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01"),
+        ("vm_name", "web-01"),
+        ("hypervisor", "kvm"),
+        ("state", "running"),
+    ] {
+        assert!(labels.contains(&kv(k, v)), "{k}={v} missing: {labels:?}");
+    }
+    by_name("kepler_vm_cpu_watts");
+    by_name("kepler_vm_bpf_cpu_time_ms_total");
 }
