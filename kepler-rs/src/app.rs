@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
+use kepler_web_config::{ServeOptions, WebConfig};
 
 use crate::config::{Config, IdlePolicy, KubeConfig, MetadataSource};
 use crate::export::family::{BuildInfo, RenderOptions};
@@ -278,6 +279,7 @@ pub async fn run(
     };
     let snapshots = Arc::new(ArcSwap::from_pointee(monitor.initial_snapshot()));
 
+    let web = web_options(&config, &metrics)?;
     let listener = tokio::net::TcpListener::bind(config.listen_address)
         .await
         .with_context(|| {
@@ -306,7 +308,7 @@ pub async fn run(
         build: BuildInfo::current(),
     };
     let exporters = start_otlp(&config, &state, started)?;
-    let served = server::serve(listener, state, shutdown).await;
+    let served = server::serve(listener, state, web, shutdown).await;
     for task in exporters {
         task.abort();
     }
@@ -319,6 +321,37 @@ pub async fn run(
     }
     drop(fake);
     served.context("HTTP server failed")
+}
+
+/// The web configuration (`web.configFile`), loaded now so that a bad file fails the start
+/// with its path; a failed reload later counts as
+/// `kepler_exporter_errors_total{component="web",reason="config_reload_failed"}`.
+pub fn web_options(config: &Config, metrics: &Arc<SelfMetrics>) -> Result<ServeOptions> {
+    let Some(path) = &config.web_config_file else {
+        return Ok(ServeOptions::default());
+    };
+    let metrics = metrics.clone();
+    let web = WebConfig::load(path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("web.configFile")?
+        .on_reload_failure(move |_| {
+            metrics.record("web", "config_reload_failed");
+        });
+    tracing::info!(
+        file = %path.display(),
+        tls = web.tls_enabled(),
+        basic_auth = !web.current().settings.users.is_empty(),
+        "web config loaded"
+    );
+    let open_paths = if config.healthz_without_auth {
+        ["/healthz".to_string()].into()
+    } else {
+        Default::default()
+    };
+    Ok(ServeOptions {
+        web_config: Some(Arc::new(web)),
+        open_paths,
+    })
 }
 
 /// Starts the OTLP push (and the relay) when configured; the tasks run until aborted.

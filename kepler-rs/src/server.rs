@@ -1,7 +1,8 @@
 //! The HTTP server: `/metrics`, `/healthz` and a tiny index page.
 //!
 //! [`router`] builds the axum [`Router`] (tests call it without a socket); [`serve`] runs it on a
-//! listener until a shutdown future completes. A scrape renders the latest published
+//! listener until a shutdown future completes, over TLS and behind basic auth when
+//! `--web.config-file` says so. A scrape renders the latest published
 //! [`Snapshot`] (one `ArcSwap` load) and never measures, so scrapers cannot change what is
 //! measured; the page is rendered on a blocking thread a few pieces ahead of the connection.
 //! `/metrics` answers the Prometheus text format 0.0.4 unless the `Accept` header prefers
@@ -19,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
+use kepler_web_config::ServeOptions;
 use tokio::sync::Semaphore;
 use tower_http::compression::CompressionLayer;
 
@@ -49,18 +51,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes, then finishes open requests.
+/// Serves [`router`] on `listener` until `shutdown` completes, then finishes open requests:
+/// plain HTTP, or TLS, basic auth and headers from the web configuration in `web`
+/// ([`kepler_web_config::serve`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    web: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /metrics");
+        let tls = web.web_config.as_ref().is_some_and(|w| w.tls_enabled());
+        tracing::info!(%addr, tls, "serving /metrics");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    kepler_web_config::serve(listener, router(state), web, shutdown).await
 }
 
 /// Pieces of a `/metrics` page rendered ahead of the connection: the render waits while this

@@ -65,6 +65,11 @@ pub struct Config {
     pub sysfs: PathBuf,
     pub procfs: PathBuf,
     pub listen_address: SocketAddr,
+    /// `web.configFile`: TLS, basic auth and headers of the /metrics server (`None`: plain
+    /// HTTP).
+    pub web_config_file: Option<PathBuf>,
+    /// `web.healthzWithoutAuth`: /healthz needs no basic auth.
+    pub healthz_without_auth: bool,
     pub interval: Duration,
     pub terminated_retention: Duration,
     pub max_terminated: usize,
@@ -136,6 +141,10 @@ impl Config {
             );
             SocketAddr::from(([0, 0, 0, 0], 9102))
         });
+        let web_config_file = Some(p.raw("web.configFile").trim())
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
+        let healthz_without_auth = p.bool("web.healthzWithoutAuth");
         let interval = p.duration("monitor.interval", Duration::from_millis(100));
         let terminated_retention = p.duration("monitor.terminatedRetention", Duration::ZERO);
         let max_terminated = p.parse::<usize>("monitor.maxTerminated", "a whole number >= 0");
@@ -191,6 +200,8 @@ impl Config {
                 sysfs,
                 procfs,
                 listen_address,
+                web_config_file,
+                healthz_without_auth,
                 interval,
                 terminated_retention,
                 max_terminated,

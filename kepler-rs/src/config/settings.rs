@@ -53,6 +53,15 @@ pub const SETTINGS: &[Setting] = &[
     value("host.sysfs", "/sys", "Host sysfs mount (RAPL powercap, cgroups)"),
     value("host.procfs", "/proc", "Host procfs mount (processes, CPU statistics)"),
     value("web.listenAddress", "0.0.0.0:9102", "Address the /metrics and /healthz server listens on"),
+    value(
+        "web.configFile",
+        "",
+        "Web configuration file in the Prometheus exporter-toolkit format (as node_exporter's): TLS, client certificates, basic auth, response headers; re-read when it or a certificate changes (empty: plain HTTP, no auth)",
+    ),
+    switch(
+        "web.healthzWithoutAuth",
+        "Serve /healthz without basic auth (for Kubernetes probes; TLS and client certificates still apply)",
+    ),
     value("monitor.interval", "3s", "How often energy and CPU time are measured"),
     value(
         "monitor.terminatedRetention",
