@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent): Debian packages
 # (promtool/prometheus, clang and bpftool for the eBPF build, iproute2 and curl for the
-# namespace end-to-end tests, man-db for the package test), a Python venv in .venv with the
+# namespace end-to-end tests, man-db for the package test, qemu-system-x86 for the guest of the
+# VM root test), a Python venv in .venv with the
 # packages in tests/requirements.txt, and the peer programs (the OpenTelemetry Collector,
 # Prometheus 3, VictoriaMetrics, telemetrygen) built from their pinned Go modules by
 # scripts/peers.sh (needs Go and the Go module proxy; a warm Go build cache makes that a link
@@ -9,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus clang bpftool iproute2 curl python3-venv shellcheck tmux systemd man-db)
+APT_PACKAGES=(prometheus clang bpftool iproute2 curl python3-venv shellcheck tmux systemd man-db
+  qemu-system-x86)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
