@@ -1,6 +1,7 @@
 //! Wiring: binds every listener and the exposition address, starts the receivers, the
 //! exposition server and the expiry sweeper, and stops them all on shutdown. Binding happens
-//! before anything is served, so an address in use fails the start with its listener's name.
+//! before anything is served, so an address in use fails the start with its listener's name;
+//! the exposition's web configuration is read before that, so a bad one fails the start too.
 
 use crate::clock::Clock;
 use crate::config::{Config, Protocol};
@@ -9,7 +10,9 @@ use crate::receiver::{self, Listener};
 use crate::server;
 use crate::store::{Limits, Store};
 use crate::tls;
+use kepler_web_config::{ServeOptions, WebConfig};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -27,6 +30,8 @@ pub enum AppError {
     },
     #[error("{what}: {message}")]
     Serve { what: String, message: String },
+    #[error("exposition.web_config_file: {0}")]
+    WebConfig(kepler_web_config::WebConfigError),
     #[error("listener {what}: {source}")]
     Tls {
         what: String,
@@ -58,6 +63,43 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// The exposition's web configuration, loaded before anything is bound so that a bad file
+/// fails the start with its path; failed reloads count in
+/// `kepler_collector_web_config_reload_failures_total`.
+fn web_options(config: &Config, hub: &Arc<Hub>) -> Result<ServeOptions, AppError> {
+    let Some(path) = &config.web_config_file else {
+        return Ok(ServeOptions::default());
+    };
+    let web = WebConfig::load(path).map_err(AppError::WebConfig)?;
+    hub.metrics
+        .web_config
+        .enabled
+        .store(true, Ordering::Relaxed);
+    let failures = hub.clone();
+    let web = web.on_reload_failure(move |_| {
+        failures
+            .metrics
+            .web_config
+            .reload_failures
+            .fetch_add(1, Ordering::Relaxed);
+    });
+    tracing::info!(
+        file = %path.display(),
+        tls = web.tls_enabled(),
+        basic_auth = !web.current().settings.users.is_empty(),
+        "exposition web config loaded"
+    );
+    let open_paths = if config.healthz_without_auth {
+        ["/healthz".to_string()].into()
+    } else {
+        Default::default()
+    };
+    Ok(ServeOptions {
+        web_config: Some(Arc::new(web)),
+        open_paths,
+    })
+}
+
 /// Binds and starts everything.
 pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, AppError> {
     let store = Store::new(
@@ -69,6 +111,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
         clock,
     );
     let hub = Arc::new(Hub::new(store));
+    let web = web_options(config, &hub)?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut addresses = Vec::new();
@@ -141,8 +184,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, Ap
     let router = server::router(hub.clone(), config.enable_open_metrics);
     let shutdown = stopped(stop_rx.clone());
     tasks.spawn(async move {
-        axum::serve(exposition, router)
-            .with_graceful_shutdown(shutdown)
+        kepler_web_config::serve(exposition, router, web, shutdown)
             .await
             .map_err(|e| AppError::Serve {
                 what: "exposition".into(),

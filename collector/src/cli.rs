@@ -17,6 +17,15 @@ pub struct Args {
     /// Overrides exposition.metric_expiration (e.g. 5m).
     #[arg(long = "exposition.metric-expiration")]
     pub metric_expiration: Option<String>,
+    /// Web configuration file in the Prometheus exporter-toolkit format (as node_exporter's):
+    /// TLS, client certificates, basic auth and headers for /metrics and /healthz, re-read when
+    /// it or a certificate changes. Overrides exposition.web_config_file.
+    #[arg(long = "web.config-file")]
+    pub web_config_file: Option<PathBuf>,
+    /// Serve /healthz without basic auth (for Kubernetes probes; TLS still applies). Overrides
+    /// exposition.healthz_without_auth.
+    #[arg(long = "web.healthz-without-auth")]
+    pub healthz_without_auth: bool,
     /// Log filter (tracing env-filter syntax).
     #[arg(long = "log.level", default_value = "info")]
     pub log_level: String,

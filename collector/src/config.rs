@@ -93,6 +93,13 @@ pub struct RawExposition {
     /// Collector's prometheus exporter option of the same name; off by default, as there).
     #[serde(default)]
     pub enable_open_metrics: bool,
+    /// Web configuration file in the Prometheus exporter-toolkit format (TLS, client
+    /// certificates, basic auth, headers) for `/metrics` and `/healthz`; none: plain HTTP.
+    #[serde(default)]
+    pub web_config_file: Option<PathBuf>,
+    /// Serve `/healthz` without basic auth (Kubernetes probes); TLS still applies.
+    #[serde(default)]
+    pub healthz_without_auth: bool,
 }
 
 impl Default for RawExposition {
@@ -101,6 +108,8 @@ impl Default for RawExposition {
             address: default_exposition_address(),
             metric_expiration: default_expiration(),
             enable_open_metrics: false,
+            web_config_file: None,
+            healthz_without_auth: false,
         }
     }
 }
@@ -255,6 +264,10 @@ pub struct Config {
     pub metric_expiration: Duration,
     /// Whether `/metrics` offers OpenMetrics to scrapers that ask for it.
     pub enable_open_metrics: bool,
+    /// `exposition.web_config_file`: TLS, basic auth and headers of the exposition.
+    pub web_config_file: Option<PathBuf>,
+    /// `exposition.healthz_without_auth`.
+    pub healthz_without_auth: bool,
     pub max_series: usize,
     pub max_series_per_cluster: usize,
     pub remote_write: Option<RemoteWrite>,
@@ -561,6 +574,8 @@ impl RawConfig {
                     exposition_address,
                     metric_expiration,
                     enable_open_metrics: self.exposition.enable_open_metrics,
+                    web_config_file: self.exposition.web_config_file.clone(),
+                    healthz_without_auth: self.exposition.healthz_without_auth,
                     max_series: self.limits.max_series,
                     max_series_per_cluster: self.limits.max_series_per_cluster,
                     remote_write,
@@ -612,6 +627,27 @@ exposition: {address: "x", metric_expiration: "0s"}
                 "exposition.address: invalid socket address \"x\" (want host:port)",
                 "exposition.metric_expiration: must be > 0",
             ]
+        );
+    }
+
+    #[test]
+    fn the_exposition_web_config_is_read_from_yaml() {
+        let c = RawConfig::from_yaml(
+            "exposition: {web_config_file: /etc/kepler-collector/web.yml, healthz_without_auth: true}",
+            "hub.yaml",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            c.web_config_file,
+            Some(PathBuf::from("/etc/kepler-collector/web.yml"))
+        );
+        assert!(c.healthz_without_auth);
+        let plain = RawConfig::default().validate().unwrap();
+        assert_eq!(
+            (plain.web_config_file, plain.healthz_without_auth),
+            (None, false)
         );
     }
 

@@ -55,6 +55,12 @@ fn load(args: &Args) -> anyhow::Result<RawConfig> {
     if let Some(e) = &args.metric_expiration {
         raw.exposition.metric_expiration = e.clone();
     }
+    if let Some(f) = &args.web_config_file {
+        raw.exposition.web_config_file = Some(f.clone());
+    }
+    if args.healthz_without_auth {
+        raw.exposition.healthz_without_auth = true;
+    }
     Ok(raw)
 }
 

@@ -1,6 +1,7 @@
 //! The hub's own metrics: points received and rejected per cluster (and reason), requests per
 //! listener and outcome, active series and last-seen time per cluster. Rendered after the
-//! OTLP-derived families on `/metrics`, all named `kepler_collector_*`.
+//! OTLP-derived families on `/metrics`, all named `kepler_collector_*`; with a web
+//! configuration, its failed reloads.
 //!
 //! Clusters are whatever senders write on unauthenticated listeners, so the per-cluster maps
 //! are bounded: past [`MAX_CLUSTERS`] names, further clusters are counted as `cluster="_other"`.
@@ -29,6 +30,16 @@ pub struct SelfMetrics {
     inner: Mutex<Counters>,
     /// The remote-write exporter's counters.
     pub remote_write: RemoteWriteStats,
+    /// The exposition's web configuration (`--web.config-file`).
+    pub web_config: WebConfigStats,
+}
+
+/// Failed reloads of the web configuration, shown as
+/// `kepler_collector_web_config_reload_failures_total` (once `enabled`).
+#[derive(Debug, Default)]
+pub struct WebConfigStats {
+    pub enabled: AtomicBool,
+    pub reload_failures: AtomicU64,
 }
 
 /// The remote-write exporter's counters, shown as `kepler_collector_remote_write_*` (once
@@ -141,6 +152,7 @@ impl SelfMetrics {
         );
         drop(c);
         self.render_remote_write(enc);
+        self.render_web_config(enc);
         let per_cluster = store.series_per_cluster();
         write_family(
             enc,
@@ -171,6 +183,24 @@ fn write_family<'a, const N: usize>(
 }
 
 impl SelfMetrics {
+    fn render_web_config(&self, enc: &mut Encoder) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.web_config.enabled.load(Relaxed) {
+            return;
+        }
+        let name = "kepler_collector_web_config_reload_failures_total";
+        enc.family(
+            name,
+            "Reloads of the web configuration file (or its certificates) that failed; the last good configuration stayed in force.",
+            MetricType::Counter,
+        );
+        enc.sample(
+            name,
+            &[],
+            self.web_config.reload_failures.load(Relaxed) as f64,
+        );
+    }
+
     fn render_remote_write(&self, enc: &mut Encoder) {
         use std::sync::atomic::Ordering::Relaxed;
         let rw = &self.remote_write;

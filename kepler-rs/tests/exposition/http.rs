@@ -269,7 +269,7 @@ async fn serve_answers_on_a_socket_and_shuts_down() {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let st = state(server_two_sockets(), false);
-    let server = tokio::spawn(serve(listener, st, async {
+    let server = tokio::spawn(serve(listener, st, Default::default(), async {
         let _ = stopped.await;
     }));
     // A hand-written HTTP/1.1 request over a plain blocking socket (no client crate needed).
