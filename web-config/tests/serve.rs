@@ -515,3 +515,151 @@ async fn shutdown_stops_the_tls_loop() {
         .unwrap()
         .unwrap();
 }
+
+/// A client limited to `versions`, offering ALPN h2 and http/1.1.
+fn client_with(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    identity: Option<&(String, String)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn versions_suites_curves_and_http2_reach_the_handshake() {
+    const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    const BOTH: &[&rustls::SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    // Defaults: TLS 1.3 is chosen, h2 offered.
+    let setup = Setup::new("");
+    let server = start(&setup.config(), &[]).await;
+    let stream = connect(server.addr, &client_with(&setup.ca.pem, BOTH, None))
+        .await
+        .unwrap();
+    let session = stream.get_ref().1;
+    assert_eq!(
+        session.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]));
+    // HTTP/2 is spoken: the connection preface and an empty SETTINGS frame are answered with
+    // the server's SETTINGS frame (type 4 on stream 0).
+    let mut stream = stream;
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut frame))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame[3], 4, "a SETTINGS frame: {frame:?}");
+    assert_eq!(&frame[5..9], &[0, 0, 0, 0], "on stream 0");
+
+    // min_version TLS13 refuses a TLS 1.2 client.
+    let setup = Setup::new("  min_version: TLS13\n");
+    let server = start(&setup.config(), &[]).await;
+    assert!(
+        connect(server.addr, &client_with(&setup.ca.pem, TLS12, None))
+            .await
+            .is_err()
+    );
+
+    // max_version TLS12 with one suite and one curve, http2 off: exactly those are used.
+    let setup = Setup::new(
+        "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n  \
+         curve_preferences: [CurveP384]\n",
+    );
+    let text = std::fs::read_to_string(setup.config()).unwrap();
+    std::fs::write(
+        setup.config(),
+        text.replace(
+            "http_server_config:\n",
+            "http_server_config:\n  http2: false\n",
+        ),
+    )
+    .unwrap();
+    let server = start(&setup.config(), &[]).await;
+    let stream = connect(server.addr, &client_with(&setup.ca.pem, BOTH, None))
+        .await
+        .unwrap();
+    let session = stream.get_ref().1;
+    assert_eq!(
+        session.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(
+        session.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
+    );
+    assert_eq!(
+        session.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(rustls::NamedGroup::secp384r1)
+    );
+    assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+#[tokio::test]
+async fn request_and_require_any_client_cert_do_not_verify_but_may_require() {
+    const BOTH: &[&rustls::SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let stranger = Ca::new("anyone").leaf(&["scraper"], "scraper");
+    let auth = Some(("prometheus", PASSWORD));
+
+    let setup = Setup::new("  client_auth_type: RequestClientCert\n");
+    let server = start(&setup.config(), &[]).await;
+    for identity in [None, Some(&stranger)] {
+        let client = client_with(&setup.ca.pem, BOTH, identity);
+        let ok = get_tls(server.addr, &client, "/metrics", auth)
+            .await
+            .unwrap();
+        assert_eq!(ok.status, 200, "RequestClientCert, {identity:?}");
+    }
+
+    let setup = Setup::new("  client_auth_type: RequireAnyClientCert\n");
+    let server = start(&setup.config(), &[]).await;
+    let refused = get_tls(
+        server.addr,
+        &client_with(&setup.ca.pem, BOTH, None),
+        "/metrics",
+        auth,
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "RequireAnyClientCert without one: {refused:?}"
+    );
+    let ok = get_tls(
+        server.addr,
+        &client_with(&setup.ca.pem, BOTH, Some(&stranger)),
+        "/metrics",
+        auth,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200, "any certificate will do");
+}
