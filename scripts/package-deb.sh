@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Debian package of kepler-rs (both binaries, the systemd units, default
 # configuration as conffiles, man pages, shell completions) into target/debian/ with cargo-deb,
-# installing cargo-deb first when it is missing. Prints the package's path on the last line.
+# installing cargo-deb first when it is missing, and beside it the CycloneDX SBOM of each binary
+# (target/debian/kepler-rs.cdx.json, kepler-collector.cdx.json; scripts/sbom.sh). Prints the
+# package's path on the last line.
 #
 #   scripts/package-deb.sh                  release build
 #   scripts/package-deb.sh --profile dev    package the debug build (what the tests do: quick;
@@ -45,4 +47,6 @@ done
 sed 's|^#KEPLER_CONFIG_ARGS=|KEPLER_CONFIG_ARGS=|' deploy/systemd/kepler-rs.env >"$stage/default/kepler-rs"
 
 mkdir -p "$target_dir/debian"
+# What the two binaries link, from the same Cargo.lock (its messages before the last line).
+bash scripts/sbom.sh "$target_dir/debian" 2>&1
 cargo deb -p kepler-rs --no-build --profile "$profile" --output "$target_dir/debian/" 2>&1 | tail -n 1
