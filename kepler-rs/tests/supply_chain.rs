@@ -125,6 +125,35 @@ fn parse_patch(patch: &str) -> Vec<PatchedFile> {
     files
 }
 
+/// The first hunk of `file` whose result (context and added lines, in order) is not in `text`.
+fn unapplied(file: &PatchedFile, text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    file.post_images
+        .iter()
+        .find(|hunk| {
+            !lines
+                .windows(hunk.len().max(1))
+                .any(|w| w.iter().zip(hunk.iter()).all(|(a, b)| a == b))
+        })
+        .map(|hunk| hunk.join("\n"))
+}
+
+#[test]
+fn a_patch_is_applied_only_where_its_result_is_in_the_file() {
+    let patch = "--- a/src/x.rs\n+++ b/src/x.rs\n@@ -1,3 +1,3 @@\n fn a() {\n-    old();\n+    new();\n }\n";
+    let files = parse_patch(patch);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].path, "src/x.rs");
+    assert_eq!((files[0].removed, files[0].added), (1, 1));
+    let patched = "// head\nfn a() {\n    new();\n}\n";
+    assert_eq!(unapplied(&files[0], patched), None);
+    let original = "// head\nfn a() {\n    old();\n}\n";
+    assert_eq!(
+        unapplied(&files[0], original).as_deref(),
+        Some("fn a() {\n    new();\n}")
+    );
+}
+
 #[test]
 fn vendored_aya_is_the_recorded_release_and_patch_until_aya_has_the_fix() {
     let workspace = read("Cargo.toml");
@@ -211,16 +240,10 @@ fn vendored_aya_is_the_recorded_release_and_patch_until_aya_has_the_fix() {
             "KEPLER-PATCH.md does not name {}",
             file.path
         );
-        let lines: Vec<&str> = text.lines().collect();
-        for hunk in &file.post_images {
-            let found = lines
-                .windows(hunk.len().max(1))
-                .any(|w| w.iter().zip(hunk).all(|(a, b)| a == b));
-            assert!(
-                found,
-                "{}: this part of KEPLER.patch is not applied:\n{}",
-                file.path,
-                hunk.join("\n")
+        if let Some(hunk) = unapplied(file, &text) {
+            panic!(
+                "{}: this part of KEPLER.patch is not applied:\n{hunk}",
+                file.path
             );
         }
     }
