@@ -76,8 +76,8 @@ pub fn assert_exporter_privileges(daemonset: &Value, want: Privileges, what: &st
             assert!(sc["capabilities"].is_null(), "{what}: all of them anyway");
         }
     }
-    // Every host path is mounted read-only, recursively where the runtime can, and only /sys
-    // (with the cgroup fs) and /proc are mounted: no tracefs or debugfs (raw tracepoints).
+    // Every host path is mounted read-only, recursively where the runtime can, and only /sys,
+    // the cgroup fs and /proc are mounted: no tracefs or debugfs (raw tracepoints).
     let volumes = pod["volumes"].as_sequence().cloned().unwrap_or_default();
     let mut host_paths: Vec<String> = Vec::new();
     for v in volumes.iter().filter(|v| v["hostPath"].is_mapping()) {
@@ -97,5 +97,14 @@ pub fn assert_exporter_privileges(daemonset: &Value, want: Privileges, what: &st
         host_paths.push(path);
     }
     host_paths.sort();
-    assert_eq!(host_paths, ["/proc", "/sys"], "{what}: host paths");
+    assert_eq!(
+        host_paths,
+        ["/proc", "/sys", "/sys/fs/cgroup"],
+        "{what}: host paths"
+    );
+    // The cgroup fs at the path the exporter reads it (host.sysfs + fs/cgroup).
+    let cgroup = c["volumeMounts"]
+        .as_sequence()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == "/host/sys/fs/cgroup"));
+    assert!(cgroup.is_some(), "{what}: cgroup fs at /host/sys/fs/cgroup");
 }
