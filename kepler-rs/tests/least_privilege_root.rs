@@ -1,14 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The exporter as a non-root user with exactly the three capabilities the deployments grant
-//! (the systemd unit, the DaemonSet's default): user `nobody`, with CAP_BPF, CAP_PERFMON and
-//! CAP_DAC_READ_SEARCH as its only permitted, effective, inheritable, ambient and bounding
-//! capabilities (`setpriv`, util-linux). On a RAPL-shaped powercap tree whose `energy_uj` files
-//! are root's and mode 0400, with the real cgroup v2 hierarchy under it, it must load the eBPF
-//! CPU-time source (`cpu_time_source ebpf`, as `/healthz?verbose=1` and the self-metric say),
-//! read the energy the test adds (`source="rapl-sysfs"`), and see a busy process in a test
-//! container cgroup by its cgroup (eBPF cgroup ids resolved with `open_by_handle_at`). Then
-//! `kepler-rs doctor` with each capability dropped in turn names that one, and only that one,
-//! with what it is for.
+//! The exporter with exactly the three capabilities the deployments grant, CAP_BPF, CAP_PERFMON
+//! and CAP_DAC_READ_SEARCH, as its only permitted, effective, inheritable, ambient and bounding
+//! capabilities, with no_new_privs (`setpriv`, util-linux), as each deployment runs it: as user
+//! `nobody` (the systemd unit: a transient user with ambient capabilities), and as uid 0 with
+//! every other capability dropped (the DaemonSet's default). On a RAPL-shaped powercap tree
+//! whose `energy_uj` files are root's and mode 0400, with the real cgroup v2 hierarchy under it,
+//! it must load the eBPF CPU-time source (`cpu_time_source ebpf`, as `/healthz?verbose=1` and
+//! the self-metric say), read the energy the test adds (`source="rapl-sysfs"`), and see a busy
+//! process in a test container cgroup by its cgroup (eBPF cgroup ids resolved with
+//! `open_by_handle_at`). Then `kepler-rs doctor` as nobody with each capability dropped in turn
+//! names that one, and only that one, with what it is for.
 //!
 //! Needs root (to hand out capabilities and create cgroups), the BPF object, cgroup v2 and
 //! setpriv: a failure under CI, a skip elsewhere (kepler_test_support::require).
@@ -31,12 +32,24 @@ use kepler_test_support::require::require_tool;
 /// The capabilities as setpriv names them.
 const CAPS: [&str; 3] = ["bpf", "perfmon", "dac_read_search"];
 
-/// `setpriv` running `BIN` as nobody with exactly `caps` (setpriv's names).
-fn as_nobody_with(setpriv: &Path, caps: &[&str]) -> Command {
+/// Who the exporter runs as: the systemd unit's way (a non-root user with ambient
+/// capabilities) or the DaemonSet's (uid 0 with every other capability dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    Nobody,
+    RootWithoutPowers,
+}
+
+/// `setpriv` running `BIN` as `who` with exactly `caps` (setpriv's names) in every set, and
+/// no_new_privs (NoNewPrivileges=yes, allowPrivilegeEscalation: false).
+fn with_caps(setpriv: &Path, who: Identity, caps: &[&str]) -> Command {
     let list: String = caps.iter().map(|c| format!(",+{c}")).collect();
     let mut command = Command::new(setpriv);
+    if who == Identity::Nobody {
+        command.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+    }
     command
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg("--no-new-privs")
         .arg(format!("--inh-caps=-all{list}"))
         .arg(format!("--ambient-caps=-all{list}"))
         .arg(format!("--bounding-set=-all{list}"))
@@ -119,25 +132,12 @@ fn effective_caps(pid: u32) -> (String, u64) {
     (uid, caps)
 }
 
-#[test]
-fn exporter_runs_as_nobody_with_three_capabilities_and_doctor_names_a_missing_one() {
-    if !common::require_ebpf("running the exporter with only its capabilities") {
-        return;
-    }
-    let Some(setpriv) = require_tool("setpriv") else {
-        return;
-    };
-    let Some(container) = TestContainer::create() else {
-        return;
-    };
-    let busy = BusyProcess::spawn();
-    busy.join(&container.dir);
-    let sys = host_sysfs();
-
+/// Runs the exporter as `who` with the three capabilities on `sys` and checks what it measures.
+fn exporter_measures_as(setpriv: &Path, who: Identity, sys: &Path, container: &TestContainer) {
     let port = free_port();
-    let mut command = as_nobody_with(&setpriv, &CAPS);
+    let mut command = with_caps(setpriv, who, &CAPS);
     command
-        .arg(format!("--host.sysfs={}", sys.path().display()))
+        .arg(format!("--host.sysfs={}", sys.display()))
         .args(["--monitor.interval", "500ms", "--log.level", "warn"])
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -145,14 +145,19 @@ fn exporter_runs_as_nobody_with_three_capabilities_and_doctor_names_a_missing_on
         .stdout(Stdio::null());
     let mut exporter = ChildGuard(command.spawn().unwrap());
 
-    // Who it runs as: nobody, with exactly the three capabilities.
+    // Who it runs as, with exactly the three capabilities.
     std::thread::sleep(Duration::from_millis(200));
     let (uid, caps) = effective_caps(exporter.0.id());
-    assert_eq!(uid, "65534", "effective uid of the exporter");
+    let want_uid = if who == Identity::Nobody {
+        "65534"
+    } else {
+        "0"
+    };
+    assert_eq!(uid, want_uid, "{who:?}: effective uid of the exporter");
     let want = kepler_rs::doctor::CAPABILITIES
         .iter()
         .fold(0u64, |acc, c| acc | 1 << c.bit);
-    assert_eq!(caps, want, "CapEff {caps:x}, want {want:x}");
+    assert_eq!(caps, want, "{who:?}: CapEff {caps:x}, want {want:x}");
 
     // Energy arrives while it measures; CPU time of the container accumulates.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -161,7 +166,7 @@ fn exporter_runs_as_nobody_with_three_capabilities_and_doctor_names_a_missing_on
         if let Some(status) = exporter.0.try_wait().unwrap() {
             panic!("the exporter exited: {status}");
         }
-        add_energy(sys.path(), 5);
+        add_energy(sys, 5);
         let verbose = get(port, "/healthz?verbose=1").unwrap_or_default();
         let metrics = get(port, "/metrics").unwrap_or_default();
         let joules = sum(
@@ -175,7 +180,7 @@ fn exporter_runs_as_nobody_with_three_capabilities_and_doctor_names_a_missing_on
             &[&container_label],
         );
         if joules > 0.0 && cpu_ms > 100.0 {
-            println!("as nobody: {joules} J from rapl-sysfs, container CPU {cpu_ms} ms (eBPF)");
+            println!("{who:?}: {joules} J from rapl-sysfs, container CPU {cpu_ms} ms (eBPF)");
             break (verbose, metrics);
         }
         assert!(
@@ -203,14 +208,37 @@ fn exporter_runs_as_nobody_with_three_capabilities_and_doctor_names_a_missing_on
         ) > 0.0,
         "the container gets energy"
     );
-    drop(exporter);
+}
+
+#[test]
+fn exporter_runs_with_three_capabilities_and_doctor_names_a_missing_one() {
+    if !common::require_ebpf("running the exporter with only its capabilities") {
+        return;
+    }
+    let Some(setpriv) = require_tool("setpriv") else {
+        return;
+    };
+    let Some(container) = TestContainer::create() else {
+        return;
+    };
+    let busy = BusyProcess::spawn();
+    busy.join(&container.dir);
+    let sys = host_sysfs();
+
+    exporter_measures_as(&setpriv, Identity::Nobody, sys.path(), &container);
+    exporter_measures_as(
+        &setpriv,
+        Identity::RootWithoutPowers,
+        sys.path(),
+        &container,
+    );
 
     // doctor with each capability dropped names exactly that one, with what it is for.
     for dropped in kepler_rs::doctor::CAPABILITIES {
         let name = dropped.name.trim_start_matches("CAP_").to_lowercase();
         let kept: Vec<&str> = CAPS.iter().copied().filter(|c| *c != name).collect();
         assert_eq!(kept.len(), 2, "{name}");
-        let out = as_nobody_with(&setpriv, &kept)
+        let out = with_caps(&setpriv, Identity::Nobody, &kept)
             .arg(format!("--host.sysfs={}", sys.path().display()))
             .arg("doctor")
             .output()
