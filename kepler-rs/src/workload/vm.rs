@@ -330,17 +330,14 @@ impl VmResolver {
             if matches!(p.workload, WorkloadKey::Container(_)) {
                 continue;
             }
-            let known = match self.cache.remove(&p.pid) {
-                Some(c) if c.comm == p.comm => c.known,
-                _ => self.detect(p.pid, metrics),
-            };
-            fresh.insert(
-                p.pid,
-                Cached {
+            let entry = match self.cache.remove(&p.pid) {
+                Some(cached) if cached.comm == p.comm => cached,
+                _ => Cached {
                     comm: p.comm.clone(),
-                    known,
+                    known: self.detect(p.pid, metrics),
                 },
-            );
+            };
+            fresh.insert(p.pid, entry);
         }
         self.cache = fresh;
         // Helpers in a scope belong to the scope's QEMU guest when it is listed.
@@ -372,7 +369,7 @@ impl VmResolver {
             Ok(content) => match scope_in_cgroup(&content) {
                 Ok(scope) => scope,
                 Err(e) => {
-                    report_error!(metrics, COMPONENT, e.reason(), pid, error = %e, "skipping a guest whose cgroup path does not parse");
+                    report_error!(metrics, COMPONENT, e.reason(), pid, error = %e, "ignoring a machine cgroup whose name does not parse");
                     None
                 }
             },
