@@ -2,8 +2,8 @@
 //! The whole exporter pipeline over real-shaped host trees, with no root and no hardware:
 //! the shared powercap fixture (a client CPU with psys) read by the production RAPL reader,
 //! a `/proc` tree whose processes sit in the cgroups of the shared `cgroup-paths.tsv` fixture
-//! read by the production procfs/cgroup source, the real monitor on an injected clock, and the
-//! real classic renderer. The output is compared with a golden file and checked by promtool.
+//! read by the production procfs/cgroup source (and a libvirt guest's QEMU process with its
+//! command line), the real monitor on an injected clock, and the real classic renderer. The output is compared with a golden file and checked by promtool.
 
 mod common;
 
@@ -27,6 +27,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 const PF_KTHREAD: u64 = 0x0020_0000;
+/// The guest's command line as libvirt writes it (arguments joined by NUL).
+const GUEST_CMDLINE: &str = "/usr/bin/qemu-system-x86_64\0-name\0guest=web-01,debug-threads=on\0-S\0-machine\0pc-q35-7.2,usb=off\0-accel\0kvm\0-m\0size=2097152k\0-uuid\x001b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01\0-no-user-config\0-nodefaults";
+const GUEST_UUID: &str = "1b4e28ba-2fa1-4d3b-a3f5-8c5e6b7a9d01";
 
 /// One fixture process: pid, comm, `/proc/<pid>/cgroup` content, CPU ticks per interval, and the
 /// v2 container cgroup whose `cpu.stat` the test advances (None: no readable cgroup).
@@ -82,11 +85,17 @@ impl FakeHost {
                    container_cgroup: Some("kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod2c3d4e5f_6a7b_8c9d_0e1f_2a3b4c5d6e7f.slice/cri-containerd-b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4.scope") },
             Proc { pid: 5001, comm: "podman-app", flags: 0, cgroup: row(&rows, "podman rootful"), ticks_per_interval: 5,
                    container_cgroup: Some("machine.slice/libpod-e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2.scope") },
+            Proc { pid: 6001, comm: "qemu-system-x86", flags: 0, cgroup: row(&rows, "libvirt guest"), ticks_per_interval: 40, container_cgroup: None },
         ];
         let tree = HostTree::new("intel-client-psys", "cpuset cpu io memory pids");
         for p in &procs {
             tree.add_process(p.pid, &p.cgroup, p.container_cgroup);
         }
+        fs::write(
+            tree.procfs().join("6001/cmdline"),
+            format!("{GUEST_CMDLINE}\0"),
+        )
+        .unwrap();
         let host = Self {
             tree,
             procs,
@@ -274,7 +283,31 @@ fn fixture_host_resolves_every_container_and_conserves_energy() {
         .find(|w| w.key == WorkloadKey::System)
         .unwrap();
     assert_eq!(kernel.cpu_time.0, 4 * 2 * 10_000_000);
-    assert_eq!(system.cpu_time.0, 4 * (4 + 2) * 10_000_000);
+    assert_eq!(system.cpu_time.0, 4 * (4 + 2 + 40) * 10_000_000);
+
+    // The libvirt guest: found by its scope and command line, exactly its QEMU process, and
+    // inside system_processes.
+    assert_eq!(s.vms.len(), 1, "{:?}", s.vms);
+    let vm = &s.vms[0];
+    assert_eq!(vm.identity.id, GUEST_UUID);
+    assert_eq!(vm.identity.name, "web-01");
+    assert_eq!(vm.identity.hypervisor, "kvm");
+    assert_eq!(vm.cpu_time.0, 4 * 40 * 10_000_000);
+    let qemu = s.processes.iter().find(|p| p.pid == 6001).unwrap();
+    assert_eq!(qemu.vm.as_ref().map(|v| v.id.as_str()), Some(GUEST_UUID));
+    assert_eq!(qemu.energy, vm.energy);
+    for (kind, split) in &vm.energy.zones {
+        assert!(split.total().0 > 0, "{kind}");
+        assert!(
+            s.vms_total(*kind).total() <= system.energy.zones[kind].total(),
+            "{kind}"
+        );
+    }
+    assert!(
+        s.processes.iter().filter(|p| p.vm.is_some()).count() == 1,
+        "only the QEMU process is the guest's"
+    );
+    assert!(metrics.errors().iter().all(|(c, _, _)| *c != "vm"));
 }
 
 /// Modern label sets from docs/metrics.md, each plus the constant `node_name`.
@@ -299,6 +332,14 @@ fn modern_spec() -> BTreeMap<&'static str, &'static [&'static str]> {
         "state",
         "zone",
         "pod_id",
+    ];
+    const VM: &[&str] = &[
+        "node_name",
+        "vm_id",
+        "vm_name",
+        "hypervisor",
+        "state",
+        "zone",
     ];
     const POD: &[&str] = &[
         "node_name",
@@ -344,6 +385,8 @@ fn modern_spec() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("kepler_container_cpu_watts", CONTAINER),
         ("kepler_pod_cpu_joules_total", POD),
         ("kepler_pod_cpu_watts", POD),
+        ("kepler_vm_cpu_joules_total", VM),
+        ("kepler_vm_cpu_watts", VM),
         (
             "kepler_build_info",
             &["arch", "branch", "revision", "version", "rustversion"][..],
