@@ -351,3 +351,64 @@ fn a_bad_web_config_fails_the_start_naming_the_file_and_the_field() {
     assert!(stderr.contains("tls_server_config.cert_file"), "{stderr}");
     assert!(stderr.contains("missing.crt"), "{stderr}");
 }
+
+/// The leaf certificate a TLS connection to `port` is served with.
+fn served_certificate(port: u16, client: &Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut connection =
+        rustls::ClientConnection::new(client.clone(), ServerName::try_from("127.0.0.1").unwrap())
+            .unwrap();
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).unwrap();
+    }
+    connection.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[test]
+fn certificates_and_the_file_are_reloaded_and_a_broken_file_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = web_config(dir.path());
+    let client = tls_client(&dir.path().join("ca.crt"));
+    let exporter = Exporter::start(&config, &client);
+    let first = served_certificate(exporter.port, &client);
+    assert_eq!(
+        first,
+        CertificateDer::from_pem_file(dir.path().join("server.crt"))
+            .unwrap()
+            .to_vec()
+    );
+
+    // A new CA and certificate (as cert-manager renews them): the next connection gets it.
+    certificates(dir.path());
+    let client = tls_client(&dir.path().join("ca.crt"));
+    let renewed = served_certificate(exporter.port, &client);
+    assert_ne!(renewed, first);
+    assert_eq!(
+        renewed,
+        CertificateDer::from_pem_file(dir.path().join("server.crt"))
+            .unwrap()
+            .to_vec()
+    );
+
+    // A broken file: the last good config stays, the failure is counted once.
+    std::fs::write(
+        &config,
+        "basic_auth_users: {prometheus: not-a-bcrypt-hash}\n",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let (status, _, _) =
+            get_tls(exporter.port, &client, "/metrics", Some((USER, PASSWORD))).unwrap();
+        assert_eq!(status, 200);
+    }
+    let (_, _, body) = get_tls(exporter.port, &client, "/metrics", Some((USER, PASSWORD))).unwrap();
+    assert!(
+        body.lines().any(|l| l
+            == "kepler_exporter_errors_total{component=\"web\",reason=\"config_reload_failed\"} 1"),
+        "{}",
+        body.lines()
+            .filter(|l| l.starts_with("kepler_exporter_errors_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

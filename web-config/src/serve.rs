@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::Lookup;
@@ -33,6 +33,9 @@ use crate::reload::WebConfig;
 
 /// How long a client has to send its first bytes and finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a plain-HTTP client on the TLS port gets to take its 400 and close.
+const PLAIN_HTTP_LINGER: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for open connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -199,9 +202,19 @@ async fn handshake(
     if first[0] != 0x16 {
         tracing::debug!(%peer, "plain HTTP (or other non-TLS data) on the TLS port: answered 400 and closed");
         let mut stream = stream;
-        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let _ = tokio::time::timeout(PLAIN_HTTP_LINGER, async {
             let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
             let _ = stream.shutdown().await;
+            // Take what the client sent before closing: a socket closed with unread bytes
+            // answers with a reset, and the client might lose the 400 to it.
+            let mut sink = [0u8; 4096];
+            let mut left = 64 * 1024usize;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
         })
         .await;
         return None;
