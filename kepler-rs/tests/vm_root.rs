@@ -3,7 +3,8 @@
 //! boot sector, started inside a libvirt-shaped cgroup
 //! (`machine.slice/machine-qemu\x2d<N>\x2dtestvm.scope/libvirt/emulator`) under the cgroup v2
 //! mount, with `-name guest=testvm` and `-uuid`. The exporter binary on fake RAPL (whose energy
-//! follows this host's real CPU load) must serve the guest in `kepler_vm_*` (classic and
+//! follows this host's real CPU load), once with its default CPU-time source (eBPF where it
+//! loads) and once with procfs, must serve the guest in `kepler_vm_*` (classic and
 //! modern) with its `vm_id`, `vm_name` and `hypervisor`, credit it energy, mark its process
 //! `type="vm"`, and keep energy conserved: containers add up to the node, the VM equals its
 //! processes and lies inside `system_processes` + `kernel_processes`. The guest is killed
@@ -108,6 +109,110 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
 }
 
+/// What one exporter on this host must serve about the running guest, and conservation on one
+/// page.
+fn check_guest(port: u16, uuid: &str, pid_text: &str) {
+    let guest_labels = [
+        ("vm_id", uuid),
+        ("vm_name", "testvm"),
+        ("hypervisor", "kvm"),
+        ("state", "running"),
+        ("zone", "package"),
+    ];
+    let page = scrape_until(port, "the guest got no dynamic energy", |p| {
+        sum(
+            p,
+            "kepler_vm_package_joules_total",
+            &[("vm_id", uuid), ("mode", "dynamic")],
+        ) > 0.0
+            && sum(p, "kepler_vm_cpu_joules_total", &guest_labels) > 0.0
+            && count(
+                p,
+                "kepler_process_cpu_joules_total",
+                &[("pid", pid_text), ("zone", "package")],
+            ) == 1
+    });
+
+    // Modern: the guest with upstream's labels, its process typed vm.
+    assert!(sum(&page, "kepler_vm_cpu_watts", &guest_labels) >= 0.0);
+    assert_eq!(count(&page, "kepler_vm_cpu_watts", &guest_labels), 1);
+    let modern_process = [
+        ("pid", pid_text),
+        ("type", "vm"),
+        ("vm_id", uuid),
+        ("container_id", ""),
+        ("zone", "package"),
+    ];
+    assert_eq!(
+        count(&page, "kepler_process_cpu_joules_total", &modern_process),
+        1,
+        "qemu's modern process series"
+    );
+    // Classic: vm_id on the process series; the VM is exactly its processes.
+    let classic_process = [("pid", pid_text), ("vm_id", uuid)];
+    assert_eq!(
+        count(
+            &page,
+            "kepler_process_package_joules_total",
+            &classic_process
+        ),
+        2,
+        "qemu's classic process series (dynamic and idle)"
+    );
+    let vm_package = sum(&page, "kepler_vm_package_joules_total", &[("vm_id", uuid)]);
+    let vm_processes = sum(
+        &page,
+        "kepler_process_package_joules_total",
+        &[("vm_id", uuid)],
+    );
+    assert!(
+        close(vm_package, vm_processes),
+        "VM {vm_package} J, its processes {vm_processes} J"
+    );
+    let vm_modern = sum(
+        &page,
+        "kepler_vm_cpu_joules_total",
+        &[("vm_id", uuid), ("zone", "package")],
+    );
+    assert!(
+        close(vm_package, vm_modern),
+        "classic {vm_package} J, modern {vm_modern} J"
+    );
+
+    // Conservation on one snapshot: containers (pseudo ones included) add up to the node, and
+    // the VM is inside the processes outside containers.
+    let node = sum(&page, "kepler_node_package_joules_total", &[]);
+    let containers = sum(&page, "kepler_container_package_joules_total", &[]);
+    assert!(
+        close(node, containers),
+        "node {node} J, containers {containers} J"
+    );
+    let outside = sum(
+        &page,
+        "kepler_container_package_joules_total",
+        &[("container_id", "system_processes")],
+    ) + sum(
+        &page,
+        "kepler_container_package_joules_total",
+        &[("container_id", "kernel_processes")],
+    );
+    assert!(
+        vm_package <= outside + 1e-6,
+        "VM {vm_package} J exceeds system + kernel processes {outside} J"
+    );
+    println!(
+        "node package {node:.3} J, VM {vm_package:.3} J ({:.1} %)",
+        100.0 * vm_package / node
+    );
+
+    let source: Vec<&str> = page
+        .keys()
+        .filter(|(n, _)| n == "kepler_exporter_cpu_time_source")
+        .filter_map(|(_, l)| l.get("source").map(String::as_str))
+        .collect();
+    println!("CPU time from {source:?}: the guest checks hold");
+}
+
 #[test]
 fn a_qemu_guest_is_a_vm_with_its_energy_and_energy_is_conserved() {
     if !common::require_root("creating cgroups and running a guest in one") {
@@ -171,106 +276,24 @@ fn a_qemu_guest_is_a_vm_with_its_energy_and_energy_is_conserved() {
         "qemu is not in its scope: {cgroup}"
     );
 
-    let exporter = Exporter::start(&[
-        "--metrics.schema",
-        "both",
-        "--metrics.processes",
-        "--monitor.max-terminated",
-        "100000",
-    ]);
+    // Once with the default CPU-time source (eBPF where it loads) and once with procfs.
     let pid_text = qemu_pid.to_string();
-    let guest_labels = [
-        ("vm_id", uuid.as_str()),
-        ("vm_name", "testvm"),
-        ("hypervisor", "kvm"),
-        ("state", "running"),
-        ("zone", "package"),
-    ];
-    let page = scrape_until(exporter.port, "the guest got no dynamic energy", |p| {
-        sum(
-            p,
-            "kepler_vm_package_joules_total",
-            &[("vm_id", &uuid), ("mode", "dynamic")],
-        ) > 0.0
-            && sum(p, "kepler_vm_cpu_joules_total", &guest_labels) > 0.0
-            && count(
-                p,
-                "kepler_process_cpu_joules_total",
-                &[("pid", &pid_text), ("zone", "package")],
-            ) == 1
-    });
-
-    // Modern: the guest with upstream's labels, its process typed vm.
-    assert!(sum(&page, "kepler_vm_cpu_watts", &guest_labels) >= 0.0);
-    assert_eq!(count(&page, "kepler_vm_cpu_watts", &guest_labels), 1);
-    let modern_process = [
-        ("pid", pid_text.as_str()),
-        ("type", "vm"),
-        ("vm_id", uuid.as_str()),
-        ("container_id", ""),
-        ("zone", "package"),
-    ];
-    assert_eq!(
-        count(&page, "kepler_process_cpu_joules_total", &modern_process),
-        1,
-        "qemu's modern process series"
-    );
-    // Classic: vm_id on the process series; the VM is exactly its processes.
-    let classic_process = [("pid", pid_text.as_str()), ("vm_id", uuid.as_str())];
-    assert_eq!(
-        count(
-            &page,
-            "kepler_process_package_joules_total",
-            &classic_process
-        ),
-        2,
-        "qemu's classic process series (dynamic and idle)"
-    );
-    let vm_package = sum(&page, "kepler_vm_package_joules_total", &[("vm_id", &uuid)]);
-    let vm_processes = sum(
-        &page,
-        "kepler_process_package_joules_total",
-        &[("vm_id", &uuid)],
-    );
-    assert!(
-        close(vm_package, vm_processes),
-        "VM {vm_package} J, its processes {vm_processes} J"
-    );
-    let vm_modern = sum(
-        &page,
-        "kepler_vm_cpu_joules_total",
-        &[("vm_id", &uuid), ("zone", "package")],
-    );
-    assert!(
-        close(vm_package, vm_modern),
-        "classic {vm_package} J, modern {vm_modern} J"
-    );
-
-    // Conservation on one snapshot: containers (pseudo ones included) add up to the node, and
-    // the VM is inside the processes outside containers.
-    let node = sum(&page, "kepler_node_package_joules_total", &[]);
-    let containers = sum(&page, "kepler_container_package_joules_total", &[]);
-    assert!(
-        close(node, containers),
-        "node {node} J, containers {containers} J"
-    );
-    let outside = sum(
-        &page,
-        "kepler_container_package_joules_total",
-        &[("container_id", "system_processes")],
-    ) + sum(
-        &page,
-        "kepler_container_package_joules_total",
-        &[("container_id", "kernel_processes")],
-    );
-    assert!(
-        vm_package <= outside + 1e-6,
-        "VM {vm_package} J exceeds system + kernel processes {outside} J"
-    );
-    println!(
-        "node package {node:.3} J, VM {vm_package:.3} J ({:.1} %)",
-        100.0 * vm_package / node
-    );
+    let mut exporter = None;
+    for extra in [&[][..], &["--ebpf.enabled=false"][..]] {
+        drop(exporter.take());
+        let mut flags = vec![
+            "--metrics.schema",
+            "both",
+            "--metrics.processes",
+            "--monitor.max-terminated",
+            "100000",
+        ];
+        flags.extend_from_slice(extra);
+        let started = Exporter::start(&flags);
+        check_guest(started.port, &uuid, &pid_text);
+        exporter = Some(started);
+    }
+    let exporter = exporter.unwrap();
 
     // The guest gone: killed by its guard, it stays visible as terminated.
     drop(guest);
