@@ -210,7 +210,29 @@ fn check_guest(port: u16, uuid: &str, pid_text: &str) {
         .filter(|(n, _)| n == "kepler_exporter_cpu_time_source")
         .filter_map(|(_, l)| l.get("source").map(String::as_str))
         .collect();
-    println!("CPU time from {source:?}: the guest checks hold");
+
+    // The guest's CPU time is the whole QEMU process's (its vCPU threads included), as the
+    // kernel counts it: over 3 s, within the snapshots' lag.
+    let served = |page: &Page| {
+        sum(
+            page,
+            "kepler_process_cpu_seconds_total",
+            &[("pid", pid_text)],
+        )
+    };
+    let qemu_pid: u32 = pid_text.parse().unwrap();
+    let (served_before, ticks_before) = (served(&page), cpu_ticks(qemu_pid));
+    std::thread::sleep(Duration::from_secs(3));
+    let later = scrape(port).unwrap();
+    let served_delta = served(&later) - served_before;
+    let kernel_delta = (cpu_ticks(qemu_pid) - ticks_before) as f64 / 100.0;
+    println!(
+        "CPU time from {source:?}: qemu {served_delta:.2} s served, {kernel_delta:.2} s by the kernel"
+    );
+    assert!(
+        served_delta >= 0.5 * kernel_delta && served_delta <= 1.5 * kernel_delta + 0.5,
+        "{source:?}: qemu's CPU time {served_delta} s served, {kernel_delta} s by the kernel"
+    );
 }
 
 #[test]

@@ -113,6 +113,8 @@ pub(super) struct StatLine {
     pub(super) flags: u64,
     pub(super) utime: u64,
     pub(super) stime: u64,
+    /// Threads in the process; 1 where the field is missing.
+    pub(super) num_threads: u64,
     pub(super) starttime: u64,
 }
 
@@ -139,6 +141,7 @@ pub(super) fn parse_stat(content: &str) -> Option<StatLine> {
         flags: num(6)?,
         utime: num(11)?,
         stime: num(12)?,
+        num_threads: num(17).unwrap_or(1),
         starttime: num(19)?,
     })
 }

@@ -494,3 +494,58 @@ fn missing_procfs_still_reports_pseudo_containers() {
     assert!(s.processes.is_empty());
     assert_eq!(m.errors(), vec![("procfs", "list", 1)]);
 }
+
+#[test]
+fn threads_beyond_the_main_one_are_counted_from_stat() {
+    let h = Host::new();
+    populate(&h);
+    let threads = |pid: u32, n: u64| {
+        let path = h.proc().join(format!("{pid}/stat"));
+        let stat = fs::read_to_string(&path).unwrap();
+        fs::write(
+            path,
+            stat.replacen(" 20 0 1 0 ", &format!(" 20 0 {n} 0 "), 1),
+        )
+        .unwrap();
+    };
+    // pid 100 has four threads from the start; pid 200 one.
+    threads(100, 4);
+    h.schedstat(100, 1_000_000);
+    h.schedstat(200, 1_000_000);
+    let m = Arc::new(SelfMetrics::new());
+    let mut src = h.source(&m);
+    src.sample();
+    // pid 100's main thread barely ran, its other threads ran 30 ticks: stat counts them.
+    h.schedstat(100, 1_000_001);
+    h.process(
+        100,
+        "my (weird) proc",
+        1,
+        0x400000,
+        (1000 + 30, 10),
+        500,
+        &container_cgroup(),
+    );
+    threads(100, 4);
+    let s = src.sample();
+    assert_eq!(proc_cpu(&s, 100), Some(ticks(30)));
+    // pid 200 (one thread, schedstat) starts threads: this interval is its main thread's time,
+    // the next ones are the whole group's from stat.
+    h.schedstat(200, 3_000_000);
+    h.process(200, "rootcg", 1, 0x400000, (100, 0), 700, "0::/\n");
+    threads(200, 8);
+    let s = src.sample();
+    assert_eq!(proc_cpu(&s, 200), Some(CpuNanos(2_000_000)));
+    h.schedstat(200, 3_000_001);
+    h.process(200, "rootcg", 1, 0x400000, (150, 0), 700, "0::/\n");
+    threads(200, 8);
+    let s = src.sample();
+    assert_eq!(proc_cpu(&s, 200), Some(ticks(50)));
+    assert!(
+        m.errors()
+            .iter()
+            .all(|(_, reason, _)| *reason == "garbage_stat"),
+        "only pid 300's: {:?}",
+        m.errors()
+    );
+}
