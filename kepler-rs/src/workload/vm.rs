@@ -1,17 +1,18 @@
 //! Virtual machines on the node: which processes are QEMU/KVM guests, and which guest each is.
 //!
-//! A guest is found two ways, as upstream Kepler finds it: by its cgroup (libvirt puts every
-//! guest in a systemd scope `machine.slice/machine-qemu\x2d<N>\x2d<name>.scope`, with the
-//! threads in sub-cgroups such as `.../libvirt/emulator` and `.../libvirt/vcpu0`; without systemd,
+//! A guest is found two ways, as upstream Kepler finds it: by its cgroup (libvirt puts every guest
+//! in a systemd scope `machine.slice/machine-qemu\x2d<N>\x2d<name>.scope`, with the threads in
+//! sub-cgroups such as `.../libvirt/emulator` and `.../libvirt/vcpu0`; without systemd,
 //! `/machine/qemu-<N>-<name>.libvirt-qemu/...`), and by its executable (`qemu-system-*`,
-//! `qemu-kvm`, `kvm`). The guest's identity comes from its command line where there is one:
-//! `vm_id` is the `-uuid` argument (libvirt always passes the domain UUID), else the scope name
+//! `qemu-kvm`, `kvm`). The guest's identity comes from its command line where there is one: `vm_id`
+//! is the `-uuid` argument (libvirt always passes the domain UUID), else the scope name
 //! (`machine-qemu-1-web`), else the `-name`; `vm_name` is the `-name` (`-name guest=web,...` or
 //! `-name web`), else the name in the scope. Processes inside a container are never VMs (the
-//! container wins, as upstream). [`parse_cmdline`] and [`scope_in_cgroup`] are pure;
-//! [`VmResolver`] reads `/proc/<pid>/cgroup` and `/proc/<pid>/cmdline` of every process outside
-//! containers once (while its pid and name stay the same) and caches the answer. Host data that does not parse is skipped with one rate-limited log line
-//! and `kepler_exporter_errors_total{component="vm"}`; nothing here panics.
+//! container wins, as upstream). [`parse_cmdline`] and [`scope_in_cgroup`] are pure; [`VmResolver`]
+//! reads `/proc/<pid>/cgroup` and `/proc/<pid>/cmdline` of every process outside containers once
+//! (while its pid and name stay the same) and caches the answer. Host data that does not parse is
+//! skipped with one rate-limited log line and `kepler_exporter_errors_total{component="vm"}`;
+//! nothing here panics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

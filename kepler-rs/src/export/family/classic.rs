@@ -2,10 +2,11 @@
 //!
 //! Names and label sets are fixed by compatibility with Kepler (docs/metrics.md lists them):
 //! container, process, VM and node energy counters in joules with `mode` (`dynamic`/`idle`) and
-//! `source` (the VM families only while the node has VMs), `kepler_container_bpf_cpu_time_ms_total` when CPU time is exact scheduler time, the
-//! hardware counter families (`*_cpu_cycles_total`, ...) only for the counters measured, the node
-//! and build info gauges, plus our own `kepler_exporter_*` self-metrics. Families come out sorted
-//! by name and samples in snapshot order, so the output is stable for golden tests and diffs.
+//! `source` (the VM families only while the node has VMs), `kepler_container_bpf_cpu_time_ms_total`
+//! when CPU time is exact scheduler time, the hardware counter families (`*_cpu_cycles_total`, ...)
+//! only for the counters measured, the node and build info gauges, plus our own `kepler_exporter_*`
+//! self-metrics. Families come out sorted by name and samples in snapshot order, so the output is
+//! stable for golden tests and diffs.
 
 use std::rc::Rc;
 
