@@ -5,23 +5,23 @@
 //! first time is read through its directory handle (so a reused pid cannot hand us another
 //! process's files): `stat` (start time, `comm`, `PF_KTHREAD`) and `cgroup`, classified with
 //! [`super::cgroup::resolve`]; if it has one thread, its `schedstat` (nanoseconds on CPU) is then
-//! **kept open** and re-read with one `pread` per sample, about 1 µs instead of the ~11 µs an open
-//! + read + close of `stat` costs on our VM (docs/adr/0007). Only a process whose CPU time moved
-//! has its `stat` read again: an idle process cannot have exec'd, and a changed `comm` (an `exec`
-//! after the runtime moved it into a container) reclassifies it; a changed start time, or `ESRCH`
-//! from the kept file, means the pid now names another process. Where `schedstat` does not exist
-//! (kernels without `CONFIG_SCHED_INFO`, fixture trees) or the kept-file budget (half the open-file
-//! limit, which is raised to its hard maximum) is spent, `stat`'s utime + stime are read every
-//! sample instead. So they are for a process with more than one thread: `/proc/<pid>/schedstat`
-//! counts only its main thread (a QEMU guest's vCPU threads, a JVM's workers would be missed),
-//! while `stat` sums the whole thread group. A process gains threads only by one of its threads
-//! running `clone`, so a single-threaded process that becomes multi-threaded moved its `schedstat`
-//! first; its `stat` is then read, and it switches to `stat` from that sample on. A container's CPU
-//! time comes from its cgroup's own counter ([`CgroupLayout::usage`]), which also covers processes
-//! that exited during the interval; when that cannot be read it falls back to the sum of its live
-//! processes. `system_processes` and `kernel_processes` are sums of their processes. State of dead
-//! processes and containers is dropped every sample, so memory stays bounded. The files of one
-//! process are read in `files`.
+//! **kept open** and re-read with one `pread` per sample, about 1 µs instead of the ~11 µs that
+//! opening, reading and closing `stat` costs on our VM (docs/adr/0007). Only a process whose CPU
+//! time moved has its `stat` read again: an idle process cannot have exec'd, and a changed `comm`
+//! (an `exec` after the runtime moved it into a container) reclassifies it; a changed start time,
+//! or `ESRCH` from the kept file, means the pid now names another process. Where `schedstat` does
+//! not exist (kernels without `CONFIG_SCHED_INFO`, fixture trees) or the kept-file budget (half the
+//! open-file limit, which is raised to its hard maximum) is spent, `stat`'s utime + stime are read
+//! every sample instead. So they are for a process with more than one thread:
+//! `/proc/<pid>/schedstat` counts only its main thread (a QEMU guest's vCPU threads or a JVM's
+//! workers would be missed), while `stat` sums the whole thread group. A process gains threads
+//! only by one of its threads running `clone`, so a single-threaded process that becomes
+//! multi-threaded moved its `schedstat` first; its `stat` is then read, and it switches to `stat`
+//! from that sample on. A container's CPU time comes from its cgroup's own counter
+//! ([`CgroupLayout::usage`]), which also covers processes that exited during the interval; when
+//! that cannot be read it falls back to the sum of its live processes. `system_processes` and
+//! `kernel_processes` are sums of their processes. State of dead processes and containers is
+//! dropped every sample, so memory stays bounded. The files of one process are read in `files`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
