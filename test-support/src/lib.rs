@@ -7,18 +7,21 @@
 //! - [`process`]: child processes that die with the test.
 //! - [`golden`]: golden-file comparison with `UPDATE_GOLDEN=1`.
 //! - [`promql`]: queries to a real Prometheus and the samples of its answers.
-//! - [`peers`]: the OpenTelemetry Collector, Prometheus 3 and VictoriaMetrics built from Go.
+//! - [`peers`]: the OpenTelemetry Collector, Prometheus 3 and VictoriaMetrics built from Go; a
+//!   Prometheus started with given scrape jobs.
 //! - [`promtool`]: `promtool check metrics` on rendered text.
 //! - [`text`]: Prometheus text pages parsed back into samples and families.
 //! - [`version`]: what `--version` must print.
 //! - [`python`]: the workspace's Python venv with the OpenTelemetry packages.
 //! - [`pki`]: a throwaway CA issuing server and client certificates for TLS tests.
+//! - [`https`]: a rustls client trusting such a CA, `GET` over TLS with basic auth, plain `GET`.
 //!
 //! Helpers panic with a message that names what failed: they run inside tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cgroup;
 pub mod golden;
+pub mod https;
 pub mod net;
 pub mod peers;
 pub mod pki;

@@ -22,7 +22,8 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    /// A new CA called `name`; its files go to `dir` (which must exist).
+    /// A new CA called `name`; its files go to `dir` (which must exist). Another CA of the same
+    /// name in the same folder writes its certificates over the same files (a renewal).
     pub fn new(dir: &Path, name: &str) -> Self {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
