@@ -104,6 +104,19 @@ pub(crate) fn spec_names() -> BTreeSet<String> {
     names
 }
 
+/// Whether Kepler labels a classic family `source="bpf"`: its eBPF software counters
+/// (`*_bpf_*`) and the hardware counters.
+pub(crate) fn measured_by_bpf(name: &str) -> bool {
+    name.contains("_bpf_")
+        || [
+            "_cpu_cycles_total",
+            "_cpu_instructions_total",
+            "_cache_miss_total",
+        ]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
 /// The exact label names (in order) of a classic metric.
 pub(crate) fn expected_labels(name: &str) -> &'static [&'static str] {
     const CONTAINER: &[&str] = &[
@@ -117,13 +130,28 @@ pub(crate) fn expected_labels(name: &str) -> &'static [&'static str] {
     const PROCESS: &[&str] = &["pid", "container_id", "vm_id", "command", "mode", "source"];
     const NODE: &[&str] = &["package", "instance", "mode", "source"];
     const VM: &[&str] = &["vm_id", "mode", "source"];
+    // Scheduler time and hardware counters: the identifying labels, then `source="bpf"`.
+    const CONTAINER_BPF: &[&str] = &[
+        "container_id",
+        "pod_name",
+        "container_name",
+        "container_namespace",
+        "source",
+    ];
+    const PROCESS_BPF: &[&str] = &["pid", "container_id", "vm_id", "command", "source"];
+    const VM_BPF: &[&str] = &["vm_id", "source"];
+    if measured_by_bpf(name) {
+        if name.starts_with("kepler_container_") {
+            return CONTAINER_BPF;
+        }
+        if name.starts_with("kepler_process_") {
+            return PROCESS_BPF;
+        }
+        if name.starts_with("kepler_vm_") {
+            return VM_BPF;
+        }
+    }
     match name {
-        "kepler_container_bpf_cpu_time_ms_total" => &CONTAINER[..4],
-        "kepler_process_bpf_cpu_time_ms_total" => &PROCESS[..4],
-        "kepler_vm_bpf_cpu_time_ms_total"
-        | "kepler_vm_cpu_cycles_total"
-        | "kepler_vm_cpu_instructions_total"
-        | "kepler_vm_cache_miss_total" => &VM[..1],
         "kepler_node_info" => &[
             "cpu_architecture",
             "components_power_source",
@@ -171,6 +199,11 @@ fn names_and_labels_follow_the_spec() {
             assert_eq!(names, expected_labels(&sample.name), "{case}: {sample:?}");
             if let Some((_, mode)) = sample.labels.iter().find(|(k, _)| k == "mode") {
                 assert!(mode == "dynamic" || mode == "idle", "{case}: {sample:?}");
+            }
+            if measured_by_bpf(&sample.name) {
+                // Scheduler time and hardware counters: measured by eBPF, as Kepler labels them.
+                let source = sample.labels.last().map(|(_, v)| v.as_str());
+                assert_eq!(source, Some("bpf"), "{case}: {sample:?}");
             }
             assert!(sample.value.is_finite() && sample.value >= 0.0);
             seen.insert(sample.name);
@@ -271,8 +304,12 @@ fn values_are_joules_and_pseudo_containers_are_named() {
             ("pid", "4101"),
             ("command", "nginx"),
             ("vm_id", ""),
-            ("source", "rapl-sysfs"),
+            ("source", ""),
         ],
+    );
+    find(
+        "kepler_process_package_joules_total",
+        &[("pid", "4101"), ("source", "rapl-sysfs")],
     );
     // No platform zone: no platform or node other series, but container other exists.
     assert!(!out.contains("platform_joules_total"));

@@ -10,6 +10,7 @@ mod contract;
 mod http;
 mod reference;
 mod snapshots;
+mod upstream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -35,11 +35,16 @@ pub(crate) fn reference_rows(
 }
 
 pub(crate) fn reference_table(rows: &BTreeMap<String, (String, String, String, String)>) -> String {
-    let mut out =
-        String::from("| name | type | OTLP unit | labels | meaning |\n|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| name | type | OTLP unit | labels | meaning | upstream |\n|---|---|---|---|---|---|\n",
+    );
     for (name, (ty, unit, labels, help)) in rows {
+        let upstream = super::upstream::note(name).unwrap_or_else(|| {
+            panic!("{name}: no upstream note; write one in kepler-rs/tests/exposition/upstream.rs")
+        });
+        let upstream = upstream.replace('|', "\\|");
         out.push_str(&format!(
-            "| `{name}` | {ty} | {unit} | {labels} | {help} |\n"
+            "| `{name}` | {ty} | {unit} | {labels} | {help} | {upstream} |\n"
         ));
     }
     out
@@ -93,7 +98,10 @@ fn metrics_reference_is_up_to_date() {
          libvirt always passes), else its libvirt scope (`machine-qemu-1-web`, classic Kepler's\n\
          `vm_id`), else its `-name`; `vm_name` is the `-name`, and `hypervisor` is `kvm` for every\n\
          QEMU guest, as upstream names it. OTLP push sends the same\n\
-         families with the unit shown, so a Collector's Prometheus exporter gives back these names.\n\n\
+         families with the unit shown, so a Collector's Prometheus exporter gives back these names.\n\
+         The upstream column compares each family with Kepler v0.7.12 (classic) and v0.11.4\n\
+         (modern): `same`, or what differs and why ([kepler-parity.md](kepler-parity.md) has the\n\
+         details).\n\n\
          ## Classic family (Kepler <= 0.9)\n\n{}\n\
          ## Modern family (Kepler >= 0.10)\n\n{}\n\
          ## Exporter self-metrics (every schema)\n\n{}",

@@ -4,7 +4,7 @@
 //! container, process, VM and node energy counters in joules with `mode` (`dynamic`/`idle`) and
 //! `source` (the VM families only while the node has VMs), `kepler_container_bpf_cpu_time_ms_total`
 //! when CPU time is exact scheduler time, the hardware counter families (`*_cpu_cycles_total`, ...)
-//! only for the counters measured, the node and build info gauges, plus our own `kepler_exporter_*`
+//! only for the counters measured (both labelled `source="bpf"`, as Kepler labels them), the node and build info gauges, plus our own `kepler_exporter_*`
 //! self-metrics. Families come out sorted by name and samples in snapshot order, so the output is
 //! stable for golden tests and diffs.
 
@@ -112,6 +112,29 @@ const JOULES: &str = "J";
 /// Collector append `_milliseconds`; without a unit the name comes through unchanged.
 const NO_UNIT_MS: &str = "";
 
+/// The `source` of the scheduler-time and hardware-counter families: Kepler measures both
+/// with eBPF and labels them `source="bpf"`, whatever the CPU-time source.
+const BPF_SOURCE: (&str, &str) = ("source", "bpf");
+
+/// The `source` of `kepler_container_joules_total` and `kepler_process_joules_total`: Kepler
+/// declares these sums with an empty source.
+const TOTAL_SOURCE: &str = "";
+
+/// `ids` followed by `source="bpf"` (at most 4 identifying labels).
+fn with_bpf_source<'l>(ids: &[(&'l str, &'l str)]) -> ([(&'l str, &'l str); 5], usize) {
+    let mut labels = [("", ""); 5];
+    let n = ids.len().min(4);
+    labels[..n].copy_from_slice(&ids[..n]);
+    labels[n] = BPF_SOURCE;
+    (labels, n + 1)
+}
+
+/// Visits one scheduler-time or hardware-counter sample: `ids`, then `source="bpf"`.
+fn write_bpf(out: &mut Visit<'_>, ids: &[(&str, &str)], value: Value) {
+    let (labels, n) = with_bpf_source(ids);
+    out(&labels[..n], value);
+}
+
 /// Kepler's classic family (plus our self-metrics) from `snapshot`, sorted by name: what
 /// `/metrics` serves and OTLP pushes.
 pub fn classic_families<'a>(
@@ -201,7 +224,7 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
         JOULES,
         move |out| {
             for w in &s.workloads {
-                write_modes(out, &container_ids(w), w.energy.total(), source);
+                write_modes(out, &container_ids(w), w.energy.total(), TOTAL_SOURCE);
             }
         },
     ));
@@ -246,7 +269,7 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             move |out| {
                 for w in &s.workloads {
                     // Nanoseconds -> milliseconds, exactly.
-                    out(&container_ids(w), Value::Millionths(w.cpu_time.0));
+                    write_bpf(out, &container_ids(w), Value::Millionths(w.cpu_time.0));
                 }
             },
         ));
@@ -262,10 +285,8 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             "",
             move |out| {
                 for w in &s.workloads {
-                    out(
-                        &container_ids(w),
-                        Value::Float(w.counters.get(counter) as f64),
-                    );
+                    let value = Value::Float(w.counters.get(counter) as f64);
+                    write_bpf(out, &container_ids(w), value);
                 }
             },
         ));
@@ -319,10 +340,8 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             NO_UNIT_MS,
             move |out| {
                 for vm in &s.vms {
-                    out(
-                        &[("vm_id", vm.identity.id.as_str())],
-                        Value::Millionths(vm.cpu_time.0),
-                    );
+                    let ids = [("vm_id", vm.identity.id.as_str())];
+                    write_bpf(out, &ids, Value::Millionths(vm.cpu_time.0));
                 }
             },
         ));
@@ -338,10 +357,8 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             "",
             move |out| {
                 for vm in &s.vms {
-                    out(
-                        &[("vm_id", vm.identity.id.as_str())],
-                        Value::Float(vm.counters.get(counter) as f64),
-                    );
+                    let ids = [("vm_id", vm.identity.id.as_str())];
+                    write_bpf(out, &ids, Value::Float(vm.counters.get(counter) as f64));
                 }
             },
         ));
@@ -413,7 +430,7 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
         JOULES,
         move |out| {
             for (p, pid) in s.processes.iter().zip(pids_.iter()) {
-                write_modes(out, &process_ids(p, pid), p.energy.total(), source);
+                write_modes(out, &process_ids(p, pid), p.energy.total(), TOTAL_SOURCE);
             }
         },
     ));
@@ -460,7 +477,7 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
             NO_UNIT_MS,
             move |out| {
                 for (p, pid) in s.processes.iter().zip(pids_.iter()) {
-                    out(&process_ids(p, pid), Value::Millionths(p.cpu_time.0));
+                    write_bpf(out, &process_ids(p, pid), Value::Millionths(p.cpu_time.0));
                 }
             },
         ));
@@ -477,10 +494,8 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
             "",
             move |out| {
                 for (p, pid) in s.processes.iter().zip(pids_.iter()) {
-                    out(
-                        &process_ids(p, pid),
-                        Value::Float(p.counters.get(counter) as f64),
-                    );
+                    let value = Value::Float(p.counters.get(counter) as f64);
+                    write_bpf(out, &process_ids(p, pid), value);
                 }
             },
         ));

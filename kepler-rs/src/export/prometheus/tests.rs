@@ -107,7 +107,8 @@ fn hardware_counter_series_exist_only_for_measured_counters() {
         .with(HardwareCounter::CacheMisses);
     let text = render(&s, false);
     let ids = "container_id=\"system_processes\",pod_name=\"system_processes\",\
-               container_name=\"system_processes\",container_namespace=\"system\"";
+               container_name=\"system_processes\",container_namespace=\"system\",\
+               source=\"bpf\"";
     assert!(
         text.contains(&format!(
             "kepler_container_cpu_cycles_total{{{ids}}} 1000000\n"

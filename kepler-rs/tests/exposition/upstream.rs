@@ -1,0 +1,140 @@
+//! The "upstream" column of docs/metrics.md: for every family, `same` (upstream's labels and
+//! meaning: classic Kepler v0.7.12, modern Kepler v0.11.4) or the difference and why.
+//! docs/kepler-parity.md tells the same differences at length.
+
+/// How the idle energy of a node zone is estimated (both schemas).
+const IDLE_ESTIMATE: &str = "idle power is a regression of power on CPU use, where Kepler \
+     takes the lowest power seen (see docs/attribution.md)";
+
+/// The upstream note of a family, or `None` when nobody has written one yet.
+pub(crate) fn note(name: &str) -> Option<String> {
+    let classic_workload = |level: &str| {
+        format!(
+            "idle energy shared by `--attribution.idle-policy` (CPU share by default), where \
+             Kepler splits it evenly per process: same total, other {level} shares"
+        )
+    };
+    let zone_families = |level: &str| {
+        format!(
+            "served only where the node has the zone (Kepler: always, 0 without it); {}",
+            classic_workload(level)
+        )
+    };
+    let bpf = [
+        "bpf_cpu_time_ms_total",
+        "cpu_cycles_total",
+        "cpu_instructions_total",
+    ];
+    let note = match name {
+        // Classic.
+        "kepler_container_joules_total" => classic_workload("container"),
+        "kepler_process_joules_total" | "kepler_process_other_joules_total" => {
+            classic_workload("process")
+        }
+        "kepler_container_other_joules_total" => classic_workload("container"),
+        "kepler_vm_other_joules_total" => format!(
+            "{}; `vm_id` is the guest's UUID where Kepler takes the libvirt scope name \
+             (`machine-qemu-1-web`)",
+            classic_workload("VM")
+        ),
+        n if n.starts_with("kepler_container_")
+            && n.ends_with("_joules_total")
+            && !n.contains("cpu") =>
+        {
+            zone_families("container")
+        }
+        n if n.starts_with("kepler_process_")
+            && n.ends_with("_joules_total")
+            && !n.contains("cpu") =>
+        {
+            zone_families("process")
+        }
+        n if n.starts_with("kepler_vm_") && n.ends_with("_joules_total") && !n.contains("cpu") => {
+            format!(
+                "{}; `vm_id` is the guest's UUID where Kepler takes the libvirt scope name \
+                 (`machine-qemu-1-web`)",
+                zone_families("VM")
+            )
+        }
+        n if ["kepler_container_", "kepler_process_", "kepler_vm_"]
+            .iter()
+            .any(|l| n.starts_with(l))
+            && (bpf.iter().any(|b| n.ends_with(b)) || n.ends_with("cache_miss_total")) =>
+        {
+            if n.starts_with("kepler_vm_") {
+                "same, but `vm_id` is the guest's UUID where Kepler takes the libvirt scope name \
+                 (`machine-qemu-1-web`)"
+                    .to_string()
+            } else {
+                "same".to_string()
+            }
+        }
+        "kepler_node_other_joules_total" | "kepler_node_platform_joules_total" => format!(
+            "`package` is the zone's socket number, where Kepler names the series of other \
+             `socket0` and of platform its meter (`energy1`); {IDLE_ESTIMATE}"
+        ),
+        n if n.starts_with("kepler_node_")
+            && n.ends_with("_joules_total")
+            && !n.contains("cpu") =>
+        {
+            IDLE_ESTIMATE.to_string()
+        }
+        "kepler_node_info" => {
+            "a gauge, where Kepler declares it a counter (always 1 in both)".to_string()
+        }
+        "kepler_exporter_build_info" => "same".to_string(),
+        // Modern.
+        "kepler_node_cpu_joules_total" => "counts from 0 at start-up and corrects counter \
+             wraps, where Kepler serves the raw RAPL counter (it drops at a wrap); on several \
+             sockets one series per socket, where Kepler sums them into \
+             `path=\"aggregated-<zone>\"`"
+            .to_string(),
+        "kepler_node_cpu_watts" => "on several sockets one series per socket, where Kepler \
+             sums them into `path=\"aggregated-<zone>\"`"
+            .to_string(),
+        n if n.starts_with("kepler_node_cpu_active_") || n.starts_with("kepler_node_cpu_idle_") => {
+            "active is the power above the estimated idle power, where Kepler takes the zone's \
+             power times the node's CPU usage ratio; on several sockets one series per socket, \
+             where Kepler sums them into `path=\"aggregated-<zone>\"`"
+                .to_string()
+        }
+        "kepler_node_cpu_usage_ratio" | "kepler_node_cpu_info" => "same".to_string(),
+        "kepler_build_info" => {
+            "`rustversion` (the compiler) instead of Kepler's `goversion`".to_string()
+        }
+        "kepler_container_cpu_joules_total" | "kepler_container_cpu_watts" => {
+            "includes an idle share, where Kepler gives workloads active energy only; \
+             `container_name` only from Kubernetes (Kepler also reads `HOSTNAME`); `runtime` \
+             `containerd` for bare ids under the kubelet's cgroupfs driver (Kepler: \
+             `kubernetes`)"
+                .to_string()
+        }
+        "kepler_pod_cpu_joules_total" | "kepler_pod_cpu_watts" => {
+            "includes an idle share, where Kepler gives workloads active energy only; served \
+             without `--kube.enable` from the cgroup's pod UID, names empty (Kepler: only with \
+             Kubernetes)"
+                .to_string()
+        }
+        "kepler_vm_cpu_joules_total" | "kepler_vm_cpu_watts" => "includes an idle share, where \
+             Kepler gives workloads active energy only"
+            .to_string(),
+        "kepler_process_cpu_joules_total" | "kepler_process_cpu_watts" => {
+            "includes an idle share, where Kepler gives workloads active energy only; `exe` \
+             empty (Kepler: the executable's path); only with `--metrics.processes` (Kepler: on \
+             by default)"
+                .to_string()
+        }
+        "kepler_process_cpu_seconds_total" => {
+            "CPU time since the exporter first saw the process, where Kepler serves it since the \
+             process started; `exe` empty; only with `--metrics.processes` (Kepler: on by \
+             default)"
+                .to_string()
+        }
+        // Our own.
+        n if n.starts_with("kepler_exporter_") => {
+            "kepler-rs only: the exporter's own health".to_string()
+        }
+        _ => return None,
+    };
+    Some(note)
+}
