@@ -311,14 +311,25 @@ fn values_are_joules_and_pseudo_containers_are_named() {
         "kepler_process_package_joules_total",
         &[("pid", "4101"), ("source", "rapl-sysfs")],
     );
-    // No platform zone: no platform or node other series, but container other exists.
-    assert!(!out.contains("platform_joules_total"));
+    // No platform zone: no node platform or other series; the workloads serve every zone, as
+    // Kepler does, with 0 for the zones the node lacks.
+    assert!(!out.contains("kepler_node_platform_joules_total"));
     assert!(!out.contains("kepler_node_other_joules_total"));
     assert!(out.contains("kepler_container_other_joules_total{"));
+    for level in ["container", "process"] {
+        for zone in ["package", "core", "uncore", "dram", "other", "platform"] {
+            let name = format!("kepler_{level}_{zone}_joules_total");
+            let series: Vec<&Sample> = all.iter().filter(|s| s.name == name).collect();
+            assert!(!series.is_empty(), "{name} missing");
+            if ["core", "uncore", "platform"].contains(&zone) {
+                assert!(series.iter().all(|s| s.value == 0.0), "{name}: {series:?}");
+            }
+        }
+    }
 }
 
 #[test]
-fn node_other_uses_the_psys_socket() {
+fn node_other_and_platform_are_named_as_kepler_names_them() {
     let out = render(
         &client_all_zones(),
         &SelfMetrics::new(),
@@ -330,7 +341,14 @@ fn node_other_uses_the_psys_socket() {
         .filter(|s| s.name == "kepler_node_other_joules_total")
         .collect();
     assert_eq!(other.len(), 2);
-    assert_eq!(other[0].labels[0], ("package".into(), "0".into()));
+    // Kepler files `other` under its generic socket id, and the platform under its meter's id.
+    assert_eq!(other[0].labels[0], ("package".into(), "socket0".into()));
+    let platform: Vec<Sample> = samples(&out)
+        .into_iter()
+        .filter(|s| s.name == "kepler_node_platform_joules_total")
+        .collect();
+    assert_eq!(platform.len(), 2);
+    assert_eq!(platform[0].labels[0], ("package".into(), "energy1".into()));
     assert_eq!(other[0].labels[1], ("instance".into(), "laptop".into()));
     // 3 + 0.333 + 1 (+ 0 for the kernel) times 10.000001 J of `other`, dynamic.
     assert!(

@@ -16,7 +16,7 @@ pub(crate) fn note(name: &str) -> Option<String> {
     };
     let zone_families = |level: &str| {
         format!(
-            "served only where the node has the zone (Kepler: always, 0 without it); {}",
+            "every zone, 0 where the node lacks it, as Kepler; {}",
             classic_workload(level)
         )
     };
@@ -70,8 +70,8 @@ pub(crate) fn note(name: &str) -> Option<String> {
             }
         }
         "kepler_node_other_joules_total" | "kepler_node_platform_joules_total" => format!(
-            "`package` is the zone's socket number, where Kepler names the series of other \
-             `socket0` and of platform its meter (`energy1`); {IDLE_ESTIMATE}"
+            "`package` as Kepler names it (`socket0` for other, the meter `energy1` for \
+             platform); {IDLE_ESTIMATE}"
         ),
         n if n.starts_with("kepler_node_")
             && n.ends_with("_joules_total")

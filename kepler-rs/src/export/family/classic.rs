@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use super::exporter::exporter_families;
 use super::{BuildInfo, Family, MetricType, RenderOptions, Value, Visit};
-use crate::power::ZoneKind;
+use crate::power::{estimator, ZoneId, ZoneKind};
 use crate::selfmetrics::SelfMetrics;
 use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, WorkloadEnergy};
 use crate::workload::{HardwareCounter, WorkloadKey};
@@ -228,7 +228,8 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             }
         },
     ));
-    for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
+    // Every zone, 0 where the node lacks it, as Kepler serves them.
+    for zone in &ZONES {
         let kind = zone.kind;
         out.push(Family::new(
             zone.container,
@@ -301,7 +302,8 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     }
     let source = s.power_source;
     let what = "attributed to the virtual machine (its QEMU processes) in joules";
-    for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
+    // Every zone, 0 where the node lacks it, as Kepler serves them.
+    for zone in &ZONES {
         let kind = zone.kind;
         out.push(Family::new(
             zone.vm,
@@ -365,6 +367,21 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     }
 }
 
+/// The `package` of the node's `other` series: Kepler computes `other` for the whole node and
+/// files it under its generic socket id.
+const OTHER_PACKAGE: &str = "socket0";
+
+/// The `package` label of a node zone series as Kepler names it: the socket number for the CPU
+/// zones; for the platform (psys) zone the id of a platform power meter, `energy<N>` as Kepler
+/// numbers its ACPI meters (from 1), or `estimator<N>` (from 0) where the power is estimated.
+fn node_package(s: &Snapshot, id: ZoneId) -> String {
+    match id.kind {
+        ZoneKind::Psys if s.power_source == estimator::SOURCE => format!("estimator{}", id.socket),
+        ZoneKind::Psys => format!("energy{}", u64::from(id.socket) + 1),
+        _ => id.socket.to_string(),
+    }
+}
+
 fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     let source = s.power_source;
     let instance = s.info.node_name.as_str();
@@ -381,15 +398,14 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             JOULES,
             move |out| {
                 for (id, z) in s.node_zones.iter().filter(|(id, _)| id.kind == kind) {
-                    let socket = id.socket.to_string();
+                    let socket = node_package(s, *id);
                     let ids = [("package", socket.as_str()), ("instance", instance)];
                     write_modes(out, &ids, z.energy, source);
                 }
             },
         ));
     }
-    if let Some(psys) = s.node_zones.keys().find(|id| id.kind == ZoneKind::Psys) {
-        let socket = psys.socket;
+    if s.node_zones.keys().any(|id| id.kind == ZoneKind::Psys) {
         out.push(Family::new(
             "kepler_node_other_joules_total",
             format!(
@@ -399,8 +415,7 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             MetricType::Counter,
             JOULES,
             move |out| {
-                let socket = socket.to_string();
-                let ids = [("package", socket.as_str()), ("instance", instance)];
+                let ids = [("package", OTHER_PACKAGE), ("instance", instance)];
                 write_modes(out, &ids, s.node.other, source);
             },
         ));
@@ -434,7 +449,8 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
             }
         },
     ));
-    for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
+    // Every zone, 0 where the node lacks it, as Kepler serves them.
+    for zone in &ZONES {
         let kind = zone.kind;
         let pids_ = pids.clone();
         out.push(Family::new(

@@ -37,8 +37,14 @@ fn pseudo_container_and_node_samples() {
         "kepler_node_package_joules_total{package=\"0\",instance=\"n1\",mode=\"idle\",\
          source=\"rapl-sysfs\"} 1.5\n"
     ));
-    // Zones the node lacks, `other` of the node without psys, exact CPU time: absent.
-    assert!(!text.contains("dram_joules_total"));
+    // Zones the node lacks: 0 for workloads (as Kepler), absent for the node; `other` of the
+    // node without psys, exact CPU time: absent.
+    assert!(text.contains(
+        "kepler_container_dram_joules_total{container_id=\"system_processes\",\
+         pod_name=\"system_processes\",container_name=\"system_processes\",\
+         container_namespace=\"system\",mode=\"dynamic\",source=\"rapl-sysfs\"} 0\n"
+    ));
+    assert!(!text.contains("kepler_node_dram_joules_total"));
     assert!(!text.contains("kepler_node_other_joules_total"));
     assert!(!text.contains("bpf_cpu_time"));
     assert!(!text.contains("kepler_process_"));
