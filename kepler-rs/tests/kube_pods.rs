@@ -274,7 +274,7 @@ async fn container_series_carry_pod_names_from_the_kubelet() {
     );
     let text = render(&s, &metrics);
     let nginx = format!(
-        "kepler_container_joules_total{{container_id=\"{}\",pod_name=\"{WEB}\",container_name=\"nginx\",container_namespace=\"shop\",mode=\"dynamic\",source=\"rapl-sysfs\"}}",
+        "kepler_container_joules_total{{container_id=\"{}\",pod_name=\"{WEB}\",container_name=\"nginx\",container_namespace=\"shop\",mode=\"dynamic\",source=\"\"}}",
         hex("9c")
     );
     assert!(text.contains(&nginx), "{nginx} missing from\n{text}");

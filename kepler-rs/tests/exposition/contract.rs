@@ -10,6 +10,15 @@ pub(crate) struct Sample {
     value: f64,
 }
 
+impl Sample {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Parses one 0.0.4 sample line, unescaping label values.
 pub(crate) fn parse_sample(line: &str) -> Sample {
     let name_end = line.find(['{', ' ']).unwrap();
@@ -387,6 +396,9 @@ fn openmetrics_matches_text_but_for_counter_family_names_and_eof() {
             assert!(counters.contains(family), "{line}");
         }
     }
+    // Kepler's `kepler_node_info` is a counter without `_total`: OpenMetrics keeps the family
+    // name and gives its sample the suffix.
+    let unsuffixed = "kepler_node_info";
     let back: String = om
         .lines()
         .filter(|l| *l != "# EOF")
@@ -394,13 +406,67 @@ fn openmetrics_matches_text_but_for_counter_family_names_and_eof() {
             for prefix in ["# HELP ", "# TYPE "] {
                 if let Some(rest) = line.strip_prefix(prefix) {
                     let (name, tail) = rest.split_once(' ').unwrap();
-                    if counters.contains(name) {
+                    if counters.contains(name) && name != unsuffixed {
                         return format!("{prefix}{name}_total {tail}\n");
                     }
                 }
+            }
+            if let Some(rest) = line.strip_prefix("kepler_node_info_total") {
+                return format!("{unsuffixed}{rest}\n");
             }
             format!("{line}\n")
         })
         .collect();
     assert_eq!(back, text);
+}
+
+#[test]
+fn idle_series_only_where_the_energy_is_measured() {
+    // As Kepler: the zone families serve `mode="idle"` only with a power meter; the two sums
+    // always serve both modes.
+    let mut s = server_two_sockets();
+    let measured = samples(&render(&s, &SelfMetrics::new(), true, Format::Text));
+    assert!(measured
+        .iter()
+        .any(|x| x.name == "kepler_node_package_joules_total" && x.label("mode") == Some("idle")));
+    s.power_source = "estimator";
+    let estimated = samples(&render(&s, &SelfMetrics::new(), true, Format::Text));
+    let sums = [
+        "kepler_container_joules_total",
+        "kepler_process_joules_total",
+    ];
+    for sample in &estimated {
+        if sample.label("mode") == Some("idle") {
+            assert!(sums.contains(&sample.name.as_str()), "{sample:?}");
+        }
+    }
+    for sum in sums {
+        assert!(estimated
+            .iter()
+            .any(|x| x.name == sum && x.label("mode") == Some("idle")));
+    }
+    assert!(estimated
+        .iter()
+        .any(|x| x.name == "kepler_container_dram_joules_total"));
+}
+
+#[test]
+fn containers_of_unknown_pods_get_keplers_placeholders() {
+    let out = render(
+        &client_all_zones(),
+        &SelfMetrics::new(),
+        false,
+        Format::Text,
+    );
+    let abc = samples(&out)
+        .into_iter()
+        .find(|x| {
+            x.name == "kepler_container_joules_total"
+                && x.label("container_id")
+                    .is_some_and(|id| id.starts_with("abc123"))
+        })
+        .unwrap();
+    assert_eq!(abc.label("pod_name"), Some("system_processes"));
+    assert_eq!(abc.label("container_name"), Some("system_processes"));
+    assert_eq!(abc.label("container_namespace"), Some("system"));
 }

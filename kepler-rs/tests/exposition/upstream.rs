@@ -79,9 +79,7 @@ pub(crate) fn note(name: &str) -> Option<String> {
         {
             IDLE_ESTIMATE.to_string()
         }
-        "kepler_node_info" => {
-            "a gauge, where Kepler declares it a counter (always 1 in both)".to_string()
-        }
+        "kepler_node_info" => "same".to_string(),
         "kepler_exporter_build_info" => "same".to_string(),
         // Modern.
         "kepler_node_cpu_joules_total" => "counts from 0 at start-up and corrects counter \

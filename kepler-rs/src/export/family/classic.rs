@@ -166,16 +166,31 @@ fn node_has(snapshot: &Snapshot, kind: ZoneKind) -> bool {
 }
 
 /// Visits the `dynamic` and `idle` samples of one series: `ids`, then `mode`, then `source`.
-fn write_modes(out: &mut Visit<'_>, ids: &[(&str, &str)], split: ModeSplit, source: &str) {
+/// `idle: false` visits the `dynamic` sample only.
+fn write_modes(
+    out: &mut Visit<'_>,
+    ids: &[(&str, &str)],
+    split: ModeSplit,
+    source: &str,
+    idle: bool,
+) {
     let mut labels: [(&str, &str); 8] = [("", ""); 8];
     let n = ids.len().min(6);
     labels[..n].copy_from_slice(&ids[..n]);
     labels[n + 1] = ("source", source);
-    for (mode, value) in [("dynamic", split.dynamic), ("idle", split.idle)] {
+    let modes = [("dynamic", split.dynamic), ("idle", split.idle)];
+    for (mode, value) in &modes[..if idle { 2 } else { 1 }] {
         labels[n] = ("mode", mode);
         // Microjoules -> joules, exactly.
         out(&labels[..n + 2], Value::Millionths(value.0));
     }
+}
+
+/// Whether the zone families serve `mode="idle"`: as in Kepler, only where the energy is
+/// measured (a power meter such as RAPL), not where it is estimated. The two sums
+/// (`kepler_container_joules_total`, `kepler_process_joules_total`) always serve both modes.
+fn idle_series(s: &Snapshot) -> bool {
+    s.power_source != estimator::SOURCE
 }
 
 /// The classic container labels (without `mode`) of a container or pseudo container.
@@ -192,6 +207,13 @@ fn container_ids(w: &WorkloadEnergy) -> [(&'static str, &str); 4] {
             WorkloadKey::KERNEL_PROCESSES,
             WorkloadKey::KERNEL_PROCESSES,
             "kernel",
+        ),
+        // A pod not known (yet): Kepler's placeholders until its pod watcher knows it.
+        WorkloadKey::Container(id) if w.pod_name.is_empty() => (
+            id.as_str(),
+            WorkloadKey::SYSTEM_PROCESSES,
+            WorkloadKey::SYSTEM_PROCESSES,
+            "system",
         ),
         WorkloadKey::Container(id) => (
             id.as_str(),
@@ -214,6 +236,7 @@ fn zone_split(energy: &EnergyByKind, kind: ZoneKind) -> ModeSplit {
 
 fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     let source = s.power_source;
+    let idle = idle_series(s);
     out.push(Family::new(
         "kepler_container_joules_total",
         format!(
@@ -224,7 +247,7 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
         JOULES,
         move |out| {
             for w in &s.workloads {
-                write_modes(out, &container_ids(w), w.energy.total(), TOTAL_SOURCE);
+                write_modes(out, &container_ids(w), w.energy.total(), TOTAL_SOURCE, true);
             }
         },
     ));
@@ -241,7 +264,13 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             JOULES,
             move |out| {
                 for w in &s.workloads {
-                    write_modes(out, &container_ids(w), zone_split(&w.energy, kind), source);
+                    write_modes(
+                        out,
+                        &container_ids(w),
+                        zone_split(&w.energy, kind),
+                        source,
+                        idle,
+                    );
                 }
             },
         ));
@@ -256,7 +285,7 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
         JOULES,
         move |out| {
             for w in &s.workloads {
-                write_modes(out, &container_ids(w), w.energy.other, source);
+                write_modes(out, &container_ids(w), w.energy.other, source, idle);
             }
         },
     ));
@@ -301,6 +330,7 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
         return;
     }
     let source = s.power_source;
+    let idle = idle_series(s);
     let what = "attributed to the virtual machine (its QEMU processes) in joules";
     // Every zone, 0 where the node lacks it, as Kepler serves them.
     for zone in &ZONES {
@@ -313,7 +343,7 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             move |out| {
                 for vm in &s.vms {
                     let ids = [("vm_id", vm.identity.id.as_str())];
-                    write_modes(out, &ids, zone_split(&vm.energy, kind), source);
+                    write_modes(out, &ids, zone_split(&vm.energy, kind), source, idle);
                 }
             },
         ));
@@ -329,7 +359,7 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
         move |out| {
             for vm in &s.vms {
                 let ids = [("vm_id", vm.identity.id.as_str())];
-                write_modes(out, &ids, vm.energy.other, source);
+                write_modes(out, &ids, vm.energy.other, source, idle);
             }
         },
     ));
@@ -384,6 +414,7 @@ fn node_package(s: &Snapshot, id: ZoneId) -> String {
 
 fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     let source = s.power_source;
+    let idle = idle_series(s);
     let instance = s.info.node_name.as_str();
     for zone in ZONES.iter().filter(|z| node_has(s, z.kind)) {
         let kind = zone.kind;
@@ -400,7 +431,7 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                 for (id, z) in s.node_zones.iter().filter(|(id, _)| id.kind == kind) {
                     let socket = node_package(s, *id);
                     let ids = [("package", socket.as_str()), ("instance", instance)];
-                    write_modes(out, &ids, z.energy, source);
+                    write_modes(out, &ids, z.energy, source, idle);
                 }
             },
         ));
@@ -416,7 +447,7 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             JOULES,
             move |out| {
                 let ids = [("package", OTHER_PACKAGE), ("instance", instance)];
-                write_modes(out, &ids, s.node.other, source);
+                write_modes(out, &ids, s.node.other, source, idle);
             },
         ));
     }
@@ -434,6 +465,7 @@ fn process_ids<'p>(p: &'p ProcessEnergy, pid: &'p str) -> [(&'static str, &'p st
 
 fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Family<'a>>) {
     let source = s.power_source;
+    let idle = idle_series(s);
     let pids_ = pids.clone();
     out.push(Family::new(
         "kepler_process_joules_total",
@@ -445,7 +477,13 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
         JOULES,
         move |out| {
             for (p, pid) in s.processes.iter().zip(pids_.iter()) {
-                write_modes(out, &process_ids(p, pid), p.energy.total(), TOTAL_SOURCE);
+                write_modes(
+                    out,
+                    &process_ids(p, pid),
+                    p.energy.total(),
+                    TOTAL_SOURCE,
+                    true,
+                );
             }
         },
     ));
@@ -464,7 +502,7 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
             move |out| {
                 for (p, pid) in s.processes.iter().zip(pids_.iter()) {
                     let split = zone_split(&p.energy, kind);
-                    write_modes(out, &process_ids(p, pid), split, source);
+                    write_modes(out, &process_ids(p, pid), split, source, idle);
                 }
             },
         ));
@@ -480,7 +518,7 @@ fn process_families<'a>(s: &'a Snapshot, pids: Rc<[String]>, out: &mut Vec<Famil
         JOULES,
         move |out| {
             for (p, pid) in s.processes.iter().zip(pids_.iter()) {
-                write_modes(out, &process_ids(p, pid), p.energy.other, source);
+                write_modes(out, &process_ids(p, pid), p.energy.other, source, idle);
             }
         },
     ));
@@ -534,7 +572,8 @@ fn classic_info_families<'a>(s: &'a Snapshot, build: &'a BuildInfo, out: &mut Ve
         "kepler_node_info",
         "Facts about the node (always 1): CPU architecture and the sources of the component \
          and platform energy counters.",
-        MetricType::Gauge,
+        // Kepler declares it a counter (without `_total`); OTLP sends it as a gauge.
+        MetricType::Counter,
         "",
         move |out| {
             let labels = [

@@ -112,6 +112,10 @@ pub fn families_to_metrics(
     let cluster = identity.cluster.as_deref();
     let mut metrics = Vec::with_capacity(families.len());
     for family in families {
+        // A counter goes as a monotonic sum, to which the Collector's Prometheus exporter adds
+        // `_total`; one whose name lacks it (Kepler's `kepler_node_info`, always 1) goes as a
+        // gauge, so that its name comes back unchanged.
+        let as_sum = family.ty == MetricType::Counter && family.name.ends_with("_total");
         let mut points = Vec::new();
         family.for_each_sample(|labels, value| {
             let mut attributes: Vec<KeyValue> = labels
@@ -124,11 +128,7 @@ pub fn families_to_metrics(
             }
             points.push(NumberDataPoint {
                 attributes,
-                start_time_unix_nano: if family.ty == MetricType::Counter {
-                    start
-                } else {
-                    0
-                },
+                start_time_unix_nano: if as_sum { start } else { 0 },
                 time_unix_nano: time,
                 value: Some(number_data_point::Value::AsDouble(value.as_f64())),
                 ..Default::default()
@@ -138,6 +138,9 @@ pub fn families_to_metrics(
             continue;
         }
         let data = match family.ty {
+            MetricType::Counter if !as_sum => metric::Data::Gauge(Gauge {
+                data_points: points,
+            }),
             MetricType::Counter => metric::Data::Sum(Sum {
                 data_points: points,
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
