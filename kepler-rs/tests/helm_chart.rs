@@ -474,6 +474,21 @@ fn matrix() -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         (
+            "hub: mutual TLS with certificate names",
+            vec![
+                "--set",
+                "mode=hub",
+                "--set",
+                "hub.tls.secretName=hub-tls",
+                "--set",
+                "hub.tls.clientCASecret=spokes-ca",
+                "--set",
+                "hub.certificates[0].cluster=cluster3",
+                "--set",
+                "hub.certificates[0].dnsName=otel.cluster3.example",
+            ],
+        ),
+        (
             "hub: ClusterIP, tokens from values",
             vec![
                 "--set",
@@ -1460,6 +1475,17 @@ fn start_rendered_exporter(
     endpoint: &str,
     log: Stdio,
 ) -> common::exporter::Exporter {
+    start_rendered_exporter_with_files(objects, endpoint, log, &[])
+}
+
+/// [`start_rendered_exporter`], with the folders the pod would mount (`(mount path, here)`)
+/// replaced in its variables.
+fn start_rendered_exporter_with_files(
+    objects: &[Value],
+    endpoint: &str,
+    log: Stdio,
+    mounts: &[(&str, &Path)],
+) -> common::exporter::Exporter {
     let c = container(find(objects, "DaemonSet", "kepler-exporter"));
     let mut cmd = Command::new(common::exporter::BIN);
     for (k, v) in kubelet_env(
@@ -1474,6 +1500,9 @@ fn start_rendered_exporter(
                 cmd.env(k, format!("{scheme}://{endpoint}"));
             }
             _ => {
+                let v = mounts.iter().fold(v, |v, (mount, here)| {
+                    v.replace(mount, &here.display().to_string())
+                });
                 cmd.env(k, v);
             }
         }
@@ -1622,4 +1651,212 @@ fn rendered_spokes_reach_the_rendered_hub_with_their_tokens() {
     };
     assert!(seen.contains("kepler_container_joules_total{"), "{seen}");
     drop(local);
+}
+
+/// Mutual TLS as the chart renders it: the hub with `hub.tls` (its certificate and the spokes'
+/// client CA from Secrets) and a certificate name bound to a cluster; a spoke with
+/// `spoke.tls.clientCertSecret` and no token. The spoke calls itself cluster9, but its
+/// certificate says cluster3, and so does the hub.
+#[test]
+fn rendered_spoke_reaches_the_rendered_hub_with_a_client_certificate() {
+    let Some(helms) = helms() else {
+        return;
+    };
+    let Some(collector) = kepler_test_support::require::require_binary("kepler-collector") else {
+        return;
+    };
+    let helm = &helms[0].1;
+    let hub = docs(&rendered(
+        helm,
+        &[
+            "--set",
+            "mode=hub",
+            "--set",
+            "hub.localExporters=false",
+            "--set",
+            "hub.tls.secretName=hub-tls",
+            "--set",
+            "hub.tls.clientCASecret=spokes-ca",
+            "--set",
+            "hub.certificates[0].cluster=cluster3",
+            "--set",
+            "hub.certificates[0].commonName=spoke-cluster3",
+        ],
+    ));
+    let spoke = docs(&rendered(
+        helm,
+        &[
+            "--set",
+            "mode=spoke",
+            "--set",
+            "spoke.cluster=cluster9",
+            "--set",
+            "spoke.endpoint=https://hub.invalid:4327",
+            "--set",
+            "spoke.tls.caSecret=hub-ca",
+            "--set",
+            "spoke.tls.clientCertSecret=spoke-cluster3-tls",
+            "--set",
+            "spoke.token.enabled=false",
+        ],
+    ));
+    assert!(
+        !spoke.iter().any(|o| o["kind"] == "Secret"),
+        "no token Secret without a token"
+    );
+    let c = container(find(&spoke, "DaemonSet", "kepler-exporter"));
+    assert_eq!(env_value(c, "KEPLER_OTLP_HEADERS"), None);
+
+    // The Secrets' files, where the pods would mount them.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kepler_test_support::pki::TestCa::new(dir.path(), "kepler");
+    let server = ca.server("hub", &[]);
+    let client = ca.client("spoke", "spoke-cluster3", &[]);
+    let mount = |name: &str, files: &[(&str, &Path)]| {
+        let folder = dir.path().join(name);
+        fs::create_dir_all(&folder).unwrap();
+        for (file, from) in files {
+            fs::copy(from, folder.join(file)).unwrap();
+        }
+        folder
+    };
+    let hub_tls = mount(
+        "hub-tls",
+        &[("tls.crt", &server.cert), ("tls.key", &server.key)],
+    );
+    let client_ca = mount("client-ca", &[("ca.crt", &ca.ca_file)]);
+    let otlp_ca = mount("otlp-ca", &[("ca.crt", &ca.ca_file)]);
+    let otlp_client = mount(
+        "otlp-client",
+        &[("tls.crt", &client.cert), ("tls.key", &client.key)],
+    );
+    let tokens = dir.path().join("tokens");
+    fs::create_dir_all(&tokens).unwrap();
+    let secret = find(&hub, "Secret", "kepler-collector-tokens");
+    for (cluster, data) in secret["data"].as_mapping().unwrap() {
+        fs::write(
+            tokens.join(cluster.as_str().unwrap()),
+            b64(data.as_str().unwrap()),
+        )
+        .unwrap();
+    }
+
+    let mut text = find(&hub, "ConfigMap", "kepler-collector-config")["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (mount, here) in [
+        ("/etc/kepler-collector/tokens", &tokens),
+        ("/etc/kepler-collector/tls", &hub_tls),
+        ("/etc/kepler-collector/client-ca", &client_ca),
+    ] {
+        text = text.replace(mount, &here.display().to_string());
+    }
+    let mut ports = BTreeMap::new();
+    for port in ["4317", "4318", "4327", "4328", "9464"] {
+        let free = common::otlp::free_port();
+        ports.insert(port, free);
+        text = text.replace(&format!("0.0.0.0:{port}"), &format!("127.0.0.1:{free}"));
+    }
+    assert!(text.contains("client_ca_file"), "{text}");
+    fs::write(dir.path().join("config.yaml"), &text).unwrap();
+    let mut hub_process = Hub(Command::new(collector)
+        .arg("--config.file")
+        .arg(dir.path().join("config.yaml"))
+        .args(["--log.level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let _spoke = start_rendered_exporter_with_files(
+        &spoke,
+        &format!("127.0.0.1:{}", ports["4327"]),
+        Stdio::inherit(),
+        &[
+            ("/etc/kepler-rs/otlp-ca", &otlp_ca),
+            ("/etc/kepler-rs/otlp-client", &otlp_client),
+        ],
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        if let Some(status) = hub_process.0.try_wait().unwrap() {
+            panic!("kepler-collector refused the rendered configuration: {status}");
+        }
+        let text = common::otlp::metrics(ports["9464"]).unwrap_or_default();
+        if text.contains("kepler_container_joules_total{") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rendered spoke never reached the rendered hub:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let series: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.starts_with("kepler_") && !l.starts_with("kepler_collector_"))
+        .collect();
+    assert!(!series.is_empty());
+    for line in series {
+        assert!(line.contains("cluster=\"cluster3\""), "{line}");
+    }
+}
+
+/// The chart refuses mutual-TLS values that cannot work, naming the value.
+#[test]
+fn mutual_tls_values_that_cannot_work_are_refused() {
+    let Some(helms) = helms() else {
+        return;
+    };
+    for (name, helm) in &helms {
+        for (args, expected) in [
+            (
+                vec!["mode=hub", "hub.tls.clientCASecret=ca"],
+                "hub.tls.clientCASecret: mutual TLS needs the hub's own certificate",
+            ),
+            (
+                vec![
+                    "mode=hub",
+                    "hub.tls.secretName=tls",
+                    "hub.certificates[0].cluster=c3",
+                    "hub.certificates[0].commonName=x",
+                ],
+                "hub.certificates: client certificates need the CA",
+            ),
+            (
+                vec![
+                    "mode=spoke",
+                    "spoke.cluster=c3",
+                    "spoke.endpoint=https://hub:4327",
+                    "spoke.token.enabled=false",
+                ],
+                "spoke.token.enabled: without a token",
+            ),
+            (
+                vec![
+                    "mode=spoke",
+                    "spoke.cluster=c3",
+                    "spoke.endpoint=http://hub:4327",
+                    "spoke.tls.clientCertSecret=c",
+                ],
+                "at '/spoke/endpoint': 'http://hub:4327' does not match pattern '^https://'",
+            ),
+            (
+                vec![
+                    "mode=hub",
+                    "hub.tls.secretName=tls",
+                    "hub.tls.clientCASecret=ca",
+                    "hub.certificates[0].cluster=c3",
+                    "hub.certificates[0].commonName=x",
+                    "hub.certificates[0].dnsName=y",
+                ],
+                "at '/hub/certificates/0': 'oneOf' failed",
+            ),
+        ] {
+            let set: Vec<&str> = args.iter().flat_map(|a| ["--set", a]).collect();
+            let (ok, text) = template(helm, &set);
+            assert!(!ok, "{name}: {args:?} rendered");
+            assert!(text.contains(expected), "{name}: {args:?}: {text}");
+        }
+    }
 }

@@ -52,8 +52,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "kepler-rs.collectorConfig" -}}
 # kepler-collector configuration (collector/README.md), rendered by the kepler-rs chart: the
 # four listeners of the Collector-based hub (4317/4318 for this cluster, 4327/4328 for spokes),
-# with a bearer token per spoke cluster on the spoke listeners. A token is bound to its cluster
-# name: the hub sets `cluster` from the token, so one spoke cannot write as another.
+# with a bearer token per spoke cluster on the spoke listeners (and client certificate names
+# with mutual TLS). A token or certificate is bound to its cluster name: the hub sets `cluster`
+# from it, so one spoke cannot write as another.
 listeners:
 {{- range $name, $port := dict "hub-grpc" 4317 "hub-http" 4318 }}
   - name: {{ $name }}
@@ -71,10 +72,24 @@ listeners:
         - cluster: {{ . }}
           token_file: /etc/kepler-collector/tokens/{{ . }}
 {{- end }}
+{{- with $.Values.hub.certificates }}
+      certificates:
+{{- range . }}
+        - cluster: {{ .cluster }}
+{{- if .commonName }}
+          common_name: {{ .commonName | quote }}
+{{- else }}
+          dns_name: {{ .dnsName | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if $.Values.hub.tls.secretName }}
     tls:
       cert_file: /etc/kepler-collector/tls/tls.crt
       key_file: /etc/kepler-collector/tls/tls.key
+{{- if $.Values.hub.tls.clientCASecret }}
+      client_ca_file: /etc/kepler-collector/client-ca/{{ $.Values.hub.tls.clientCAKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 exposition:
