@@ -535,6 +535,32 @@ fn fixture_host_renders_the_modern_schema() {
         "package",
     );
     assert!((node - active - idle).abs() < 1e-6 && node > 0.0);
+    // As in Kepler, workloads share the node's active energy only: every process (in and
+    // outside containers, terminated ones included) adds up to the active energy, and the
+    // containers and pods are part of it.
+    let zone_sum = |metric: &str, zone: &str| -> f64 {
+        all.iter()
+            .filter(|(n, _, v, _)| n == metric && v.get("zone").map(String::as_str) == Some(zone))
+            .map(|s| s.3)
+            .sum()
+    };
+    for zone in ["package", "core", "uncore", "dram", "psys"] {
+        let active = zone_sum("kepler_node_cpu_active_joules_total", zone);
+        let processes = zone_sum("kepler_process_cpu_joules_total", zone);
+        let containers = zone_sum("kepler_container_cpu_joules_total", zone);
+        assert!(
+            zone != "package" || active > 0.0,
+            "no active package energy"
+        );
+        assert!(
+            (processes - active).abs() < 1e-5,
+            "{zone}: processes {processes} J, node active {active} J"
+        );
+        assert!(
+            containers <= active + 1e-6,
+            "{zone}: containers {containers} J"
+        );
+    }
 }
 
 #[test]

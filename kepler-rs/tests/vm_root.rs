@@ -174,9 +174,15 @@ fn check_guest(port: u16, uuid: &str, pid_text: &str) {
         "kepler_vm_cpu_joules_total",
         &[("vm_id", uuid), ("zone", "package")],
     );
+    // The modern families carry the active (dynamic) share only, as Kepler's.
+    let vm_dynamic = sum(
+        &page,
+        "kepler_vm_package_joules_total",
+        &[("vm_id", uuid), ("mode", "dynamic")],
+    );
     assert!(
-        close(vm_package, vm_modern),
-        "classic {vm_package} J, modern {vm_modern} J"
+        close(vm_dynamic, vm_modern),
+        "classic dynamic {vm_dynamic} J, modern {vm_modern} J"
     );
 
     // Conservation on one snapshot: containers (pseudo ones included) add up to the node, and

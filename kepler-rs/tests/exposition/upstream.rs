@@ -101,23 +101,24 @@ pub(crate) fn note(name: &str) -> Option<String> {
             "`rustversion` (the compiler) instead of Kepler's `goversion`".to_string()
         }
         "kepler_container_cpu_joules_total" | "kepler_container_cpu_watts" => {
-            "includes an idle share, where Kepler gives workloads active energy only; \
+            "a share of the active energy as in Kepler (active: see the node families); \
              `container_name` only from Kubernetes (Kepler also reads `HOSTNAME`); `runtime` \
              `containerd` for bare ids under the kubelet's cgroupfs driver (Kepler: \
              `kubernetes`)"
                 .to_string()
         }
         "kepler_pod_cpu_joules_total" | "kepler_pod_cpu_watts" => {
-            "includes an idle share, where Kepler gives workloads active energy only; served \
+            "a share of the active energy as in Kepler (active: see the node families); served \
              without `--kube.enable` from the cgroup's pod UID, names empty (Kepler: only with \
              Kubernetes)"
                 .to_string()
         }
-        "kepler_vm_cpu_joules_total" | "kepler_vm_cpu_watts" => "includes an idle share, where \
-             Kepler gives workloads active energy only"
+        "kepler_vm_cpu_joules_total" | "kepler_vm_cpu_watts" => "a share of the active energy as \
+             in Kepler, but active is the energy above the estimated idle power (Kepler: the \
+             zone's energy times the CPU usage ratio)"
             .to_string(),
         "kepler_process_cpu_joules_total" | "kepler_process_cpu_watts" => {
-            "includes an idle share, where Kepler gives workloads active energy only; `exe` \
+            "a share of the active energy as in Kepler (active: see the node families); `exe` \
              empty (Kepler: the executable's path); only with `--metrics.processes` (Kepler: on \
              by default)"
                 .to_string()

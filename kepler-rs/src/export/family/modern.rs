@@ -3,8 +3,9 @@
 //! Every power metric carries `node_name`; `zone` is the RAPL zone without its socket suffix
 //! (`package`, `core`, `uncore`, `dram`, `psys`); `state` is `running` or `terminated`; there is
 //! no `mode` and no `source`. Unlike modern Kepler, our node counters are monotonic (wraps
-//! corrected), terminated workloads stay visible for the retention window to every scraper,
-//! and containers and pods carry their idle share (see docs/attribution.md). Containers are
+//! corrected), terminated workloads stay visible for the retention window to every scraper.
+//! As in modern Kepler, workloads (processes, containers, VMs, pods) carry their share of the
+//! active energy only, so they add up to the node's active energy. Containers are
 //! real containers only: processes outside any container appear as `type="regular"` processes,
 //! or `type="vm"` with their `vm_id` for QEMU guests, which also get `kepler_vm_cpu_*`.
 
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use super::{BuildInfo, Family, MetricType, RenderOptions, Value};
 use crate::power::units::Microjoules;
 use crate::power::ZoneKind;
-use crate::snapshot::{EnergyByKind, ModeSplit, ProcessEnergy, Snapshot, State, WorkloadEnergy};
+use crate::snapshot::{EnergyByKind, ProcessEnergy, Snapshot, State, WorkloadEnergy};
 use crate::workload::WorkloadKey;
 
 const JOULES: &str = "J";
@@ -40,8 +41,10 @@ fn kinds(s: &Snapshot) -> Vec<ZoneKind> {
     kinds
 }
 
-fn kind_total(e: &EnergyByKind, kind: ZoneKind) -> Microjoules {
-    e.zones.get(&kind).map(ModeSplit::total).unwrap_or_default()
+/// A workload's active (dynamic) energy of one zone kind: as in Kepler, workloads share the
+/// node's active energy only; their idle shares are served by the classic schema alone.
+fn kind_active(e: &EnergyByKind, kind: ZoneKind) -> Microjoules {
+    e.zones.get(&kind).map(|m| m.dynamic).unwrap_or_default()
 }
 
 /// Kepler's modern family from `snapshot` (unsorted; the caller sorts all families).
@@ -184,14 +187,15 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     for (name, help, ty, unit, is_power) in [
         (
             "kepler_container_cpu_joules_total",
-            "Energy attributed to the container per zone in joules (dynamic and idle share).",
+            "Active energy attributed to the container per zone in joules: its CPU-time share of \
+             the energy above the zone's idle power.",
             MetricType::Counter,
             JOULES,
             false,
         ),
         (
             "kepler_container_cpu_watts",
-            "Power attributed to the container per zone in watts over the last interval.",
+            "Active power attributed to the container per zone in watts over the last interval.",
             MetricType::Gauge,
             WATTS,
             true,
@@ -216,9 +220,9 @@ fn container_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                         ("pod_id", pod_id),
                     ];
                     let value = if is_power {
-                        Value::Float(watts(s, kind_total(&w.interval, *kind)))
+                        Value::Float(watts(s, kind_active(&w.interval, *kind)))
                     } else {
-                        Value::Millionths(kind_total(&w.energy, *kind).0)
+                        Value::Millionths(kind_active(&w.energy, *kind).0)
                     };
                     out(&labels, value);
                 }
@@ -265,14 +269,14 @@ fn pod_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     for (name, help, ty, unit, is_power) in [
         (
             "kepler_pod_cpu_joules_total",
-            "Energy attributed to the pod (its containers) per zone in joules.",
+            "Active energy attributed to the pod (its containers) per zone in joules.",
             MetricType::Counter,
             JOULES,
             false,
         ),
         (
             "kepler_pod_cpu_watts",
-            "Power attributed to the pod (its containers) per zone in watts over the last \
+            "Active power attributed to the pod (its containers) per zone in watts over the last \
              interval.",
             MetricType::Gauge,
             WATTS,
@@ -292,9 +296,9 @@ fn pod_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                         ("zone", kind.as_str()),
                     ];
                     let value = if is_power {
-                        Value::Float(watts(s, kind_total(&pod.interval, *kind)))
+                        Value::Float(watts(s, kind_active(&pod.interval, *kind)))
                     } else {
-                        Value::Millionths(kind_total(&pod.energy, *kind).0)
+                        Value::Millionths(kind_active(&pod.energy, *kind).0)
                     };
                     out(&labels, value);
                 }
@@ -309,14 +313,15 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     for (name, help, ty, unit, is_power) in [
         (
             "kepler_vm_cpu_joules_total",
-            "Energy attributed to the virtual machine (its QEMU processes) per zone in joules.",
+            "Active energy attributed to the virtual machine (its QEMU processes) per zone in \
+             joules.",
             MetricType::Counter,
             JOULES,
             false,
         ),
         (
             "kepler_vm_cpu_watts",
-            "Power attributed to the virtual machine (its QEMU processes) per zone in watts \
+            "Active power attributed to the virtual machine (its QEMU processes) per zone in watts \
              over the last interval.",
             MetricType::Gauge,
             WATTS,
@@ -336,9 +341,9 @@ fn vm_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                         ("zone", kind.as_str()),
                     ];
                     let value = if is_power {
-                        Value::Float(watts(s, kind_total(&vm.interval, *kind)))
+                        Value::Float(watts(s, kind_active(&vm.interval, *kind)))
                     } else {
-                        Value::Millionths(kind_total(&vm.energy, *kind).0)
+                        Value::Millionths(kind_active(&vm.energy, *kind).0)
                     };
                     out(&labels, value);
                 }
@@ -362,14 +367,15 @@ fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     for (name, help, ty, unit, is_power) in [
         (
             "kepler_process_cpu_joules_total",
-            "Energy attributed to the process per zone in joules.",
+            "Active energy attributed to the process per zone in joules: its CPU-time share of the \
+             energy above the zone's idle power.",
             MetricType::Counter,
             JOULES,
             false,
         ),
         (
             "kepler_process_cpu_watts",
-            "Power attributed to the process per zone in watts over the last interval.",
+            "Active power attributed to the process per zone in watts over the last interval.",
             MetricType::Gauge,
             WATTS,
             true,
@@ -391,9 +397,9 @@ fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                         ("zone", kind.as_str()),
                     ];
                     let value = if is_power {
-                        Value::Float(watts(s, kind_total(&p.interval, *kind)))
+                        Value::Float(watts(s, kind_active(&p.interval, *kind)))
                     } else {
-                        Value::Millionths(kind_total(&p.energy, *kind).0)
+                        Value::Millionths(kind_active(&p.energy, *kind).0)
                     };
                     out(&labels, value);
                 }
