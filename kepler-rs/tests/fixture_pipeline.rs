@@ -389,7 +389,7 @@ fn modern_spec() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("kepler_vm_cpu_watts", VM),
         (
             "kepler_build_info",
-            &["arch", "branch", "revision", "version", "rustversion"][..],
+            &["arch", "branch", "revision", "version", "goversion"][..],
         ),
     ])
 }

@@ -83,23 +83,19 @@ pub(crate) fn note(name: &str) -> Option<String> {
         "kepler_exporter_build_info" => "same".to_string(),
         // Modern.
         "kepler_node_cpu_joules_total" => "counts from 0 at start-up and corrects counter \
-             wraps, where Kepler serves the raw RAPL counter (it drops at a wrap); on several \
-             sockets one series per socket, where Kepler sums them into \
-             `path=\"aggregated-<zone>\"`"
+             wraps, where Kepler serves the raw RAPL counter (it drops at a wrap); sockets \
+             summed into `path=\"aggregated-<zone>\"` as Kepler"
             .to_string(),
-        "kepler_node_cpu_watts" => "on several sockets one series per socket, where Kepler \
-             sums them into `path=\"aggregated-<zone>\"`"
-            .to_string(),
+        "kepler_node_cpu_watts" => "same".to_string(),
         n if n.starts_with("kepler_node_cpu_active_") || n.starts_with("kepler_node_cpu_idle_") => {
             "active is the power above the estimated idle power, where Kepler takes the zone's \
-             power times the node's CPU usage ratio; on several sockets one series per socket, \
-             where Kepler sums them into `path=\"aggregated-<zone>\"`"
+             power times the node's CPU usage ratio"
                 .to_string()
         }
         "kepler_node_cpu_usage_ratio" | "kepler_node_cpu_info" => "same".to_string(),
-        "kepler_build_info" => {
-            "`rustversion` (the compiler) instead of Kepler's `goversion`".to_string()
-        }
+        "kepler_build_info" => "same labels; `goversion` holds the Rust compiler's version \
+             (there is no Go)"
+            .to_string(),
         "kepler_container_cpu_joules_total" | "kepler_container_cpu_watts" => {
             "a share of the active energy as in Kepler (active: see the node families); \
              `container_name` only from Kubernetes (Kepler also reads `HOSTNAME`); `runtime` \

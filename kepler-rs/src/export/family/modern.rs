@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use super::{BuildInfo, Family, MetricType, RenderOptions, Value};
-use crate::power::units::Microjoules;
+use crate::power::units::{Microjoules, Watts};
 use crate::power::ZoneKind;
-use crate::snapshot::{EnergyByKind, ProcessEnergy, Snapshot, State, WorkloadEnergy};
+use crate::snapshot::{EnergyByKind, NodeZone, ProcessEnergy, Snapshot, State, WorkloadEnergy};
 use crate::workload::WorkloadKey;
 
 const JOULES: &str = "J";
@@ -64,7 +64,7 @@ pub fn modern_families<'a>(
     out.push(Family::new(
         "kepler_build_info",
         "Build facts of this exporter (always 1): architecture, git branch and revision, \
-         version, and the Rust compiler that built it.",
+         version, and in goversion (Kepler's label) the Rust compiler that built it.",
         MetricType::Gauge,
         "",
         move |out| {
@@ -73,7 +73,8 @@ pub fn modern_families<'a>(
                 ("branch", build.branch.as_str()),
                 ("revision", build.revision.as_str()),
                 ("version", build.version.as_str()),
-                ("rustversion", build.rust_version.as_str()),
+                // Kepler's label name; the value is the Rust compiler that built us.
+                ("goversion", build.rust_version.as_str()),
             ];
             out(&labels, Value::Float(1.0));
         },
@@ -81,8 +82,32 @@ pub fn modern_families<'a>(
     out
 }
 
+/// The node's zones as Kepler serves them: one series per zone name. A name that several
+/// sockets have (`package` on a two-socket server) is their sum, with
+/// `path="aggregated-<zone>"`; a zone of one socket keeps its sysfs path. The classic schema's
+/// `package` label keeps the sockets apart.
+fn node_zones(s: &Snapshot) -> Vec<(ZoneKind, NodeZone)> {
+    let mut zones: Vec<(ZoneKind, NodeZone, usize)> = Vec::new();
+    for (id, zone) in &s.node_zones {
+        match zones.iter_mut().find(|(kind, _, _)| *kind == id.kind) {
+            Some((kind, sum, count)) => {
+                *count += 1;
+                sum.path = format!("aggregated-{}", kind.as_str());
+                sum.energy += zone.energy;
+                sum.watts = Watts(sum.watts.0 + zone.watts.0);
+                sum.idle_watts = Watts(sum.idle_watts.0 + zone.idle_watts.0);
+            }
+            None => zones.push((id.kind, zone.clone(), 1)),
+        }
+    }
+    zones
+        .into_iter()
+        .map(|(kind, zone, _)| (kind, zone))
+        .collect()
+}
+
 fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
-    type Pick = fn(&Snapshot, &crate::snapshot::NodeZone) -> Value;
+    type Pick = fn(&Snapshot, &NodeZone) -> Value;
     let specs: [(&'static str, &'static str, MetricType, &'static str, Pick); 6] = [
         (
             "kepler_node_cpu_joules_total",
@@ -130,12 +155,14 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             |_, z| Value::Float(z.idle_watts.0.min(z.watts.0).max(0.0)),
         ),
     ];
+    let zones = std::rc::Rc::new(node_zones(s));
     for (name, help, ty, unit, pick) in specs {
+        let zones = zones.clone();
         out.push(Family::new(name, help, ty, unit, move |out| {
-            for (id, zone) in &s.node_zones {
+            for (kind, zone) in zones.iter() {
                 let labels = [
                     ("node_name", s.info.node_name.as_str()),
-                    ("zone", id.kind.as_str()),
+                    ("zone", kind.as_str()),
                     ("path", zone.path.as_str()),
                 ];
                 out(&labels, pick(s, zone));
