@@ -20,6 +20,7 @@ use crate::monitor::node_share::NodeShare;
 use crate::monitor::{self, Monitor, MonitorOptions};
 use crate::power::estimator::{EstimatorMeter, EstimatorModel};
 use crate::power::fake::FakeRapl;
+use crate::power::gpu;
 use crate::power::rapl::{self, RaplMeter};
 use crate::power::PowerMeter;
 use crate::selfmetrics::SelfMetrics;
@@ -259,6 +260,9 @@ pub async fn run(
         idle_half_life: config.idle_half_life,
     };
     let mut monitor = Monitor::new(meter, cpu, options, info, metrics.clone());
+    if let Some(gpus) = gpu::open_configured(config.gpu_enabled, config.nvml_library.as_deref()) {
+        monitor = monitor.with_gpus(gpus);
+    }
     if config.node_share {
         let root = cgroup_root(&config.sysfs);
         tracing::info!(cgroup = %root.display(), "monitor.nodeShare: node energy scaled by this node's share of host CPU time");

@@ -4,7 +4,7 @@
 //! what to do. The checks read the same configured host paths as the exporter (`host.sysfs`,
 //! `host.procfs`), so `doctor` in a DaemonSet pod sees what the exporter sees. The report says
 //! whether the exporter can run with real measurements (a readable RAPL meter); the binary turns
-//! that into its exit code.
+//! that into its exit code. NVIDIA GPUs (NVML) are reported too, but never change the verdict.
 
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::app::cgroup_root;
 use crate::config::{Config, IdlePolicy};
 use crate::power::estimator::EstimatorModel;
+use crate::power::gpu::NvmlGpus;
 use crate::power::rapl::{self, DiscoverError, RaplMeter};
 use crate::power::PowerMeter;
 use crate::workload::cgroup_cpu::CgroupLayout;
@@ -107,9 +108,72 @@ pub fn diagnose(config: &Config, env: impl Fn(&str) -> Option<String>) -> Report
         kubernetes_check(&env),
         idle_policy_check(config),
     ]);
+    checks.extend(gpu_checks(config));
     Report {
         checks,
         real_measurements,
+    }
+}
+
+/// NVML: found or not, the driver's version, and each GPU with its name, UUID and whether the
+/// driver keeps a total-energy counter for it.
+fn gpu_checks(config: &Config) -> Vec<Check> {
+    if !config.gpu_enabled {
+        return vec![check(
+            "nvml",
+            Status::Ok,
+            "GPU accounting is off (gpu.enabled=false)",
+            "",
+        )];
+    }
+    let library = config.nvml_library.as_deref();
+    match NvmlGpus::open(library) {
+        Ok(gpus) => {
+            let mut checks = vec![check(
+                "nvml",
+                Status::Ok,
+                format!(
+                    "found: driver {}, {} GPU(s)",
+                    gpus.driver_version(),
+                    gpus.devices().len()
+                ),
+                "",
+            )];
+            for d in gpus.devices() {
+                let (status, how, advice) = if d.has_energy_counter {
+                    (Status::Ok, "total-energy counter", "")
+                } else {
+                    (
+                        Status::Warn,
+                        "no total-energy counter: power samples integrated per interval",
+                        "energy between samples is interpolated; a shorter monitor.interval follows bursts closer",
+                    )
+                };
+                checks.push(check(
+                    "gpu",
+                    status,
+                    format!("{}: {} {} ({how})", d.index, d.name, d.uuid),
+                    advice,
+                ));
+            }
+            checks
+        }
+        Err(e) => {
+            let (status, advice) = if library.is_some() {
+                (
+                    Status::Warn,
+                    "check gpu.nvmlLibrary: it names a library that does not load",
+                )
+            } else {
+                (Status::Ok, "")
+            };
+            vec![check(
+                "nvml",
+                status,
+                format!("not found, no GPU energy ({e})"),
+                advice,
+            )]
+        }
     }
 }
 
@@ -492,6 +556,21 @@ mod tests {
         ])
         .unwrap();
         Config::load(&cli, |_| None).unwrap()
+    }
+
+    #[test]
+    fn nvml_absent_or_off_is_reported_without_changing_the_verdict() {
+        let dir = fixture_sysfs();
+        let mut c = config(dir.path(), dir.path());
+        c.nvml_library = Some(PathBuf::from("/nonexistent/libnvidia-ml.so.1"));
+        let checks = gpu_checks(&c);
+        assert_eq!(checks.len(), 1);
+        assert_eq!((checks[0].name, checks[0].status), ("nvml", Status::Warn));
+        assert!(checks[0].detail.starts_with("not found"), "{:?}", checks[0]);
+        c.gpu_enabled = false;
+        let checks = gpu_checks(&c);
+        assert_eq!((checks[0].name, checks[0].status), ("nvml", Status::Ok));
+        assert!(checks[0].detail.contains("off"), "{:?}", checks[0]);
     }
 
     fn fixture_sysfs() -> tempfile::TempDir {

@@ -80,6 +80,21 @@ pub struct NodeZone {
     pub idle_watts: Watts,
 }
 
+/// One NVIDIA GPU of the node (found through NVML at start-up).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeGpu {
+    /// NVML's device index.
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    /// Cumulative energy since the exporter started, split into active (`dynamic`) and idle.
+    pub energy: ModeSplit,
+    /// Average power over the last interval.
+    pub watts: Watts,
+    /// Idle power the estimator currently believes in.
+    pub idle_watts: Watts,
+}
+
 /// A lifecycle state, Kepler's modern `state` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -196,6 +211,8 @@ pub struct Snapshot {
     /// Virtual machines, whatever `--metrics.processes` says. Their processes are outside
     /// containers, so their energy is part of `system_processes` (or `kernel_processes`).
     pub vms: Vec<VmEnergy>,
+    /// NVIDIA GPUs by index (empty without NVML or with `gpu.enabled` false).
+    pub gpus: Vec<NodeGpu>,
 }
 
 impl Snapshot {
@@ -245,6 +262,7 @@ impl Snapshot {
             workloads: Vec::new(),
             processes: Vec::new(),
             vms: Vec::new(),
+            gpus: Vec::new(),
         }
     }
 }

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use crate::power::units::Watts;
+use crate::power::units::{Microjoules, Watts};
+use crate::snapshot::ModeSplit;
 
 /// Utilisation must have at least this standard deviation (5 percentage points) before the
 /// regression is trusted.
@@ -81,6 +82,23 @@ impl IdleEstimator {
         self.sum_uu += w * u * u;
         self.sum_up += w * u * p;
         self.min_power = Some(self.min_power.map_or(p, |m| m.min(p)));
+    }
+
+    /// Observes one interval of a meter (`delta` over `elapsed` at `utilisation`) and splits
+    /// `delta`: idle is the updated estimate over `elapsed`, capped at `delta`; dynamic (active)
+    /// is the rest. Returns the split and the idle power it used. RAPL zones and GPUs both go
+    /// through here.
+    pub fn split_interval(
+        &mut self,
+        delta: Microjoules,
+        elapsed: Duration,
+        utilisation: f64,
+    ) -> (ModeSplit, Watts) {
+        self.observe(utilisation, delta.over(elapsed), elapsed);
+        let (idle_power, _) = self.estimate();
+        let idle = Microjoules(delta.0.min(idle_power.for_duration(elapsed).0));
+        let dynamic = Microjoules(delta.0 - idle.0);
+        (ModeSplit { dynamic, idle }, idle_power)
     }
 
     /// The current idle-power estimate and how it was obtained.

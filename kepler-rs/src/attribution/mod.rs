@@ -99,11 +99,9 @@ impl Attributor {
                 .estimators
                 .entry(*zone)
                 .or_insert_with(|| IdleEstimator::new(self.half_life));
-            estimator.observe(utilisation, delta.over(elapsed), elapsed);
-            let (idle_power, _) = estimator.estimate();
-            let idle = Microjoules(delta.0.min(idle_power.for_duration(elapsed).0));
-            let dynamic = Microjoules(delta.0 - idle.0);
-            out.node.insert(*zone, ModeSplit { dynamic, idle });
+            let (node_split, idle_power) = estimator.split_interval(*delta, elapsed, utilisation);
+            let ModeSplit { dynamic, idle } = node_split;
+            out.node.insert(*zone, node_split);
             out.idle_power.insert(*zone, idle_power);
 
             let mut charge = |parts: Option<Vec<u64>>,

@@ -80,6 +80,10 @@ pub struct Config {
     pub schema: Schema,
     /// Try the eBPF CPU-time source first (`ebpf.enabled`).
     pub ebpf_enabled: bool,
+    /// `gpu.enabled`: measure NVIDIA GPU energy where NVML loads.
+    pub gpu_enabled: bool,
+    /// `gpu.nvmlLibrary`: the NVML library to load (`None`: the system's).
+    pub nvml_library: Option<PathBuf>,
     /// Empty: decided at start-up from $NODE_NAME or the host name.
     pub node_name: String,
     /// `Some` when fake RAPL is enabled.
@@ -175,6 +179,10 @@ impl Config {
             }
         };
         let ebpf_enabled = p.bool("ebpf.enabled");
+        let gpu_enabled = p.bool("gpu.enabled");
+        let nvml_library = Some(p.raw("gpu.nvmlLibrary").trim())
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
         let sysfs = p.path("host.sysfs");
         let procfs = p.path("host.procfs");
         let node_name = p.raw("kube.nodeName").trim().to_string();
@@ -211,6 +219,8 @@ impl Config {
                 process_metrics,
                 schema,
                 ebpf_enabled,
+                gpu_enabled,
+                nvml_library,
                 node_name,
                 fake_rapl,
                 estimator,

@@ -105,6 +105,18 @@ pub const SETTINGS: &[Setting] = &[
         help: "Measure CPU time with the eBPF sched_switch program (exact, counts short-lived processes); when false or where it cannot load, CPU time comes from procfs and cgroups",
         flag_override: None,
     },
+    Setting {
+        path: "gpu.enabled",
+        kind: Kind::Switch,
+        default: "true",
+        help: "Measure NVIDIA GPU energy through NVML where the driver's library loads (nodes without it run as without this setting); false: no GPU accounting",
+        flag_override: None,
+    },
+    value(
+        "gpu.nvmlLibrary",
+        "",
+        "Path of the NVML library to load (empty: the system's libnvidia-ml.so.1, as the dynamic loader finds it)",
+    ),
     value("kube.nodeName", "", "Node name for the `instance` label (default: $NODE_NAME, then the host name)"),
     switch(
         "kube.enable",

@@ -8,6 +8,7 @@
 //! so tests drive intervals without sleeping. [`run`] calls `step` on a dedicated thread and
 //! publishes each snapshot; views only ever read the latest one.
 
+pub mod gpu;
 pub mod ledger;
 pub mod node_share;
 pub mod trim;
@@ -76,6 +77,7 @@ pub struct Monitor {
     last_utilisation: f64,
     pods: Option<SharedPods>,
     node_share: Option<node_share::NodeShare>,
+    gpus: Option<gpu::GpuLedger>,
 }
 
 impl Monitor {
@@ -118,7 +120,14 @@ impl Monitor {
             last_utilisation: 0.0,
             pods: None,
             node_share: None,
+            gpus: None,
         }
+    }
+
+    /// Measures these NVIDIA GPUs' energy too (node level; see [`gpu`]).
+    pub fn with_gpus(mut self, gpus: crate::power::gpu::NvmlGpus) -> Self {
+        self.gpus = Some(gpu::GpuLedger::new(gpus, self.options.idle_half_life));
+        self
     }
 
     /// Takes only this node's share of the host's energy each interval (`monitor.nodeShare`).
@@ -158,6 +167,9 @@ impl Monitor {
             .unwrap_or(Duration::ZERO);
         let first = self.last_time.is_none();
         self.last_time = Some(now);
+        if let Some(gpus) = &mut self.gpus {
+            gpus.step(if first { Duration::ZERO } else { elapsed }, &self.metrics);
+        }
         // Each live workload's metadata, looked up once per interval (aligned with
         // `sample.workloads`).
         let metas: Vec<WorkloadMeta> = sample
@@ -442,6 +454,11 @@ impl Monitor {
             workloads,
             processes,
             vms,
+            gpus: self
+                .gpus
+                .as_ref()
+                .map(gpu::GpuLedger::node_gpus)
+                .unwrap_or_default(),
         }
     }
 }

@@ -3,11 +3,13 @@
 //! One trait, [`PowerMeter`], with one implementation per source: the RAPL powercap reader
 //! ([`rapl`]), which also reads the fake-RAPL tree ([`fake`]) so that the test mode runs the
 //! production reader. The meter reports raw zone counters; [`counter`] turns them into deltas.
+//! NVIDIA GPUs are read through NVML ([`gpu`]), beside the CPU meter.
 //! Nothing here knows about workloads.
 
 pub mod counter;
 pub mod estimator;
 pub mod fake;
+pub mod gpu;
 pub mod rapl;
 pub mod units;
 

@@ -10,6 +10,7 @@
 )]
 
 pub mod exporter;
+pub mod fake_nvml;
 pub mod host_tree;
 pub mod otlp;
 

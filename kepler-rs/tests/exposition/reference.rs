@@ -66,13 +66,22 @@ fn metrics_reference_is_up_to_date() {
         .fold(kepler_rs::workload::HardwareCounterSet::NONE, |set, c| {
             set.with(c)
         });
+    s.gpus = vec![kepler_rs::snapshot::NodeGpu {
+        index: 0,
+        uuid: "GPU-00000000-0000-0000-0000-000000000000".into(),
+        name: "Reference GPU".into(),
+        energy: Default::default(),
+        watts: kepler_rs::power::units::Watts(0.0),
+        idle_watts: kepler_rs::power::units::Watts(0.0),
+    }];
     let metrics = errors();
     metrics.record_export("push", "sent", 1);
     let classic = reference_rows(&s, &metrics, Schema::Classic);
     let modern = reference_rows(&s, &metrics, Schema::Modern);
+    // Served alike by both schemas (a name both serve differently is listed under each).
     let common_rows: BTreeMap<_, _> = classic
         .iter()
-        .filter(|(k, _)| modern.contains_key(*k))
+        .filter(|(k, v)| modern.get(*k) == Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let only = |rows: &BTreeMap<String, (String, String, String, String)>| -> BTreeMap<_, _> {
@@ -101,7 +110,9 @@ fn metrics_reference_is_up_to_date() {
          families with the unit shown, so a Collector's Prometheus exporter gives back these names.\n\
          The upstream column compares each family with Kepler v0.7.12 (classic) and v0.11.4\n\
          (modern): `same`, or what differs and why ([kepler-parity.md](kepler-parity.md) has the\n\
-         details).\n\n\
+         details). The GPU families (`kepler_node_gpu_*`) appear where NVML lists NVIDIA GPUs\n\
+         (`gpu.enabled`, `gpu.nvmlLibrary`); with `both`, `kepler_node_gpu_joules_total` is the\n\
+         modern family.\n\n\
          ## Classic family (Kepler <= 0.9)\n\n{}\n\
          ## Modern family (Kepler >= 0.10)\n\n{}\n\
          ## Exporter self-metrics (every schema)\n\n{}",

@@ -26,6 +26,19 @@ pub(crate) fn note(name: &str) -> Option<String> {
         "cpu_instructions_total",
     ];
     let note = match name {
+        // GPUs (both schemas).
+        "kepler_node_gpu_joules_total" => "counts from 0 at start-up; per GPU: classic \
+             `package` is the GPU's index and `source=\"NVML\"`, as Kepler v0.7; the dynamic \
+             (active) and idle split uses the RAPL zones' idle estimator on the GPU's \
+             utilisation, where Kepler takes a configured idle power or the lowest seen"
+            .to_string(),
+        n if n.starts_with("kepler_node_gpu_active_") || n.starts_with("kepler_node_gpu_idle_") => {
+            "idle power from the RAPL zones' estimator on the GPU's utilisation (regression, \
+             else the lowest power seen), where Kepler takes a configured idle power or the \
+             lowest seen"
+                .to_string()
+        }
+        "kepler_node_gpu_watts" | "kepler_node_gpu_info" => "same".to_string(),
         // Classic.
         "kepler_container_joules_total" => classic_workload("container"),
         "kepler_process_joules_total" | "kepler_process_other_joules_total" => {

@@ -147,6 +147,10 @@ pub fn classic_families<'a>(
     container_families(snapshot, &mut families);
     vm_families(snapshot, &mut families);
     node_families(snapshot, &mut families);
+    if options.schema == super::Schema::Classic {
+        // With `both`, the modern family of the same name serves GPU energy.
+        super::gpu::classic_gpu_families(snapshot, &mut families);
+    }
     if options.process_metrics {
         let pids: Rc<[String]> = snapshot
             .processes

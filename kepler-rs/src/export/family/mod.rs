@@ -11,6 +11,7 @@
 pub mod build_info;
 pub mod classic;
 pub mod exporter;
+pub mod gpu;
 pub mod modern;
 pub mod schema;
 

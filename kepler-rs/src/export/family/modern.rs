@@ -55,6 +55,7 @@ pub fn modern_families<'a>(
 ) -> Vec<Family<'a>> {
     let mut out = Vec::with_capacity(24);
     node_families(s, &mut out);
+    super::gpu::modern_gpu_families(s, &mut out);
     container_families(s, &mut out);
     pod_families(s, &mut out);
     vm_families(s, &mut out);

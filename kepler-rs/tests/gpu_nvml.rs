@@ -1,0 +1,397 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! NVIDIA GPU energy against a fake NVML: `testdata/fake-nvml/fake_nvml.c`, built here with the
+//! system `cc` and loaded through `gpu.nvmlLibrary`, the same run-time path as the real
+//! `libnvidia-ml.so.1`. Each test scripts the GPUs (energy counters, power, utilisation, error
+//! codes, a GPU that vanishes) in a state file, so the energy the exporter must report is known
+//! exactly. The in-process tests drive the real monitor on an injected clock; the binary tests
+//! run the exporter itself.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::host_tree::HostTree;
+use kepler_rs::config::IdlePolicy;
+use kepler_rs::monitor::{Monitor, MonitorOptions};
+use kepler_rs::power::gpu::NvmlGpus;
+use kepler_rs::power::rapl::RaplMeter;
+use kepler_rs::selfmetrics::SelfMetrics;
+use kepler_rs::snapshot::{NodeInfo, Snapshot};
+use kepler_rs::workload::procfs::ProcfsSource;
+use kepler_test_support::https::get_plain;
+use kepler_test_support::net::free_port;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kepler-rs");
+
+/// The in-process tests share one environment (`FAKE_NVML_STATE`), so they run one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A state file with `lines`, pointed at by `FAKE_NVML_STATE` (hold [`serial`] while using it).
+struct State {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl State {
+    fn new(lines: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        fs::write(&path, lines).unwrap();
+        std::env::set_var("FAKE_NVML_STATE", &path);
+        Self { _dir: dir, path }
+    }
+
+    fn set(&self, lines: &str) {
+        fs::write(&self.path, lines).unwrap();
+    }
+}
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+/// The real monitor over a fixture host (RAPL from the two-socket fixture, procfs CPU time),
+/// measuring the GPUs of `gpus` when given.
+fn monitor(host: &HostTree, gpus: Option<NvmlGpus>, metrics: &Arc<SelfMetrics>) -> Monitor {
+    host.write_node_ticks(100, 900);
+    let meter = RaplMeter::discover(&host.sysfs(), "rapl-sysfs").unwrap();
+    let cpu = ProcfsSource::new(host.procfs(), host.cgroup_root(), metrics.clone());
+    let options = MonitorOptions {
+        procfs: host.procfs(),
+        terminated_retention: Duration::from_secs(300),
+        max_terminated: 500,
+        process_metrics: false,
+        idle_policy: IdlePolicy::CpuShare,
+        idle_window: Duration::from_secs(60),
+        idle_half_life: Duration::from_secs(3600),
+    };
+    let info = NodeInfo {
+        node_name: "gpu-node".into(),
+        ..NodeInfo::default()
+    };
+    let m = Monitor::new(
+        Box::new(meter),
+        Box::new(cpu),
+        options,
+        info,
+        metrics.clone(),
+    );
+    match gpus {
+        Some(g) => m.with_gpus(g),
+        None => m,
+    }
+}
+
+/// Advances the fixture's CPU side by one interval: 10 J in package-0, CPU 50 % busy.
+fn advance_cpu(host: &HostTree, i: u64) {
+    host.add_energy("intel-rapl:0", 10_000_000);
+    host.write_node_ticks(100 + 50 * i, 900 + 50 * i);
+}
+
+fn gpu_joules(s: &Snapshot, index: u32) -> (u64, u64) {
+    let g = s.gpus.iter().find(|g| g.index == index).unwrap();
+    (g.energy.dynamic.0, g.energy.idle.0)
+}
+
+#[test]
+fn node_gpu_energy_is_the_counter_deltas_exactly() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let _serial = serial();
+    // GPU 0 counts energy; GPU 1 (no counter) is read by power.
+    let state = State::new(
+        "driver 550.54.15\n\
+         gpu GPU-aaaa Fake_A100 1000000 250000 80 0\n\
+         gpu GPU-bbbb Fake_T4 -3 70000 10 0\n",
+    );
+    let gpus = NvmlGpus::open(Some(lib)).unwrap();
+    assert_eq!(gpus.driver_version(), "550.54.15");
+    let devices = gpus.devices();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(
+        (
+            devices[0].name.as_str(),
+            devices[0].uuid.as_str(),
+            devices[0].has_energy_counter
+        ),
+        ("Fake A100", "GPU-aaaa", true)
+    );
+    assert!(!devices[1].has_energy_counter);
+
+    let host = HostTree::new("intel-2socket-server", "cpu");
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut m = monitor(&host, Some(gpus), &metrics);
+    m.step(at(0));
+    // Counter deltas (mJ) of GPU 0 per 3 s interval, utilisation varying; GPU 1 draws 70 W,
+    // then 130 W.
+    let mut counter = 1_000_000u64;
+    let mut expected_uj = 0u64;
+    let mut last = None;
+    for (i, (delta_mj, util, power_t4)) in [
+        (600_000u64, 80u32, 70_000u32),
+        (450_000, 40, 130_000),
+        (900_000, 95, 130_000),
+        (300_000, 5, 130_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        counter += delta_mj;
+        expected_uj += delta_mj * 1000;
+        state.set(&format!(
+            "driver 550.54.15\n\
+             gpu GPU-aaaa Fake_A100 {counter} 250000 {util} 0\n\
+             gpu GPU-bbbb Fake_T4 -3 {power_t4} 10 0\n"
+        ));
+        advance_cpu(&host, i as u64 + 1);
+        let s = m.step(at(3 * (i as u64 + 1)));
+        let (active, idle) = gpu_joules(&s, 0);
+        assert_eq!(active + idle, expected_uj, "interval {i}");
+        last = Some(s);
+    }
+    let s = last.unwrap();
+    // GPU 1: (70 W + 70 W)/2·3 s, then (70 + 130)/2·3 s, then 130 W·3 s twice.
+    let (active, idle) = gpu_joules(&s, 1);
+    assert_eq!(active + idle, 210_000_000 + 300_000_000 + 2 * 390_000_000);
+    let a100 = &s.gpus[0];
+    assert!((a100.watts.0 - 100.0).abs() < 1e-9, "{:?}", a100.watts);
+    assert!(a100.idle_watts.0 <= a100.watts.0 + 1e-9);
+    // The CPU side is measured as without GPUs.
+    assert_eq!(s.sequence, 4);
+    assert!(s.node_zones.values().any(|z| z.energy.total().0 > 0));
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+}
+
+#[test]
+fn power_integration_when_the_counter_is_unsupported() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let _serial = serial();
+    let state = State::new("driver 535.1\ngpu GPU-cccc Fake_V100 -3 100000 50 0\n");
+    let gpus = NvmlGpus::open(Some(lib)).unwrap();
+    let host = HostTree::new("intel-2socket-server", "cpu");
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut m = monitor(&host, Some(gpus), &metrics);
+    m.step(at(0));
+    let mut expected = 0u64;
+    let mut before = 100_000u64;
+    let mut s = None;
+    for (i, mw) in [100_000u64, 300_000, 300_000, 50_000]
+        .into_iter()
+        .enumerate()
+    {
+        state.set(&format!(
+            "driver 535.1\ngpu GPU-cccc Fake_V100 -3 {mw} 50 0\n"
+        ));
+        advance_cpu(&host, i as u64 + 1);
+        // 2 s intervals: the mean of the two samples times 2 s, in µJ.
+        s = Some(m.step(at(2 * (i as u64 + 1))));
+        expected += (before + mw) * 2_000 / 2;
+        before = mw;
+    }
+    let s = s.unwrap();
+    let (active, idle) = gpu_joules(&s, 0);
+    assert_eq!(active + idle, expected);
+    assert_eq!(expected, 1_550_000_000);
+    // Last interval: (300 W + 50 W) / 2.
+    assert!((s.gpus[0].watts.0 - 175.0).abs() < 1e-9);
+}
+
+#[test]
+fn nvml_errors_are_reported_and_counted_and_the_cpu_side_goes_on() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let _serial = serial();
+    let ok = "driver 550.1\n\
+              gpu GPU-aaaa Fake_A100 5000 250000 50 0\n\
+              gpu GPU-bbbb Fake_A100 7000 250000 50 0\n";
+    let state = State::new(ok);
+    let gpus = NvmlGpus::open(Some(lib)).unwrap();
+    let host = HostTree::new("intel-2socket-server", "cpu");
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut m = monitor(&host, Some(gpus), &metrics);
+    m.step(at(0));
+    // Interval 1: GPU 0's counter call fails (no permission); GPU 1 vanishes (GPU is lost).
+    state.set(
+        "driver 550.1\n\
+         gpu GPU-aaaa Fake_A100 -4 250000 50 0\n\
+         gpu GPU-bbbb Fake_A100 9000 250000 50 15\n",
+    );
+    advance_cpu(&host, 1);
+    let s = m.step(at(3));
+    assert_eq!(gpu_joules(&s, 0), (0, 0));
+    assert_eq!(gpu_joules(&s, 1), (0, 0));
+    assert!(
+        s.node_zones.values().any(|z| z.energy.total().0 > 0),
+        "CPU side measured"
+    );
+    let errors = metrics.errors();
+    assert!(errors.contains(&("gpu", "no_permission", 1)), "{errors:?}");
+    assert!(errors.contains(&("gpu", "gpu_lost", 1)), "{errors:?}");
+    // Interval 2: both are back; their counters continue from the last good reading.
+    state.set(
+        "driver 550.1\n\
+         gpu GPU-aaaa Fake_A100 8000 250000 50 0\n\
+         gpu GPU-bbbb Fake_A100 10000 250000 50 0\n",
+    );
+    advance_cpu(&host, 2);
+    let s = m.step(at(6));
+    let (a, i) = gpu_joules(&s, 0);
+    assert_eq!(a + i, 3_000_000);
+    let (a, i) = gpu_joules(&s, 1);
+    assert_eq!(a + i, 3_000_000);
+    assert_eq!(s.sequence, 2);
+}
+
+#[test]
+fn init_failure_is_an_error_not_a_panic() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let _serial = serial();
+    // NVML_ERROR_DRIVER_NOT_LOADED
+    let _state = State::new("init 9\n");
+    let e = NvmlGpus::open(Some(lib)).unwrap_err();
+    assert_eq!(e.reason, "driver_not_loaded");
+    assert!(NvmlGpus::open(Some(Path::new("/nonexistent/libnvidia-ml.so.1"))).is_err());
+}
+
+/// The exporter binary with `args` on a free port, its log into `log`; killed on drop.
+struct Running(std::process::Child, u16);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str], state: Option<&Path>, log: &Path) -> Running {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--fake-rapl",
+        "--log.level",
+        "info",
+        "--monitor.interval",
+        "200ms",
+    ])
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .args(args)
+    .env("NODE_NAME", "gpu-test")
+    .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+    .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    .stdout(Stdio::null())
+    .stderr(fs::File::create(log).unwrap());
+    match state {
+        Some(state) => cmd.env("FAKE_NVML_STATE", state),
+        None => cmd.env_remove("FAKE_NVML_STATE"),
+    };
+    Running(cmd.spawn().unwrap(), port)
+}
+
+/// Polls `/metrics` until `done` accepts the page (30 s at most) and returns it.
+fn wait_for_page(port: u16, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, page)) = get_plain(("127.0.0.1", port), "/metrics") {
+            if done(&page) {
+                return page;
+            }
+            assert!(Instant::now() < deadline, "{what}; last page:\n{page}");
+        }
+        assert!(Instant::now() < deadline, "{what}: no page");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn value(page: &str, prefix: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn exporter_serves_gpu_energy_from_the_configured_library() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    fs::write(
+        &state,
+        "driver 550.54.15\ngpu GPU-aaaa Fake_A100 2000000 250000 60 0\n",
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let lib_arg = format!("--gpu.nvml-library={}", lib.display());
+    let e = start(
+        &[&lib_arg, "--metrics.schema", "modern"],
+        Some(&state),
+        &log,
+    );
+    let series = "kepler_node_gpu_joules_total{node_name=";
+    // The baseline is read once the GPU's series are served.
+    wait_for_page(e.1, "GPU series served", |p| p.contains(series));
+    fs::write(
+        &state,
+        "driver 550.54.15\ngpu GPU-aaaa Fake_A100 2123456 250000 60 0\n",
+    )
+    .unwrap();
+    let page = wait_for_page(e.1, "GPU energy = counter delta", |p| {
+        value(p, series) == Some(123.456)
+    });
+    assert!(
+        page.contains(
+            "kepler_node_gpu_info{node_name=\"gpu-test\",gpu=\"0\",gpu_uuid=\"GPU-aaaa\",\
+             gpu_name=\"Fake A100\",vendor=\"nvidia\"} 1"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("kepler_node_cpu_joules_total{"),
+        "CPU side served: {page}"
+    );
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.contains("NVML loaded"), "{log}");
+}
+
+#[test]
+fn exporter_without_nvml_runs_as_before_and_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let e = start(
+        &[
+            "--gpu.nvml-library=/nonexistent/libnvidia-ml.so.1",
+            "--metrics.schema",
+            "both",
+        ],
+        None,
+        &log,
+    );
+    let page = wait_for_page(e.1, "CPU energy served", |p| {
+        value(p, "kepler_node_package_joules_total{").is_some_and(|v| v > 0.0)
+    });
+    assert!(
+        !page.contains("_gpu_"),
+        "no GPU series without NVML:\n{page}"
+    );
+    assert!(!page.contains("component=\"gpu\""), "{page}");
+    drop(e);
+    let log = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("NVML")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("no NVIDIA GPU energy"), "{log}");
+}
