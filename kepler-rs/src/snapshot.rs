@@ -153,6 +153,9 @@ pub struct ProcessEnergy {
     /// Energy of the last interval only (zero once terminated).
     pub interval: EnergyByKind,
     pub cpu_time: CpuNanos,
+    /// CPU time since the process started (utime + stime of `/proc/<pid>/stat` when first
+    /// counted, plus `cpu_time`), for modern Kepler's `kepler_process_cpu_seconds_total`.
+    pub cpu_time_since_start: CpuNanos,
     /// Cumulative hardware counters (meaningful for [`Snapshot::hardware_counters`] only).
     pub counters: HardwareCounts,
     pub state: State,

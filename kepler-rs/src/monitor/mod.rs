@@ -69,7 +69,7 @@ pub struct Monitor {
     idle_power: BTreeMap<ZoneId, Watts>,
     last_zone_power: BTreeMap<ZoneId, Watts>,
     workloads: Ledger<WorkloadKey, WorkloadMeta>,
-    processes: Ledger<ProcessKey, Option<Arc<VmIdentity>>>,
+    processes: Ledger<ProcessKey, ProcessMeta>,
     vms: Ledger<String, VmIdentity>,
     vm_resolver: VmResolver,
     sequence: u64,
@@ -223,13 +223,23 @@ impl Monitor {
                         comm: process.comm.clone(),
                         workload: process.workload.clone(),
                     };
-                    self.processes.update(
-                        &key,
-                        vm.clone(),
-                        Some(energy),
-                        process.cpu,
-                        process.counters,
-                    );
+                    // The CPU time it had used before we first counted it: read once.
+                    let before = match self.processes.get(&key) {
+                        Some(known) => known.meta.cpu_before.0,
+                        None => crate::workload::procfs::cpu_time_since_start(
+                            &self.options.procfs,
+                            process.pid,
+                        )
+                        .unwrap_or(CpuNanos::ZERO)
+                        .0
+                        .saturating_sub(process.cpu.0),
+                    };
+                    let meta = ProcessMeta {
+                        vm: vm.clone(),
+                        cpu_before: CpuNanos(before),
+                    };
+                    self.processes
+                        .update(&key, meta, Some(energy), process.cpu, process.counters);
                 }
             }
             for (id, guest) in guests_of(&sample, &guests, &attribution.processes) {
@@ -419,7 +429,8 @@ impl Monitor {
                 pid: key.pid,
                 comm: key.comm.clone(),
                 workload: key.workload.clone(),
-                vm: e.meta.clone(),
+                vm: e.meta.vm.clone(),
+                cpu_time_since_start: CpuNanos(e.meta.cpu_before.0.saturating_add(e.cpu_time.0)),
                 energy: e.energy.clone(),
                 interval: e.last_interval.clone(),
                 cpu_time: e.cpu_time,
@@ -461,6 +472,16 @@ impl Monitor {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// What the process ledger keeps about a process besides its energy.
+#[derive(Debug, Clone, PartialEq)]
+struct ProcessMeta {
+    /// The guest it runs, if any.
+    vm: Option<Arc<VmIdentity>>,
+    /// CPU time it had used when first counted (utime + stime of `/proc/<pid>/stat` less the
+    /// first interval's), so that adding the time counted since gives its CPU time since start.
+    cpu_before: CpuNanos,
 }
 
 /// One guest's share of an interval: the sum over its processes.

@@ -704,3 +704,30 @@ fn guests_are_the_sum_of_their_processes_and_inside_the_node() {
     assert!(s2.processes.is_empty());
     assert_eq!(s2.vms, s.vms);
 }
+
+#[test]
+fn process_cpu_time_counts_from_the_process_start() {
+    // sshd (203) had used 500 s (50,000 ticks) when the monitor first counted it; the first
+    // interval's 50 ms are part of that reading, so nothing is counted twice.
+    let host = Host::new("intel-client-psys");
+    let dir = host.dir.path().join("proc/203");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("stat"),
+        "203 (sshd) S 1 203 203 0 -1 4194560 0 0 0 0 40000 10000 0 0 20 0 1 0 100 0 0\n",
+    )
+    .unwrap();
+    let snapshots = run_guests(&host, true);
+    let last = snapshots.last().unwrap();
+    let sshd = last.processes.iter().find(|p| p.pid == 203).unwrap();
+    let counted = sshd.cpu_time.0;
+    assert!(counted > 0);
+    assert_eq!(
+        sshd.cpu_time_since_start.0,
+        500_000_000_000 - 50_000_000 + counted,
+        "stat at first sight (less that interval) plus what was counted since"
+    );
+    // A process whose stat cannot be read counts from when it was first seen.
+    let virtiofsd = last.processes.iter().find(|p| p.pid == 201).unwrap();
+    assert_eq!(virtiofsd.cpu_time_since_start, virtiofsd.cpu_time);
+}

@@ -380,6 +380,18 @@ impl CpuTimeSource for ProcfsSource {
 /// to its hard maximum (as Go's runtime does at start), then half of what is left after
 /// [`RESERVED_FDS`] is the budget, at most [`MAX_KEPT_FILES`]. Beyond it processes are read
 /// through `stat` each sample, which costs more CPU but no descriptor.
+/// The CPU time `pid` has used since it started: utime + stime of `<procfs>/<pid>/stat`, as
+/// modern Kepler serves it in `kepler_process_cpu_seconds_total`. `None` when the process is
+/// gone or the file does not parse.
+pub fn cpu_time_since_start(procfs: &std::path::Path, pid: u32) -> Option<CpuNanos> {
+    let text = std::fs::read(procfs.join(pid.to_string()).join("stat")).ok()?;
+    let stat = parse_stat(&String::from_utf8_lossy(&text)).filter(|s| s.pid == pid)?;
+    Some(CpuNanos::from_ticks(
+        stat.utime.saturating_add(stat.stime),
+        USER_HZ,
+    ))
+}
+
 fn kept_file_budget() -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);

@@ -78,6 +78,7 @@ pub(crate) fn process(
         energy,
         interval: Default::default(),
         cpu_time: CpuNanos(u64::from(pid) * 1_000_500),
+        cpu_time_since_start: CpuNanos(u64::from(pid) * 2_000_500),
         counters: Default::default(),
         state: State::Running,
     }

@@ -133,8 +133,8 @@ pub(crate) fn note(name: &str) -> Option<String> {
                 .to_string()
         }
         "kepler_process_cpu_seconds_total" => {
-            "CPU time since the exporter first saw the process, where Kepler serves it since the \
-             process started; `exe` empty; only with `--metrics.processes` (Kepler: on by \
+            "since the process started, as Kepler (read once from `/proc/<pid>/stat`, then \
+             counted); `exe` empty; only with `--metrics.processes` (Kepler: on by \
              default)"
                 .to_string()
         }

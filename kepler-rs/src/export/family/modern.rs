@@ -436,7 +436,8 @@ fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     }
     out.push(Family::new(
         "kepler_process_cpu_seconds_total",
-        "CPU time of the process in seconds since the exporter first saw it.",
+        "CPU time of the process in seconds since it started (user and system, as \
+         /proc/<pid>/stat counts it).",
         MetricType::Counter,
         "s",
         move |out| {
@@ -451,7 +452,7 @@ fn process_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
                     ("vm_id", types[i].2),
                 ];
                 // Nanoseconds -> seconds would not be an exact decimal in millionths; use f64.
-                out(&labels, Value::Float(p.cpu_time.as_secs_f64()));
+                out(&labels, Value::Float(p.cpu_time_since_start.as_secs_f64()));
             }
         },
     ));

@@ -73,6 +73,7 @@ fn snapshot() -> Snapshot {
         energy,
         interval: Default::default(),
         cpu_time: CpuNanos(7),
+        cpu_time_since_start: CpuNanos(9),
         counters: Default::default(),
         state: State::Running,
     });
