@@ -439,8 +439,9 @@ impl FakeHost {
     }
 }
 
-/// The binary on `host`, modern schema with process metrics, procfs CPU time, fake RAPL, and
-/// one GPU of the fake NVML (None where it cannot be built: the test is skipped).
+/// The binary on `host`, modern schema (process metrics on by default, as upstream), procfs CPU
+/// time, fake RAPL, and one GPU of the fake NVML (None where it cannot be built: the test is
+/// skipped).
 fn start(host: &FakeHost, extra: &[&str]) -> Option<Exporter> {
     let nvml = common::fake_nvml::library()?;
     let state = host.tree.sysfs().join("fake-nvml-state");
@@ -459,7 +460,6 @@ fn start(host: &FakeHost, extra: &[&str]) -> Option<Exporter> {
         "--ebpf.enabled=false",
         "--metrics.schema",
         "modern",
-        "--metrics.processes",
         "--kube.node-name",
         "parity-node",
         sysfs.as_str(),

@@ -164,7 +164,6 @@ impl Config {
                 ),
             );
         }
-        let process_metrics = p.bool("metrics.processes");
         let schema = match p.raw("metrics.schema").trim() {
             "classic" => Schema::Classic,
             "modern" => Schema::Modern,
@@ -177,6 +176,12 @@ impl Config {
                 );
                 Schema::Classic
             }
+        };
+        // Unset: each Kepler's default, process level on in v0.11 (modern), off in v0.7.
+        let process_metrics = if p.raw("metrics.processes").trim().is_empty() {
+            schema != Schema::Classic
+        } else {
+            p.bool("metrics.processes")
         };
         let ebpf_enabled = p.bool("ebpf.enabled");
         let gpu_enabled = p.bool("gpu.enabled");

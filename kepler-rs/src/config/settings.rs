@@ -97,7 +97,13 @@ pub const SETTINGS: &[Setting] = &[
         "classic",
         "Kepler metric family to serve: classic (Kepler <= 0.9 names), modern (Kepler >= 0.10 names) or both",
     ),
-    switch("metrics.processes", "Also export per-process metrics (kepler_process_*)"),
+    Setting {
+        path: "metrics.processes",
+        kind: Kind::Switch,
+        default: "",
+        help: "Also export per-process metrics (kepler_process_*); unset: on with the modern or both schema (as Kepler 0.11), off with classic (as Kepler 0.7)",
+        flag_override: None,
+    },
     Setting {
         path: "ebpf.enabled",
         kind: Kind::Switch,

@@ -33,6 +33,28 @@ fn defaults_match_kepler() {
 }
 
 #[test]
+fn process_metrics_default_to_each_keplers() {
+    // Kepler 0.7 (classic) serves no process level by default, Kepler 0.11 (modern) does.
+    let on = |args: &[&str]| load(args, &[], None).unwrap().process_metrics;
+    assert!(!on(&[]));
+    assert!(on(&["--metrics.schema", "modern"]));
+    assert!(on(&["--metrics.schema", "both"]));
+    assert!(!on(&[
+        "--metrics.schema",
+        "modern",
+        "--metrics.processes=false"
+    ]));
+    assert!(on(&["--metrics.processes"]));
+    let env = load(
+        &["--metrics.schema", "modern"],
+        &[("KEPLER_METRICS_PROCESSES", "false")],
+        None,
+    )
+    .unwrap();
+    assert!(!env.process_metrics);
+}
+
+#[test]
 fn precedence_file_env_flags() {
     let yaml = "monitor:\n  interval: 10s\n  maxTerminated: 7\nhost:\n  sysfs: /yaml/sys\n  procfs: /yaml/proc\n";
     let c = load(

@@ -96,7 +96,8 @@ fn metrics_reference_is_up_to_date() {
          (`UPDATE_DOCS=1 cargo test -p kepler-rs --test exposition metrics_reference` rewrites it;\n\
          CI fails when it is stale). `metrics.schema` chooses the families: `classic` (default),\n\
          `modern` or `both`. Labels are listed in exposition order. Energy counters are in joules\n\
-         and monotonic; process series appear only with `--metrics.processes`;\n\
+         and monotonic; process series appear with `--metrics.processes`, by default with the\n\
+         modern or both schema (as Kepler 0.11) and not with classic (as Kepler 0.7);\n\
          `*_bpf_cpu_time_ms_total` only with the eBPF CPU-time source, the hardware counter\n\
          families (`*_cpu_cycles_total`, `*_cpu_instructions_total`, `*_cache_miss_total`) only\n\
          for the counters the PMU offers (absent in most VMs). The VM families (`kepler_vm_*`)\n\

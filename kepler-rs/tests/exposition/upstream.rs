@@ -128,14 +128,12 @@ pub(crate) fn note(name: &str) -> Option<String> {
             .to_string(),
         "kepler_process_cpu_joules_total" | "kepler_process_cpu_watts" => {
             "a share of the active energy as in Kepler (active: see the node families); `exe` \
-             empty (Kepler: the executable's path); only with `--metrics.processes` (Kepler: on \
-             by default)"
+             empty (Kepler: the executable's path)"
                 .to_string()
         }
         "kepler_process_cpu_seconds_total" => {
             "since the process started, as Kepler (read once from `/proc/<pid>/stat`, then \
-             counted); `exe` empty; only with `--metrics.processes` (Kepler: on by \
-             default)"
+             counted); `exe` empty (Kepler: the executable's path)"
                 .to_string()
         }
         // Our own.
