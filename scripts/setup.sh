@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent): Debian packages
 # (promtool/prometheus, clang and bpftool for the eBPF build, iproute2 and curl for the
-# namespace end-to-end tests, man-db for the package test, util-linux for setpriv in the
-# least-privilege test, qemu-system-x86 for the guest of the VM root test), a Python venv in
-# .venv with the packages in tests/requirements.txt, cargo-deny and cargo-cyclonedx at pinned
+# namespace end-to-end tests, iputils-ping for the eBPF softirq test, man-db for the package
+# test, util-linux for setpriv in the least-privilege test, qemu-system-x86 for the guest of the
+# VM root test), a Python venv in .venv with the packages in tests/requirements.txt, cargo-deny
+# and cargo-cyclonedx at pinned
 # versions (supply-chain checks and SBOMs, docs/supply-chain.md), and the peer programs (the
 # OpenTelemetry Collector, Prometheus 3, VictoriaMetrics, telemetrygen) built from their pinned
 # Go modules by scripts/peers.sh (needs Go and the Go module proxy; a warm Go build cache makes
@@ -11,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus clang bpftool iproute2 curl python3-venv shellcheck tmux systemd man-db
-  util-linux qemu-system-x86)
+APT_PACKAGES=(prometheus clang bpftool iproute2 iputils-ping curl python3-venv shellcheck tmux
+  systemd man-db util-linux qemu-system-x86)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

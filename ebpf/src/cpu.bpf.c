@@ -32,7 +32,14 @@
  * a third pair takes the slot, or when user space, after flipping the generation, runs the flush
  * program on every CPU. A slot hit does not read the cgroup id: it only checks that no task
  * changed cgroup since the slot's id was read (`cgroup_moves`, counted at cgroup_attach_task).
- * sched_process_exit records exited processes in `exits`. No event ever wakes user space. */
+ * sched_process_exit records exited processes in `exits`. No event ever wakes user space.
+ *
+ * Kernel events, in programs of their own so that sched_switch's path stays as it
+ * is: softirq_entry counts the softirqs of the NET_TX, NET_RX and BLOCK vectors, and the page
+ * cache hooks count page cache hits (writeback_dirty_folio: a folio dirtied in the page cache;
+ * the folio_mark_accessed kprobe: a cached folio read, where the kernel has kprobes), each charged
+ * to the task running at that moment, per (process, cgroup) in `events_a` / `events_b`, chosen by
+ * the same `generation` as the CPU maps and drained with them. */
 #include "kepler_bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -46,6 +53,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #endif
 #define CPU_ENTRIES 32768
 #define EXIT_ENTRIES 16384
+#define EVENT_ENTRIES 16384
 
 /* Keep in sync with CpuKey / CpuTime / CpuValue / Overflow in src/lib.rs. */
 struct cpu_key {
@@ -430,6 +438,113 @@ int kepler_flush_pending(struct bpf_raw_tracepoint_args *ctx)
 			p->key.tgid = 0;
 		}
 	}
+	return 0;
+}
+
+/* Kernel events per (process, cgroup), in the order of EventCounts in src/lib.rs. */
+#define EVENT_NET_TX_IRQ 0
+#define EVENT_NET_RX_IRQ 1
+#define EVENT_BLOCK_IRQ 2
+#define EVENT_PAGE_CACHE_HIT 3
+#define EVENTS 4
+
+/* Softirq vectors (include/linux/interrupt.h: HI, TIMER, NET_TX, NET_RX, BLOCK, ...). */
+#define NET_TX_SOFTIRQ 2
+#define NET_RX_SOFTIRQ 3
+#define BLOCK_SOFTIRQ 4
+
+/* Keep in sync with EventCounts in src/lib.rs. */
+struct event_value {
+	__u64 count[EVENTS];
+};
+_Static_assert(sizeof(struct event_value) == 32, "event_value: EventCounts is 32 bytes");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EVENT_ENTRIES);
+	__type(key, struct cpu_key);
+	__type(value, struct event_value);
+} events_a SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EVENT_ENTRIES);
+	__type(key, struct cpu_key);
+	__type(value, struct event_value);
+} events_b SEC(".maps");
+
+/* Per CPU: events that found no room in a full event map. Only ever added to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} events_overflow SEC(".maps");
+
+/* Adds one event of kind `event` to `key`'s entry in `map`, inserting it if new. */
+static __always_inline void add_event(void *map, struct cpu_key *key, __u32 event)
+{
+	struct event_value *v = bpf_map_lookup_elem(map, key);
+	if (!v) {
+		struct event_value fresh = {};
+		fresh.count[event] = 1;
+		long err = bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
+		if (err == 0)
+			return;
+		v = err == -EEXIST ? bpf_map_lookup_elem(map, key) : 0;
+		if (!v) {
+			__u32 zero = 0;
+			__u64 *o = bpf_map_lookup_elem(&events_overflow, &zero);
+			if (o)
+				*o += 1;
+			return;
+		}
+	}
+	__sync_fetch_and_add(&v->count[event], 1);
+}
+
+/* Charges one event to the current task's (process, cgroup) pair; none to the idle task. */
+static __always_inline void count_event(__u32 event)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == 0)
+		return;
+	struct cpu_key key = { .tgid = tgid, .cgroup_id = bpf_get_current_cgroup_id() };
+	if (generation)
+		add_event(&events_b, &key, event);
+	else
+		add_event(&events_a, &key, event);
+}
+
+/* softirq_entry(unsigned int vec_nr): the softirq runs on top of whichever task was running
+ * (or in ksoftirqd), and is charged to it, as classic Kepler does. */
+SEC("raw_tp/softirq_entry")
+int kepler_softirq_entry(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 vec = ctx->args[0];
+	if (vec == NET_TX_SOFTIRQ)
+		count_event(EVENT_NET_TX_IRQ);
+	else if (vec == NET_RX_SOFTIRQ)
+		count_event(EVENT_NET_RX_IRQ);
+	else if (vec == BLOCK_SOFTIRQ)
+		count_event(EVENT_BLOCK_IRQ);
+	return 0;
+}
+
+/* writeback_dirty_folio(folio, mapping): a write landed in the page cache. */
+SEC("raw_tp/writeback_dirty_folio")
+int kepler_page_cache_write(struct bpf_raw_tracepoint_args *ctx)
+{
+	count_event(EVENT_PAGE_CACHE_HIT);
+	return 0;
+}
+
+/* folio_mark_accessed(folio): a read found the folio in the page cache (filemap_read calls it
+ * for every folio it copies from). Needs kprobes (CONFIG_KPROBES); no tracepoint marks reads. */
+SEC("kprobe/folio_mark_accessed")
+int kepler_page_cache_read(void *ctx)
+{
+	count_event(EVENT_PAGE_CACHE_HIT);
 	return 0;
 }
 

@@ -51,6 +51,21 @@ pub const CGROUP_MOVE_PROGRAM: &str = "kepler_cgroup_move";
 /// Records exited processes in [`EXITS_MAP`].
 pub const PROCESS_EXIT_PROGRAM: &str = "kepler_process_exit";
 
+/// Counts the softirqs of the NET_TX, NET_RX and BLOCK vectors per (process, cgroup) in
+/// [`EVENT_MAPS`]; attached to the raw tracepoint [`SOFTIRQ_TRACEPOINT`] where it exists.
+pub const SOFTIRQ_PROGRAM: &str = "kepler_softirq_entry";
+/// The raw tracepoint of [`SOFTIRQ_PROGRAM`].
+pub const SOFTIRQ_TRACEPOINT: &str = "softirq_entry";
+/// Counts page cache hits of writes (a folio dirtied in the page cache) in [`EVENT_MAPS`].
+pub const PAGE_CACHE_WRITE_PROGRAM: &str = "kepler_page_cache_write";
+/// The raw tracepoint of [`PAGE_CACHE_WRITE_PROGRAM`].
+pub const PAGE_CACHE_WRITE_TRACEPOINT: &str = "writeback_dirty_folio";
+/// Counts page cache hits of reads in [`EVENT_MAPS`]: a kprobe, where the kernel has kprobes.
+pub const PAGE_CACHE_READ_PROGRAM: &str = "kepler_page_cache_read";
+/// The kernel function [`PAGE_CACHE_READ_PROGRAM`] probes (`filemap_read` calls it for every
+/// cached folio it reads).
+pub const PAGE_CACHE_READ_FUNCTION: &str = "folio_mark_accessed";
+
 /// Not attached: user space runs it on every CPU (`BPF_PROG_TEST_RUN` on that CPU) after flipping
 /// the generation, to move each CPU's pending time into the map it then drains.
 pub const FLUSH_PROGRAM: &str = "kepler_flush_pending";
@@ -73,6 +88,13 @@ pub const OVERFLOW_MAP: &str = "overflow";
 pub const EXITS_MAP: &str = "exits";
 /// Capacity of each CPU map (the C side's `CPU_ENTRIES`).
 pub const CPU_MAP_ENTRIES: u32 = 32768;
+/// The two per-interval kernel event maps ([`CpuKey`] -> [`EventCounts`]), written in the same
+/// generation as [`CPU_MAPS`] and drained with them.
+pub const EVENT_MAPS: [&str; 2] = ["events_a", "events_b"];
+/// Per-CPU array, index 0 -> `u64`: kernel events that found an event map full.
+pub const EVENTS_OVERFLOW_MAP: &str = "events_overflow";
+/// Capacity of each event map (the C side's `EVENT_ENTRIES`).
+pub const EVENT_MAP_ENTRIES: u32 = 16384;
 
 /// The `u32` global (`const volatile`, set at load time) whose bit `i` switches counter `i` on;
 /// only in [`cpu_counters_object`].
@@ -112,6 +134,24 @@ impl From<CpuTime> for CpuValue {
         }
     }
 }
+
+/// Value of the event maps: kernel events charged to a (process, cgroup) pair in the interval,
+/// in the order of the `EVENT_*` indexes: NET_TX softirqs, NET_RX softirqs, BLOCK softirqs,
+/// page cache hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct EventCounts {
+    pub count: [u64; 4],
+}
+
+/// Index in [`EventCounts::count`]: softirqs of the NET_TX vector.
+pub const EVENT_NET_TX_IRQ: usize = 0;
+/// Index in [`EventCounts::count`]: softirqs of the NET_RX vector.
+pub const EVENT_NET_RX_IRQ: usize = 1;
+/// Index in [`EventCounts::count`]: softirqs of the BLOCK vector.
+pub const EVENT_BLOCK_IRQ: usize = 2;
+/// Index in [`EventCounts::count`]: page cache hits.
+pub const EVENT_PAGE_CACHE_HIT: usize = 3;
 
 /// Per CPU: on-CPU nanoseconds that could not be charged because the CPU map was full, and how
 /// many times that happened. The kernel only adds to it.
@@ -251,6 +291,7 @@ const _: () = {
     assert!(size_of::<CpuStateCounted>() == 40 + 2 * 64);
     assert!(offset_of!(CpuStateCounted, last) == 32);
     assert!(offset_of!(CpuStateCounted, slots) == 40);
+    assert!(size_of::<EventCounts>() == 32);
 };
 
 // SAFETY: both are #[repr(C)] structs of integers and byte arrays with explicit padding fields,
@@ -272,6 +313,9 @@ unsafe impl aya::Pod for CpuState {}
 // SAFETY: as above.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for CpuStateCounted {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for EventCounts {}
 
 #[cfg(test)]
 mod tests {

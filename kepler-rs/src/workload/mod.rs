@@ -83,24 +83,43 @@ pub struct ContainerIdentity {
     pub runtime: Runtime,
 }
 
-/// A hardware counter Kepler exports per process and container.
+/// A per-task counter Kepler exports per process and container: the PMU's hardware counters
+/// ([`Self::ALL`]) and the kernel events the eBPF programs count ([`Self::KERNEL_EVENTS`]:
+/// softirqs of the NET_TX, NET_RX and BLOCK vectors, page cache hits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HardwareCounter {
     Cycles,
     Instructions,
     CacheMisses,
+    NetTxIrq,
+    NetRxIrq,
+    BlockIrq,
+    PageCacheHit,
 }
 
 impl HardwareCounter {
-    /// Every counter, in the order of [`HardwareCounts`] and of the BPF program's bits.
+    /// Every PMU counter, in the order of [`HardwareCounts`] and of the BPF program's bits.
     pub const ALL: [Self; 3] = [Self::Cycles, Self::Instructions, Self::CacheMisses];
 
-    /// Position in [`Self::ALL`].
+    /// The kernel events, in the order of [`HardwareCounts`] after the PMU counters and of the
+    /// BPF event maps' values (`kepler_ebpf::EventCounts`).
+    pub const KERNEL_EVENTS: [Self; 4] = [
+        Self::NetTxIrq,
+        Self::NetRxIrq,
+        Self::BlockIrq,
+        Self::PageCacheHit,
+    ];
+
+    /// Position in [`HardwareCounts`]: [`Self::ALL`], then [`Self::KERNEL_EVENTS`].
     pub fn index(self) -> usize {
         match self {
             Self::Cycles => 0,
             Self::Instructions => 1,
             Self::CacheMisses => 2,
+            Self::NetTxIrq => 3,
+            Self::NetRxIrq => 4,
+            Self::BlockIrq => 5,
+            Self::PageCacheHit => 6,
         }
     }
 
@@ -110,15 +129,27 @@ impl HardwareCounter {
             Self::Cycles => "cycles",
             Self::Instructions => "instructions",
             Self::CacheMisses => "cache misses",
+            Self::NetTxIrq => "NET_TX softirqs",
+            Self::NetRxIrq => "NET_RX softirqs",
+            Self::BlockIrq => "BLOCK softirqs",
+            Self::PageCacheHit => "page cache hits",
         }
     }
 }
 
-/// Hardware event counts (in an interval, or cumulative), indexed by [`HardwareCounter::index`].
+/// Counts (in an interval, or cumulative), indexed by [`HardwareCounter::index`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HardwareCounts(pub [u64; 3]);
+pub struct HardwareCounts(pub [u64; 7]);
 
 impl HardwareCounts {
+    /// The PMU counters (in [`HardwareCounter::ALL`] order) and the kernel events (in
+    /// [`HardwareCounter::KERNEL_EVENTS`] order).
+    pub fn new(pmu: [u64; 3], events: [u64; 4]) -> Self {
+        let [a, b, c] = pmu;
+        let [d, e, f, g] = events;
+        Self([a, b, c, d, e, f, g])
+    }
+
     pub fn get(&self, counter: HardwareCounter) -> u64 {
         self.0[counter.index()]
     }

@@ -10,6 +10,7 @@
 mod common;
 mod costs;
 mod counters;
+mod events;
 mod maps;
 mod pending;
 
@@ -29,9 +30,7 @@ use kepler_rs::selfmetrics::SelfMetrics;
 use kepler_rs::snapshot::NodeInfo;
 use kepler_rs::workload::ebpf::{CounterEvents, EbpfProgram, EbpfSource, PerfEventSpec};
 use kepler_rs::workload::procfs::ProcfsSource;
-use kepler_rs::workload::{
-    CpuTimeSource, HardwareCounter, HardwareCounterSet, Runtime, WorkloadKey, WorkloadSample,
-};
+use kepler_rs::workload::{CpuTimeSource, HardwareCounter, Runtime, WorkloadKey, WorkloadSample};
 
 fn source(metrics: &Arc<SelfMetrics>) -> EbpfSource {
     EbpfSource::new(
@@ -48,6 +47,16 @@ fn steal_seconds() -> f64 {
     let cpu = stat.lines().find(|l| l.starts_with("cpu ")).unwrap();
     let steal: u64 = cpu.split_whitespace().nth(8).unwrap().parse().unwrap();
     steal as f64 / 100.0
+}
+
+/// The errors counted, but a kernel event hook this kernel lacks (no kprobes here): one
+/// `hook_unavailable` per such hook at start is expected.
+fn unexpected_errors(metrics: &SelfMetrics) -> Vec<(&'static str, &'static str, u64)> {
+    metrics
+        .errors()
+        .into_iter()
+        .filter(|(c, r, _)| (*c, *r) != ("ebpf", "hook_unavailable"))
+        .collect()
 }
 
 /// A container cgroup for an eBPF root test, or `None` (with the skip line) where the test
@@ -118,8 +127,13 @@ fn program_loads_attaches_and_sees_this_process() {
         "idle processes listed"
     );
     let stats = src.program_stats();
-    assert_eq!(stats.len(), kepler_ebpf::PROGRAMS.len(), "{stats:?}");
-    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+    let hooks = src.hook_status().iter().filter(|h| h.attached.is_ok());
+    assert_eq!(
+        stats.len(),
+        kepler_ebpf::PROGRAMS.len() + hooks.count(),
+        "{stats:?}"
+    );
+    assert_eq!(unexpected_errors(&metrics), vec![]);
 }
 
 /// `PF_KTHREAD` from `/proc/<pid>/stat` (read here independently of the source), `None` once the
@@ -182,7 +196,7 @@ fn kernel_threads_are_kernel_processes_and_root_cgroup_users_are_system() {
     println!("kernel threads seen running: {}", kthreads.len());
     assert!(!kthreads.is_empty(), "no kernel thread ran in 20 samples");
     assert!(seen_busy, "the busy root-cgroup process never ran");
-    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+    assert_eq!(unexpected_errors(&metrics), vec![]);
 }
 
 #[test]

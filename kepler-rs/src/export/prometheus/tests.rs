@@ -102,7 +102,7 @@ fn families_are_sorted() {
 fn hardware_counter_series_exist_only_for_measured_counters() {
     use crate::workload::{HardwareCounterSet, HardwareCounts};
     let mut s = snapshot();
-    s.workloads[0].counters = HardwareCounts([1_000_000, 2_000, 30]);
+    s.workloads[0].counters = HardwareCounts::new([1_000_000, 2_000, 30], [0; 4]);
     // Not measured: absent, not zero.
     let text = render(&s, false);
     assert!(!text.contains("cycles"), "{text}");

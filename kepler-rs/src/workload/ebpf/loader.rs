@@ -17,14 +17,21 @@
 //! PMU, as in most VMs) stays off, with the reason in [`EbpfProgram::counter_status`]. With no
 //! counter on, the time-only build of the program is loaded instead (docs/adr/0008): no counter
 //! code, smaller map values.
+//!
+//! Kernel events: after the CPU-time programs, the load attaches the kernel event hooks (the
+//! `softirq_entry` raw tracepoint; the page cache's `writeback_dirty_folio` raw tracepoint and
+//! `folio_mark_accessed` kprobe). They are optional: a hook the kernel does not offer is left
+//! out with the reason in [`EbpfProgram::hook_status`], and only the events of the hooks that
+//! attached are in [`EbpfProgram::counters`]. Their per-interval maps flip and drain with the CPU
+//! maps.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use aya::programs::{ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun};
+use aya::programs::{KProbe, ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun};
 use aya::{Ebpf, EbpfLoader};
-use kepler_ebpf::{CpuKey, CpuTime, CpuValue, Overflow};
+use kepler_ebpf::{CpuKey, CpuTime, CpuValue, EventCounts, Overflow};
 use thiserror::Error;
 
 use super::perf::{self, PerfEventSpec};
@@ -81,6 +88,56 @@ pub struct Drained {
     /// Time that found a CPU map full since the previous drain (not in `cpu`), and how many
     /// updates that was.
     pub overflow: Overflow,
+    /// Kernel events per (process, cgroup) since the previous drain.
+    pub events: Vec<(CpuKey, EventCounts)>,
+    /// Kernel events that found an event map full since the previous drain (not in `events`).
+    pub events_overflow: u64,
+}
+
+/// A kernel event hook: its program, where it attaches, and the events it counts.
+#[derive(Debug, Clone, Copy)]
+struct Hook {
+    program: &'static str,
+    target: &'static str,
+    kprobe: bool,
+    events: &'static [HardwareCounter],
+}
+
+/// The kernel event hooks, in the order they are attached.
+const HOOKS: [Hook; 3] = [
+    Hook {
+        program: kepler_ebpf::SOFTIRQ_PROGRAM,
+        target: kepler_ebpf::SOFTIRQ_TRACEPOINT,
+        kprobe: false,
+        events: &[
+            HardwareCounter::NetTxIrq,
+            HardwareCounter::NetRxIrq,
+            HardwareCounter::BlockIrq,
+        ],
+    },
+    Hook {
+        program: kepler_ebpf::PAGE_CACHE_WRITE_PROGRAM,
+        target: kepler_ebpf::PAGE_CACHE_WRITE_TRACEPOINT,
+        kprobe: false,
+        events: &[HardwareCounter::PageCacheHit],
+    },
+    Hook {
+        program: kepler_ebpf::PAGE_CACHE_READ_PROGRAM,
+        target: kepler_ebpf::PAGE_CACHE_READ_FUNCTION,
+        kprobe: true,
+        events: &[HardwareCounter::PageCacheHit],
+    },
+];
+
+/// Whether one kernel event hook is attached, or why not.
+#[derive(Debug, Clone)]
+pub struct HookStatus {
+    /// The program's name in the object.
+    pub program: &'static str,
+    /// `raw_tracepoint:<name>` or `kprobe:<function>`.
+    pub target: String,
+    /// Attached, or the error (one line).
+    pub attached: Result<(), String>,
 }
 
 /// Kernel statistics of one attached program (with `kernel.bpf_stats_enabled=1`).
@@ -132,6 +189,13 @@ pub struct EbpfProgram {
     counters: [Result<(), String>; 3],
     /// The perf event arrays of the counters that are on: their entries live as long as these fds.
     _counter_maps: Vec<MapData>,
+    /// The two per-interval kernel event maps.
+    events: [HashMap<MapData, CpuKey, EventCounts>; 2],
+    events_overflow: PerCpuArray<MapData, u64>,
+    /// The event overflow total (summed over CPUs) at the previous drain.
+    events_overflow_seen: u64,
+    /// Per kernel event hook: attached, or why not.
+    hooks: Vec<HookStatus>,
 }
 
 impl std::fmt::Debug for EbpfProgram {
@@ -228,6 +292,14 @@ impl EbpfProgram {
             source,
         })?;
         let exits = take_hash(&mut bpf, kepler_ebpf::EXITS_MAP)?;
+        let [ea, eb] = kepler_ebpf::EVENT_MAPS;
+        let events = [take_hash(&mut bpf, ea)?, take_hash(&mut bpf, eb)?];
+        let events_overflow = take_map(&mut bpf, kepler_ebpf::EVENTS_OVERFLOW_MAP)?;
+        let events_overflow =
+            PerCpuArray::try_from(events_overflow).map_err(|source| EbpfError::Map {
+                map: kepler_ebpf::EVENTS_OVERFLOW_MAP,
+                source,
+            })?;
         for (name, tracepoint) in kepler_ebpf::PROGRAMS {
             let program: &mut RawTracePoint = bpf
                 .program_mut(name)
@@ -263,6 +335,7 @@ impl EbpfProgram {
         })?;
         let cpus = online
             .map_err(|(path, e)| EbpfError::Unsupported(format!("cannot read {path}: {e}")))?;
+        let hooks = HOOKS.iter().map(|h| attach_hook(&mut bpf, h)).collect();
         Ok(Self {
             bpf,
             cpus,
@@ -274,6 +347,10 @@ impl EbpfProgram {
             current: 0,
             counters,
             _counter_maps: counter_maps,
+            events,
+            events_overflow,
+            events_overflow_seen: 0,
+            hooks,
         })
     }
 
@@ -294,6 +371,15 @@ impl EbpfProgram {
         match &mut self.cpu {
             CpuMaps::Time(maps) => drain_cpu(&mut maps[old], &mut out),
             CpuMaps::Counted(maps) => drain_cpu(&mut maps[old], &mut out),
+        }
+        drain_events(&mut self.events[old], &mut out);
+        match self.events_overflow.get(&0, 0) {
+            Ok(per_cpu) => {
+                let total = per_cpu.iter().fold(0u64, |t, n| t.wrapping_add(*n));
+                out.events_overflow = total.wrapping_sub(self.events_overflow_seen);
+                self.events_overflow_seen = total;
+            }
+            Err(e) => out.errors.push(e),
         }
         match self.overflow.get(&0, 0) {
             Ok(per_cpu) => {
@@ -395,12 +481,24 @@ impl EbpfProgram {
         matches!(self.cpu, CpuMaps::Counted(_))
     }
 
-    /// The hardware counters that are collected.
+    /// The hardware counters and kernel events that are collected.
     pub fn counters(&self) -> HardwareCounterSet {
+        let events = self
+            .hooks
+            .iter()
+            .zip(HOOKS)
+            .filter(|(status, _)| status.attached.is_ok())
+            .flat_map(|(_, hook)| hook.events.iter().copied());
         HardwareCounter::ALL
             .into_iter()
             .filter(|c| self.counters[c.index()].is_ok())
+            .chain(events)
             .fold(HardwareCounterSet::NONE, HardwareCounterSet::with)
+    }
+
+    /// Per kernel event hook: attached, or why not.
+    pub fn hook_status(&self) -> &[HookStatus] {
+        &self.hooks
     }
 
     /// Per counter: collected, or why not (one line each).
@@ -419,9 +517,16 @@ impl EbpfProgram {
     /// Run time and count of each attached program, as the kernel counts them (zero unless
     /// `kernel.bpf_stats_enabled` is 1 or an `enable_stats` fd is held).
     pub fn stats(&self) -> Vec<ProgramStats> {
+        let hooks = self
+            .hooks
+            .iter()
+            .filter(|h| h.attached.is_ok())
+            .map(|h| h.program);
         kepler_ebpf::PROGRAMS
             .iter()
-            .filter_map(|(name, _)| {
+            .map(|(name, _)| *name)
+            .chain(hooks)
+            .filter_map(|name| {
                 let info = self.bpf.program(name)?.info().ok()?;
                 Some(ProgramStats {
                     name,
@@ -457,6 +562,73 @@ fn fill_counter_maps(
         maps.push(map);
     }
     Ok(maps)
+}
+
+/// Loads and attaches one kernel event hook; its status either way.
+fn attach_hook(bpf: &mut Ebpf, hook: &Hook) -> HookStatus {
+    let (kind, attached) = if hook.kprobe {
+        ("kprobe", attach_kprobe(bpf, hook))
+    } else {
+        ("raw_tracepoint", attach_raw_tracepoint(bpf, hook))
+    };
+    HookStatus {
+        program: hook.program,
+        target: format!("{kind}:{}", hook.target),
+        attached,
+    }
+}
+
+fn attach_raw_tracepoint(bpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
+    let program: &mut RawTracePoint = bpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("BPF program {} missing from the object", hook.program))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load().map_err(|e| error_chain(&e))?;
+    program.attach(hook.target).map_err(|e| error_chain(&e))?;
+    Ok(())
+}
+
+fn attach_kprobe(bpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
+    let program: &mut KProbe = bpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("BPF program {} missing from the object", hook.program))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load().map_err(|e| error_chain(&e))?;
+    program
+        .attach(hook.target, 0)
+        .map_err(|e| error_chain(&e))?;
+    Ok(())
+}
+
+/// An error with its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Reads and deletes every entry of one event map into `out.events`.
+fn drain_events(map: &mut HashMap<MapData, CpuKey, EventCounts>, out: &mut Drained) {
+    let keys: Vec<CpuKey> = map
+        .keys()
+        .filter_map(|k| keep(k, &mut out.errors))
+        .collect();
+    out.events.reserve(keys.len());
+    for key in keys {
+        match map.get(&key, 0) {
+            Ok(value) => out.events.push((key, value)),
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => out.errors.push(e),
+        }
+        remove(map, &key, &mut out.errors);
+    }
 }
 
 /// Reads and deletes every entry of one CPU map into `out.cpu`.

@@ -17,6 +17,12 @@
 //! Hardware counters (cycles, instructions, cache misses) come with the CPU time, per (process,
 //! cgroup), for the counters whose perf events the PMU allowed at load ([`loader`]); the others
 //! are not in [`CpuTimeSource::hardware_counters`], so their series are absent.
+//!
+//! Kernel events (softirqs of the NET_TX, NET_RX and BLOCK vectors, page cache hits) come per
+//! (process, cgroup) from their own hooks and maps, drained with the CPU time; a hook this kernel
+//! does not offer is logged once at start and counted (`hook_unavailable`), and its events are not
+//! in [`CpuTimeSource::hardware_counters`]. Events of a process that did not run in the interval
+//! count for its workload, and for the process only where idle processes are listed.
 
 pub mod cgroup_ids;
 pub mod loader;
@@ -27,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cgroup_ids::{CgroupClass, CgroupIds, Unresolved};
-pub use loader::{CounterEvents, EbpfError, EbpfProgram, ProgramStats};
+pub use loader::{CounterEvents, EbpfError, EbpfProgram, HookStatus, ProgramStats};
 pub use perf::PerfEventSpec;
 
 use super::cgroup::{self, CgroupRef, Classification};
@@ -170,6 +176,12 @@ impl EbpfSource {
         } else {
             tracing::info!(reason = %unavailable.join("; "), "hardware counters not available here: their series are absent");
         }
+        for hook in source.program.hook_status() {
+            if let Err(why) = &hook.attached {
+                source.metrics.record(COMPONENT, "hook_unavailable");
+                tracing::warn!(program = hook.program, hook = %hook.target, reason = %why, "kernel event hook not attached: its events are absent");
+            }
+        }
         tracing::info!(v2 = %source.cgroups.v2_root().display(), containers = source.containers.len(), "eBPF CPU-time source: sched_switch attached");
         Ok(source)
     }
@@ -193,6 +205,11 @@ impl EbpfSource {
     /// one, where no counter is available).
     pub fn reads_counters(&self) -> bool {
         self.program.reads_counters()
+    }
+
+    /// Per kernel event hook: attached, or why not.
+    pub fn hook_status(&self) -> &[loader::HookStatus] {
+        self.program.hook_status()
     }
 
     /// Kernel statistics of the attached programs.
@@ -307,12 +324,26 @@ impl CpuTimeSource for EbpfSource {
         if !baseline && overflow.cpu_ns > 0 {
             by_workload.entry(WorkloadKey::System).or_default().0 += CpuNanos(overflow.cpu_ns);
         }
+        if self
+            .metrics
+            .record_n(COMPONENT, "events_map_full", drained.events_overflow)
+        {
+            tracing::warn!(
+                component = COMPONENT,
+                reason = "events_map_full",
+                events = drained.events_overflow,
+                "BPF event map full in one interval; the events that found no room are not counted"
+            );
+        }
         for (key, value) in &drained.cpu {
             let workload = self.workload_of(key);
             let (cpu, counters) = if baseline {
                 (CpuNanos::ZERO, HardwareCounts::default())
             } else {
-                (CpuNanos(value.cpu_ns), HardwareCounts(value.counters))
+                (
+                    CpuNanos(value.cpu_ns),
+                    HardwareCounts::new(value.counters, [0; 4]),
+                )
             };
             let total = by_workload.entry(workload.clone()).or_default();
             total.0 += cpu;
@@ -330,6 +361,22 @@ impl CpuTimeSource for EbpfSource {
                 acc.best = cpu;
                 acc.workload = workload;
                 acc.comm = value.comm();
+            }
+        }
+
+        // Kernel events: to the pair's workload, and to the process if it ran (else, where idle
+        // processes are listed, with its idle entry).
+        let mut idle_events: HashMap<u32, HardwareCounts> = HashMap::new();
+        for (key, value) in &drained.events {
+            if baseline {
+                break;
+            }
+            let counts = HardwareCounts::new([0; 3], value.count);
+            let workload = self.workload_of(key);
+            by_workload.entry(workload).or_default().1 += counts;
+            match ran.get_mut(&key.tgid) {
+                Some(acc) => acc.counters += counts,
+                None => *idle_events.entry(key.tgid).or_default() += counts,
             }
         }
 
@@ -418,7 +465,7 @@ impl CpuTimeSource for EbpfSource {
                     comm: p.comm.clone(),
                     workload: p.workload.clone(),
                     cpu: CpuNanos::ZERO,
-                    counters: HardwareCounts::default(),
+                    counters: idle_events.remove(tgid).unwrap_or_default(),
                 });
             }
         }
