@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod contract;
+mod events;
 mod http;
 mod reference;
 mod snapshots;

@@ -63,6 +63,7 @@ fn metrics_reference_is_up_to_date() {
     }];
     s.hardware_counters = kepler_rs::workload::HardwareCounter::ALL
         .into_iter()
+        .chain(kepler_rs::workload::HardwareCounter::KERNEL_EVENTS)
         .fold(kepler_rs::workload::HardwareCounterSet::NONE, |set, c| {
             set.with(c)
         });
@@ -100,7 +101,10 @@ fn metrics_reference_is_up_to_date() {
          modern or both schema (as Kepler 0.11) and not with classic (as Kepler 0.7);\n\
          `*_bpf_cpu_time_ms_total` only with the eBPF CPU-time source, the hardware counter\n\
          families (`*_cpu_cycles_total`, `*_cpu_instructions_total`, `*_cache_miss_total`) only\n\
-         for the counters the PMU offers (absent in most VMs). The VM families (`kepler_vm_*`)\n\
+         for the counters the PMU offers (absent in most VMs), and the kernel event families\n\
+         (`*_bpf_net_tx_irq_total`, `*_bpf_net_rx_irq_total`, `*_bpf_block_irq_total`,\n\
+         `*_bpf_page_cache_hit_total`) only with the eBPF source, for the hooks the kernel\n\
+         offers. The VM families (`kepler_vm_*`)\n\
          appear while the node runs QEMU/KVM guests, found by libvirt's machine cgroups\n\
          (`machine.slice/machine-qemu...scope`) and by `qemu-system-*`, `qemu-kvm` and `kvm`\n\
          processes outside containers; a guest's energy is the sum of its processes' shares, so it\n\

@@ -82,6 +82,25 @@ pub(crate) fn note(name: &str) -> Option<String> {
                 "same".to_string()
             }
         }
+        n if ["kepler_container_", "kepler_process_"]
+            .iter()
+            .any(|l| n.starts_with(l))
+            && [
+                "_bpf_net_tx_irq_total",
+                "_bpf_net_rx_irq_total",
+                "_bpf_block_irq_total",
+            ]
+            .iter()
+            .any(|e| n.ends_with(e)) =>
+        {
+            "same (softirq_entry, charged to the task it interrupts)".to_string()
+        }
+        "kepler_container_bpf_page_cache_hit_total" | "kepler_process_bpf_page_cache_hit_total" => {
+            "same hooks: `writeback_dirty_folio` for writes; for reads a kprobe on \
+             `folio_mark_accessed` (what `filemap_read` calls; Kepler hooks `mark_page_accessed`), \
+             absent on kernels without kprobes, so there only writes count"
+                .to_string()
+        }
         "kepler_node_other_joules_total" | "kepler_node_platform_joules_total" => format!(
             "`package` as Kepler names it (`socket0` for other, the meter `energy1` for \
              platform); {IDLE_ESTIMATE}"

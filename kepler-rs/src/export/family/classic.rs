@@ -151,6 +151,7 @@ pub fn classic_families<'a>(
         // With `both`, the modern family of the same name serves GPU energy.
         super::gpu::classic_gpu_families(snapshot, &mut families);
     }
+    event_families(snapshot, options.process_metrics, &mut families);
     if options.process_metrics {
         let pids: Rc<[String]> = snapshot
             .processes
@@ -612,4 +613,82 @@ fn classic_info_families<'a>(s: &'a Snapshot, build: &'a BuildInfo, out: &mut Ve
             out(&labels, Value::Float(1.0));
         },
     ));
+}
+
+/// Per kernel event: the classic container and process names and what it counts.
+const EVENT_FAMILIES: [(HardwareCounter, &str, &str, &str); 4] = [
+    (
+        HardwareCounter::NetTxIrq,
+        "kepler_container_bpf_net_tx_irq_total",
+        "kepler_process_bpf_net_tx_irq_total",
+        "softirqs of the NET_TX vector (network transmit)",
+    ),
+    (
+        HardwareCounter::NetRxIrq,
+        "kepler_container_bpf_net_rx_irq_total",
+        "kepler_process_bpf_net_rx_irq_total",
+        "softirqs of the NET_RX vector (network receive)",
+    ),
+    (
+        HardwareCounter::BlockIrq,
+        "kepler_container_bpf_block_irq_total",
+        "kepler_process_bpf_block_irq_total",
+        "softirqs of the BLOCK vector (block I/O completion)",
+    ),
+    (
+        HardwareCounter::PageCacheHit,
+        "kepler_container_bpf_page_cache_hit_total",
+        "kepler_process_bpf_page_cache_hit_total",
+        "page cache hits (folios dirtied in the page cache, and cached folios read where the \
+         kernel has kprobes)",
+    ),
+];
+
+/// Where the kernel event families' values come from, for their help texts.
+const EVENT_ORIGIN: &str = "counted by eBPF and charged to the task running when the event \
+     happened; absent where the kernel offers no hook for it";
+
+/// Kepler's classic kernel event families (`*_bpf_net_tx_irq_total`, `*_bpf_net_rx_irq_total`,
+/// `*_bpf_block_irq_total`, `*_bpf_page_cache_hit_total`) with upstream's labels and
+/// `source="bpf"`: the container ones, and the process ones with `processes`; only for the
+/// events whose hook attached.
+fn event_families<'a>(s: &'a Snapshot, processes: bool, out: &mut Vec<Family<'a>>) {
+    let pids: Rc<[String]> = if processes {
+        s.processes.iter().map(|p| p.pid.to_string()).collect()
+    } else {
+        Rc::from(Vec::new())
+    };
+    for (counter, container, process, what) in EVENT_FAMILIES {
+        if !s.hardware_counters.contains(counter) {
+            continue;
+        }
+        out.push(Family::new(
+            container,
+            format!("Cumulative {what} of the container's processes, {EVENT_ORIGIN}."),
+            MetricType::Counter,
+            "",
+            move |out| {
+                for w in &s.workloads {
+                    let value = Value::Float(w.counters.get(counter) as f64);
+                    write_bpf(out, &container_ids(w), value);
+                }
+            },
+        ));
+        if !processes {
+            continue;
+        }
+        let pids = pids.clone();
+        out.push(Family::new(
+            process,
+            format!("Cumulative {what} of the process, {EVENT_ORIGIN}."),
+            MetricType::Counter,
+            "",
+            move |out| {
+                for (p, pid) in s.processes.iter().zip(pids.iter()) {
+                    let value = Value::Float(p.counters.get(counter) as f64);
+                    write_bpf(out, &process_ids(p, pid), value);
+                }
+            },
+        ));
+    }
 }
