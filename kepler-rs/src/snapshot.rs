@@ -95,6 +95,20 @@ pub struct NodeGpu {
     pub idle_watts: Watts,
 }
 
+/// What one workload or process took of one GPU: its share of the GPU's energy (by its
+/// utilisation samples) and the sums of those samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuShare {
+    /// Cumulative, split into active (`dynamic`) and idle like the GPU's own.
+    pub energy: ModeSplit,
+    /// The last interval's share only: divided by the snapshot's `interval` it gives watts.
+    pub interval: ModeSplit,
+    /// Sum of its compute (SM) utilisation samples, percent.
+    pub compute_util: u64,
+    /// Sum of its memory utilisation samples, percent.
+    pub memory_util: u64,
+}
+
 /// A lifecycle state, Kepler's modern `state` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -216,6 +230,11 @@ pub struct Snapshot {
     pub vms: Vec<VmEnergy>,
     /// NVIDIA GPUs by index (empty without NVML or with `gpu.enabled` false).
     pub gpus: Vec<NodeGpu>,
+    /// Each workload's share of each GPU (by GPU index), for the workloads listed in
+    /// `workloads`. Per GPU they add up to its energy while no workload has expired.
+    pub gpu_workloads: BTreeMap<WorkloadKey, BTreeMap<u32, GpuShare>>,
+    /// Each process's share of each GPU, by pid (with `--metrics.processes`).
+    pub gpu_processes: BTreeMap<u32, BTreeMap<u32, GpuShare>>,
 }
 
 impl Snapshot {
@@ -266,6 +285,8 @@ impl Snapshot {
             processes: Vec::new(),
             vms: Vec::new(),
             gpus: Vec::new(),
+            gpu_workloads: BTreeMap::new(),
+            gpu_processes: BTreeMap::new(),
         }
     }
 }

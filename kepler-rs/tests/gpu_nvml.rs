@@ -395,3 +395,129 @@ fn exporter_without_nvml_runs_as_before_and_says_so_once() {
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("no NVIDIA GPU energy"), "{log}");
 }
+
+/// The `/proc/<pid>/cgroup` content of a case of the shared `cgroup-paths.tsv` fixture.
+fn cgroup_row(case: &str) -> String {
+    let tsv = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/cgroup-paths.tsv"
+    ))
+    .unwrap();
+    tsv.lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|cols| cols[0] == case)
+        .map(|cols| cols[1].replace("\\n", "\n"))
+        .unwrap_or_else(|| panic!("no fixture row {case}"))
+}
+
+#[test]
+fn gpu_energy_follows_utilisation_to_containers_and_adds_up() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let _serial = serial();
+    const WEB: &str = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b2d2c5e_5f0a_4d3b_9c1e_8a7f6e5d4c3b.slice/cri-containerd-9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c.scope";
+    const JOB: &str = "kubepods.slice/kubepods-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e.scope";
+    let host = HostTree::new("intel-2socket-server", "cpu");
+    host.add_process(
+        3001,
+        &cgroup_row("kubernetes + containerd, cgroup v2, systemd driver, burstable"),
+        Some(WEB),
+    );
+    host.add_process(
+        3002,
+        &cgroup_row("kubernetes + containerd, cgroup v2, guaranteed QoS (no qos slice)"),
+        Some(JOB),
+    );
+    let write_cpu = |i: u64| {
+        for (pid, comm, cg) in [(3001, "web", WEB), (3002, "job", JOB)] {
+            host.write_process_ticks(pid, comm, 0, 1000 + 10 * i);
+            host.write_cgroup_usage(cg, (1000 + 10 * i) * 10_000);
+        }
+    };
+    write_cpu(0);
+    // Interval i: the counter advances 400 J + i mJ; web's samples sum to 3x job's.
+    let nvml_state = |i: u64, counter: u64, samples: bool| {
+        let mut st = format!("driver 550.1\ngpu GPU-aaaa Fake_A100 {counter} 250000 60 0\n");
+        if samples {
+            let t = 1_000 * i;
+            st.push_str(&format!(
+                "proc 0 3001 {} 40 10\nproc 0 3001 {} 50 12\nproc 0 3002 {} 30 5\n",
+                t + 1,
+                t + 2,
+                t + 3
+            ));
+            // An old sample (seen before): not counted again.
+            st.push_str("proc 0 3002 1 99 99\n");
+        } else {
+            st.push_str("running 0 3001\nrunning 0 3002\n");
+        }
+        st
+    };
+    let state = State::new(&nvml_state(0, 1_000, true));
+    let gpus = NvmlGpus::open(Some(lib)).unwrap();
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut m = monitor(&host, Some(gpus), &metrics);
+    m.step(at(0));
+    let web = kepler_rs::workload::WorkloadKey::Container("9c".repeat(32));
+    let job = kepler_rs::workload::WorkloadKey::Container("7e".repeat(32));
+    let mut counter = 1_000u64;
+    for i in 1..=3u64 {
+        counter += 400_000 + i;
+        state.set(&nvml_state(i, counter, true));
+        advance_cpu(&host, i);
+        write_cpu(i);
+        let s = m.step(at(3 * i));
+        let gpu = s.gpus[0].energy;
+        // Every microjoule of the GPU is attributed, mode by mode.
+        let mut sum = kepler_rs::snapshot::ModeSplit::default();
+        for shares in s.gpu_workloads.values() {
+            sum += shares.get(&0).map(|g| g.energy).unwrap_or_default();
+        }
+        assert_eq!(sum, gpu, "interval {i}");
+        let share = |k| s.gpu_workloads[k][&0];
+        let (w, j) = (share(&web), share(&job));
+        // 90 : 30 of compute samples, each interval.
+        let (wt, jt) = (w.energy.total().0, j.energy.total().0);
+        assert_eq!(wt + jt, gpu.total().0);
+        assert!((wt as i64 - 3 * jt as i64).abs() <= 6, "{wt} vs 3 x {jt}");
+        assert_eq!((w.compute_util, j.compute_util), (90 * i, 30 * i));
+        assert_eq!((w.memory_util, j.memory_util), (22 * i, 5 * i));
+    }
+    // No samples: the running compute processes share equally.
+    let before = m.step(at(9));
+    let (w0, j0) = (
+        before.gpu_workloads[&web][&0].energy.total().0,
+        before.gpu_workloads[&job][&0].energy.total().0,
+    );
+    counter += 100_000;
+    state.set(&nvml_state(5, counter, false));
+    advance_cpu(&host, 5);
+    write_cpu(5);
+    let s = m.step(at(12));
+    let w = s.gpu_workloads[&web][&0].energy.total().0 - w0;
+    let j = s.gpu_workloads[&job][&0].energy.total().0 - j0;
+    assert_eq!(w + j, 100_000_000);
+    assert!(w.abs_diff(j) <= 2, "{w} vs {j}");
+    // The exposition: modern container and pod families carry the active share.
+    let text = render_modern(&s);
+    assert!(
+        text.contains(
+            "kepler_container_gpu_joules_total{node_name=\"gpu-node\",container_id=\"7e7e"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("kepler_pod_gpu_watts{"), "{text}");
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+}
+
+fn render_modern(s: &Snapshot) -> String {
+    use kepler_rs::export::prometheus::{render, BuildInfo, Format, RenderOptions};
+    let options = RenderOptions {
+        process_metrics: true,
+        schema: kepler_rs::config::Schema::Modern,
+    };
+    let build = BuildInfo::default();
+    render(s, &SelfMetrics::new(), &options, &build, Format::Text)
+}

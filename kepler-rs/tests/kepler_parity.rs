@@ -423,6 +423,22 @@ impl FakeHost {
     fn advance(&mut self) {
         self.interval += 1;
         self.write_counters();
+        self.write_gpu();
+    }
+
+    /// The fake NVML's state: one GPU whose energy grows faster each interval (so some of it
+    /// is above the idle estimate), used by nginx alone.
+    fn write_gpu(&self) {
+        let i = self.interval;
+        let counter = 1000 + 50_000 * i * (i + 1) / 2;
+        Self::replace(
+            self.tree.sysfs().join("fake-nvml-state"),
+            format!(
+                "driver 550.54.15\n\
+                 gpu GPU-5b0a6f3e-0c1d-4e2f-8a9b-1c2d3e4f5a6b Fake_GPU {counter} 60000 30 0\n\
+                 running 0 {NGINX}\n"
+            ),
+        );
     }
 
     fn exit(&mut self, pid: u32) {
@@ -440,16 +456,12 @@ impl FakeHost {
 }
 
 /// The binary on `host`, modern schema (process metrics on by default, as upstream), procfs CPU
-/// time, fake RAPL, and one GPU of the fake NVML (None where it cannot be built: the test is
-/// skipped).
+/// time, fake RAPL, and one GPU of the fake NVML that nginx uses (None where it cannot be built:
+/// the test is skipped).
 fn start(host: &FakeHost, extra: &[&str]) -> Option<Exporter> {
     let nvml = common::fake_nvml::library()?;
     let state = host.tree.sysfs().join("fake-nvml-state");
-    fs::write(
-        &state,
-        "driver 550.54.15\ngpu GPU-5b0a6f3e-0c1d-4e2f-8a9b-1c2d3e4f5a6b Fake_GPU 1000 60000 30 0\n",
-    )
-    .unwrap();
+    host.write_gpu();
     // The exporter inherits it (no test here loads NVML in-process).
     std::env::set_var("FAKE_NVML_STATE", &state);
     let nvml = format!("--gpu.nvml-library={}", nvml.display());

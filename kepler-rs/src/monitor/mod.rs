@@ -168,7 +168,8 @@ impl Monitor {
         let first = self.last_time.is_none();
         self.last_time = Some(now);
         if let Some(gpus) = &mut self.gpus {
-            gpus.step(if first { Duration::ZERO } else { elapsed }, &self.metrics);
+            let gpu_elapsed = if first { Duration::ZERO } else { elapsed };
+            gpus.step(gpu_elapsed, &sample, &self.metrics);
         }
         // Each live workload's metadata, looked up once per interval (aligned with
         // `sample.workloads`).
@@ -283,6 +284,15 @@ impl Monitor {
                 .collect();
             self.processes
                 .sweep(|k| alive.contains(&(k.pid, k.comm.as_str())), now);
+        }
+        if let Some(gpus) = &mut self.gpus {
+            let workloads = &self.workloads;
+            let pids: std::collections::BTreeSet<u32> = if self.options.process_metrics {
+                self.processes.iter().map(|(k, _)| k.pid).collect()
+            } else {
+                std::collections::BTreeSet::new()
+            };
+            gpus.retain(|k| workloads.get(k).is_some(), |pid| pids.contains(&pid));
         }
         self.snapshot(now)
     }
@@ -469,6 +479,16 @@ impl Monitor {
                 .gpus
                 .as_ref()
                 .map(gpu::GpuLedger::node_gpus)
+                .unwrap_or_default(),
+            gpu_workloads: self
+                .gpus
+                .as_ref()
+                .map(|g| g.workload_shares().clone())
+                .unwrap_or_default(),
+            gpu_processes: self
+                .gpus
+                .as_ref()
+                .map(|g| g.process_shares().clone())
                 .unwrap_or_default(),
         }
     }

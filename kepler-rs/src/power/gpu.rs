@@ -4,9 +4,12 @@
 //! `nvml-wrapper`, so the exporter builds and runs on nodes without a GPU or driver: there
 //! [`NvmlGpus::open`] fails and the exporter measures the CPU side only. Each GPU is read from
 //! the driver's total-energy counter (millijoules since the driver loaded) where it has one,
-//! else from its power draw (milliwatts), which the monitor integrates over the interval. This
-//! module only reads; turning readings into energy, idle and active is the monitor's work.
+//! else from its power draw (milliwatts), which the monitor integrates over the interval. Which
+//! processes used a GPU comes from NVML's per-process utilisation samples since the previous
+//! reading, else (no samples) from its running compute processes. This module only reads;
+//! turning readings into energy, idle and active, and shares of it, is the monitor's work.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::Path;
@@ -47,6 +50,19 @@ pub struct GpuReading {
     pub measure: Result<GpuMeasure, GpuError>,
     /// The GPU's busy fraction (0..=1) over NVML's last sample period, where NVML reports it.
     pub utilisation: Option<f64>,
+    /// The processes that used the GPU since the previous reading, by pid.
+    pub processes: Vec<GpuProcessUse>,
+}
+
+/// How much one process used one GPU since the previous reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuProcessUse {
+    pub pid: u32,
+    /// Sum of its SM (compute) utilisation samples, percent; 0 where NVML only listed it as a
+    /// running compute process.
+    pub compute: u64,
+    /// Sum of its memory (frame buffer) utilisation samples, percent.
+    pub memory: u64,
 }
 
 /// An NVML call that failed: which call, NVML's reason, and a short stable reason for the
@@ -93,6 +109,8 @@ pub struct NvmlGpus {
     nvml: Nvml,
     driver_version: String,
     devices: Vec<GpuDevice>,
+    /// Per GPU, the timestamp of the newest process sample read (NVML's clock, µs).
+    last_sample: BTreeMap<u32, u64>,
 }
 
 impl fmt::Debug for NvmlGpus {
@@ -140,6 +158,7 @@ impl NvmlGpus {
             nvml,
             driver_version,
             devices,
+            last_sample: BTreeMap::new(),
         })
     }
 
@@ -153,18 +172,22 @@ impl NvmlGpus {
         &self.devices
     }
 
-    /// Reads every GPU's meter now: its energy counter, else its power draw.
-    pub fn read(&self) -> Vec<GpuReading> {
+    /// Reads every GPU's meter now (its energy counter, else its power draw) and which
+    /// processes used it since the previous reading.
+    pub fn read(&mut self) -> Vec<GpuReading> {
+        let nvml = &self.nvml;
+        let last_sample = &mut self.last_sample;
         self.devices
             .iter()
             .map(|gpu| {
-                let device = match self.nvml.device_by_index(gpu.index) {
+                let device = match nvml.device_by_index(gpu.index) {
                     Ok(device) => device,
                     Err(e) => {
                         return GpuReading {
                             index: gpu.index,
                             measure: Err(GpuError::new("nvmlDeviceGetHandleByIndex", &e)),
                             utilisation: None,
+                            processes: Vec::new(),
                         }
                     }
                 };
@@ -183,14 +206,50 @@ impl NvmlGpus {
                     .utilization_rates()
                     .ok()
                     .map(|u| f64::from(u.gpu.min(100)) / 100.0);
+                let last = last_sample.entry(gpu.index).or_insert(0);
+                let processes = process_use(&device, last);
                 GpuReading {
                     index: gpu.index,
                     measure,
                     utilisation,
+                    processes,
                 }
             })
             .collect()
     }
+}
+
+/// The processes that used `device` since the sample at `last` (which it advances): NVML's
+/// utilisation samples summed per pid, else its running compute processes with no
+/// utilisation. Empty where NVML offers neither.
+fn process_use(device: &nvml_wrapper::Device<'_>, last: &mut u64) -> Vec<GpuProcessUse> {
+    let mut by_pid: BTreeMap<u32, GpuProcessUse> = BTreeMap::new();
+    if let Ok(samples) = device.process_utilization_stats(*last) {
+        for sample in samples.iter().filter(|s| s.timestamp > *last) {
+            let entry = by_pid.entry(sample.pid).or_insert(GpuProcessUse {
+                pid: sample.pid,
+                compute: 0,
+                memory: 0,
+            });
+            entry.compute += u64::from(sample.sm_util);
+            entry.memory += u64::from(sample.mem_util);
+        }
+        if let Some(newest) = samples.iter().map(|s| s.timestamp).max() {
+            *last = (*last).max(newest);
+        }
+    }
+    if by_pid.is_empty() {
+        if let Ok(running) = device.running_compute_processes() {
+            for p in running {
+                by_pid.entry(p.pid).or_insert(GpuProcessUse {
+                    pid: p.pid,
+                    compute: 0,
+                    memory: 0,
+                });
+            }
+        }
+    }
+    by_pid.into_values().collect()
 }
 
 /// Opens NVML as `gpu.*` asks, logging once what came of it: `None` when GPU accounting is

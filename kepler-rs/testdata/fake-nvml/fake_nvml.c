@@ -7,12 +7,15 @@
  *   init <code>                 nvmlInit_v2 returns <code> (default 0, success)
  *   driver <version>            nvmlSystemGetDriverVersion
  *   gpu <uuid> <name> <energy_mj> <power_mw> <util_pct> <status>
+ *   proc <gpu> <pid> <timestamp_us> <sm_pct> <mem_pct>   a process utilisation sample
+ *   running <gpu> <pid>         a running compute process of GPU <gpu> (index)
  *
  * One `gpu` line per device, index in file order; `_` in <name> reads as a space. A negative
  * <energy_mj>, <power_mw> or <util_pct> makes that call return the NVML error code it negates
  * (-3: NVML_ERROR_NOT_SUPPORTED, -4: NO_PERMISSION, -15: GPU_IS_LOST, ...). A non-zero
  * <status> makes every call on the device, the handle lookup included, return <status> (a GPU
- * that vanished: 15). Build: cc -shared -fPIC -o libnvidia-ml.so.1 fake_nvml.c
+ * that vanished: 15). A GPU without `proc` samples newer than the caller's last seen
+ * timestamp answers NVML_ERROR_NOT_FOUND for them, as NVML does. Build: cc -shared -fPIC -o libnvidia-ml.so.1 fake_nvml.c
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +33,34 @@ typedef struct {
 #define NVML_ERROR_INVALID_ARGUMENT 2
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
 #define NVML_ERROR_UNKNOWN 999
+#define NVML_ERROR_NOT_FOUND 6
 #define MAX_GPUS 16
+#define MAX_PROCS 64
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil;
+    unsigned int memUtil;
+    unsigned int encUtil;
+    unsigned int decUtil;
+} nvmlProcessUtilizationSample_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
+
+struct proc {
+    int running; /* 1: a `running` line, 0: a `proc` sample */
+    unsigned int gpu;
+    unsigned int pid;
+    unsigned long long timestamp;
+    unsigned int sm;
+    unsigned int mem;
+};
 
 struct gpu {
     char uuid[96];
@@ -46,6 +76,8 @@ struct state {
     char driver[80];
     int count;
     struct gpu gpus[MAX_GPUS];
+    int procs;
+    struct proc proc[MAX_PROCS];
 };
 
 static int initialised;
@@ -65,6 +97,20 @@ static int load(struct state *s) {
             continue;
         if (sscanf(line, "driver %79s", s->driver) == 1)
             continue;
+        if (s->procs < MAX_PROCS) {
+            struct proc *p = &s->proc[s->procs];
+            if (sscanf(line, "proc %u %u %llu %u %u", &p->gpu, &p->pid, &p->timestamp, &p->sm,
+                       &p->mem) == 5) {
+                p->running = 0;
+                s->procs++;
+                continue;
+            }
+            if (sscanf(line, "running %u %u", &p->gpu, &p->pid) == 2) {
+                p->running = 1;
+                s->procs++;
+                continue;
+            }
+        }
         if (s->count < MAX_GPUS) {
             struct gpu *g = &s->gpus[s->count];
             if (sscanf(line, "gpu %95s %95s %lld %lld %lld %d", g->uuid, g->name, &g->energy_mj,
@@ -205,5 +251,67 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t handle, nvmlUtilization_
         return (nvmlReturn_t)-g->util_pct;
     utilization->gpu = (unsigned int)g->util_pct;
     utilization->memory = 0;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t handle,
+                                             nvmlProcessUtilizationSample_t *utilization,
+                                             unsigned int *count,
+                                             unsigned long long lastSeenTimeStamp) {
+    struct state s;
+    struct gpu *g;
+    nvmlReturn_t r = device(handle, &s, &g);
+    if (r != NVML_SUCCESS)
+        return r;
+    unsigned int gpu = (unsigned int)((long)handle - 1), n = 0;
+    for (int i = 0; i < s.procs; i++) {
+        struct proc *p = &s.proc[i];
+        if (p->running || p->gpu != gpu || p->timestamp <= lastSeenTimeStamp)
+            continue;
+        if (utilization && n < *count) {
+            utilization[n].pid = p->pid;
+            utilization[n].timeStamp = p->timestamp;
+            utilization[n].smUtil = p->sm;
+            utilization[n].memUtil = p->mem;
+            utilization[n].encUtil = 0;
+            utilization[n].decUtil = 0;
+        }
+        n++;
+    }
+    if (n == 0)
+        return NVML_ERROR_NOT_FOUND;
+    if (!utilization || n > *count) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t handle, unsigned int *count,
+                                                     nvmlProcessInfo_t *infos) {
+    struct state s;
+    struct gpu *g;
+    nvmlReturn_t r = device(handle, &s, &g);
+    if (r != NVML_SUCCESS)
+        return r;
+    unsigned int gpu = (unsigned int)((long)handle - 1), n = 0;
+    for (int i = 0; i < s.procs; i++) {
+        struct proc *p = &s.proc[i];
+        if (!p->running || p->gpu != gpu)
+            continue;
+        if (infos && n < *count) {
+            infos[n].pid = p->pid;
+            infos[n].usedGpuMemory = 0;
+            infos[n].gpuInstanceId = 0xFFFFFFFF;
+            infos[n].computeInstanceId = 0xFFFFFFFF;
+        }
+        n++;
+    }
+    if (n > *count) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    *count = n;
     return NVML_SUCCESS;
 }

@@ -75,6 +75,20 @@ fn metrics_reference_is_up_to_date() {
         watts: kepler_rs::power::units::Watts(0.0),
         idle_watts: kepler_rs::power::units::Watts(0.0),
     }];
+    let share = kepler_rs::snapshot::GpuShare {
+        energy: kepler_rs::snapshot::ModeSplit::new(
+            kepler_rs::power::units::Microjoules(2_000_000),
+            kepler_rs::power::units::Microjoules(1_000_000),
+        ),
+        ..Default::default()
+    };
+    let one_gpu = |share| std::collections::BTreeMap::from([(0, share)]);
+    for w in &s.workloads {
+        s.gpu_workloads.insert(w.key.clone(), one_gpu(share));
+    }
+    for p in &s.processes {
+        s.gpu_processes.insert(p.pid, one_gpu(share));
+    }
     let metrics = errors();
     metrics.record_export("push", "sent", 1);
     let classic = reference_rows(&s, &metrics, Schema::Classic);
@@ -115,9 +129,10 @@ fn metrics_reference_is_up_to_date() {
          families with the unit shown, so a Collector's Prometheus exporter gives back these names.\n\
          The upstream column compares each family with Kepler v0.7.12 (classic) and v0.11.4\n\
          (modern): `same`, or what differs and why ([kepler-parity.md](kepler-parity.md) has the\n\
-         details). The GPU families (`kepler_node_gpu_*`) appear where NVML lists NVIDIA GPUs\n\
-         (`gpu.enabled`, `gpu.nvmlLibrary`); with `both`, `kepler_node_gpu_joules_total` is the\n\
-         modern family.\n\n\
+         details). The GPU families (`kepler_node_gpu_*` and the workloads' `*_gpu_*`) appear\n\
+         where NVML lists NVIDIA GPUs (`gpu.enabled`, `gpu.nvmlLibrary`); with `both`, the names\n\
+         both schemas use (`kepler_node_gpu_joules_total`, `kepler_container_gpu_joules_total`,\n\
+         `kepler_process_gpu_joules_total`) are the modern families.\n\n\
          ## Classic family (Kepler <= 0.9)\n\n{}\n\
          ## Modern family (Kepler >= 0.10)\n\n{}\n\
          ## Exporter self-metrics (every schema)\n\n{}",

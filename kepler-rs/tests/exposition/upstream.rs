@@ -39,6 +39,23 @@ pub(crate) fn note(name: &str) -> Option<String> {
                 .to_string()
         }
         "kepler_node_gpu_watts" | "kepler_node_gpu_info" => "same".to_string(),
+        "kepler_container_gpu_joules_total" | "kepler_process_gpu_joules_total" => {
+            "classic: every workload, 0 where it used no GPU, with `mode` and `source=\"NVML\"` \
+             (Kepler v0.7); modern: active energy only, only above 0 (Kepler v0.11); each \
+             process's share by its compute (SM) utilisation samples, equal among the running \
+             compute processes where NVML has no samples, as Kepler"
+                .to_string()
+        }
+        "kepler_container_gpu_watts"
+        | "kepler_process_gpu_watts"
+        | "kepler_pod_gpu_joules_total"
+        | "kepler_pod_gpu_watts" => "same".to_string(),
+        "kepler_container_gpu_compute_util_total"
+        | "kepler_container_gpu_mem_util_total"
+        | "kepler_process_gpu_compute_util_total"
+        | "kepler_process_gpu_mem_util_total" => "sums of NVML's per-process utilisation \
+             samples (percent) since the exporter started; `gpu_id` is NVML's index"
+            .to_string(),
         // Classic.
         "kepler_container_joules_total" => classic_workload("container"),
         "kepler_process_joules_total" | "kepler_process_other_joules_total" => {

@@ -152,6 +152,12 @@ pub fn classic_families<'a>(
         super::gpu::classic_gpu_families(snapshot, &mut families);
     }
     event_families(snapshot, options.process_metrics, &mut families);
+    super::gpu::classic_workload_gpu_families(
+        snapshot,
+        options.process_metrics,
+        options.schema == super::Schema::Classic,
+        &mut families,
+    );
     if options.process_metrics {
         let pids: Rc<[String]> = snapshot
             .processes
@@ -172,7 +178,7 @@ fn node_has(snapshot: &Snapshot, kind: ZoneKind) -> bool {
 
 /// Visits the `dynamic` and `idle` samples of one series: `ids`, then `mode`, then `source`.
 /// `idle: false` visits the `dynamic` sample only.
-fn write_modes(
+pub(super) fn write_modes(
     out: &mut Visit<'_>,
     ids: &[(&str, &str)],
     split: ModeSplit,
@@ -199,7 +205,7 @@ fn idle_series(s: &Snapshot) -> bool {
 }
 
 /// The classic container labels (without `mode`) of a container or pseudo container.
-fn container_ids(w: &WorkloadEnergy) -> [(&'static str, &str); 4] {
+pub(super) fn container_ids(w: &WorkloadEnergy) -> [(&'static str, &str); 4] {
     let (id, pod, name, namespace) = match &w.key {
         WorkloadKey::System => (
             WorkloadKey::SYSTEM_PROCESSES,
@@ -459,7 +465,7 @@ fn node_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
 }
 
 /// The classic process labels (without `mode`); `pid` is passed in as text.
-fn process_ids<'p>(p: &'p ProcessEnergy, pid: &'p str) -> [(&'static str, &'p str); 4] {
+pub(super) fn process_ids<'p>(p: &'p ProcessEnergy, pid: &'p str) -> [(&'static str, &'p str); 4] {
     [
         ("pid", pid),
         ("container_id", p.workload.container_id()),

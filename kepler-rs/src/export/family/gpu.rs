@@ -7,10 +7,20 @@
 //! Kepler labels it), `instance`, `mode` and `source="NVML"`; with `metrics.schema=both` the
 //! modern family of the same name is served alone (one name, one label set). Without GPUs no
 //! family is built, so nodes without NVML serve exactly what they served before.
+//!
+//! Workloads: modern `kepler_{process,container,pod}_gpu_{joules_total,watts}` with the labels
+//! of their CPU families less `zone`, active energy only and only where it is above 0, as
+//! upstream; classic `kepler_{container,process}_gpu_joules_total` for every workload (0 where
+//! it used no GPU) with `mode` and `source="NVML"`, and classic
+//! `kepler_{container,process}_gpu_{compute,mem}_util_total` per GPU (`gpu_id`).
 
+use std::collections::BTreeMap;
+
+use super::classic::{container_ids, process_ids, write_modes};
 use super::{Family, MetricType, Value};
 use crate::power::gpu::{SOURCE, VENDOR};
-use crate::snapshot::{NodeGpu, Snapshot};
+use crate::snapshot::{GpuShare, ModeSplit, NodeGpu, Snapshot, State};
+use crate::workload::WorkloadKey;
 
 const JOULES: &str = "J";
 const WATTS: &str = "W";
@@ -117,6 +127,328 @@ pub fn classic_gpu_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
             }
         },
     ));
+}
+
+/// The sum over GPUs of a workload's or process's shares: (cumulative, last interval).
+fn summed(shares: Option<&BTreeMap<u32, GpuShare>>) -> (ModeSplit, ModeSplit) {
+    let mut energy = ModeSplit::default();
+    let mut interval = ModeSplit::default();
+    for share in shares.into_iter().flat_map(BTreeMap::values) {
+        energy += share.energy;
+        interval += share.interval;
+    }
+    (energy, interval)
+}
+
+fn state(s: State) -> &'static str {
+    match s {
+        State::Running => "running",
+        State::Terminated(_) => "terminated",
+    }
+}
+
+/// Active joules (cumulative) and watts (last interval) of a sum of shares.
+fn active_values(s: &Snapshot, energy: ModeSplit, interval: ModeSplit, power: bool) -> Value {
+    if power {
+        Value::Float(interval.dynamic.over(s.interval).0)
+    } else {
+        Value::Millionths(energy.dynamic.0)
+    }
+}
+
+/// The modern workload GPU families (none without GPUs).
+pub fn modern_workload_gpu_families<'a>(
+    s: &'a Snapshot,
+    process_metrics: bool,
+    out: &mut Vec<Family<'a>>,
+) {
+    if s.gpus.is_empty() {
+        return;
+    }
+    const JOULES_HELP: &str = "in joules: its share (by its GPU utilisation) of the energy above \
+                               the GPUs' idle power; only where above 0.";
+    const WATTS_HELP: &str = "in watts over the last interval: its share of the power above the \
+                              GPUs' idle power; only where above 0.";
+    for (power, name, help, ty, unit) in [
+        (
+            false,
+            "kepler_container_gpu_joules_total",
+            JOULES_HELP,
+            MetricType::Counter,
+            JOULES,
+        ),
+        (
+            true,
+            "kepler_container_gpu_watts",
+            WATTS_HELP,
+            MetricType::Gauge,
+            WATTS,
+        ),
+    ] {
+        let help = format!(
+            "Active GPU {} attributed to the container {help}",
+            if power { "power" } else { "energy" }
+        );
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            for w in &s.workloads {
+                let WorkloadKey::Container(id) = &w.key else {
+                    continue;
+                };
+                let (energy, interval) = summed(s.gpu_workloads.get(&w.key));
+                if energy.dynamic.0 == 0 {
+                    continue;
+                }
+                let (runtime, pod_id) = w
+                    .identity
+                    .as_ref()
+                    .map(|i| (i.runtime.as_str(), i.pod_uid.as_deref().unwrap_or("")))
+                    .unwrap_or(("unknown", ""));
+                let labels = [
+                    ("node_name", s.info.node_name.as_str()),
+                    ("container_id", id.as_str()),
+                    ("container_name", w.container_name.as_str()),
+                    ("runtime", runtime),
+                    ("state", state(w.state)),
+                    ("pod_id", pod_id),
+                ];
+                out(&labels, active_values(s, energy, interval, power));
+            }
+        }));
+    }
+    for (power, name, help, ty, unit) in [
+        (
+            false,
+            "kepler_pod_gpu_joules_total",
+            JOULES_HELP,
+            MetricType::Counter,
+            JOULES,
+        ),
+        (
+            true,
+            "kepler_pod_gpu_watts",
+            WATTS_HELP,
+            MetricType::Gauge,
+            WATTS,
+        ),
+    ] {
+        let help = format!(
+            "Active GPU {} attributed to the pod (its containers) {help}",
+            if power { "power" } else { "energy" }
+        );
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            // Containers summed per pod UID: names, running, energy, interval energy.
+            let mut pods: BTreeMap<&str, (&str, &str, bool, ModeSplit, ModeSplit)> =
+                BTreeMap::new();
+            for w in &s.workloads {
+                let Some(uid) = w.identity.as_ref().and_then(|i| i.pod_uid.as_deref()) else {
+                    continue;
+                };
+                let (energy, interval) = summed(s.gpu_workloads.get(&w.key));
+                let pod = pods.entry(uid).or_insert((
+                    w.pod_name.as_str(),
+                    w.namespace.as_str(),
+                    false,
+                    ModeSplit::default(),
+                    ModeSplit::default(),
+                ));
+                if pod.0.is_empty() {
+                    pod.0 = w.pod_name.as_str();
+                    pod.1 = w.namespace.as_str();
+                }
+                pod.2 |= w.state == State::Running;
+                pod.3 += energy;
+                pod.4 += interval;
+            }
+            for (uid, (pod_name, namespace, running, energy, interval)) in pods {
+                if energy.dynamic.0 == 0 {
+                    continue;
+                }
+                let labels = [
+                    ("node_name", s.info.node_name.as_str()),
+                    ("pod_id", uid),
+                    ("pod_name", pod_name),
+                    ("pod_namespace", namespace),
+                    ("state", if running { "running" } else { "terminated" }),
+                ];
+                out(&labels, active_values(s, energy, interval, power));
+            }
+        }));
+    }
+    if !process_metrics {
+        return;
+    }
+    for (power, name, help, ty, unit) in [
+        (
+            false,
+            "kepler_process_gpu_joules_total",
+            JOULES_HELP,
+            MetricType::Counter,
+            JOULES,
+        ),
+        (
+            true,
+            "kepler_process_gpu_watts",
+            WATTS_HELP,
+            MetricType::Gauge,
+            WATTS,
+        ),
+    ] {
+        let help = format!(
+            "Active GPU {} attributed to the process {help}",
+            if power { "power" } else { "energy" }
+        );
+        out.push(Family::new(name, help, ty, unit, move |out| {
+            for p in &s.processes {
+                let (energy, interval) = summed(s.gpu_processes.get(&p.pid));
+                if energy.dynamic.0 == 0 {
+                    continue;
+                }
+                let (ty, container_id, vm_id) = match (&p.workload, &p.vm) {
+                    (WorkloadKey::Container(id), _) => ("container", id.as_str(), ""),
+                    (_, Some(vm)) => ("vm", "", vm.id.as_str()),
+                    (WorkloadKey::System | WorkloadKey::Kernel, None) => ("regular", "", ""),
+                };
+                let pid = p.pid.to_string();
+                let labels = [
+                    ("node_name", s.info.node_name.as_str()),
+                    ("pid", pid.as_str()),
+                    ("comm", p.comm.as_str()),
+                    ("exe", ""),
+                    ("type", ty),
+                    ("state", state(p.state)),
+                    ("container_id", container_id),
+                    ("vm_id", vm_id),
+                ];
+                out(&labels, active_values(s, energy, interval, power));
+            }
+        }));
+    }
+}
+
+/// The classic workload GPU families (none without GPUs): energy with modes (only with
+/// `energy`: with `metrics.schema=both` the modern families of the same names serve it), and
+/// the utilisation sums per GPU.
+pub fn classic_workload_gpu_families<'a>(
+    s: &'a Snapshot,
+    process_metrics: bool,
+    energy: bool,
+    out: &mut Vec<Family<'a>>,
+) {
+    if s.gpus.is_empty() {
+        return;
+    }
+    if energy {
+        out.push(Family::new(
+            "kepler_container_gpu_joules_total",
+            "Cumulative GPU energy attributed to the container in joules, by its GPU utilisation, \
+         split by mode: dynamic (above idle) and idle.",
+            MetricType::Counter,
+            JOULES,
+            move |out| {
+                for w in &s.workloads {
+                    let (energy, _) = summed(s.gpu_workloads.get(&w.key));
+                    write_modes(out, &container_ids(w), energy, SOURCE, true);
+                }
+            },
+        ));
+    }
+    type Pick = fn(&GpuShare) -> u64;
+    let utils: [(&'static str, &'static str, &'static str, &'static str, Pick); 2] = [
+        (
+            "kepler_container_gpu_compute_util_total",
+            "kepler_process_gpu_compute_util_total",
+            "compute (SM) utilisation",
+            "",
+            |g| g.compute_util,
+        ),
+        (
+            "kepler_container_gpu_mem_util_total",
+            "kepler_process_gpu_mem_util_total",
+            "memory utilisation",
+            "",
+            |g| g.memory_util,
+        ),
+    ];
+    for (container, _, what, unit, pick) in utils {
+        out.push(Family::new(
+            container,
+            format!(
+                "Cumulative sum of the container's GPU {what} samples (percent) per GPU (gpu_id)."
+            ),
+            MetricType::Counter,
+            unit,
+            move |out| {
+                for w in &s.workloads {
+                    let Some(shares) = s.gpu_workloads.get(&w.key) else {
+                        continue;
+                    };
+                    for (gpu, share) in shares {
+                        let gpu = gpu.to_string();
+                        let ids = container_ids(w);
+                        let labels = [
+                            ids[0],
+                            ids[1],
+                            ids[2],
+                            ids[3],
+                            ("gpu_id", gpu.as_str()),
+                            ("source", SOURCE),
+                        ];
+                        out(&labels, Value::Float(pick(share) as f64));
+                    }
+                }
+            },
+        ));
+    }
+    if !process_metrics {
+        return;
+    }
+    if energy {
+        out.push(Family::new(
+            "kepler_process_gpu_joules_total",
+            "Cumulative GPU energy attributed to the process in joules, by its GPU utilisation, \
+         split by mode: dynamic (above idle) and idle.",
+            MetricType::Counter,
+            JOULES,
+            move |out| {
+                for p in &s.processes {
+                    let (energy, _) = summed(s.gpu_processes.get(&p.pid));
+                    let pid = p.pid.to_string();
+                    write_modes(out, &process_ids(p, &pid), energy, SOURCE, true);
+                }
+            },
+        ));
+    }
+    for (_, process, what, unit, pick) in utils {
+        out.push(Family::new(
+            process,
+            format!(
+                "Cumulative sum of the process's GPU {what} samples (percent) per GPU (gpu_id)."
+            ),
+            MetricType::Counter,
+            unit,
+            move |out| {
+                for p in &s.processes {
+                    let Some(shares) = s.gpu_processes.get(&p.pid) else {
+                        continue;
+                    };
+                    let pid = p.pid.to_string();
+                    for (gpu, share) in shares {
+                        let gpu = gpu.to_string();
+                        let ids = process_ids(p, &pid);
+                        let labels = [
+                            ids[0],
+                            ids[1],
+                            ids[2],
+                            ids[3],
+                            ("gpu_id", gpu.as_str()),
+                            ("source", SOURCE),
+                        ];
+                        out(&labels, Value::Float(pick(share) as f64));
+                    }
+                }
+            },
+        ));
+    }
 }
 
 #[cfg(test)]

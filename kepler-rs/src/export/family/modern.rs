@@ -56,6 +56,7 @@ pub fn modern_families<'a>(
     let mut out = Vec::with_capacity(24);
     node_families(s, &mut out);
     super::gpu::modern_gpu_families(s, &mut out);
+    super::gpu::modern_workload_gpu_families(s, options.process_metrics, &mut out);
     container_families(s, &mut out);
     pod_families(s, &mut out);
     vm_families(s, &mut out);
