@@ -83,21 +83,11 @@ fn web_options(config: &Config, hub: &Arc<Hub>) -> Result<ServeOptions, AppError
             .reload_failures
             .fetch_add(1, Ordering::Relaxed);
     });
-    tracing::info!(
-        file = %path.display(),
-        tls = web.tls_enabled(),
-        basic_auth = !web.current().settings.users.is_empty(),
-        "exposition web config loaded"
-    );
-    let open_paths = if config.healthz_without_auth {
-        ["/healthz".to_string()].into()
-    } else {
-        Default::default()
-    };
-    Ok(ServeOptions {
-        web_config: Some(Arc::new(web)),
-        open_paths,
-    })
+    Ok(ServeOptions::with_web_config(
+        web,
+        config.healthz_without_auth,
+        "exposition",
+    ))
 }
 
 /// Binds and starts everything.

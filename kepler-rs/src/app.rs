@@ -341,21 +341,11 @@ pub fn web_options(config: &Config, metrics: &Arc<SelfMetrics>) -> Result<ServeO
         .on_reload_failure(move |_| {
             metrics.record("web", "config_reload_failed");
         });
-    tracing::info!(
-        file = %path.display(),
-        tls = web.tls_enabled(),
-        basic_auth = !web.current().settings.users.is_empty(),
-        "web config loaded"
-    );
-    let open_paths = if config.healthz_without_auth {
-        ["/healthz".to_string()].into()
-    } else {
-        Default::default()
-    };
-    Ok(ServeOptions {
-        web_config: Some(Arc::new(web)),
-        open_paths,
-    })
+    Ok(ServeOptions::with_web_config(
+        web,
+        config.healthz_without_auth,
+        "metrics",
+    ))
 }
 
 /// Starts the OTLP push (and the relay) when configured; the tasks run until aborted.

@@ -54,6 +54,29 @@ pub struct ServeOptions {
     pub open_paths: BTreeSet<String>,
 }
 
+impl ServeOptions {
+    /// Serving with `web` (loaded and checked), `/healthz` open to probes without basic auth when
+    /// `healthz_without_auth`; logs what was loaded, naming the `server` it is for.
+    pub fn with_web_config(web: WebConfig, healthz_without_auth: bool, server: &str) -> Self {
+        tracing::info!(
+            server,
+            file = %web.path().display(),
+            tls = web.tls_enabled(),
+            basic_auth = !web.current().settings.users.is_empty(),
+            "web config loaded"
+        );
+        let open_paths = if healthz_without_auth {
+            ["/healthz".to_string()].into()
+        } else {
+            BTreeSet::new()
+        };
+        Self {
+            web_config: Some(Arc::new(web)),
+            open_paths,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Guard {
     web: Arc<WebConfig>,
