@@ -114,15 +114,16 @@ impl Prometheus {
         }
     }
 
-    /// An instant query: `Some(result array)`, `None` while Prometheus is not up.
+    /// An instant query: `Some(result array)`, `None` while Prometheus is not up or not ready.
     pub fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
         let url = format!(
             "http://127.0.0.1:{}{}",
             self.port,
             promql::query_path(promql)
         );
-        let (_, body) = http_get(&self.ns, &url)?;
-        Some(promql::results(promql, &body))
+        let (code, body) = http_get(&self.ns, &url)?;
+        // 503: Prometheus is up but its storage is still starting.
+        (code != 503).then(|| promql::results(promql, &body))
     }
 
     /// An instant query at Unix time `at` (seconds).
@@ -132,8 +133,9 @@ impl Prometheus {
             self.port,
             promql::query_path(promql)
         );
-        let (_, body) = http_get(&self.ns, &url)?;
-        Some(promql::results(promql, &body))
+        let (code, body) = http_get(&self.ns, &url)?;
+        // 503: Prometheus is up but its storage is still starting.
+        (code != 503).then(|| promql::results(promql, &body))
     }
 
     /// Polls `promql` until `accept` holds for its result (deadline `secs`); the last result.
