@@ -155,6 +155,7 @@ fn gpu_checks(config: &Config) -> Vec<Check> {
                     format!("{}: {} {} ({how})", d.index, d.name, d.uuid),
                     advice,
                 ));
+                checks.extend(mig_checks(d));
             }
             checks
         }
@@ -173,6 +174,58 @@ fn gpu_checks(config: &Config) -> Vec<Check> {
                 format!("not found, no GPU energy ({e})"),
                 advice,
             )]
+        }
+    }
+}
+
+/// A GPU's MIG mode and instances, one line each, under the GPU's line: nothing for a GPU
+/// without MIG or with MIG off.
+fn mig_checks(d: &crate::power::gpu::GpuDevice) -> Vec<Check> {
+    let Some(mode) = d.mig_mode else {
+        return Vec::new();
+    };
+    match (mode.current, mode.pending) {
+        (false, false) => Vec::new(),
+        (false, true) => vec![check(
+            "gpu",
+            Status::Ok,
+            format!(
+                "{}: MIG mode pending (on after the GPU's next reset): measured as a whole GPU until then",
+                d.index
+            ),
+            "",
+        )],
+        (true, _) if d.mig.is_empty() => vec![check(
+            "gpu",
+            Status::Warn,
+            format!("{}: MIG mode on but no MIG instance found: measured as a whole GPU", d.index),
+            "create GPU and compute instances (nvidia-smi mig -cgi ... -C), or the GPU runs no work",
+        )],
+        (true, _) => {
+            let weights = crate::monitor::gpu::mig_weights(&d.mig);
+            let sum: u64 = weights.iter().sum();
+            d.mig
+                .iter()
+                .zip(weights)
+                .map(|(m, w)| {
+                    check(
+                        "gpu",
+                        Status::Ok,
+                        format!(
+                            "{}:{}:{}: MIG instance of GPU {}: {} {} ({} SMs, {} slices; {w}/{sum} of the GPU's energy)",
+                            d.index,
+                            m.gpu_instance,
+                            m.compute_instance,
+                            d.index,
+                            m.name,
+                            m.uuid,
+                            m.multiprocessors,
+                            m.gpu_instance_slices,
+                        ),
+                        "",
+                    )
+                })
+                .collect()
         }
     }
 }

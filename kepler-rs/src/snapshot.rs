@@ -80,11 +80,50 @@ pub struct NodeZone {
     pub idle_watts: Watts,
 }
 
-/// One NVIDIA GPU of the node (found through NVML at start-up).
+/// One MIG instance of a GPU: NVML's GPU instance and compute instance ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MigId {
+    pub gpu_instance: u32,
+    pub compute_instance: u32,
+}
+
+/// Which GPU device of the node: a whole GPU (NVML's index) or one MIG instance of it. Shown
+/// as the index (`0`) or `<index>:<gpu instance>:<compute instance>` (`0:1:0`), the `gpu`,
+/// `package` and `gpu_id` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GpuId {
+    pub index: u32,
+    pub mig: Option<MigId>,
+}
+
+impl GpuId {
+    /// A whole GPU.
+    pub fn whole(index: u32) -> Self {
+        Self { index, mig: None }
+    }
+}
+
+impl std::fmt::Display for GpuId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mig {
+            None => write!(f, "{}", self.index),
+            Some(m) => write!(
+                f,
+                "{}:{}:{}",
+                self.index, m.gpu_instance, m.compute_instance
+            ),
+        }
+    }
+}
+
+/// One NVIDIA GPU device of the node (found through NVML at start-up): a whole GPU, or one MIG
+/// instance of a GPU in MIG mode (whose parent is then not listed itself).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeGpu {
-    /// NVML's device index.
+    /// NVML's device index (of the parent GPU, for a MIG instance).
     pub index: u32,
+    /// The MIG instance, for a MIG device.
+    pub mig: Option<MigId>,
     pub uuid: String,
     pub name: String,
     /// Cumulative energy since the exporter started, split into active (`dynamic`) and idle.
@@ -93,6 +132,16 @@ pub struct NodeGpu {
     pub watts: Watts,
     /// Idle power the estimator currently believes in.
     pub idle_watts: Watts,
+}
+
+impl NodeGpu {
+    /// The device's id (its labels).
+    pub fn id(&self) -> GpuId {
+        GpuId {
+            index: self.index,
+            mig: self.mig,
+        }
+    }
 }
 
 /// What one workload or process took of one GPU: its share of the GPU's energy (by its
@@ -228,13 +277,14 @@ pub struct Snapshot {
     /// Virtual machines, whatever `--metrics.processes` says. Their processes are outside
     /// containers, so their energy is part of `system_processes` (or `kernel_processes`).
     pub vms: Vec<VmEnergy>,
-    /// NVIDIA GPUs by index (empty without NVML or with `gpu.enabled` false).
+    /// NVIDIA GPU devices by id (empty without NVML or with `gpu.enabled` false): whole GPUs,
+    /// and the MIG instances of GPUs in MIG mode in their parent's place.
     pub gpus: Vec<NodeGpu>,
-    /// Each workload's share of each GPU (by GPU index), for the workloads listed in
-    /// `workloads`. Per GPU they add up to its energy while no workload has expired.
-    pub gpu_workloads: BTreeMap<WorkloadKey, BTreeMap<u32, GpuShare>>,
-    /// Each process's share of each GPU, by pid (with `--metrics.processes`).
-    pub gpu_processes: BTreeMap<u32, BTreeMap<u32, GpuShare>>,
+    /// Each workload's share of each GPU device, for the workloads listed in `workloads`. Per
+    /// device they add up to its energy while no workload has expired.
+    pub gpu_workloads: BTreeMap<WorkloadKey, BTreeMap<GpuId, GpuShare>>,
+    /// Each process's share of each GPU device, by pid (with `--metrics.processes`).
+    pub gpu_processes: BTreeMap<u32, BTreeMap<GpuId, GpuShare>>,
 }
 
 impl Snapshot {

@@ -19,6 +19,7 @@ use kepler_rs::config::IdlePolicy;
 use kepler_rs::monitor::{Monitor, MonitorOptions};
 use kepler_rs::power::gpu::NvmlGpus;
 use kepler_rs::power::rapl::RaplMeter;
+use kepler_rs::power::units::Microjoules;
 use kepler_rs::selfmetrics::SelfMetrics;
 use kepler_rs::snapshot::{NodeInfo, Snapshot};
 use kepler_rs::workload::procfs::ProcfsSource;
@@ -417,8 +418,8 @@ fn gpu_energy_follows_utilisation_to_containers_and_adds_up() {
         return;
     };
     let _serial = serial();
-    const WEB: &str = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b2d2c5e_5f0a_4d3b_9c1e_8a7f6e5d4c3b.slice/cri-containerd-9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c.scope";
-    const JOB: &str = "kubepods.slice/kubepods-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e.scope";
+    const WEB: &str = WEB_CG;
+    const JOB: &str = JOB_CG;
     let host = HostTree::new("intel-2socket-server", "cpu");
     host.add_process(
         3001,
@@ -462,6 +463,7 @@ fn gpu_energy_follows_utilisation_to_containers_and_adds_up() {
     m.step(at(0));
     let web = kepler_rs::workload::WorkloadKey::Container("9c".repeat(32));
     let job = kepler_rs::workload::WorkloadKey::Container("7e".repeat(32));
+    let g0 = kepler_rs::snapshot::GpuId::whole(0);
     let mut counter = 1_000u64;
     for i in 1..=3u64 {
         counter += 400_000 + i;
@@ -473,10 +475,10 @@ fn gpu_energy_follows_utilisation_to_containers_and_adds_up() {
         // Every microjoule of the GPU is attributed, mode by mode.
         let mut sum = kepler_rs::snapshot::ModeSplit::default();
         for shares in s.gpu_workloads.values() {
-            sum += shares.get(&0).map(|g| g.energy).unwrap_or_default();
+            sum += shares.get(&g0).map(|g| g.energy).unwrap_or_default();
         }
         assert_eq!(sum, gpu, "interval {i}");
-        let share = |k| s.gpu_workloads[k][&0];
+        let share = |k| s.gpu_workloads[k][&g0];
         let (w, j) = (share(&web), share(&job));
         // 90 : 30 of compute samples, each interval.
         let (wt, jt) = (w.energy.total().0, j.energy.total().0);
@@ -488,16 +490,16 @@ fn gpu_energy_follows_utilisation_to_containers_and_adds_up() {
     // No samples: the running compute processes share equally.
     let before = m.step(at(9));
     let (w0, j0) = (
-        before.gpu_workloads[&web][&0].energy.total().0,
-        before.gpu_workloads[&job][&0].energy.total().0,
+        before.gpu_workloads[&web][&g0].energy.total().0,
+        before.gpu_workloads[&job][&g0].energy.total().0,
     );
     counter += 100_000;
     state.set(&nvml_state(5, counter, false));
     advance_cpu(&host, 5);
     write_cpu(5);
     let s = m.step(at(12));
-    let w = s.gpu_workloads[&web][&0].energy.total().0 - w0;
-    let j = s.gpu_workloads[&job][&0].energy.total().0 - j0;
+    let w = s.gpu_workloads[&web][&g0].energy.total().0 - w0;
+    let j = s.gpu_workloads[&job][&g0].energy.total().0 - j0;
     assert_eq!(w + j, 100_000_000);
     assert!(w.abs_diff(j) <= 2, "{w} vs {j}");
     // The exposition: modern container and pod families carry the active share.
@@ -520,4 +522,313 @@ fn render_modern(s: &Snapshot) -> String {
     };
     let build = BuildInfo::default();
     render(s, &SelfMetrics::new(), &options, &build, Format::Text)
+}
+
+/// Two fixture containers with a process each (web 3001, job 3002), their CPU time advanced by
+/// the returned closure each interval.
+const WEB_CG: &str = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b2d2c5e_5f0a_4d3b_9c1e_8a7f6e5d4c3b.slice/cri-containerd-9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c9c.scope";
+const JOB_CG: &str = "kubepods.slice/kubepods-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e.scope";
+
+fn two_containers(host: &HostTree) -> impl Fn(u64) + '_ {
+    host.add_process(
+        3001,
+        &cgroup_row("kubernetes + containerd, cgroup v2, systemd driver, burstable"),
+        Some(WEB_CG),
+    );
+    host.add_process(
+        3002,
+        &cgroup_row("kubernetes + containerd, cgroup v2, guaranteed QoS (no qos slice)"),
+        Some(JOB_CG),
+    );
+    let write_cpu = move |i: u64| {
+        for (pid, comm, cg) in [(3001, "web", WEB_CG), (3002, "job", JOB_CG)] {
+            host.write_process_ticks(pid, comm, 0, 1000 + 10 * i);
+            host.write_cgroup_usage(cg, (1000 + 10 * i) * 10_000);
+        }
+    };
+    write_cpu(0);
+    write_cpu
+}
+
+fn web() -> kepler_rs::workload::WorkloadKey {
+    kepler_rs::workload::WorkloadKey::Container("9c".repeat(32))
+}
+
+fn job() -> kepler_rs::workload::WorkloadKey {
+    kepler_rs::workload::WorkloadKey::Container("7e".repeat(32))
+}
+
+fn mig_id(gi: u32) -> kepler_rs::snapshot::GpuId {
+    kepler_rs::snapshot::GpuId {
+        index: 0,
+        mig: Some(kepler_rs::snapshot::MigId {
+            gpu_instance: gi,
+            compute_instance: 0,
+        }),
+    }
+}
+
+/// An A100 in MIG mode with a 4g (GPU instance 1, 56 SMs, 4 of 7 slices) and a 3g instance
+/// (GPU instance 2, 42 SMs, 3 slices) at MIG device indices 0 and 2 (none at 1): web (3001)
+/// and a process the CPU side does not know (3003) run in the 4g, job (3002) in the 3g.
+fn mig_state(counter_mj: u64) -> String {
+    format!(
+        "driver 550.54.15\n\
+         gpu GPU-aaaa Fake_A100 {counter_mj} 250000 -3 0\n\
+         mig 0 1 1\n\
+         migdev 0 0 1 0 MIG-1111 Fake_A100_MIG_4g.20gb 56 4 4\n\
+         migdev 0 2 2 0 MIG-2222 Fake_A100_MIG_3g.20gb 42 3 3\n\
+         running 0 3001 1 0\n\
+         running 0 3003 1 0\n\
+         running 0 3002 2 0\n"
+    )
+}
+
+#[test]
+fn mig_instances_are_gpus_with_their_sm_share_of_the_gpu_exactly() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let _serial = serial();
+    let state = State::new(&mig_state(1_000));
+    let gpus = NvmlGpus::open(Some(lib)).unwrap();
+    let d = &gpus.devices()[0];
+    assert_eq!(
+        d.mig_mode,
+        Some(kepler_rs::power::gpu::MigModeState {
+            current: true,
+            pending: true
+        })
+    );
+    let found: Vec<_> = d
+        .mig
+        .iter()
+        .map(|m| {
+            (
+                m.index,
+                m.gpu_instance,
+                m.compute_instance,
+                m.uuid.as_str(),
+                m.name.as_str(),
+                m.multiprocessors,
+                m.gpu_instance_slices,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (0, 1, 0, "MIG-1111", "Fake A100 MIG 4g.20gb", 56, 4),
+            (2, 2, 0, "MIG-2222", "Fake A100 MIG 3g.20gb", 42, 3)
+        ]
+    );
+
+    let host = HostTree::new("intel-2socket-server", "cpu");
+    let write_cpu = two_containers(&host);
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut m = monitor(&host, Some(gpus), &metrics);
+    m.step(at(0));
+    let (a, b) = (mig_id(1), mig_id(2));
+    let mut counter = 1_000u64;
+    let mut before = (
+        kepler_rs::snapshot::ModeSplit::default(),
+        kepler_rs::snapshot::ModeSplit::default(),
+    );
+    let mut last = None;
+    for i in 1..=4u64 {
+        // Odd steps, so the split has remainders to place.
+        let step_mj = 700_000 + 7 * i + (i % 2);
+        counter += step_mj;
+        state.set(&mig_state(counter));
+        advance_cpu(&host, i);
+        write_cpu(i);
+        let s = m.step(at(3 * i));
+        // The instances are the devices; the GPU itself is not listed beside them.
+        let ids: Vec<_> = s.gpus.iter().map(|g| g.id()).collect();
+        assert_eq!(ids, [a, b], "interval {i}");
+        let (ea, eb) = (s.gpus[0].energy, s.gpus[1].energy);
+        let minus = |x: kepler_rs::snapshot::ModeSplit, y: kepler_rs::snapshot::ModeSplit| {
+            kepler_rs::snapshot::ModeSplit::new(
+                Microjoules(x.dynamic.0 - y.dynamic.0),
+                Microjoules(x.idle.0 - y.idle.0),
+            )
+        };
+        let (da, db) = (minus(ea, before.0), minus(eb, before.1));
+        before = (ea, eb);
+        // Together exactly the counter's step; mode by mode exactly the 56 : 42 SM split.
+        assert_eq!(da.total().0 + db.total().0, step_mj * 1000, "interval {i}");
+        for (x, y) in [(da.dynamic.0, db.dynamic.0), (da.idle.0, db.idle.0)] {
+            let want = kepler_rs::attribution::split::split_exact(x + y, &[56, 42]).unwrap();
+            assert_eq!(vec![x, y], want, "interval {i}");
+        }
+        // 4/7 of the step, to the µJ the per-mode rounding allows.
+        assert!(
+            (da.total().0 as i64 - (step_mj * 4000 / 7) as i64).abs() <= 2,
+            "interval {i}: {da:?}"
+        );
+        // Each instance's energy goes to its processes: web and an unknown process
+        // (system_processes) share the 4g equally, job has the 3g alone.
+        let share = |k: &kepler_rs::workload::WorkloadKey, id| {
+            s.gpu_workloads
+                .get(k)
+                .and_then(|g| g.get(&id))
+                .map(|g| g.energy)
+                .unwrap_or_default()
+        };
+        assert_eq!(share(&job(), b), eb, "interval {i}");
+        assert_eq!(share(&job(), a), Default::default());
+        let system = kepler_rs::workload::WorkloadKey::System;
+        let (w, sys) = (share(&web(), a), share(&system, a));
+        let mut both = w;
+        both += sys;
+        assert_eq!(both, ea, "interval {i}");
+        assert!(
+            w.total().0.abs_diff(sys.total().0) <= 2 * i,
+            "{w:?} vs {sys:?}"
+        );
+        // Every microjoule of each device is attributed once.
+        for (id, energy) in [(a, ea), (b, eb)] {
+            let mut sum = kepler_rs::snapshot::ModeSplit::default();
+            for shares in s.gpu_workloads.values() {
+                sum += shares.get(&id).map(|g| g.energy).unwrap_or_default();
+            }
+            assert_eq!(sum, energy, "interval {i}");
+        }
+        assert!(s
+            .gpu_workloads
+            .values()
+            .all(|g| !g.contains_key(&kepler_rs::snapshot::GpuId::whole(0))));
+        last = Some(s);
+    }
+    let s = last.unwrap();
+    let text = render_modern(&s);
+    assert!(
+        text.contains(
+            "kepler_node_gpu_info{node_name=\"gpu-node\",gpu=\"0:1:0\",gpu_uuid=\"MIG-1111\",\
+             gpu_name=\"Fake A100 MIG 4g.20gb\",vendor=\"nvidia\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("kepler_node_gpu_joules_total{node_name=\"gpu-node\",gpu=\"0:2:0\",gpu_uuid=\"MIG-2222\""), "{text}");
+    assert!(
+        !text.contains("gpu=\"0\""),
+        "the whole GPU is not served beside its instances:\n{text}"
+    );
+    assert!(!text.contains("GPU-aaaa"), "{text}");
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+}
+
+/// A GPU whose MIG mode is `current`/`pending` but off now, with MIG devices scripted (which
+/// NVML does not list while MIG is off) and web running on the whole GPU: measured and shared
+/// as a GPU without MIG.
+fn mig_off_is_a_whole_gpu(current_pending: &str) {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let _serial = serial();
+    let nvml_state = |counter: u64| {
+        format!(
+            "driver 550.54.15\n\
+             gpu GPU-aaaa Fake_A100 {counter} 250000 50 0\n\
+             mig 0 {current_pending}\n\
+             migdev 0 0 1 0 MIG-1111 Fake_A100_MIG_4g.20gb 56 4 4\n\
+             migdev 0 2 2 0 MIG-2222 Fake_A100_MIG_3g.20gb 42 3 3\n\
+             running 0 3001\n"
+        )
+    };
+    let state = State::new(&nvml_state(1_000));
+    let gpus = NvmlGpus::open(Some(lib)).unwrap();
+    let d = &gpus.devices()[0];
+    assert!(d.mig_mode.is_some_and(|m| !m.current), "{d:?}");
+    assert!(d.mig.is_empty(), "{d:?}");
+    let host = HostTree::new("intel-2socket-server", "cpu");
+    let write_cpu = two_containers(&host);
+    let metrics = Arc::new(SelfMetrics::new());
+    let mut m = monitor(&host, Some(gpus), &metrics);
+    m.step(at(0));
+    let mut counter = 1_000u64;
+    let mut s = None;
+    for i in 1..=2u64 {
+        counter += 500_001;
+        state.set(&nvml_state(counter));
+        advance_cpu(&host, i);
+        write_cpu(i);
+        s = Some(m.step(at(3 * i)));
+    }
+    let s = s.unwrap();
+    assert_eq!(s.gpus.len(), 1);
+    let g = &s.gpus[0];
+    assert_eq!(
+        (g.id(), g.uuid.as_str()),
+        (kepler_rs::snapshot::GpuId::whole(0), "GPU-aaaa")
+    );
+    assert_eq!(g.energy.total().0, 2 * 500_001_000);
+    assert_eq!(s.gpu_workloads[&web()][&g.id()].energy, g.energy);
+    let text = render_modern(&s);
+    assert!(
+        text.contains(
+            "kepler_node_gpu_joules_total{node_name=\"gpu-node\",gpu=\"0\",gpu_uuid=\"GPU-aaaa\""
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("MIG-"), "{text}");
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+}
+
+#[test]
+fn mig_mode_disabled_is_measured_as_before() {
+    mig_off_is_a_whole_gpu("0 0");
+}
+
+#[test]
+fn mig_mode_pending_but_not_current_is_disabled() {
+    mig_off_is_a_whole_gpu("0 1");
+}
+
+#[test]
+fn exporter_and_doctor_show_mig_instances_as_gpus() {
+    let Some(lib) = common::fake_nvml::library() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    fs::write(&state, mig_state(2_000_000)).unwrap();
+    let lib_arg = format!("--gpu.nvml-library={}", lib.display());
+
+    let out = Command::new(BIN)
+        .args(["doctor", &lib_arg])
+        .env("FAKE_NVML_STATE", &state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "0:1:0: MIG instance of GPU 0: Fake A100 MIG 4g.20gb MIG-1111 (56 SMs, 4 slices; 56/98 of the GPU's energy)",
+        "0:2:0: MIG instance of GPU 0: Fake A100 MIG 3g.20gb MIG-2222 (42 SMs, 3 slices; 42/98 of the GPU's energy)",
+    ] {
+        assert!(stdout.contains(want), "{want} not in:\n{stdout}");
+    }
+
+    let log = dir.path().join("log");
+    let e = start(
+        &[&lib_arg, "--metrics.schema", "modern"],
+        Some(&state),
+        &log,
+    );
+    let series_a =
+        "kepler_node_gpu_joules_total{node_name=\"gpu-test\",gpu=\"0:1:0\",gpu_uuid=\"MIG-1111\"";
+    let series_b =
+        "kepler_node_gpu_joules_total{node_name=\"gpu-test\",gpu=\"0:2:0\",gpu_uuid=\"MIG-2222\"";
+    wait_for_page(e.1, "MIG series served", |p| p.contains(series_a));
+    // 700.007 J: 400.004 J to the 4g, 300.003 J to the 3g (to the µJ per mode).
+    fs::write(&state, mig_state(2_700_007)).unwrap();
+    let page = wait_for_page(
+        e.1,
+        "MIG instances add up to the counter step",
+        |p| matches!((value(p, series_a), value(p, series_b)), (Some(a), Some(b)) if (a + b - 700.007).abs() < 1e-9),
+    );
+    let a = value(&page, series_a).unwrap();
+    assert!((a - 400.004).abs() <= 2e-6, "{a}\n{page}");
+    assert!(!page.contains("gpu=\"0\""), "{page}");
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.contains("MIG instance"), "{log}");
 }

@@ -69,6 +69,7 @@ fn metrics_reference_is_up_to_date() {
         });
     s.gpus = vec![kepler_rs::snapshot::NodeGpu {
         index: 0,
+        mig: None,
         uuid: "GPU-00000000-0000-0000-0000-000000000000".into(),
         name: "Reference GPU".into(),
         energy: Default::default(),
@@ -82,7 +83,8 @@ fn metrics_reference_is_up_to_date() {
         ),
         ..Default::default()
     };
-    let one_gpu = |share| std::collections::BTreeMap::from([(0, share)]);
+    let one_gpu =
+        |share| std::collections::BTreeMap::from([(kepler_rs::snapshot::GpuId::whole(0), share)]);
     for w in &s.workloads {
         s.gpu_workloads.insert(w.key.clone(), one_gpu(share));
     }

@@ -30,7 +30,10 @@ pub(crate) fn note(name: &str) -> Option<String> {
         "kepler_node_gpu_joules_total" => "counts from 0 at start-up; per GPU: classic \
              `package` is the GPU's index and `source=\"NVML\"`, as Kepler v0.7; the dynamic \
              (active) and idle split uses the RAPL zones' idle estimator on the GPU's \
-             utilisation, where Kepler takes a configured idle power or the lowest seen"
+             utilisation, where Kepler takes a configured idle power or the lowest seen; a GPU \
+             in MIG mode is served as its MIG instances (`<index>:<gpu instance>:<compute \
+             instance>`, the MIG UUID), each with its SM share of the GPU's energy, where \
+             Kepler serves the GPU whole"
             .to_string(),
         n if n.starts_with("kepler_node_gpu_active_") || n.starts_with("kepler_node_gpu_idle_") => {
             "idle power from the RAPL zones' estimator on the GPU's utilisation (regression, \
@@ -38,7 +41,10 @@ pub(crate) fn note(name: &str) -> Option<String> {
              lowest seen"
                 .to_string()
         }
-        "kepler_node_gpu_watts" | "kepler_node_gpu_info" => "same".to_string(),
+        "kepler_node_gpu_watts" => "same".to_string(),
+        "kepler_node_gpu_info" => "same; a GPU in MIG mode is listed as its MIG instances, not \
+             itself"
+            .to_string(),
         "kepler_container_gpu_joules_total" | "kepler_process_gpu_joules_total" => {
             "classic: every workload, 0 where it used no GPU, with `mode` and `source=\"NVML\"` \
              (Kepler v0.7); modern: active energy only, only above 0 (Kepler v0.11); each \
@@ -54,7 +60,8 @@ pub(crate) fn note(name: &str) -> Option<String> {
         | "kepler_container_gpu_mem_util_total"
         | "kepler_process_gpu_compute_util_total"
         | "kepler_process_gpu_mem_util_total" => "sums of NVML's per-process utilisation \
-             samples (percent) since the exporter started; `gpu_id` is NVML's index"
+             samples (percent) since the exporter started; `gpu_id` is NVML's index \
+             (`<index>:<gpu instance>:<compute instance>` for a MIG instance)"
             .to_string(),
         // Classic.
         "kepler_container_joules_total" => classic_workload("container"),

@@ -2,11 +2,21 @@
 //!
 //! Modern (Kepler >= 0.10): `kepler_node_gpu_{joules_total,watts,active_joules_total,
 //! active_watts,idle_joules_total,idle_watts}` and `kepler_node_gpu_info`, one series per GPU
-//! labelled `node_name`, `gpu` (NVML's index), `gpu_uuid`, `gpu_name` and `vendor`. Classic
-//! (Kepler <= 0.9): `kepler_node_gpu_joules_total` with `package` (the GPU's index, as classic
-//! Kepler labels it), `instance`, `mode` and `source="NVML"`; with `metrics.schema=both` the
-//! modern family of the same name is served alone (one name, one label set). Without GPUs no
-//! family is built, so nodes without NVML serve exactly what they served before.
+//! device labelled `node_name`, `gpu` (NVML's index), `gpu_uuid`, `gpu_name` and `vendor`.
+//! Classic (Kepler <= 0.9): `kepler_node_gpu_joules_total` with `package` (the GPU's index, as
+//! classic Kepler labels it), `instance`, `mode` and `source="NVML"`; with
+//! `metrics.schema=both` the modern family of the same name is served alone (one name, one
+//! label set). Without GPUs no family is built, so nodes without NVML serve exactly what they
+//! served before.
+//!
+//! A GPU in MIG mode is served as its MIG instances, each a device of its own, and not itself
+//! (its energy is the sum of theirs, so it is never counted twice): `gpu`, `package` and
+//! `gpu_id` are `<index>:<gpu instance id>:<compute instance id>` (`0:1:0`), `gpu_uuid` the
+//! MIG UUID (`MIG-...`) and `gpu_name` NVML's name for the instance. Upstream Kepler never
+//! served MIG instances as devices (classic v0.7 folded them into their GPU through DCGM), so
+//! there is no upstream name to follow; the index-and-ids value keeps every family's label set
+//! unchanged and names each instance uniquely (one GPU instance may hold several compute
+//! instances, and the classic family has no UUID label).
 //!
 //! Workloads: modern `kepler_{process,container,pod}_gpu_{joules_total,watts}` with the labels
 //! of their CPU families less `zone`, active energy only and only where it is above 0, as
@@ -19,7 +29,7 @@ use std::collections::BTreeMap;
 use super::classic::{container_ids, process_ids, write_modes};
 use super::{Family, MetricType, Value};
 use crate::power::gpu::{SOURCE, VENDOR};
-use crate::snapshot::{GpuShare, ModeSplit, NodeGpu, Snapshot, State};
+use crate::snapshot::{GpuId, GpuShare, ModeSplit, NodeGpu, Snapshot, State};
 use crate::workload::WorkloadKey;
 
 const JOULES: &str = "J";
@@ -78,7 +88,8 @@ pub fn modern_gpu_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
         ),
         (
             "kepler_node_gpu_info",
-            "One series per GPU (always 1): its index, UUID, name and vendor.",
+            "One series per GPU device (always 1): its index (index:gpu-instance:compute-instance \
+             for a MIG instance), UUID, name and vendor.",
             MetricType::Gauge,
             "",
             |_| Value::Float(1.0),
@@ -87,7 +98,7 @@ pub fn modern_gpu_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     for (name, help, ty, unit, pick) in specs {
         out.push(Family::new(name, help, ty, unit, move |out| {
             for g in &s.gpus {
-                let index = g.index.to_string();
+                let index = g.id().to_string();
                 let labels = [
                     ("node_name", s.info.node_name.as_str()),
                     ("gpu", index.as_str()),
@@ -108,13 +119,14 @@ pub fn classic_gpu_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
     }
     out.push(Family::new(
         "kepler_node_gpu_joules_total",
-        "Cumulative energy of each GPU on the node in joules, per GPU (package label: the GPU's \
-         index), mode=\"dynamic\" above its estimated idle power and mode=\"idle\" the rest.",
+        "Cumulative energy of each GPU on the node in joules, per GPU device (package label: the \
+         GPU's index, index:gpu-instance:compute-instance for a MIG instance), \
+         mode=\"dynamic\" above its estimated idle power and mode=\"idle\" the rest.",
         MetricType::Counter,
         JOULES,
         move |out| {
             for g in &s.gpus {
-                let index = g.index.to_string();
+                let index = g.id().to_string();
                 for (mode, value) in [("dynamic", g.energy.dynamic), ("idle", g.energy.idle)] {
                     let labels = [
                         ("package", index.as_str()),
@@ -130,7 +142,7 @@ pub fn classic_gpu_families<'a>(s: &'a Snapshot, out: &mut Vec<Family<'a>>) {
 }
 
 /// The sum over GPUs of a workload's or process's shares: (cumulative, last interval).
-fn summed(shares: Option<&BTreeMap<u32, GpuShare>>) -> (ModeSplit, ModeSplit) {
+fn summed(shares: Option<&BTreeMap<GpuId, GpuShare>>) -> (ModeSplit, ModeSplit) {
     let mut energy = ModeSplit::default();
     let mut interval = ModeSplit::default();
     for share in shares.into_iter().flat_map(BTreeMap::values) {
@@ -461,6 +473,7 @@ mod tests {
         let mut s = node_with_system_processes(&[], "none");
         s.gpus.push(NodeGpu {
             index: 0,
+            mig: None,
             uuid: "GPU-1".into(),
             name: "Fake GPU".into(),
             energy: split(7_000_000, 3_000_000),
@@ -516,6 +529,50 @@ mod tests {
             [
                 "kepler_node_gpu_joules_total package=0,instance=n1,mode=dynamic,source=NVML 7",
                 "kepler_node_gpu_joules_total package=0,instance=n1,mode=idle,source=NVML 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn mig_instances_are_devices_named_by_index_and_instance_ids() {
+        let mut s = node_with_system_processes(&[], "none");
+        for (gi, uuid, name, (d, i)) in [
+            (1, "MIG-a", "Fake MIG 4g", (4_000_000, 0)),
+            (2, "MIG-b", "Fake MIG 3g", (3_000_000, 1_000_000)),
+        ] {
+            s.gpus.push(NodeGpu {
+                index: 0,
+                mig: Some(crate::snapshot::MigId {
+                    gpu_instance: gi,
+                    compute_instance: 0,
+                }),
+                uuid: uuid.into(),
+                name: name.into(),
+                energy: split(d, i),
+                watts: Watts(0.0),
+                idle_watts: Watts(0.0),
+            });
+        }
+        let mut out = Vec::new();
+        modern_gpu_families(&s, &mut out);
+        let modern = rows(&out);
+        for want in [
+            "kepler_node_gpu_joules_total node_name=n1,gpu=0:1:0,gpu_uuid=MIG-a,gpu_name=Fake MIG 4g,vendor=nvidia 4",
+            "kepler_node_gpu_joules_total node_name=n1,gpu=0:2:0,gpu_uuid=MIG-b,gpu_name=Fake MIG 3g,vendor=nvidia 4",
+            "kepler_node_gpu_info node_name=n1,gpu=0:2:0,gpu_uuid=MIG-b,gpu_name=Fake MIG 3g,vendor=nvidia 1",
+        ] {
+            assert!(modern.iter().any(|r| r == want), "{want} not in {modern:#?}");
+        }
+        assert!(!modern.iter().any(|r| r.contains("gpu=0,")), "{modern:#?}");
+        let mut out = Vec::new();
+        classic_gpu_families(&s, &mut out);
+        assert_eq!(
+            rows(&out),
+            [
+                "kepler_node_gpu_joules_total package=0:1:0,instance=n1,mode=dynamic,source=NVML 4",
+                "kepler_node_gpu_joules_total package=0:1:0,instance=n1,mode=idle,source=NVML 0",
+                "kepler_node_gpu_joules_total package=0:2:0,instance=n1,mode=dynamic,source=NVML 3",
+                "kepler_node_gpu_joules_total package=0:2:0,instance=n1,mode=idle,source=NVML 1",
             ]
         );
     }
