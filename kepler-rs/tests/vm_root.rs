@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Root test with a real guest: `qemu-system-x86_64` under TCG, spinning in a one-instruction
-//! boot sector, started inside a libvirt-shaped cgroup
+//! Root test with a real guest ([`common::qemu`]): `qemu-system-x86_64` under TCG, spinning in
+//! a one-instruction boot sector, started inside a libvirt-shaped cgroup
 //! (`machine.slice/machine-qemu\x2d<N>\x2dtestvm.scope/libvirt/emulator`) under the cgroup v2
 //! mount, with `-name guest=testvm` and `-uuid`. The exporter binary on fake RAPL (whose energy
 //! follows this host's real CPU load), once with its default CPU-time source (eBPF where it
@@ -18,35 +18,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::exporter::Exporter;
-use common::{ChildGuard, CreatedDirs};
+use common::qemu::{cpu_ticks, QemuGuest};
 use kepler_test_support::require::require_tool;
 use kepler_test_support::text::parse_text;
 
 type Page = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-/// A 512-byte boot sector that loops forever (`jmp $`), so the guest keeps a CPU busy.
-fn spinning_boot_sector(dir: &Path) -> std::path::PathBuf {
-    let mut sector = [0u8; 512];
-    sector[0] = 0xEB;
-    sector[1] = 0xFE;
-    sector[510] = 0x55;
-    sector[511] = 0xAA;
-    let path = dir.join("spin.img");
-    std::fs::write(&path, sector).unwrap();
-    path
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
 
 fn scrape(port: u16) -> Option<Page> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -253,56 +232,8 @@ fn a_qemu_guest_is_a_vm_with_its_energy_and_energy_is_conserved() {
         return;
     };
 
-    let pid = std::process::id();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let uuid = format!(
-        "{pid:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        (nanos >> 48) as u16,
-        (nanos >> 36) as u16 & 0xfff,
-        (nanos >> 24) as u16 & 0xfff,
-        nanos as u64 & 0xffff_ffff_ffff
-    );
-    let scope = format!("machine-qemu\\x2d{pid}\\x2dtestvm.scope");
-    let work = tempfile::tempdir().unwrap();
-    let disk = spinning_boot_sector(work.path());
-
-    // Cgroups first, so they are removed after the guest (declared later, dropped earlier).
-    let mut dirs = CreatedDirs::default();
-    let emulator = dirs.create_path(
-        &v2,
-        &[
-            "machine.slice".to_string(),
-            scope.clone(),
-            "libvirt".to_string(),
-            "emulator".to_string(),
-        ],
-    );
-    // `exec`: the shell that joined the cgroup becomes QEMU (same pid, killed by the guard).
-    let script = format!(
-        "exec '{}' -accel tcg -nographic -no-reboot -nodefaults -display none -m 16 \
-         -monitor none -serial none -name guest=testvm,debug-threads=on -uuid {uuid} \
-         -drive file='{}',format=raw,if=floppy",
-        qemu.display(),
-        disk.display()
-    );
-    let guest = ChildGuard(common::spawn_in_cgroup(&emulator, &script));
-    let qemu_pid = guest.0.id();
-
-    // The guest spins: it must really use CPU, or there is nothing to attribute.
-    std::thread::sleep(Duration::from_millis(500));
-    let before = cpu_ticks(qemu_pid);
-    std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(qemu_pid) - before;
-    println!("qemu (pid {qemu_pid}) used {used} ticks in 1 s");
-    assert!(used >= 20, "the guest used {used} ticks in 1 s: not busy");
-    let cgroup = std::fs::read_to_string(format!("/proc/{qemu_pid}/cgroup")).unwrap();
-    assert!(
-        cgroup.contains(&scope),
-        "qemu is not in its scope: {cgroup}"
-    );
+    let mut guest = QemuGuest::start(&v2, &qemu, "testvm");
+    let (uuid, qemu_pid) = (guest.uuid.clone(), guest.pid);
 
     // Once with the default CPU-time source (eBPF where it loads) and once with procfs.
     let pid_text = qemu_pid.to_string();
@@ -323,8 +254,8 @@ fn a_qemu_guest_is_a_vm_with_its_energy_and_energy_is_conserved() {
     }
     let exporter = exporter.unwrap();
 
-    // The guest gone: killed by its guard, it stays visible as terminated.
-    drop(guest);
+    // The guest gone: killed, it stays visible as terminated.
+    guest.kill();
     let terminated = [
         ("vm_id", uuid.as_str()),
         ("state", "terminated"),
@@ -334,5 +265,5 @@ fn a_qemu_guest_is_a_vm_with_its_energy_and_energy_is_conserved() {
         count(p, "kepler_vm_cpu_joules_total", &terminated) == 1
     });
     drop(exporter);
-    drop(dirs);
+    drop(guest);
 }

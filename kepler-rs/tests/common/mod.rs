@@ -13,6 +13,7 @@ pub mod exporter;
 pub mod fake_nvml;
 pub mod host_tree;
 pub mod otlp;
+pub mod qemu;
 
 pub use kepler_test_support::cgroup::{
     kubepods_segments, require_v2_root, spawn_in_cgroup, unique_ids, usage_usec, v2_root,
