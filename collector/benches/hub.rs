@@ -19,7 +19,8 @@
 //!
 //! Run: `cargo bench -p kepler-collector --bench hub` (or `-- 200000` for fewer series; `-- grpc`
 //! for the gRPC part alone, with 40 rounds; `gzip` too for gzipped gRPC requests; `-- scrape`
-//! for the memory and `/metrics` part alone).
+//! for the memory and `/metrics` part alone; `-- known [requests] [rounds]` for in-process ingest
+//! of requests shaped as the side-by-side bench's load, see `hub/kepler_shape.rs`).
 //! Then over gRPC: the hub started in process (`app::start`, tokio) and a tonic client in the
 //! same process sending the same requests (no compression) one after another on loopback;
 //! points/s of wall time and points per CPU-second of the whole process (client encoding
@@ -28,6 +29,8 @@
 
 #[path = "hub/heap.rs"]
 mod heap;
+#[path = "hub/kepler_shape.rs"]
+mod kepler_shape;
 #[path = "hub/scrape.rs"]
 mod scrape;
 
@@ -131,6 +134,13 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
     if !std::env::args().any(|a| a == "--bench") {
         println!("hub benchmark: not run (use `cargo bench -p kepler-collector --bench hub`)");
+        return;
+    }
+    if std::env::args().any(|a| a == "known") {
+        let numbers: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+        let requests = numbers.first().copied().unwrap_or(100);
+        let rounds = numbers.get(1).copied().unwrap_or(10);
+        kepler_shape::run(requests, rounds);
         return;
     }
     let series: usize = std::env::args()

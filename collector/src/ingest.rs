@@ -100,6 +100,7 @@ impl Hub {
                 }
             }
         }
+        self.store.end_request(&mut state.lookup);
         self.outcome(&state.tally, now)
     }
 

@@ -1,11 +1,11 @@
 //! Finding a key's series from a request's text: the interned [`Names`] every key refers to,
-//! and what consecutive lookups of one request share ([`Lookup`], [`Hint`]) so that most
-//! points skip interning and group lookups.
+//! what consecutive lookups of one request share ([`Lookup`], [`Hint`]) so that most points
+//! skip interning and group lookups, and the [`Routes`] that let a sender's next request skip
+//! the series table.
 
 use super::keys::KeyRef;
-use super::shard::series_hash;
 use crate::intern::{GroupRef, Groups, Id, Interner};
-use foldhash::fast::RandomState;
+use std::collections::HashMap;
 
 /// The interned text and groups every series key refers to.
 #[derive(Debug, Default)]
@@ -24,10 +24,58 @@ impl Names {
     }
 }
 
+/// Where a series is in the store: its shard and its slot there, packed into a `u32` (the
+/// shard in the low bits), or [`Place::NONE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Place(u32);
+
+const SHARD_BITS: u32 = super::SHARDS.trailing_zeros();
+const _: () = assert!(super::SHARDS.is_power_of_two());
+
+impl Place {
+    /// No series (a point that was rejected, or a slot past what a place can hold).
+    pub(super) const NONE: Place = Place(u32::MAX);
+
+    pub(super) fn new(shard: usize, slot: u32) -> Self {
+        if slot < u32::MAX >> SHARD_BITS && shard < super::SHARDS {
+            Place(slot << SHARD_BITS | shard as u32)
+        } else {
+            Place::NONE
+        }
+    }
+
+    pub(super) fn shard(self) -> usize {
+        (self.0 & ((1 << SHARD_BITS) - 1)) as usize
+    }
+
+    pub(super) fn slot(self) -> u32 {
+        self.0 >> SHARD_BITS
+    }
+}
+
+/// The places of the series a sender's last request named, per group, in the order of its
+/// points (a sender sends its series in the same order every time, as a Prometheus target
+/// does, whose scrape cache is the model). A point at the position where the last request had
+/// a series of its group is checked against that series' key before anything else: when the
+/// key matches, that is its series, and the series table is not probed (nor the key hashed).
+/// A place is only ever a guess checked against the stored key, so it may be out of date (a
+/// series gone, its slot reused) without harm. 4 bytes per routed series.
+pub(super) type Routes = HashMap<Id, Vec<Place>, foldhash::fast::RandomState>;
+
+/// The route of one group within one request: the places of the previous request, overwritten
+/// with this one's as its points arrive (`next`: the position of the group's next point).
+#[derive(Debug)]
+struct Route {
+    group: Id,
+    places: Vec<Place>,
+    next: usize,
+}
+
 /// What consecutive `Store::apply` calls share: the group of the previous point (most points
 /// of a request share metric, scope, job, instance and attribute keys), checked against the
 /// interned text before each use unless the caller says the key's group part is unchanged, the
-/// attribute value ids of the previous point's series, and reused buffers.
+/// attribute value ids of the previous point's series, reused buffers, and the [`Routes`] of
+/// the groups of the request (handed back to the store by `Store::end_request`).
 #[derive(Debug, Default)]
 pub struct Lookup {
     group: Option<Id>,
@@ -37,6 +85,9 @@ pub struct Lookup {
     generation: u64,
     /// The group and value ids of the series the previous call found or inserted.
     last: Option<(Id, Vec<Id>)>,
+    /// The route of the group of the latest point, and those of the request's other groups.
+    route: Option<Route>,
+    routes: HashMap<Id, Route, foldhash::fast::RandomState>,
 }
 
 /// What the caller of `Store::apply` knows of a key compared with its previous call's key (on
@@ -47,12 +98,6 @@ pub struct Lookup {
 pub struct Hint {
     pub same_group: bool,
     pub same_values: u64,
-}
-
-/// Ids of a key whose strings and group are all interned.
-pub(super) struct Resolved {
-    pub(super) group: Id,
-    pub(super) hash: u64,
 }
 
 /// Whether group `id` is (still) the group of `key`, comparing text.
@@ -75,14 +120,8 @@ fn group_is(names: &Names, id: Id, key: &KeyRef<'_>) -> bool {
 }
 
 impl Lookup {
-    /// The group of `key` (when it is interned) and the series hash.
-    pub(super) fn resolve(
-        &mut self,
-        names: &Names,
-        hasher: &RandomState,
-        key: &KeyRef<'_>,
-        hint: Hint,
-    ) -> Option<Resolved> {
+    /// The group of `key`, when it is interned.
+    pub(super) fn resolve(&mut self, names: &Names, key: &KeyRef<'_>, hint: Hint) -> Option<Id> {
         let strings = &names.strings;
         let unchanged = hint.same_group && self.generation == names.generation;
         if !unchanged {
@@ -110,9 +149,60 @@ impl Lookup {
             }
         };
         self.generation = names.generation;
-        Some(Resolved {
-            group,
-            hash: series_hash(hasher, group, key.attrs.iter().map(|(_, v)| &**v)),
+        Some(group)
+    }
+
+    /// Where the series of the next point of `group` was in the sender's previous request
+    /// (a guess to check), making `group`'s route the current one (`take`: the store's route
+    /// of a group this request has not had yet).
+    pub(super) fn predict(
+        &mut self,
+        group: Id,
+        take: impl FnOnce(Id) -> Vec<Place>,
+    ) -> Option<Place> {
+        if self.route.as_ref().map(|r| r.group) != Some(group) {
+            if let Some(route) = self.route.take() {
+                self.routes.insert(route.group, route);
+            }
+            let route = self.routes.remove(&group).unwrap_or_else(|| Route {
+                group,
+                places: take(group),
+                next: 0,
+            });
+            self.route = Some(route);
+        }
+        let route = self.route.as_ref()?;
+        route
+            .places
+            .get(route.next)
+            .copied()
+            .filter(|&p| p != Place::NONE)
+    }
+
+    /// Where the series of the current point (of the group of the last [`Lookup::predict`])
+    /// is: [`Place::NONE`] when it has none; the route moves on to the next point.
+    pub(super) fn arrived(&mut self, place: Place) {
+        if let Some(route) = &mut self.route {
+            match route.places.get_mut(route.next) {
+                Some(p) => *p = place,
+                None => route.places.push(place),
+            }
+            route.next += 1;
+        }
+    }
+
+    /// The request's routes, each cut to the points it had: what the store keeps for the
+    /// sender's next request.
+    pub(super) fn take_routes(&mut self) -> impl Iterator<Item = (Id, Vec<Place>)> + '_ {
+        if let Some(route) = self.route.take() {
+            self.routes.insert(route.group, route);
+        }
+        self.routes.drain().map(|(group, mut route)| {
+            route.places.truncate(route.next);
+            if route.places.capacity() > 2 * route.places.len() + 16 {
+                route.places.shrink_to_fit();
+            }
+            (group, route.places)
         })
     }
 
@@ -143,8 +233,12 @@ impl Lookup {
         self.last = None;
     }
 
-    /// A reused buffer for a key's value ids.
-    pub(super) fn value_buffer(&mut self) -> &mut Vec<Id> {
-        &mut self.values
+    /// A reused buffer for a key's value ids (to give back with [`Lookup::give_back`]).
+    pub(super) fn value_buffer(&mut self) -> Vec<Id> {
+        std::mem::take(&mut self.values)
+    }
+
+    pub(super) fn give_back(&mut self, values: Vec<Id>) {
+        self.values = values;
     }
 }

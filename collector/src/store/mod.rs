@@ -25,7 +25,7 @@ use family::Registry;
 use foldhash::fast::RandomState;
 use limits::SeriesCounts;
 use locks::{lock, read, write};
-use lookup::Names;
+use lookup::{Names, Place, Routes};
 use shard::{series_hash, Record, Shard};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,6 +56,9 @@ pub struct Store {
     /// Family names and the shards holding them; locked after a shard, never before.
     registry: Registry,
     hasher: RandomState,
+    /// Where the series of each group were in the last request that sent the group (see
+    /// [`Routes`]); locked last, after anything else.
+    routes: Mutex<Routes>,
     targets: Mutex<Targets>,
     counts: SeriesCounts,
     expiration_ms: u64,
@@ -69,6 +72,7 @@ impl Store {
             shards: (0..SHARDS).map(|i| Mutex::new(Shard::new(i))).collect(),
             registry: Registry::default(),
             hasher: RandomState::default(),
+            routes: Mutex::new(Routes::default()),
             targets: Mutex::new(HashMap::new()),
             counts: SeriesCounts::new(limits),
             expiration_ms,
@@ -101,8 +105,34 @@ impl Store {
         self.counts.per_cluster()
     }
 
-    fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        &self.shards[((hash >> 32) as usize) % SHARDS]
+    /// The number of the shard of a series hash.
+    fn shard_of(hash: u64) -> usize {
+        ((hash >> 32) as usize) % SHARDS
+    }
+
+    /// The store's route of `group`, taken out (the request that takes it hands it back).
+    fn take_route(&self, group: Id) -> Vec<Place> {
+        lock(&self.routes).remove(&group).unwrap_or_default()
+    }
+
+    /// Hands back the routes a request's `lookup` took and made (see [`Routes`]): call it once
+    /// the request's points are applied.
+    pub fn end_request(&self, lookup: &mut Lookup) {
+        let mut routes = lookup.take_routes().peekable();
+        if routes.peek().is_none() {
+            return;
+        }
+        let mut held = lock(&self.routes);
+        for (group, places) in routes {
+            if places.iter().any(|&p| p != Place::NONE) {
+                held.insert(group, places);
+            }
+        }
+    }
+
+    /// Routed series (for tests and benchmarks).
+    pub fn routed(&self) -> usize {
+        lock(&self.routes).values().map(Vec::len).sum()
     }
 
     /// Applies one point. New series count against the limits; existing ones always update.
@@ -119,13 +149,31 @@ impl Store {
     ) -> Result<Applied, Reject> {
         {
             let names = read(&self.names);
-            if let Some(r) = lookup.resolve(&names, &self.hasher, key, hint) {
-                let known = lookup.known_values(r.group, hint);
-                let mut shard = lock(self.shard(r.hash));
-                let found = shard.find_text(r.hash, r.group, &names.strings, key.attrs, known);
-                if let Some(slot) = found {
+            if let Some(group) = lookup.resolve(&names, key, hint) {
+                // Where the sender's previous request had this point's series, checked first.
+                let predicted = lookup.predict(group, |g| self.take_route(g));
+                let mut found = None;
+                if let Some(place) = predicted {
+                    let known = lookup.known_values(group, hint);
+                    let shard = lock(&self.shards[place.shard()]);
+                    if shard.holds(place.slot(), group, &names.strings, key.attrs, known) {
+                        found = Some((shard, place));
+                    }
+                }
+                if found.is_none() {
+                    let hash =
+                        series_hash(&self.hasher, group, key.attrs.iter().map(|(_, v)| &**v));
+                    let known = lookup.known_values(group, hint);
+                    let number = Self::shard_of(hash);
+                    let shard = lock(&self.shards[number]);
+                    let slot = shard.find_text(hash, group, &names.strings, key.attrs, known);
+                    found = slot.map(|slot| (shard, Place::new(number, slot)));
+                }
+                if let Some((mut shard, place)) = found {
+                    let slot = place.slot();
                     if let Some(record) = shard.record(slot) {
-                        lookup.remember(r.group, record.values());
+                        lookup.remember(group, record.values());
+                        lookup.arrived(place);
                         return shard
                             .update(slot, meta, point, now_ms, &self.registry)
                             .ok_or(Reject::Invalid);
@@ -134,7 +182,7 @@ impl Store {
             }
         }
         lookup.forget();
-        self.insert(key, meta, point, now_ms, lookup.value_buffer())
+        self.insert(key, meta, point, now_ms, lookup)
     }
 
     /// The slow path of [`Store::apply`]: interns what is new and inserts the series (or
@@ -145,6 +193,21 @@ impl Store {
         meta: &Arc<Meta>,
         point: Point,
         now_ms: u64,
+        lookup: &mut Lookup,
+    ) -> Result<Applied, Reject> {
+        let mut values = lookup.value_buffer();
+        let result = self.insert_with(key, meta, point, now_ms, lookup, &mut values);
+        lookup.give_back(values);
+        result
+    }
+
+    fn insert_with(
+        &self,
+        key: &KeyRef<'_>,
+        meta: &Arc<Meta>,
+        point: Point,
+        now_ms: u64,
+        lookup: &mut Lookup,
         values: &mut Vec<Id>,
     ) -> Result<Applied, Reject> {
         let mut guard = write(&self.names);
@@ -219,19 +282,25 @@ impl Store {
             release_values(names, None, values);
             return Err(Reject::SeriesLimit);
         };
+        // The point's position in the group's route (the guess is not needed: the series is
+        // new, or another request inserted it meanwhile).
+        lookup.predict(group, |g| self.take_route(g));
         let hash = series_hash(&self.hasher, group, key.attrs.iter().map(|(_, v)| &**v));
-        let mut shard = lock(self.shard(hash));
+        let number = Self::shard_of(hash);
+        let mut shard = lock(&self.shards[number]);
         if let Some(slot) = shard.find(hash, group, values) {
             release_values(names, Some(group), values);
+            lookup.arrived(Place::new(number, slot));
             return shard
                 .update(slot, meta, point, now_ms, &self.registry)
                 .ok_or(Reject::Invalid);
         }
         if let Err(reject) = self.counts.reserve(cluster_of(key.attrs)) {
             release_values(names, Some(group), values);
+            lookup.arrived(Place::NONE);
             return Err(reject);
         }
-        shard.insert(
+        let slot = shard.insert(
             &self.hasher,
             &names.strings,
             hash,
@@ -246,6 +315,7 @@ impl Store {
             ),
             &self.registry,
         );
+        lookup.arrived(slot.map_or(Place::NONE, |slot| Place::new(number, slot)));
         Ok(Applied::Inserted)
     }
 
@@ -277,12 +347,13 @@ impl Store {
             let names = read(&self.names);
             let hint = Hint::default();
             lookup
-                .resolve(&names, &self.hasher, key, hint)
-                .and_then(|r| {
-                    let known = lookup.known_values(r.group, hint);
-                    let mut shard = lock(self.shard(r.hash));
-                    let slot =
-                        shard.find_text(r.hash, r.group, &names.strings, key.attrs, known)?;
+                .resolve(&names, key, hint)
+                .and_then(|group| {
+                    let hash =
+                        series_hash(&self.hasher, group, key.attrs.iter().map(|(_, v)| &**v));
+                    let known = lookup.known_values(group, hint);
+                    let mut shard = lock(&self.shards[Self::shard_of(hash)]);
+                    let slot = shard.find_text(hash, group, &names.strings, key.attrs, known)?;
                     shard.mark_stale(slot)
                 })
                 .is_some()
@@ -326,6 +397,12 @@ impl Store {
                 },
                 &self.registry,
             );
+        }
+        if removed > 0 {
+            // The routes of groups that went (a group id may be reused: a route is only a
+            // guess, checked against the stored key, but it must not outlive its group).
+            let names = read(&self.names);
+            lock(&self.routes).retain(|&group, _| names.groups.group(group).is_some());
         }
         lock(&self.targets).retain(|_, t| self.alive(t.updated_ms, now));
         removed
@@ -373,6 +450,180 @@ mod tests {
             kind: Kind::Counter,
             help: String::new(),
         })
+    }
+
+    /// One request of a sender: a point per id (attribute `id`, value `v`, time `t`), in this
+    /// order, on one [`Lookup`]; the routes are handed back unless `end` is false.
+    fn send(store: &Store, ids: &[&str], v: f64, t: u64, end: bool) -> Vec<Applied> {
+        let mut lookup = Lookup::default();
+        let now = store.clock().now_ms();
+        let applied = ids
+            .iter()
+            .map(|id| {
+                let attrs = attrs(&[("id", id), ("mode", "idle")], Some("hub"), None);
+                let key = KeyRef {
+                    metric: "m",
+                    kind: Kind::Counter,
+                    scope_name: "s",
+                    scope_version: "1",
+                    job: "j",
+                    instance: "i",
+                    attrs: &attrs,
+                };
+                store
+                    .apply(
+                        &key,
+                        &meta(),
+                        point(t, v),
+                        now,
+                        &mut lookup,
+                        Hint::default(),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        if end {
+            store.end_request(&mut lookup);
+        }
+        applied
+    }
+
+    /// The value of every live series by its `id`.
+    fn values(store: &Store) -> std::collections::BTreeMap<String, Value> {
+        let mut out = std::collections::BTreeMap::new();
+        store.for_each_live(|key, series| {
+            let id = key.attrs.iter().find(|(k, _)| *k == "id").unwrap().1;
+            assert!(out
+                .insert(id.to_string(), series.point.value.clone())
+                .is_none());
+        });
+        out
+    }
+
+    fn expect(pairs: &[(&str, f64)]) -> std::collections::BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(id, v)| (id.to_string(), Value::Number(*v)))
+            .collect()
+    }
+
+    #[test]
+    fn routes_follow_a_sender_whose_series_change_order() {
+        let store = Store::new(Limits::default(), 0, Arc::new(ManualClock::new(1_000)));
+        let ids = ["a", "b", "c", "d", "e"];
+        assert!(send(&store, &ids, 1.0, 1, true)
+            .iter()
+            .all(|a| *a == Applied::Inserted));
+        assert_eq!(store.routed(), 5);
+        // The same series in the same order, then reversed, then rotated: every point goes to
+        // its own series.
+        assert!(send(&store, &ids, 2.0, 2, true)
+            .iter()
+            .all(|a| *a == Applied::Updated));
+        let reversed = ["e", "d", "c", "b", "a"];
+        assert!(send(&store, &reversed, 3.0, 3, true)
+            .iter()
+            .all(|a| *a == Applied::Updated));
+        let mut by_id = expect(&[("a", 3.0), ("b", 3.0), ("c", 3.0), ("d", 3.0), ("e", 3.0)]);
+        assert_eq!(values(&store), by_id);
+        send(&store, &["c", "d", "e", "a", "b"], 4.0, 4, true);
+        send(&store, &["c", "d"], 5.0, 5, true);
+        by_id.extend(expect(&[
+            ("a", 4.0),
+            ("b", 4.0),
+            ("c", 5.0),
+            ("d", 5.0),
+            ("e", 4.0),
+        ]));
+        assert_eq!(values(&store), by_id);
+        // The route is cut to the last request's points.
+        assert_eq!(store.routed(), 2);
+        assert_eq!(store.len(), 5);
+    }
+
+    #[test]
+    fn a_changed_value_at_a_routed_position_is_another_series() {
+        let store = Store::new(Limits::default(), 0, Arc::new(ManualClock::new(1_000)));
+        send(&store, &["a", "b", "c"], 1.0, 1, true);
+        // Position 1 was "b": "x" there is a new series, and "b" keeps its value.
+        let applied = send(&store, &["a", "x", "c"], 2.0, 2, true);
+        assert_eq!(
+            applied,
+            [Applied::Updated, Applied::Inserted, Applied::Updated]
+        );
+        assert_eq!(
+            values(&store),
+            expect(&[("a", 2.0), ("b", 1.0), ("c", 2.0), ("x", 2.0)])
+        );
+        // And back: "b" is found again (its route entry now names "x").
+        send(&store, &["a", "b", "c"], 3.0, 3, true);
+        assert_eq!(
+            values(&store),
+            expect(&[("a", 3.0), ("b", 3.0), ("c", 3.0), ("x", 2.0)])
+        );
+        assert_eq!(store.len(), 4);
+    }
+
+    #[test]
+    fn a_routed_series_that_expired_and_whose_slot_was_reused() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = Store::new(Limits::default(), 1_000, clock.clone());
+        send(&store, &["x", "y"], 1.0, 1, true);
+        let stale = lock(&store.routes).clone();
+        let x = stale.values().next().unwrap()[0];
+        // "y" stays alive, "x" expires and is swept; the group lives on.
+        clock.advance_ms(600);
+        send(&store, &["y"], 2.0, 2, true);
+        clock.advance_ms(600);
+        assert_eq!(store.sweep(), 1);
+        // Many new series of the same group: one of them takes the slot "x" had.
+        let fresh: Vec<String> = (0..1_000).map(|n| format!("z{n}")).collect();
+        let fresh: Vec<&str> = fresh.iter().map(String::as_str).collect();
+        send(&store, &fresh, 7.0, 3, true);
+        assert_eq!(store.len(), 1_001);
+        assert!(lock(&store.shards[x.shard()]).record(x.slot()).is_some());
+        // The route of the first request again: position 0 names the slot of some "z", which
+        // is not "x"; "x" comes back as a new series and no "z" changes.
+        *lock(&store.routes) = stale;
+        assert_eq!(
+            send(&store, &["x", "y"], 3.0, 4, true),
+            [Applied::Inserted, Applied::Updated]
+        );
+        let by_id = values(&store);
+        assert_eq!(by_id.len(), 1_002);
+        assert_eq!(by_id["x"], Value::Number(3.0));
+        assert_eq!(by_id["y"], Value::Number(3.0));
+        assert!(fresh.iter().all(|z| by_id[*z] == Value::Number(7.0)));
+        assert_eq!(store.routed(), 2);
+    }
+
+    #[test]
+    fn places_pack_shard_and_slot() {
+        let p = Place::new(SHARDS - 1, 12_345);
+        assert_eq!((p.shard(), p.slot()), (SHARDS - 1, 12_345));
+        let last = u32::MAX / SHARDS as u32 - 1;
+        let p = Place::new(3, last);
+        assert_eq!((p.shard(), p.slot()), (3, last));
+        assert_eq!(Place::new(0, last + 1), Place::NONE);
+        assert_eq!(Place::new(SHARDS, 0), Place::NONE);
+    }
+
+    #[test]
+    fn routes_go_with_their_group() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = Store::new(Limits::default(), 1_000, clock.clone());
+        send(&store, &["a", "b"], 1.0, 1, true);
+        assert_eq!(store.routed(), 2);
+        clock.advance_ms(1_000);
+        assert_eq!(store.sweep(), 2);
+        assert_eq!(store.routed(), 0);
+        assert_eq!(store.interned(), (0, 0));
+        // The same sender after its series expired: new series again.
+        assert_eq!(
+            send(&store, &["a", "b"], 2.0, 2, true),
+            [Applied::Inserted, Applied::Inserted]
+        );
+        assert_eq!(values(&store), expect(&[("a", 2.0), ("b", 2.0)]));
     }
 
     #[test]

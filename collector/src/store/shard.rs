@@ -98,6 +98,30 @@ fn record_at(slots: &[Option<Record>], i: u32) -> Option<&Record> {
     slots.get(i as usize).and_then(Option::as_ref)
 }
 
+/// Whether `r` is the series with `group` and the attribute values of `attrs`, comparing
+/// text; value `i` is compared by id with `known[i]` instead where bit `i` of `known_mask` is
+/// set.
+#[inline]
+fn is_key(
+    r: &Record,
+    group: Id,
+    strings: &Interner,
+    attrs: &[Attr<'_>],
+    (known, known_mask): (&[Id], u64),
+) -> bool {
+    let values = r.values();
+    r.group == group
+        && values.len() == attrs.len()
+        && values
+            .iter()
+            .zip(attrs)
+            .enumerate()
+            .all(|(at, (&id, (_, v)))| match known.get(at) {
+                Some(&k) if at < 64 && known_mask >> at & 1 == 1 => id == k,
+                _ => strings.text(id) == &**v,
+            })
+}
+
 /// The hash of a stored series.
 fn record_hash(hasher: &RandomState, strings: &Interner, r: &Record) -> u64 {
     series_hash(
@@ -128,34 +152,36 @@ impl Shard {
             .copied()
     }
 
-    /// The slot of the series with `group` and the attribute values of `attrs`, comparing text;
-    /// value `i` is compared by id with `known[i]` instead where bit `i` of `known_mask` is set.
+    /// The slot of the series with `group` and the attribute values of `attrs`, comparing text
+    /// (see [`is_key`] for `known`).
     pub(super) fn find_text(
         &self,
         hash: u64,
         group: Id,
         strings: &Interner,
         attrs: &[Attr<'_>],
-        (known, known_mask): (&[Id], u64),
+        known: (&[Id], u64),
     ) -> Option<u32> {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| {
-                record_at(slots, i).is_some_and(|r| {
-                    let values = r.values();
-                    r.group == group
-                        && values.len() == attrs.len()
-                        && values
-                            .iter()
-                            .zip(attrs)
-                            .enumerate()
-                            .all(|(at, (&id, (_, v)))| match known.get(at) {
-                                Some(&k) if at < 64 && known_mask >> at & 1 == 1 => id == k,
-                                _ => strings.text(id) == &**v,
-                            })
-                })
+                record_at(slots, i).is_some_and(|r| is_key(r, group, strings, attrs, known))
             })
             .copied()
+    }
+
+    /// Whether `slot` holds the series with `group` and the attribute values of `attrs`
+    /// (see [`is_key`]): a series' key is unique in the store, so a record with that key is
+    /// the series, whichever way its slot was found.
+    pub(super) fn holds(
+        &self,
+        slot: u32,
+        group: Id,
+        strings: &Interner,
+        attrs: &[Attr<'_>],
+        known: (&[Id], u64),
+    ) -> bool {
+        record_at(&self.slots, slot).is_some_and(|r| is_key(r, group, strings, attrs, known))
     }
 
     /// The record in `slot`.
@@ -235,6 +261,7 @@ impl Shard {
         self.slots.iter().flatten()
     }
 
+    /// Inserts a new series; returns its slot.
     pub(super) fn insert(
         &mut self,
         hasher: &RandomState,
@@ -242,14 +269,14 @@ impl Shard {
         hash: u64,
         record: Record,
         registry: &Registry,
-    ) {
+    ) -> Option<u32> {
         let slots = &self.slots;
         let slot = match self.free.pop() {
             Some(slot) if slots.get(slot as usize).is_some_and(Option::is_none) => slot,
             _ => match u32::try_from(self.slots.len()) {
                 Ok(slot) => slot,
                 // 4 billion series in one shard: the limits stop this long before.
-                Err(_) => return,
+                Err(_) => return None,
             },
         };
         if let Some(name) = self.families.add(&record.series.meta.prom_name, slot) {
@@ -263,6 +290,7 @@ impl Shard {
         self.index.insert_unique(hash, slot, |&i| {
             record_at(slots, i).map_or(0, |r| record_hash(hasher, strings, r))
         });
+        Some(slot)
     }
 
     /// Keeps the records `keep` accepts and hands the others to `removed`; their slots are
