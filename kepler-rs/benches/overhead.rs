@@ -9,13 +9,17 @@
 //!   cargo bench -p kepler-rs --bench overhead            (all scenarios, 30 s each)
 //!   cargo bench -p kepler-rs --bench overhead -- 1000 100 (one scenario)
 //! Extra exporter flags can be given with KEPLER_BENCH_ARGS (e.g. "--ebpf.enabled=false"), a
-//! profiler to run it under with KEPLER_BENCH_WRAPPER.
+//! profiler to run it under with KEPLER_BENCH_WRAPPER. KEPLER_BENCH_GPU=<n> adds a GPU (the
+//! fake NVML, built with `cc`) whose running compute processes are the first n sleepers (at
+//! most 64); KEPLER_BENCH_VM=1 an idle QEMU guest in a libvirt-shaped cgroup.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, scrape, sleepers_in_containers, spawn_exporter, usage, Cleanup};
+use common::{
+    free_port, idle_vm, scrape, sleepers_in_containers, spawn_exporter, usage, BenchGpu, Cleanup,
+};
 
 const MEASURE: Duration = Duration::from_secs(30);
 const WARMUP: Duration = Duration::from_secs(7);
@@ -24,8 +28,23 @@ fn scenario(processes: usize, containers: usize) -> String {
     let mut guard = Cleanup::default();
     let base = common::v2_root().join(format!("kubepods-bench-{}.slice", std::process::id()));
     sleepers_in_containers(&mut guard, &base, 0, processes, containers);
+    let gpu_processes: usize = std::env::var("KEPLER_BENCH_GPU")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let gpu = (gpu_processes > 0).then(|| {
+        let pids: Vec<u32> = guard.children.iter().map(|c| c.id()).collect();
+        BenchGpu::start(&pids[..gpu_processes.min(pids.len())])
+    });
+    let disk = tempfile::tempdir().unwrap();
+    if std::env::var("KEPLER_BENCH_VM").is_ok_and(|v| v == "1") {
+        idle_vm(&mut guard, disk.path());
+    }
     let port = free_port();
-    let exporter = spawn_exporter(port, &["--monitor.interval", "3s"]);
+    let mut flags = vec!["--monitor.interval".to_string(), "3s".to_string()];
+    flags.extend(gpu.as_ref().map(BenchGpu::flag));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let exporter = spawn_exporter(port, &flags);
     let pid = exporter.id();
     guard.children.push(exporter);
     std::thread::sleep(WARMUP);
@@ -37,10 +56,19 @@ fn scenario(processes: usize, containers: usize) -> String {
     let millicores = (t1 - t0) as f64 / procfs::ticks_per_second() as f64 / secs * 1000.0;
     let mut times: Vec<f64> = (0..20).map(|_| scrape(port).0).collect();
     times.sort_by(f64::total_cmp);
+    // What was measured besides the CPU: GPUs and VMs on the page (one idle series each).
+    let body = common::page(port);
+    let served = |family: &str| {
+        body.lines()
+            .filter(|l| l.starts_with(family) && l.contains("mode=\"idle\""))
+            .count()
+    };
     format!(
-        "| {processes} | {containers} | {millicores:.1} | {:.1} | {:.2} |",
+        "| {processes} | {containers} | {millicores:.1} | {:.1} | {:.2} | {} | {} |",
         hwm as f64 / 1024.0,
-        times[times.len() / 2]
+        times[times.len() / 2],
+        served("kepler_node_gpu_joules_total{"),
+        served("kepler_vm_package_joules_total{"),
     )
 }
 
@@ -56,8 +84,8 @@ fn main() {
         [p, c, ..] => vec![(*p, *c)],
         _ => vec![(100, 10), (1_000, 100), (10_000, 1_000)],
     };
-    println!("| processes | containers | exporter CPU (millicores) | peak RSS (MiB) | /metrics scrape (ms, median) |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| processes | containers | exporter CPU (millicores) | peak RSS (MiB) | /metrics scrape (ms, median) | GPUs served | VMs served |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (p, c) in scenarios {
         println!("{}", scenario(p, c));
     }

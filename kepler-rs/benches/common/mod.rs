@@ -148,6 +148,19 @@ pub fn scrape(port: u16) -> (f64, usize) {
     (t.elapsed().as_secs_f64() * 1e3, body.len())
 }
 
+/// The body of one `GET /metrics` over loopback.
+pub fn page(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
 /// Waits until the exporter on `port` accepts connections.
 pub fn wait_listening(port: u16) {
     let up = Instant::now();
@@ -170,4 +183,118 @@ pub fn should_run(name: &str) -> bool {
     kepler_test_support::require::require_root(&format!(
         "the {name} benchmark (it creates cgroups)"
     ))
+}
+
+/// A GPU for the overhead benchmark (`KEPLER_BENCH_GPU=<processes>`): the fake NVML of
+/// `testdata/fake-nvml/`, built here with `cc`, listing one GPU that draws 300 W (its energy
+/// counter moved on every second by a thread) with `pids` as its running compute processes.
+/// [`BenchGpu::flag`] points the exporter at the library; the state file's path is put in
+/// `FAKE_NVML_STATE` of this process, which the exporter inherits.
+pub struct BenchGpu {
+    _dir: tempfile::TempDir,
+    library: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BenchGpu {
+    /// At most 64 processes (the fake NVML's limit).
+    pub fn start(pids: &[u32]) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let library = dir.path().join("libnvidia-ml.so.1");
+        let source = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/fake-nvml/fake_nvml.c"
+        );
+        let built = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&library)
+            .arg(source)
+            .status()
+            .expect("cc (the fake NVML is built with it)");
+        assert!(built.success(), "cc could not build the fake NVML");
+        let state = dir.path().join("state");
+        let running: String = pids
+            .iter()
+            .take(64)
+            .map(|pid| format!("running 0 {pid}\n"))
+            .collect();
+        let write = move |path: &Path, energy_mj: u64| {
+            let aside = path.with_extension("new");
+            fs::write(
+                &aside,
+                format!(
+                    "driver 550.54.15\ngpu GPU-00000000-0000-4000-8000-00000000be7c Bench_GPU {energy_mj} 300000 70 0\n{running}"
+                ),
+            )
+            .unwrap();
+            fs::rename(aside, path).unwrap();
+        };
+        write(&state, 0);
+        std::env::set_var("FAKE_NVML_STATE", &state);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut energy_mj = 0;
+            while !stopping.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                energy_mj += 300_000;
+                write(&state, energy_mj);
+            }
+        });
+        Self {
+            _dir: dir,
+            library,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `--gpu.nvml-library=<the fake>`.
+    pub fn flag(&self) -> String {
+        format!("--gpu.nvml-library={}", self.library.display())
+    }
+}
+
+impl Drop for BenchGpu {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An idle virtual machine for the overhead benchmark (`KEPLER_BENCH_VM=1`):
+/// `qemu-system-x86_64` under TCG halting in a three-instruction boot sector (`sti; hlt; jmp`),
+/// started in a libvirt-shaped scope (`machine.slice/machine-qemu\x2d<N>\x2dbenchvm.scope`)
+/// registered in `guard`, so the exporter classifies and measures a guest the whole run.
+pub fn idle_vm(guard: &mut Cleanup, dir: &Path) {
+    let mut sector = [0u8; 512];
+    sector[..4].copy_from_slice(&[0xFB, 0xF4, 0xEB, 0xFD]);
+    sector[510] = 0x55;
+    sector[511] = 0xAA;
+    let disk = dir.join("idle.img");
+    fs::write(&disk, sector).unwrap();
+    let slice = v2_root().join("machine.slice");
+    mkdir(&mut guard.dirs, &slice);
+    let scope = slice.join(format!(
+        "machine-qemu\\x2d{}\\x2dbenchvm.scope",
+        std::process::id()
+    ));
+    mkdir(&mut guard.dirs, &scope);
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec qemu-system-x86_64 -accel tcg -nographic -no-reboot \
+             -nodefaults -display none -m 16 -monitor none -serial none -name guest=benchvm \
+             -drive file='{}',format=raw,if=floppy",
+            scope.join("cgroup.procs").display(),
+            disk.display()
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 (apt-get install qemu-system-x86)");
+    guard.children.push(child);
 }
