@@ -56,11 +56,20 @@ fn the_debian_package_installs_works_and_purges_cleanly() {
     if tools.len() != 5 {
         return;
     }
-    let (ok, out) = run(Command::new("bash")
+    // The package's path is the last line of standard output; messages (installing cargo-deb
+    // on a fresh machine, say) go to standard error.
+    let script = Command::new("bash")
         .arg(workspace_root().join("scripts/package-deb.sh"))
-        .args(["--profile", "dev"]));
-    assert!(ok, "scripts/package-deb.sh failed:\n{out}");
-    let deb = PathBuf::from(out.lines().last().unwrap_or("").trim());
+        .args(["--profile", "dev"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&script.stdout);
+    let out = format!("{stdout}{}", String::from_utf8_lossy(&script.stderr));
+    assert!(
+        script.status.success(),
+        "scripts/package-deb.sh failed:\n{out}"
+    );
+    let deb = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
     assert!(
         deb.extension().is_some_and(|e| e == "deb") && deb.is_file(),
         "no package path on the last line:\n{out}"

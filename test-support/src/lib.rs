@@ -15,6 +15,7 @@
 //! - [`python`]: the workspace's Python venv with the OpenTelemetry packages.
 //! - [`pki`]: a throwaway CA issuing server and client certificates for TLS tests.
 //! - [`https`]: a rustls client trusting such a CA, `GET` over TLS with basic auth, plain `GET`.
+//! - [`kepler_push`]: an OTLP push shaped like kepler-rs's, the hub benchmarks' load.
 //!
 //! Helpers panic with a message that names what failed: they run inside tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -22,6 +23,7 @@
 pub mod cgroup;
 pub mod golden;
 pub mod https;
+pub mod kepler_push;
 pub mod net;
 pub mod peers;
 pub mod pki;
