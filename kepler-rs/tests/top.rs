@@ -68,6 +68,42 @@ fn assert_total_in_model_range(url: &str) {
     );
 }
 
+/// With a GPU (the fake NVML, 120 W, this test as its compute process), `--once` shows GPU
+/// power: the rows' GPU column adds up to the GPU's power.
+#[test]
+fn once_shows_gpu_power() {
+    let Some(nvml) = common::fake_nvml::library() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gpu = common::fake_nvml::ScriptedGpu::start(dir.path(), 120, &[std::process::id()]);
+    let mut command = Command::new(BIN);
+    command.env("FAKE_NVML_STATE", gpu.state());
+    let library = format!("--gpu.nvml-library={}", nvml.display());
+    let _exporter = Exporter::launch(command, "300ms", &[&library], Stdio::inherit());
+    std::thread::sleep(Duration::from_millis(1500));
+    let url = _exporter.metrics_url();
+    let out = Command::new(BIN)
+        .args(["top", "--once", "--interval", "2s", "--url", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("GPU(W)"), "{stdout}");
+    let gpu_total: f64 = stdout
+        .split("gpu ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // 120 W, from a counter moved in 6 J steps, read over snapshot times that can be tens of
+    // milliseconds off on a loaded host.
+    assert!(
+        (108.0..=132.0).contains(&gpu_total),
+        "GPU total {gpu_total} W, not the GPU's 120 W:\n{stdout}"
+    );
+}
+
 #[test]
 fn once_fails_clearly_when_nothing_listens() {
     let out = Command::new(BIN)

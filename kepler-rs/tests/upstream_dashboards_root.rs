@@ -33,13 +33,11 @@ mod kubelet_server;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::exporter::{Exporter, BIN};
+use common::fake_nvml::ScriptedGpu;
 use common::qemu::QemuGuest;
 use kepler_test_support::cgroup::TestContainer;
 use kepler_test_support::peers::{require_peer, Prometheus};
@@ -557,61 +555,6 @@ fn run_panel(prometheus: &Prometheus, panel: &Panel, texts: &BTreeMap<&str, Stri
     data["result"].as_array().cloned().unwrap_or_default()
 }
 
-/// The fake NVML's one GPU, drawing 120 W with 60 % utilisation, `gpu_pid` its compute
-/// process: a thread moves the energy counter on every 200 ms until dropped.
-struct ScriptedGpu {
-    state: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ScriptedGpu {
-    fn start(dir: &Path, gpu_pid: u32) -> Self {
-        let state = dir.join("fake-nvml-state");
-        let write = {
-            let state = state.clone();
-            move |energy_mj: u64| {
-                let aside = state.with_extension("new");
-                fs::write(
-                    &aside,
-                    format!(
-                        "driver 550.54.15\n\
-                         gpu GPU-7d3c1a52-9e4b-4f60-8a21-5c6b7d8e9f01 NVIDIA_H100_80GB_HBM3 {energy_mj} 120000 60 0\n\
-                         running 0 {gpu_pid}\n"
-                    ),
-                )
-                .unwrap();
-                fs::rename(aside, &state).unwrap();
-            }
-        };
-        write(1_000_000);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut energy_mj = 1_000_000;
-            while !stopping.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                energy_mj += 24_000;
-                write(energy_mj);
-            }
-        });
-        Self {
-            state,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for ScriptedGpu {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A container with a process that works in short bursts (about a third of a CPU), in pod
 /// `pod` of `namespace` as the kubelet lists it.
 struct Workload {
@@ -682,7 +625,7 @@ fn upstream_kepler_dashboards_fill_every_panel() {
     let web = Workload::start("dash-shop", "web-0", "nginx");
     let etl = Workload::start("dash-batch", "etl-7f9c", "worker");
     let mut guest = QemuGuest::start(&v2, &qemu, "dashvm");
-    let gpu = ScriptedGpu::start(dir.path(), web.process.0.id());
+    let gpu = ScriptedGpu::start(dir.path(), 120, &[web.process.0.id()]);
 
     // The stand-in kubelet names both pods; it runs on its own runtime for the whole test.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -713,7 +656,7 @@ fn upstream_kepler_dashboards_fill_every_panel() {
         ];
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let mut command = Command::new(BIN);
-        command.env("FAKE_NVML_STATE", &gpu.state);
+        command.env("FAKE_NVML_STATE", gpu.state());
         Exporter::launch(command, "500ms", &flags, Stdio::inherit())
     };
     let classic = start("classic");

@@ -1,8 +1,11 @@
 //! The numbers behind `kepler-rs top`: power per container, pod or process from two scrapes of
-//! Kepler's classic counters (`kepler_container_joules_total`, `kepler_process_joules_total`).
+//! Kepler's classic counters (`kepler_container_joules_total`, `kepler_process_joules_total`,
+//! and the GPU part of them, `kepler_container_gpu_joules_total`,
+//! `kepler_process_gpu_joules_total`).
 //!
 //! Power is the counter increase between the scrapes divided by the time between them, summed
-//! over `mode` (dynamic + idle, shown separately too). A series that went backwards (exporter
+//! over `mode` (dynamic + idle, shown separately too); GPU power, all modes, is shown on its
+//! own as well (it is part of the total, as in Kepler). A series that went backwards (exporter
 //! restart) shows no power rather than a negative one. Pure functions: the terminal code only
 //! draws what [`build`] returns.
 
@@ -24,14 +27,27 @@ pub struct RowKey {
     pub id: String,
 }
 
+/// The key of [`Counters`] under which a row's GPU energy (every mode) is kept.
+pub const GPU: &str = "gpu";
+
 /// Extracts the energy counters of one grouping from a parsed scrape.
 pub fn counters(scrape: &prometheus_parse::Scrape, group: Group) -> Counters {
-    let metric = match group {
-        Group::Process => "kepler_process_joules_total",
-        Group::Container | Group::Pod => "kepler_container_joules_total",
+    let (metric, gpu_metric) = match group {
+        Group::Process => (
+            "kepler_process_joules_total",
+            "kepler_process_gpu_joules_total",
+        ),
+        Group::Container | Group::Pod => (
+            "kepler_container_joules_total",
+            "kepler_container_gpu_joules_total",
+        ),
     };
     let mut out = Counters::new();
-    for sample in scrape.samples.iter().filter(|s| s.metric == metric) {
+    for sample in scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric || s.metric == gpu_metric)
+    {
         let value = match sample.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Untyped(v)
@@ -62,7 +78,12 @@ pub fn counters(scrape: &prometheus_parse::Scrape, group: Group) -> Counters {
                 id: l("pid"),
             },
         };
-        *out.entry(key).or_default().entry(l("mode")).or_insert(0.0) += value;
+        let mode = if sample.metric == gpu_metric {
+            GPU.to_string()
+        } else {
+            l("mode")
+        };
+        *out.entry(key).or_default().entry(mode).or_insert(0.0) += value;
     }
     out
 }
@@ -115,6 +136,8 @@ pub struct Row {
     pub key: RowKey,
     pub dynamic_watts: f64,
     pub idle_watts: f64,
+    /// The GPU's part of [`Row::watts`].
+    pub gpu_watts: f64,
     pub joules: f64,
 }
 
@@ -142,7 +165,12 @@ pub fn build(before: &Counters, after: &Counters, elapsed: Duration, sort: SortB
                 .get("dynamic")
                 .map_or(0.0, |v| rate(key, "dynamic", *v)),
             idle_watts: modes.get("idle").map_or(0.0, |v| rate(key, "idle", *v)),
-            joules: modes.values().sum(),
+            gpu_watts: modes.get(GPU).map_or(0.0, |v| rate(key, GPU, *v)),
+            joules: modes
+                .iter()
+                .filter(|(mode, _)| *mode != GPU)
+                .map(|(_, v)| v)
+                .sum(),
         })
         .collect();
     match sort {
@@ -167,10 +195,11 @@ pub fn render(
     max_rows: usize,
 ) -> String {
     let total: f64 = rows.iter().map(Row::watts).sum();
+    let gpu: f64 = rows.iter().map(|r| r.gpu_watts).sum();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "kepler-rs top  {source}  total {total:.2} W  group: {}  sort: {}  (keys: p power, e energy, n name, g group, q quit)",
+        "kepler-rs top  {source}  total {total:.2} W  gpu {gpu:.2} W  group: {}  sort: {}  (keys: p power, e energy, n name, g group, q quit)",
         group.as_str(),
         sort.as_str()
     );
@@ -180,17 +209,26 @@ pub fn render(
     };
     let _ = writeln!(
         out,
-        "{:>9} {:>9} {:>9} {:>12}  {:<16} {:<28} {:<20} {}",
-        "POWER(W)", "DYN(W)", "IDLE(W)", "ENERGY(J)", "NAMESPACE", "POD", name_col, id_col
+        "{:>9} {:>9} {:>9} {:>9} {:>12}  {:<16} {:<28} {:<20} {}",
+        "POWER(W)",
+        "DYN(W)",
+        "IDLE(W)",
+        "GPU(W)",
+        "ENERGY(J)",
+        "NAMESPACE",
+        "POD",
+        name_col,
+        id_col
     );
     for row in rows.iter().take(max_rows) {
         let id: String = row.key.id.chars().take(12).collect();
         let _ = writeln!(
             out,
-            "{:>9.2} {:>9.2} {:>9.2} {:>12.1}  {:<16} {:<28} {:<20} {}",
+            "{:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>12.1}  {:<16} {:<28} {:<20} {}",
             row.watts(),
             row.dynamic_watts,
             row.idle_watts,
+            row.gpu_watts,
             row.joules,
             cut(&row.key.namespace, 16),
             cut(&row.key.pod, 28),
@@ -261,6 +299,35 @@ kepler_container_joules_total{container_id=\"system_processes\",pod_name=\"syste
         assert_eq!(by_name[0].key.namespace, "shop");
         let by_energy = build(&b, &a, Duration::from_secs(3), SortBy::Energy);
         assert_eq!(by_energy[0].key.id, "system_processes");
+    }
+
+    #[test]
+    fn gpu_power_is_its_own_column_and_part_of_the_total() {
+        let gpu = |dynamic: u32, idle: u32| {
+            format!(
+                "# TYPE kepler_container_gpu_joules_total counter
+kepler_container_gpu_joules_total{{container_id=\"aaaa\",pod_name=\"web-1\",container_name=\"nginx\",container_namespace=\"shop\",mode=\"dynamic\",source=\"NVML\"}} {dynamic}
+kepler_container_gpu_joules_total{{container_id=\"aaaa\",pod_name=\"web-1\",container_name=\"nginx\",container_namespace=\"shop\",mode=\"idle\",source=\"NVML\"}} {idle}
+"
+            )
+        };
+        // nginx's totals include its GPU energy (+24 J dynamic, +6 J idle over 3 s).
+        let before = format!("{BEFORE}{}", gpu(60, 20));
+        let after = format!("{}{}", after(), gpu(84, 26));
+        let b = counters(&scrape(&before), Group::Container);
+        let a = counters(&scrape(&after), Group::Container);
+        let rows = build(&b, &a, Duration::from_secs(3), SortBy::Power);
+        let nginx = rows.iter().find(|r| r.key.name == "nginx").unwrap();
+        assert!((nginx.gpu_watts - 10.0).abs() < 1e-9, "{nginx:?}");
+        assert!((nginx.watts() - 12.0).abs() < 1e-9, "{nginx:?}");
+        assert_eq!(nginx.joules, 186.0, "GPU energy is not counted twice");
+        let sidecar = rows.iter().find(|r| r.key.name == "sidecar").unwrap();
+        assert_eq!(sidecar.gpu_watts, 0.0);
+        let text = render(&rows, "src", Group::Container, SortBy::Power, 200, 10);
+        assert!(
+            text.contains("gpu 10.00 W") && text.contains("GPU(W)"),
+            "{text}"
+        );
     }
 
     #[test]
