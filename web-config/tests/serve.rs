@@ -193,6 +193,13 @@ async fn get_tls(
     parse(&raw)
 }
 
+/// `GET /metrics` over TLS as the config's user with the right password.
+async fn get_metrics(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Answer {
+    get_tls(addr, config, "/metrics", Some(("prometheus", PASSWORD)))
+        .await
+        .unwrap()
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     ca: Ca,
@@ -235,14 +242,7 @@ async fn basic_auth_over_tls_good_wrong_and_missing() {
     let server = start(&setup.config(), &["/healthz"]).await;
     let client = client_config(&setup.ca.pem, None);
 
-    let ok = get_tls(
-        server.addr,
-        &client,
-        "/metrics",
-        Some(("prometheus", PASSWORD)),
-    )
-    .await
-    .unwrap();
+    let ok = get_metrics(server.addr, &client).await;
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ok.body, "up 1\n");
     assert_eq!(ok.header("x-content-type-options"), Some("nosniff"));
@@ -289,14 +289,7 @@ async fn basic_auth_over_tls_good_wrong_and_missing() {
     // The good password was checked with bcrypt once; later scrapes come from the cache.
     let runs = server.web.authenticator().bcrypt_runs();
     for _ in 0..5 {
-        let ok = get_tls(
-            server.addr,
-            &client,
-            "/metrics",
-            Some(("prometheus", PASSWORD)),
-        )
-        .await
-        .unwrap();
+        let ok = get_metrics(server.addr, &client).await;
         assert_eq!(ok.status, 200);
     }
     assert_eq!(server.web.authenticator().bcrypt_runs(), runs);
@@ -376,14 +369,7 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
         "the next connection gets the new certificate"
     );
     assert_ne!(after, before);
-    let ok = get_tls(
-        server.addr,
-        &client,
-        "/metrics",
-        Some(("prometheus", PASSWORD)),
-    )
-    .await
-    .unwrap();
+    let ok = get_metrics(server.addr, &client).await;
     assert_eq!(ok.status, 200);
     assert!(server.web.reloads() >= 1);
     assert_eq!(server.web.reload_failures(), 0);
@@ -412,14 +398,7 @@ async fn plain_http_to_the_tls_port_is_answered_400_and_closed() {
     assert!(!answer.body.contains("up 1"));
     // The server goes on serving TLS.
     let client = client_config(&setup.ca.pem, None);
-    let ok = get_tls(
-        server.addr,
-        &client,
-        "/metrics",
-        Some(("prometheus", PASSWORD)),
-    )
-    .await
-    .unwrap();
+    let ok = get_metrics(server.addr, &client).await;
     assert_eq!(ok.status, 200);
 }
 
@@ -429,14 +408,7 @@ async fn a_changed_password_applies_and_a_broken_file_keeps_the_last_good_one() 
     let server = start(&setup.config(), &[]).await;
     let client = client_config(&setup.ca.pem, None);
     setup.write_config("", "new-password");
-    let old = get_tls(
-        server.addr,
-        &client,
-        "/metrics",
-        Some(("prometheus", PASSWORD)),
-    )
-    .await
-    .unwrap();
+    let old = get_metrics(server.addr, &client).await;
     assert_eq!(old.status, 401, "the old password no longer works");
     let new = get_tls(
         server.addr,
