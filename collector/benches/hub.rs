@@ -341,7 +341,12 @@ fn peak_rss_bytes() -> u64 {
 
 /// CPU seconds (user + system) used by this process so far.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    cpu_seconds_in("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) a `/proc/.../stat` file reports (a process's or a thread's).
+fn cpu_seconds_in(stat_file: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_file).unwrap();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()

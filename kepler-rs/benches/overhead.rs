@@ -18,7 +18,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    free_port, idle_vm, scrape, sleepers_in_containers, spawn_exporter, usage, BenchGpu, Cleanup,
+    fake_nvml, free_port, idle_vm, scrape, sleepers_in_containers, spawn_exporter, usage, Cleanup,
 };
 
 const MEASURE: Duration = Duration::from_secs(30);
@@ -32,9 +32,16 @@ fn scenario(processes: usize, containers: usize) -> String {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let gpu_dir = tempfile::tempdir().unwrap();
     let gpu = (gpu_processes > 0).then(|| {
         let pids: Vec<u32> = guard.children.iter().map(|c| c.id()).collect();
-        BenchGpu::start(&pids[..gpu_processes.min(pids.len())])
+        // At most 64: the fake NVML's limit of processes per GPU.
+        let used = gpu_processes.min(pids.len()).min(64);
+        let gpu = fake_nvml::ScriptedGpu::start(gpu_dir.path(), 300, &pids[..used]);
+        // The exporter inherits it.
+        std::env::set_var("FAKE_NVML_STATE", gpu.state());
+        let library = fake_nvml::library().expect("cc (the fake NVML is built with it)");
+        (gpu, format!("--gpu.nvml-library={}", library.display()))
     });
     let disk = tempfile::tempdir().unwrap();
     if std::env::var("KEPLER_BENCH_VM").is_ok_and(|v| v == "1") {
@@ -42,7 +49,7 @@ fn scenario(processes: usize, containers: usize) -> String {
     }
     let port = free_port();
     let mut flags = vec!["--monitor.interval".to_string(), "3s".to_string()];
-    flags.extend(gpu.as_ref().map(BenchGpu::flag));
+    flags.extend(gpu.as_ref().map(|(_, flag)| flag.clone()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let exporter = spawn_exporter(port, &flags);
     let pid = exporter.id();

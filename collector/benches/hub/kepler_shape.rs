@@ -24,15 +24,7 @@ fn request(
 
 /// CPU seconds of the calling thread.
 fn thread_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
+    super::cpu_seconds_in("/proc/thread-self/stat")
 }
 
 pub fn run(requests: usize, rounds: usize) {

@@ -185,86 +185,10 @@ pub fn should_run(name: &str) -> bool {
     ))
 }
 
-/// A GPU for the overhead benchmark (`KEPLER_BENCH_GPU=<processes>`): the fake NVML of
-/// `testdata/fake-nvml/`, built here with `cc`, listing one GPU that draws 300 W (its energy
-/// counter moved on every second by a thread) with `pids` as its running compute processes.
-/// [`BenchGpu::flag`] points the exporter at the library; the state file's path is put in
-/// `FAKE_NVML_STATE` of this process, which the exporter inherits.
-pub struct BenchGpu {
-    _dir: tempfile::TempDir,
-    library: PathBuf,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl BenchGpu {
-    /// At most 64 processes (the fake NVML's limit).
-    pub fn start(pids: &[u32]) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let library = dir.path().join("libnvidia-ml.so.1");
-        let source = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/fake-nvml/fake_nvml.c"
-        );
-        let built = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(&library)
-            .arg(source)
-            .status()
-            .expect("cc (the fake NVML is built with it)");
-        assert!(built.success(), "cc could not build the fake NVML");
-        let state = dir.path().join("state");
-        let running: String = pids
-            .iter()
-            .take(64)
-            .map(|pid| format!("running 0 {pid}\n"))
-            .collect();
-        let write = move |path: &Path, energy_mj: u64| {
-            let aside = path.with_extension("new");
-            fs::write(
-                &aside,
-                format!(
-                    "driver 550.54.15\ngpu GPU-00000000-0000-4000-8000-00000000be7c Bench_GPU {energy_mj} 300000 70 0\n{running}"
-                ),
-            )
-            .unwrap();
-            fs::rename(aside, path).unwrap();
-        };
-        write(&state, 0);
-        std::env::set_var("FAKE_NVML_STATE", &state);
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut energy_mj = 0;
-            while !stopping.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                energy_mj += 300_000;
-                write(&state, energy_mj);
-            }
-        });
-        Self {
-            _dir: dir,
-            library,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// `--gpu.nvml-library=<the fake>`.
-    pub fn flag(&self) -> String {
-        format!("--gpu.nvml-library={}", self.library.display())
-    }
-}
-
-impl Drop for BenchGpu {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+/// The integration tests' fake NVML (the library and a scripted GPU), for the overhead
+/// benchmark's `KEPLER_BENCH_GPU`.
+#[path = "../../tests/common/fake_nvml.rs"]
+pub mod fake_nvml;
 
 /// An idle virtual machine for the overhead benchmark (`KEPLER_BENCH_VM=1`):
 /// `qemu-system-x86_64` under TCG halting in a three-instruction boot sector (`sti; hlt; jmp`),
